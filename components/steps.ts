@@ -1,0 +1,178 @@
+/**
+ * Steps: the unit of remote configuration, as plain data.
+ *
+ * A service module renders `Model -> Step[]` with pure functions. Two transports apply the very same
+ * steps: the Pulumi components (`command.remote.Command`, see components/remote.ts) and the lab (SSH
+ * runs, see lab/). Both send the script from {@link renderApplyScript} to `bash -s` on the server's
+ * standard input, so no file content and no secret ever appears on a command line.
+ */
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
+export interface StepFile {
+    /** Absolute path on the server. */
+    readonly path: string;
+    /** Content; may hold {@link secretRef} placeholders, which are resolved just before transport. */
+    readonly content: string;
+    readonly owner?: string;
+    readonly group?: string;
+    /** Octal mode, e.g. "0640". */
+    readonly mode?: string;
+    /** The content holds secrets: never logged, never world-readable, created with its final mode. */
+    readonly secret?: boolean;
+}
+
+export interface Step {
+    /** Unique, stable name: it becomes the Pulumi resource name, so renaming needs an alias. */
+    readonly name: string;
+    readonly description: string;
+    /** Debian packages this step needs; installed (noninteractive) only when missing. */
+    readonly packages?: readonly string[];
+    /** debconf selections (`pkg question type value` lines) set before the packages are installed. */
+    readonly debconf?: readonly string[];
+    readonly files: readonly StepFile[];
+    /**
+     * Bash run after the files are in place, with `set -euo pipefail`. It must be idempotent and act
+     * only on what changed. Available helpers:
+     *   changed PATH...          true if any of these files (or files under these dirs) changed in this run
+     *   mark_changed             record that the script changed something on the server
+     *   reload SERVICE           `systemctl reload-or-restart` + mark_changed + a log line
+     *   restart SERVICE          `systemctl restart` + mark_changed + a log line
+     *   secret_file NAME         path of a root-only file holding secret NAME (written by the step)
+     *   log MESSAGE              a line on stderr, prefixed with the step name
+     * A script never echoes secrets and never puts them into a command's arguments.
+     */
+    readonly script: string;
+    /** Names of steps that must be applied before this one. */
+    readonly after: readonly string[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secret placeholders
+// ---------------------------------------------------------------------------------------------
+const SECRET_REF = /@@secret:([a-zA-Z0-9_.:@+-]+)@@/g;
+
+/** A placeholder for a secret value in file content; resolved by {@link resolveSecrets}. */
+export function secretRef(name: string): string {
+    return `@@secret:${name}@@`;
+}
+
+/** Secret names that a step's files reference. */
+export function secretsOf(step: Step): string[] {
+    const names = new Set<string>();
+    for (const f of step.files) for (const m of f.content.matchAll(SECRET_REF)) names.add(m[1]);
+    return [...names].sort();
+}
+
+/** Replaces the placeholders with values. Refuses a secret in a file that is not marked secret. */
+export function resolveSecrets(step: Step, values: Readonly<Record<string, string>>): Step {
+    const files = step.files.map((f) => {
+        if (!SECRET_REF.test(f.content)) return f;
+        SECRET_REF.lastIndex = 0;
+        if (!f.secret) throw new Error(`step ${step.name}: ${f.path} references a secret but is not marked secret`);
+        const content = f.content.replace(SECRET_REF, (_, name: string) => {
+            const v = values[name];
+            if (v === undefined) throw new Error(`step ${step.name}: ${f.path} references unknown secret "${name}"`);
+            return v;
+        });
+        return { ...f, content };
+    });
+    return { ...step, files };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ordering
+// ---------------------------------------------------------------------------------------------
+/** Steps in an order that respects `after`; throws on unknown names or cycles. Stable otherwise. */
+export function orderSteps(steps: readonly Step[]): Step[] {
+    const byName = new Map(steps.map((s) => [s.name, s]));
+    if (byName.size !== steps.length) throw new Error("step names must be unique");
+    const out: Step[] = [];
+    const state = new Map<string, "visiting" | "done">();
+    const visit = (s: Step, chain: string[]) => {
+        const st = state.get(s.name);
+        if (st === "done") return;
+        if (st === "visiting") throw new Error(`step cycle: ${[...chain, s.name].join(" -> ")}`);
+        state.set(s.name, "visiting");
+        for (const dep of s.after) {
+            const d = byName.get(dep);
+            if (!d) throw new Error(`step ${s.name}: unknown step "${dep}" in after`);
+            visit(d, [...chain, s.name]);
+        }
+        state.set(s.name, "done");
+        out.push(s);
+    };
+    for (const s of steps) visit(s, []);
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The apply script: the one implementation of "apply a step"
+// ---------------------------------------------------------------------------------------------
+/** The line the apply script ends with; both transports parse it. */
+export const RESULT_PREFIX = "ispmail-step-result:";
+
+export type StepResult = "changed" | "unchanged";
+
+/** Parses the result line from an apply script's output. */
+export function parseStepResult(output: string): { result: StepResult; changedFiles: string[]; actions: string[] } | undefined {
+    const line = output.split("\n").find((l) => l.startsWith(RESULT_PREFIX));
+    if (!line) return undefined;
+    const parsed = JSON.parse(line.slice(RESULT_PREFIX.length)) as { result: StepResult; files: string[]; actions: string[] };
+    return { result: parsed.result, changedFiles: parsed.files, actions: parsed.actions };
+}
+
+const SAFE_NAME = /^[a-z0-9][a-z0-9_.-]*$/i;
+const SAFE_PATH = /^\/[A-Za-z0-9_.@+/-]+$/;
+
+function shellQuote(s: string): string {
+    return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** sha256 (hex) of a step's rendered data, placeholders unresolved: safe to show in a preview. */
+export function stepHash(step: Step): string {
+    return createHash("sha256").update(JSON.stringify(step)).digest("hex");
+}
+
+/**
+ * Renders a self-contained bash script that installs a step's packages and files and runs its
+ * script. Send it on stdin (`bash -s`); it prints one `ispmail-step-result:{json}` line at the end.
+ * The step must already have its secrets resolved.
+ */
+export function renderApplyScript(step: Step): string {
+    if (!SAFE_NAME.test(step.name)) throw new Error(`step name ${JSON.stringify(step.name)} is not a safe name`);
+    const lines: string[] = [];
+    lines.push(
+        "#!/bin/bash",
+        "set -euo pipefail",
+        // Anything this script creates is private until given its final owner and mode.
+        "umask 077",
+        "export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8",
+        `ISPMAIL_STEP=${shellQuote(step.name)}`,
+        PRELUDE,
+    );
+    if (step.debconf?.length) {
+        lines.push(`ispmail_debconf <<'ISPMAIL_DEBCONF'`, ...step.debconf, "ISPMAIL_DEBCONF");
+    }
+    if (step.packages?.length) {
+        for (const p of step.packages) if (!/^[a-z0-9][a-z0-9+.:-]*$/.test(p)) throw new Error(`step ${step.name}: bad package name ${p}`);
+        lines.push(`ispmail_packages ${step.packages.join(" ")}`);
+    }
+    for (const f of step.files) {
+        if (!SAFE_PATH.test(f.path) || f.path.includes("/../")) throw new Error(`step ${step.name}: unsafe path ${f.path}`);
+        const owner = f.owner ?? "root";
+        const group = f.group ?? (f.owner ?? "root");
+        const mode = f.mode ?? (f.secret ? "0600" : "0644");
+        if (!/^0?[0-7]{3,4}$/.test(mode)) throw new Error(`step ${step.name}: bad mode ${mode} for ${f.path}`);
+        if (f.secret && /[0-7]{2}[1-7]$/.test(mode)) throw new Error(`step ${step.name}: secret file ${f.path} must not be world-readable (mode ${mode})`);
+        if (!SAFE_NAME.test(owner) || !SAFE_NAME.test(group)) throw new Error(`step ${step.name}: bad owner/group for ${f.path}`);
+        const b64 = Buffer.from(f.content, "utf8").toString("base64").replace(/.{1,76}/g, "$&\n");
+        lines.push(`ispmail_file ${f.path} ${owner} ${group} ${mode} <<'ISPMAIL_B64'`, b64.trimEnd(), "ISPMAIL_B64");
+    }
+    lines.push("# --- step script ---", step.script.trim(), "# --- end of step script ---", "ispmail_result");
+    return lines.join("\n") + "\n";
+}
+
+/** Helpers shared by every apply script; a real shell file so it can be read and linted. */
+const PRELUDE = readFileSync(join(__dirname, "..", "files", "common", "prelude.sh"), "utf8");
