@@ -4,9 +4,15 @@
  *
  * All problems are collected and reported together, each naming the full key path
  * (`ispmail:users[2].address`) and what is allowed, before any resource is registered.
+ *
+ * How messages are made: every schema carries a `.describe()` text that says what is allowed
+ * ("a whole number of MB from 1 to 1048576"). zod's own issues (wrong type, too small, bad format,
+ * unknown key) are turned into "must be <description>" by {@link describeIssue}; rules zod cannot
+ * express are `custom` issues whose message already says what is wrong and what is allowed.
  */
 import { isIP } from "node:net";
 import * as ipaddr from "ipaddr.js";
+import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 
 export const CONFIG_NAMESPACE = "ispmail";
@@ -19,8 +25,12 @@ export const CONFIG_NAMESPACE = "ispmail";
 const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 const LOCAL_PART = /^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/;
 const SELECTOR = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
-const SSH_KEY = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( .*)?$/;
+const SSH_KEY = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) AAAA[A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$/;
 const SHA256 = /^[a-f0-9]{64}$/;
+/** Dovecot's ACL rights letters (RFC 4314 subset, https://doc.dovecot.org/latest/core/plugins/acl.html). */
+const RIGHTS = /^[lrwsteipkxa]+$/;
+
+const FQDN_ALLOWED = "a fully qualified domain name such as mx1.example.org: dot-separated labels of letters, digits and inner hyphens (<= 63 characters each), no underscores, spaces or trailing dot; IDNs in xn-- form";
 
 function isFqdn(name: string): boolean {
     const labels = name.split(".");
@@ -32,20 +42,31 @@ const lower = (s: string) => s.trim().toLowerCase();
 const fqdn = z
     .string()
     .transform(lower)
-    .refine(isFqdn, { message: "must be a fully qualified domain name such as mx1.example.org (letters, digits and hyphens; no underscores or spaces)" });
+    .superRefine((s, ctx) => {
+        if (!isFqdn(s)) ctx.addIssue({ code: "custom", message: `"${s}" is not allowed; must be ${FQDN_ALLOWED}` });
+    })
+    .describe(FQDN_ALLOWED);
+
+/** Problems of an address as messages that say what is allowed; empty when it is fine. */
+function addressProblems(s: string): string[] {
+    const at = s.lastIndexOf("@");
+    if (at < 0) return [`"${s}" has no @; must be an e-mail address local@domain such as alice@example.org`];
+    const local = s.slice(0, at);
+    const domain = s.slice(at + 1);
+    const problems: string[] = [];
+    if (local.length === 0 || local.length > 64) problems.push(`local part (before @) must be 1 to 64 characters (RFC 5321), got ${local.length}`);
+    else if (!LOCAL_PART.test(local)) problems.push("local part (before @) may contain only letters, digits and !#$%&'*+/=?^_`{|}~- in dot-separated words (no spaces, no leading, trailing or double dots)");
+    if (!isFqdn(domain)) problems.push(`domain part "${domain}" must be ${FQDN_ALLOWED}`);
+    return problems;
+}
 
 const emailAddress = z
     .string()
     .transform(lower)
     .superRefine((s, ctx) => {
-        const at = s.lastIndexOf("@");
-        if (at < 0) return void ctx.addIssue({ code: "custom", message: "must be an e-mail address local@domain (no @ found)" });
-        const local = s.slice(0, at);
-        const domain = s.slice(at + 1);
-        if (local.length === 0 || local.length > 64) ctx.addIssue({ code: "custom", message: `local part must be 1 to 64 characters (RFC 5321), got ${local.length}` });
-        else if (!LOCAL_PART.test(local)) ctx.addIssue({ code: "custom", message: "local part may contain letters, digits and !#$%&'*+/=?^_`{|}~- separated by single dots" });
-        if (!isFqdn(domain)) ctx.addIssue({ code: "custom", message: "domain part must be a fully qualified domain name" });
-    });
+        for (const message of addressProblems(s)) ctx.addIssue({ code: "custom", message });
+    })
+    .describe("an e-mail address such as alice@example.org");
 
 /** An alias source: a full address, or a catch-all `@domain` as the tutorial shows. */
 const aliasSource = z
@@ -53,114 +74,179 @@ const aliasSource = z
     .transform(lower)
     .superRefine((s, ctx) => {
         if (s.startsWith("@")) {
-            if (!isFqdn(s.slice(1))) ctx.addIssue({ code: "custom", message: "a catch-all source must be @ followed by a managed domain" });
+            if (!isFqdn(s.slice(1))) ctx.addIssue({ code: "custom", message: `a catch-all source must be @ followed by a managed mail domain, such as @example.org` });
             return;
         }
-        const r = emailAddress.safeParse(s);
-        if (!r.success) for (const i of r.error.issues) ctx.addIssue({ code: "custom", message: i.message });
-    });
+        for (const message of addressProblems(s)) ctx.addIssue({ code: "custom", message });
+    })
+    .describe("an e-mail address such as sales@example.org, or @example.org for a catch-all");
 
-const cidr = z.string().superRefine((s, ctx) => {
-    const [addr, bits, extra] = s.split("/");
-    const family = isIP(addr ?? "");
-    const max = family === 4 ? 32 : 128;
-    const n = Number(bits);
-    if (extra !== undefined || family === 0 || bits === undefined || !/^[0-9]{1,3}$/.test(bits) || n > max) {
-        ctx.addIssue({ code: "custom", message: "must be an IPv4 or IPv6 network in CIDR notation, e.g. 203.0.113.7/32 or 2001:db8::/64 (prefix <= 32 for IPv4, <= 128 for IPv6)" });
-        return;
-    }
-    // Reject host bits set (e.g. 10.0.0.1/8): the firewall API refuses them, better say so here.
-    const network = (family === 4 ? ipaddr.IPv4 : ipaddr.IPv6).networkAddressFromCIDR(s);
-    if (network.toString() !== ipaddr.parse(addr).toString()) {
-        ctx.addIssue({ code: "custom", message: `has host bits set; use ${network.toString()}/${n}` });
-    }
-});
+const CIDR_ALLOWED = "an IPv4 or IPv6 network in CIDR notation such as 203.0.113.7/32 or 2001:db8::/64 (prefix 0-32 for IPv4, 0-128 for IPv6)";
+const cidr = z
+    .string()
+    .superRefine((s, ctx) => {
+        const [addr, bits, extra] = s.split("/");
+        const family = isIP(addr ?? "");
+        const max = family === 4 ? 32 : 128;
+        const n = Number(bits);
+        if (extra !== undefined || family === 0 || bits === undefined || !/^[0-9]{1,3}$/.test(bits) || n > max) {
+            ctx.addIssue({ code: "custom", message: `"${s}" must be ${CIDR_ALLOWED}` });
+            return;
+        }
+        // Reject host bits set (e.g. 10.0.0.1/8): the firewall API refuses them, better say so here.
+        const network = (family === 4 ? ipaddr.IPv4 : ipaddr.IPv6).networkAddressFromCIDR(s);
+        if (network.toString() !== ipaddr.parse(addr).toString()) {
+            ctx.addIssue({ code: "custom", message: `"${s}" has host bits set; the network address must end the prefix, use ${network.toString()}/${n}` });
+        }
+    })
+    .describe(CIDR_ALLOWED);
 
 // ---------------------------------------------------------------------------------------------
 // The schema of each top-level key. Keys are separate stack-config entries (`ispmail:<key>`).
 // ---------------------------------------------------------------------------------------------
-const serverSchema = z.strictObject({
-    /** Hetzner server type, e.g. cx22 or cax11. */
-    type: z.string().regex(/^[a-z0-9-]+$/, "must be a Hetzner server type such as cx22"),
-    /** Hetzner location, e.g. fsn1, nbg1, hel1, ash, hil, sin. */
-    location: z.string().regex(/^[a-z]{3}[0-9]?$/, "must be a Hetzner location such as fsn1"),
-    image: z.string().default("debian-13"),
-    sshPublicKeys: z.array(z.string().trim().regex(SSH_KEY, "must be an OpenSSH public key line (ssh-ed25519 AAAA... comment)")).min(1, "at least one SSH public key is needed to log in"),
-    adminCidrs: z.array(cidr).min(1, "at least one network must be allowed to reach SSH"),
-    /** Size of the data volume (mail, database, backups) in GB; Hetzner's minimum is 10. */
-    volumeSizeGb: z.number().int().min(10).max(10240).default(20),
-});
+const serverSchema = z
+    .strictObject({
+        /** Hetzner server type (`hcloud server-type list`), e.g. cx22 or cax11. */
+        type: z.string().regex(/^[a-z0-9-]+$/).describe("a Hetzner server type such as cx22, cx32 or cax11 (lowercase letters, digits, hyphens)"),
+        /** Hetzner location; the primary IPs and the volume live there too. */
+        location: z.string().regex(/^[a-z]{3}[0-9]?$/).describe("a Hetzner location such as fsn1, nbg1, hel1, ash, hil or sin"),
+        image: z.string().regex(/^[a-z0-9][a-z0-9.-]*$/).default("debian-13").describe("a Hetzner image name; this program is written for debian-13 (the default)"),
+        sshPublicKeys: z
+            .array(z.string().trim().regex(SSH_KEY).describe("an OpenSSH public key line such as 'ssh-ed25519 AAAAC3... you@laptop' (ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256/384/521 or sk-*), not a PEM or PuTTY key"))
+            .min(1)
+            .describe("a list of at least one OpenSSH public key line (admins who may log in as root)"),
+        adminCidrs: z.array(cidr).min(1).describe(`a list of at least one network allowed to reach SSH, each ${CIDR_ALLOWED}`),
+        /** Size of the data volume (mail, database, backups) in GB; Hetzner's minimum is 10. */
+        volumeSizeGb: z.number().int().min(10).max(10240).default(20).describe("a whole number of GB from 10 to 10240 (default 20)"),
+    })
+    .describe("a mapping {type, location, sshPublicKeys, adminCidrs, image?, volumeSizeGb?}");
 
-const userSchema = z.strictObject({
-    address: emailAddress,
-    displayName: z.string().max(256).optional(),
-    quotaMb: z.number().int().positive().max(1024 * 1024).optional(),
-    password: z.string().min(12, "must be at least 12 characters").max(256).optional(),
-});
+const userSchema = z
+    .strictObject({
+        address: emailAddress,
+        displayName: z
+            .string()
+            .max(256)
+            .regex(/^[^\p{Cc}]*$/u)
+            .optional()
+            .describe("a display name of at most 256 characters without control characters (newlines, tabs)"),
+        quotaMb: z.number().int().min(1).max(1024 * 1024).optional().describe("a whole number of MB from 1 to 1048576 (default: ispmail:defaultQuotaMb)"),
+        password: z
+            .string()
+            .min(12)
+            .max(256)
+            .optional()
+            .describe("a secret string of 12 to 256 characters set with `pulumi config set --secret --path 'ispmail:users[N].password'`, or nothing for a generated password"),
+    })
+    .describe("a mapping {address, displayName?, quotaMb?, password?}");
 
-const aliasSchema = z.strictObject({ source: aliasSource, destination: emailAddress });
+const aliasSchema = z
+    .strictObject({
+        source: aliasSource,
+        destination: emailAddress.describe("an e-mail address: a mailbox in ispmail:users or an address in a domain not managed here"),
+    })
+    .describe("a mapping {source, destination}");
 
-/** IMAP ACL rights letters (RFC 4314): l r w s t e i p k x a (Dovecot's subset). */
-const rightsSchema = z.string().regex(/^[lrwsteipkxa]+$/, "must be IMAP ACL rights letters from lrwsteipkxa (RFC 4314), e.g. lrws").default("lrwstipekxa");
+const rightsSchema = z
+    .string()
+    .regex(RIGHTS)
+    .default("lrwstipekxa")
+    .describe("IMAP ACL rights letters from 'lrwsteipkxa' (RFC 4314), such as lrws for read-only with flags (default lrwstipekxa: everything)");
 
-const shareSchema = z.strictObject({ mailbox: emailAddress, sharedTo: emailAddress, rights: rightsSchema });
+const shareSchema = z
+    .strictObject({
+        mailbox: emailAddress.describe("the address of a mailbox in ispmail:users whose folders are shared"),
+        sharedTo: emailAddress.describe("the address of another mailbox in ispmail:users that gets access"),
+        rights: rightsSchema,
+    })
+    .describe("a mapping {mailbox, sharedTo, rights?}");
 
 const nextcloudSchema = z
     .strictObject({
-        enabled: z.boolean().default(false),
-        version: z.string().regex(/^[0-9]+(\.[0-9]+){1,2}$/, "must be a Nextcloud release number such as 31.0.9").optional(),
-        url: z.url({ protocol: /^https?$/, message: "must be an http(s) URL of the Nextcloud .tar.bz2 archive" }).optional(),
-        sha256: z.string().transform(lower).refine((s) => SHA256.test(s), "must be 64 hex digits").optional(),
+        enabled: z.boolean().default(false).describe("true or false (default false)"),
+        version: z.string().regex(/^[0-9]+(\.[0-9]+){1,2}$/).optional().describe("a Nextcloud release number such as 31.0.9"),
+        url: z.url({ protocol: /^https?$/ }).optional().describe("an http(s) URL of the Nextcloud .tar.bz2 archive (default: download.nextcloud.com for version)"),
+        sha256: z
+            .string()
+            .transform(lower)
+            .refine((s) => SHA256.test(s), { message: "must be the archive's SHA-256 as 64 hex digits (from the .sha256 file next to the archive)" })
+            .optional()
+            .describe("the archive's SHA-256 as 64 hex digits"),
         /** The groupware host name (a vhost); defaults to mailHost as in the tutorial. */
-        host: fqdn.optional(),
+        host: fqdn.optional().describe(`the Nextcloud host name, ${FQDN_ALLOWED} (default: mailHost)`),
     })
     .superRefine((n, ctx) => {
         if (!n.enabled) return;
-        if (!n.version) ctx.addIssue({ code: "custom", path: ["version"], message: "is required when nextcloud.enabled is true" });
-        if (!n.sha256) ctx.addIssue({ code: "custom", path: ["sha256"], message: "is required when nextcloud.enabled is true (the archive is pinned by hash)" });
-    });
+        if (!n.version) ctx.addIssue({ code: "custom", path: ["version"], message: "is required when nextcloud.enabled is true: a Nextcloud release number such as 31.0.9" });
+        if (!n.sha256) ctx.addIssue({ code: "custom", path: ["sha256"], message: "is required when nextcloud.enabled is true (the archive is pinned by hash): 64 hex digits" });
+    })
+    .describe("a mapping {enabled, version?, url?, sha256?, host?}");
 
-const acmeSchema = z.strictObject({
-    /** ACME directory. Let's Encrypt production by default; the lab points it at its pebble. */
-    directoryUrl: z.url({ protocol: /^https$/ }).default("https://acme-v02.api.letsencrypt.org/directory"),
-});
+const acmeSchema = z
+    .strictObject({
+        /** ACME directory. Let's Encrypt production by default; the lab points it at its pebble. */
+        directoryUrl: z
+            .url({ protocol: /^https$/ })
+            .default("https://acme-v02.api.letsencrypt.org/directory")
+            .describe("an https URL of an ACME directory (default Let's Encrypt production https://acme-v02.api.letsencrypt.org/directory)"),
+    })
+    .describe("a mapping {directoryUrl?}");
 
-const mtaStsSchema = z.strictObject({
-    mode: z.enum(["enforce", "testing", "none"]).default("enforce"),
-    /** Seconds a sender caches the policy; RFC 8461 allows up to 31557600. */
-    maxAge: z.number().int().min(86400).max(31557600).default(604800),
-});
+const mtaStsSchema = z
+    .strictObject({
+        mode: z.enum(["enforce", "testing", "none"]).default("enforce").describe('one of "enforce", "testing", "none" (RFC 8461; default enforce)'),
+        /** Seconds a sender caches the policy; RFC 8461 allows up to 31557600. */
+        maxAge: z.number().int().min(86400).max(31557600).default(604800).describe("a whole number of seconds from 86400 to 31557600 (RFC 8461; default 604800)"),
+    })
+    .describe("a mapping {mode?, maxAge?}");
 
-const dnsSchema = z.strictObject({
-    ttl: z.number().int().min(60).max(86400).default(3600),
-    /** Cloudflare zone id per zone name, when the lookup by name should be skipped. */
-    zoneIds: z.record(fqdn, z.string().regex(/^[a-f0-9]{32}$/, "must be a Cloudflare zone id (32 hex digits)")).default({}),
-});
+const dnsSchema = z
+    .strictObject({
+        ttl: z.number().int().min(60).max(86400).default(3600).describe("a whole number of seconds from 60 to 86400 (default 3600)"),
+        /** Cloudflare zone id per zone name, when the lookup by name should be skipped. */
+        zoneIds: z
+            .record(fqdn.describe("a zone name such as example.org"), z.string().regex(/^[a-f0-9]{32}$/).describe("a Cloudflare zone id (32 lowercase hex digits)"))
+            .default({})
+            .describe("a mapping of zone name (such as example.org) to Cloudflare zone id (32 hex digits)"),
+    })
+    .describe("a mapping {ttl?, zoneIds?}");
 
-const backupSchema = z.strictObject({
-    /** restic repository: a local path in the lab, sftp:... or s3:... for real stacks. */
-    repository: z.string().min(1),
-    /** restic --keep-daily/weekly/monthly. */
-    keepDaily: z.number().int().min(1).default(7),
-    keepWeekly: z.number().int().min(0).default(4),
-    keepMonthly: z.number().int().min(0).default(6),
-});
+const backupSchema = z
+    .strictObject({
+        /** restic repository: a local path in the lab, sftp:... or s3:... for real stacks. */
+        repository: z.string().min(1).describe("a restic repository such as sftp:backup@host:/ispmail, s3:https://... or a local path"),
+        /** restic --keep-daily/weekly/monthly. */
+        keepDaily: z.number().int().min(1).default(7).describe("a whole number >= 1 (default 7)"),
+        keepWeekly: z.number().int().min(0).default(4).describe("a whole number >= 0 (default 4)"),
+        keepMonthly: z.number().int().min(0).default(6).describe("a whole number >= 0 (default 6)"),
+    })
+    .describe("a mapping {repository, keepDaily?, keepWeekly?, keepMonthly?}");
 
+const SELECTOR_ALLOWED = "a DKIM selector: lowercase letters, digits and inner hyphens, no dots or underscores, such as s2026";
 const selectorList = z
-    .array(z.string().transform(lower).refine((s) => SELECTOR.test(s), "must be a DKIM selector: letters, digits and hyphens, no dots (e.g. s2026)"))
-    .min(1, "at least one DKIM selector is needed; the first one signs");
+    .array(
+        z
+            .string()
+            .transform(lower)
+            .superRefine((s, ctx) => {
+                if (!SELECTOR.test(s)) ctx.addIssue({ code: "custom", message: `"${s}" is not allowed; must be ${SELECTOR_ALLOWED}` });
+            })
+            .describe(SELECTOR_ALLOWED),
+    )
+    .min(1)
+    .describe("a list of at least one DKIM selector such as [s2026]; the first one signs, the others stay published for rotation");
 
-/** The shape of every `ispmail:*` key; `required` keys must be present in the stack file. */
+/** The shape of every `ispmail:*` key; keys without a default must be present in the stack file. */
 export const configSchema = z.strictObject({
-    mailHost: fqdn,
-    domains: z.array(fqdn).min(1, "at least one mail domain is needed"),
-    adminEmail: emailAddress,
+    mailHost: fqdn.describe(`the server's host name, ${FQDN_ALLOWED}`),
+    domains: z.array(fqdn.describe(`a mail domain, ${FQDN_ALLOWED}`)).min(1).describe("a list of at least one mail domain such as [example.org]"),
+    adminEmail: emailAddress.describe("the administrator's e-mail address such as hostmaster@example.org (ACME account, CAA iodef, DMARC and TLS reports)"),
     server: serverSchema,
-    users: z.array(userSchema).default([]),
-    aliases: z.array(aliasSchema).default([]),
-    sharedMailboxes: z.array(shareSchema).default([]),
+    users: z.array(userSchema).default([]).describe("a list of mailboxes, each a mapping {address, displayName?, quotaMb?, password?}"),
+    aliases: z.array(aliasSchema).default([]).describe("a list of aliases, each a mapping {source, destination}"),
+    sharedMailboxes: z.array(shareSchema).default([]).describe("a list of shares, each a mapping {mailbox, sharedTo, rights?}"),
     dkimSelectors: selectorList,
-    defaultQuotaMb: z.number().int().positive().default(2048),
+    defaultQuotaMb: z.number().int().min(1).max(1024 * 1024).default(2048).describe("a whole number of MB from 1 to 1048576 (default 2048)"),
     nextcloud: nextcloudSchema.default({ enabled: false }),
     acme: acmeSchema.default({ directoryUrl: "https://acme-v02.api.letsencrypt.org/directory" }),
     mtaSts: mtaStsSchema.default({ mode: "enforce", maxAge: 604800 }),
@@ -229,18 +315,23 @@ export interface Model {
 export type ConfiguredPasswords = ReadonlyMap<string, string>;
 
 export class ConfigError extends Error {
+    /** One line per problem: `ispmail:<key path>: <what is wrong and what is allowed>`. */
     constructor(readonly problems: readonly string[]) {
         super(`Invalid stack configuration (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n  - ${problems.join("\n  - ")}`);
         this.name = "ConfigError";
     }
 }
 
-/** Stacks whose stateful resources are protected. Every stack except lab/dev/test/staging-like names. */
+/**
+ * Stacks whose stateful resources (primary IPs, volume, DKIM keys, backup password) are protected
+ * against deletion: prod, production and prod-*. Staging, lab and dev stacks can be torn down.
+ */
 export function isProtectedStack(stack: string): boolean {
     return stack === "prod" || stack.startsWith("prod-") || stack === "production";
 }
 
-function keyPath(path: readonly PropertyKey[]): string {
+/** `ispmail:users[2].address` from ["users", 2, "address"]. */
+export function keyPath(path: readonly PropertyKey[]): string {
     let out = CONFIG_NAMESPACE + ":";
     path.forEach((p, i) => {
         if (typeof p === "number") out += `[${p}]`;
@@ -250,9 +341,34 @@ function keyPath(path: readonly PropertyKey[]): string {
 }
 
 /**
+ * Reads the `config:` map of a Pulumi stack file (Pulumi.<stack>.yaml, lab/stack.yaml) into the
+ * `raw` argument of {@link parseConfig}. Keys of other namespaces (hcloud:, cloudflare:) are left
+ * out. Encrypted values (`secure: v1:...`) can only be decrypted by the Pulumi CLI: they are refused.
+ */
+export function stackFileConfig(yamlText: string): { raw: Record<string, unknown>; otherKeys: string[] } {
+    const doc = (parseYaml(yamlText) ?? {}) as { config?: Record<string, unknown> };
+    const raw: Record<string, unknown> = {};
+    const otherKeys: string[] = [];
+    for (const [key, value] of Object.entries(doc.config ?? {})) {
+        const [ns, ...rest] = key.split(":");
+        if (ns !== CONFIG_NAMESPACE || rest.length !== 1) {
+            otherKeys.push(key);
+            continue;
+        }
+        if (JSON.stringify(value ?? null).includes('"secure":')) {
+            throw new Error(`${key} holds an encrypted (secure:) value; only the Pulumi CLI can decrypt it`);
+        }
+        raw[rest[0]] = value;
+    }
+    return { raw, otherKeys };
+}
+
+/**
  * Parses raw stack config. `raw` maps keys without namespace (mailHost, users, ...) to their values:
- * JSON strings as Pulumi stores structured config, or already-parsed values. `secretKeys` lists the
- * keys (with or without namespace) that the stack marks as secret.
+ * JSON strings as Pulumi stores structured config (and plain strings for numbers), or already-parsed
+ * values. `secretKeys` lists the keys (with or without namespace) that the stack marks as secret
+ * (Pulumi passes them in PULUMI_CONFIG_SECRET_KEYS). Throws a {@link ConfigError} listing every
+ * problem found.
  */
 export function parseConfig(
     raw: Readonly<Record<string, unknown>>,
@@ -261,50 +377,248 @@ export function parseConfig(
     const problems: string[] = [];
     const values: Record<string, unknown> = {};
     for (const [key, value] of Object.entries(raw)) {
-        if (typeof value === "string" && /^\s*[[{]/.test(value)) {
-            try {
-                values[key] = JSON.parse(value);
-            } catch {
-                problems.push(`${keyPath([key])}: is not valid JSON/YAML structured config`);
-            }
-        } else {
-            values[key] = value;
+        const decoded = decodeRawValue(key, value);
+        if ("error" in decoded) problems.push(decoded.error);
+        else values[key] = decoded.value;
+    }
+    const result = configSchema.safeParse(values, { reportInput: true });
+    if (!result.success) for (const issue of result.error.issues) problems.push(...describeIssue(issue));
+    const secret = new Set((opts.secretKeys ?? []).map((k) => (k.includes(":") ? k : `${CONFIG_NAMESPACE}:${k}`)));
+    // Relations are checked on whatever parsed, so that one typo does not hide the other mistakes.
+    checkRelations(result.success ? fromComplete(result.data) : partialParse(values), secret, problems);
+    if (problems.length || !result.success) throw new ConfigError(problems);
+    return buildModel(result.data, opts.stack);
+}
+
+/**
+ * Pulumi hands every top-level value to the program as a string: structured values as JSON and
+ * scalars as their text ("2048", "true"). Decode both, guided by the schema of the key.
+ */
+function decodeRawValue(key: string, value: unknown): { value: unknown } | { error: string } {
+    if (typeof value !== "string") return { value };
+    if (/^\s*[[{]/.test(value)) {
+        try {
+            return { value: JSON.parse(value) };
+        } catch {
+            return { error: `${keyPath([key])}: is not valid structured config (a YAML list or mapping, passed as JSON by Pulumi)` };
         }
     }
-    const result = configSchema.safeParse(values);
-    if (!result.success) {
-        for (const issue of result.error.issues) problems.push(describeIssue(issue));
-        throw new ConfigError(problems);
-    }
-    if (problems.length) throw new ConfigError(problems);
-    const c = result.data;
-    const secret = new Set((opts.secretKeys ?? []).map((k) => (k.includes(":") ? k : `${CONFIG_NAMESPACE}:${k}`)));
-    checkRelations(c, secret, problems);
-    if (problems.length) throw new ConfigError(problems);
-    return buildModel(c, opts.stack);
+    const schema = Object.prototype.hasOwnProperty.call(configSchema.shape, key) ? unwrap(configSchema.shape[key as keyof typeof configSchema.shape]) : undefined;
+    if (schema instanceof z.ZodNumber && /^-?[0-9]+(\.[0-9]+)?$/.test(value.trim())) return { value: Number(value) };
+    if (schema instanceof z.ZodBoolean && /^(true|false)$/.test(value.trim())) return { value: value.trim() === "true" };
+    return { value };
 }
 
-function describeIssue(issue: z.core.$ZodIssue): string {
-    const where = keyPath(issue.path);
+// ---------------------------------------------------------------------------------------------
+// Turning zod issues into messages that name the key path and what is allowed
+// ---------------------------------------------------------------------------------------------
+type AnySchema = z.core.$ZodType;
+
+/** Strips optional/default/pipe/... wrappers, keeping the schema that holds the shape or type. */
+function unwrap(schema: AnySchema): AnySchema {
+    let s = schema;
+    for (let i = 0; i < 10; i++) {
+        const def = s._zod.def as unknown as { type: string; innerType?: AnySchema; in?: AnySchema };
+        if ((def.type === "optional" || def.type === "default" || def.type === "prefault" || def.type === "nullable" || def.type === "readonly") && def.innerType) s = def.innerType;
+        else if (def.type === "pipe" && def.in) s = def.in;
+        else break;
+    }
+    return s;
+}
+
+function descriptionOf(schema: AnySchema): string | undefined {
+    let s = schema;
+    for (let i = 0; i < 10; i++) {
+        const d = z.globalRegistry.get(s)?.description;
+        if (d) return d;
+        const next = unwrapOnce(s);
+        if (!next) return undefined;
+        s = next;
+    }
+    return undefined;
+}
+
+function unwrapOnce(s: AnySchema): AnySchema | undefined {
+    const def = s._zod.def as unknown as { type: string; innerType?: AnySchema; in?: AnySchema };
+    if (def.innerType) return def.innerType;
+    if (def.type === "pipe") return def.in;
+    return undefined;
+}
+
+/** The schema at a key path (e.g. ["users", 2, "address"]), or undefined when the path is not in the schema. */
+function schemaAt(path: readonly PropertyKey[]): AnySchema | undefined {
+    let s: AnySchema | undefined = configSchema;
+    for (const p of path) {
+        if (!s) return undefined;
+        const u = unwrap(s);
+        const def = u._zod.def as unknown as { type: string; shape?: Record<string, AnySchema>; element?: AnySchema; valueType?: AnySchema };
+        if (def.type === "object" && typeof p === "string") s = def.shape?.[p];
+        else if (def.type === "array" && typeof p === "number") s = def.element;
+        else if (def.type === "record") s = def.valueType;
+        else return undefined;
+    }
+    return s;
+}
+
+/** The keys allowed in the mapping at `path`. */
+function allowedKeys(path: readonly PropertyKey[]): string[] {
+    const s = schemaAt(path);
+    if (!s) return [];
+    const def = unwrap(s)._zod.def as unknown as { type: string; shape?: Record<string, AnySchema> };
+    return def.type === "object" && def.shape ? Object.keys(def.shape) : [];
+}
+
+/** Edit distance, to suggest the key a typo meant (small strings only). */
+function editDistance(a: string, b: string): number {
+    const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+        let diag = row[0];
+        row[0] = i;
+        for (let j = 1; j <= b.length; j++) {
+            const up = row[j];
+            row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
+            diag = up;
+        }
+    }
+    return row[b.length];
+}
+
+function suggestKey(typo: string, allowed: readonly string[]): string | undefined {
+    const t = typo.toLowerCase();
+    let best: { key: string; d: number } | undefined;
+    for (const k of allowed) {
+        const d = editDistance(t, k.toLowerCase());
+        if (d <= Math.max(2, Math.floor(k.length / 3)) && (!best || d < best.d)) best = { key: k, d };
+    }
+    return best?.key;
+}
+
+/** A short, non-secret rendering of what was given. */
+function shown(input: unknown, path: readonly PropertyKey[]): string {
+    if (path.some((p) => typeof p === "string" && /password|secret|token/i.test(p))) return "a value";
+    if (input === null) return "null";
+    if (Array.isArray(input)) return input.length ? "a list" : "an empty list";
+    if (typeof input === "object") return "a mapping";
+    const text = JSON.stringify(input) ?? String(input);
+    return text.length > 60 ? `${text.slice(0, 57)}..."` : text;
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string[] {
+    const path = issue.path;
+    const where = keyPath(path);
+    const allowed = descriptionOf(schemaAt(path) ?? configSchema) ?? issue.message;
     switch (issue.code) {
+        case "custom":
+            return [`${where}: ${issue.message}`];
+        case "unrecognized_keys": {
+            const keys = allowedKeys(path);
+            return issue.keys.map((k) => {
+                const hint = suggestKey(k, keys);
+                return `${keyPath([...path, k])}: unknown setting${hint ? ` (did you mean ${keyPath([...path, hint])}?)` : ""}; allowed here: ${keys.join(", ")}`;
+            });
+        }
+        case "invalid_key":
+            // A record key (e.g. a zone name in dns.zoneIds) failed its own schema.
+            return [`${where}: the key is not allowed; keys here must be ${descriptionOf(recordKeySchema(path.slice(0, -1)) ?? configSchema) ?? "valid names"}`];
         case "invalid_type":
-            if (issue.input === undefined) return `${where}: is required (expected ${issue.expected})`;
-            return `${where}: must be ${article(issue.expected)}`;
-        case "unrecognized_keys":
-            return `${where}: unknown setting${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `"${k}"`).join(", ")}`;
-        case "invalid_value":
-            return `${where}: must be one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`;
-        case "too_small":
-            return `${where}: ${issue.message.startsWith("Too small") ? `must be at least ${issue.minimum}` : issue.message}`;
-        case "too_big":
-            return `${where}: ${issue.message.startsWith("Too big") ? `must be at most ${issue.maximum}` : issue.message}`;
+            if (issue.input === undefined) return [`${where}: is required; must be ${allowed}`];
+            return [`${where}: must be ${allowed} (got ${shown(issue.input, path)})`];
         default:
-            return `${where}: ${issue.message}`;
+            // too_small, too_big, invalid_format, invalid_value, not_multiple_of, ...: the schema's
+            // description says what is allowed.
+            return [`${where}: must be ${allowed} (got ${shown(issue.input, path)})`];
     }
 }
 
-function article(t: string): string {
-    return { array: "a list", object: "a mapping", string: "a string", number: "a number", boolean: "true or false" }[t] ?? t;
+function recordKeySchema(path: readonly PropertyKey[]): AnySchema | undefined {
+    const s = schemaAt(path);
+    if (!s) return undefined;
+    const def = unwrap(s)._zod.def as unknown as { type: string; keyType?: AnySchema };
+    return def.type === "record" ? def.keyType : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-field rules: what no single field can know
+// ---------------------------------------------------------------------------------------------
+type ElementOf<T> = T extends readonly (infer E)[] ? E : never;
+interface Indexed<T> {
+    readonly index: number;
+    readonly value: T;
+}
+interface ListPart<T> {
+    readonly items: readonly Indexed<T>[];
+    /** Every element parsed: rules that need the whole list (e.g. "is a known mailbox") may run. */
+    readonly complete: boolean;
+}
+/** What parsed of each key, for the relation checks. */
+interface RelationInput {
+    mailHost?: string;
+    domains: ListPart<string>;
+    users: ListPart<ElementOf<Parsed["users"]>>;
+    /** The address of every user entry whose address parses, even when another field of it does not. */
+    mailboxAddresses: ListPart<string>;
+    aliases: ListPart<ElementOf<Parsed["aliases"]>>;
+    sharedMailboxes: ListPart<ElementOf<Parsed["sharedMailboxes"]>>;
+    dkimSelectors: ListPart<string>;
+    nextcloudHost?: string;
+}
+
+function whole<T>(list: readonly T[]): ListPart<T> {
+    return { items: list.map((value, index) => ({ index, value })), complete: true };
+}
+
+function fromComplete(c: Parsed): RelationInput {
+    return {
+        mailHost: c.mailHost,
+        domains: whole(c.domains),
+        users: whole(c.users),
+        mailboxAddresses: whole(c.users.map((u) => u.address)),
+        aliases: whole(c.aliases),
+        sharedMailboxes: whole(c.sharedMailboxes),
+        dkimSelectors: whole(c.dkimSelectors),
+        nextcloudHost: c.nextcloud.host,
+    };
+}
+
+/** Parses a list key element by element when the list as a whole fails. */
+function partialList<K extends "domains" | "users" | "aliases" | "sharedMailboxes" | "dkimSelectors">(values: Record<string, unknown>, key: K): ListPart<ElementOf<Parsed[K]>> {
+    const schema = configSchema.shape[key];
+    const whole = schema.safeParse(values[key]);
+    if (whole.success) return { items: (whole.data as ElementOf<Parsed[K]>[]).map((value, index) => ({ index, value })), complete: true };
+    const input = values[key];
+    if (!Array.isArray(input)) return { items: [], complete: false };
+    const element = schemaAt([key, 0])!;
+    const items: Indexed<ElementOf<Parsed[K]>>[] = [];
+    input.forEach((raw, index) => {
+        const r = z.safeParse(element, raw);
+        if (r.success) items.push({ index, value: r.data as ElementOf<Parsed[K]> });
+    });
+    return { items, complete: false };
+}
+
+function partialAddresses(users: unknown): ListPart<string> {
+    if (!Array.isArray(users)) return { items: [], complete: users === undefined };
+    const items: Indexed<string>[] = [];
+    users.forEach((u: unknown, index) => {
+        const r = emailAddress.safeParse(u && typeof u === "object" ? (u as { address?: unknown }).address : undefined);
+        if (r.success) items.push({ index, value: r.data });
+    });
+    return { items, complete: items.length === users.length };
+}
+
+function partialParse(values: Record<string, unknown>): RelationInput {
+    const mailHost = configSchema.shape.mailHost.safeParse(values.mailHost);
+    const nextcloud = configSchema.shape.nextcloud.safeParse(values.nextcloud);
+    return {
+        ...(mailHost.success ? { mailHost: mailHost.data } : {}),
+        domains: partialList(values, "domains"),
+        users: partialList(values, "users"),
+        mailboxAddresses: partialAddresses(values.users),
+        aliases: partialList(values, "aliases"),
+        sharedMailboxes: partialList(values, "sharedMailboxes"),
+        dkimSelectors: partialList(values, "dkimSelectors"),
+        ...(nextcloud.success && nextcloud.data.host ? { nextcloudHost: nextcloud.data.host } : {}),
+    };
 }
 
 function splitAddress(a: string): { local: string; domain: string } {
@@ -312,55 +626,66 @@ function splitAddress(a: string): { local: string; domain: string } {
     return { local: a.slice(0, at), domain: a.slice(at + 1) };
 }
 
-/** Cross-field rules: what no single field can know. */
-function checkRelations(c: Parsed, secretKeys: ReadonlySet<string>, problems: string[]): void {
+function checkRelations(c: RelationInput, secretKeys: ReadonlySet<string>, problems: string[]): void {
     const managed = new Set<string>();
-    c.domains.forEach((d, i) => {
-        if (managed.has(d)) problems.push(`${keyPath(["domains", i])}: "${d}" is listed twice (domains are compared ignoring case)`);
+    for (const { index, value: d } of c.domains.items) {
+        if (managed.has(d)) problems.push(`${keyPath(["domains", index])}: "${d}" is listed twice; each domain may appear once (compared ignoring case)`);
         managed.add(d);
-    });
-    const mailboxes = new Set<string>();
-    c.users.forEach((u, i) => {
-        const { domain } = splitAddress(u.address);
-        if (!managed.has(domain)) problems.push(`${keyPath(["users", i, "address"])}: domain "${domain}" is not in ispmail:domains (${[...managed].join(", ")})`);
-        if (mailboxes.has(u.address)) problems.push(`${keyPath(["users", i, "address"])}: "${u.address}" is listed twice (addresses are compared ignoring case)`);
-        mailboxes.add(u.address);
-    });
-    if (c.users.some((u) => u.password !== undefined) && !secretKeys.has(`${CONFIG_NAMESPACE}:users`)) {
-        const i = c.users.findIndex((u) => u.password !== undefined);
-        problems.push(`${keyPath(["users", i, "password"])}: passwords must be secret config; set it with: pulumi config set --secret --path 'ispmail:users[${i}].password' <password> (or omit it to get a generated one)`);
     }
-    const aliasSources = new Set<string>();
-    c.aliases.forEach((a, i) => {
+    const domainList = [...managed].join(", ");
+    // "not a managed domain" is only said when every domain parsed; otherwise it is noise.
+    const domainsKnown = c.domains.complete;
+    const mailboxes = new Set<string>();
+    for (const { index, value: address } of c.mailboxAddresses.items) {
+        const { domain } = splitAddress(address);
+        if (domainsKnown && !managed.has(domain)) problems.push(`${keyPath(["users", index, "address"])}: domain "${domain}" is not managed here; a mailbox must be in one of ispmail:domains (${domainList})`);
+        if (mailboxes.has(address)) problems.push(`${keyPath(["users", index, "address"])}: "${address}" is listed twice; each mailbox may appear once (compared ignoring case)`);
+        mailboxes.add(address);
+    }
+    const mailboxesKnown = c.mailboxAddresses.complete;
+    if (!secretKeys.has(`${CONFIG_NAMESPACE}:users`)) {
+        for (const { index, value: u } of c.users.items) {
+            if (u.password === undefined) continue;
+            problems.push(`${keyPath(["users", index, "password"])}: is plain (non-secret) config; passwords must be secret: pulumi config set --secret --path 'ispmail:users[${index}].password' <password>, or leave it out to get a generated one`);
+        }
+    }
+    const aliasPairs = new Set<string>();
+    for (const { index, value: a } of c.aliases.items) {
         const src = a.source.startsWith("@") ? { local: "", domain: a.source.slice(1) } : splitAddress(a.source);
-        if (!managed.has(src.domain)) problems.push(`${keyPath(["aliases", i, "source"])}: domain "${src.domain}" is not in ispmail:domains`);
-        if (mailboxes.has(a.source)) problems.push(`${keyPath(["aliases", i, "source"])}: "${a.source}" is a mailbox in ispmail:users; an address is either a mailbox or an alias`);
+        if (domainsKnown && !managed.has(src.domain)) problems.push(`${keyPath(["aliases", index, "source"])}: domain "${src.domain}" is not managed here; an alias source must be in one of ispmail:domains (${domainList})`);
+        if (mailboxes.has(a.source)) problems.push(`${keyPath(["aliases", index, "source"])}: "${a.source}" is a mailbox in ispmail:users; an address is either a mailbox or an alias source, not both`);
         const dst = splitAddress(a.destination);
-        if (managed.has(dst.domain) && !mailboxes.has(a.destination)) problems.push(`${keyPath(["aliases", i, "destination"])}: "${a.destination}" is in a managed domain but is not a mailbox in ispmail:users`);
-        if (a.destination === a.source) problems.push(`${keyPath(["aliases", i, "destination"])}: an alias cannot point to itself`);
+        if (mailboxesKnown && managed.has(dst.domain) && !mailboxes.has(a.destination)) {
+            problems.push(`${keyPath(["aliases", index, "destination"])}: "${a.destination}" is in managed domain ${dst.domain} but is not a mailbox in ispmail:users; a destination must be a mailbox here or an address in another domain`);
+        }
+        if (a.destination === a.source) problems.push(`${keyPath(["aliases", index, "destination"])}: an alias cannot point to itself; the destination must be a mailbox or an outside address`);
         const key = `${a.source}>${a.destination}`;
-        if (aliasSources.has(key)) problems.push(`${keyPath(["aliases", i])}: this alias is listed twice`);
-        aliasSources.add(key);
-    });
+        if (aliasPairs.has(key)) problems.push(`${keyPath(["aliases", index])}: the alias ${a.source} -> ${a.destination} is listed twice; each pair may appear once`);
+        aliasPairs.add(key);
+    }
     const shares = new Set<string>();
-    c.sharedMailboxes.forEach((s, i) => {
-        if (!mailboxes.has(s.mailbox)) problems.push(`${keyPath(["sharedMailboxes", i, "mailbox"])}: "${s.mailbox}" is not a mailbox in ispmail:users`);
-        if (!mailboxes.has(s.sharedTo)) problems.push(`${keyPath(["sharedMailboxes", i, "sharedTo"])}: "${s.sharedTo}" is not a mailbox in ispmail:users`);
-        if (s.mailbox === s.sharedTo) problems.push(`${keyPath(["sharedMailboxes", i, "sharedTo"])}: a mailbox cannot be shared to itself`);
+    for (const { index, value: s } of c.sharedMailboxes.items) {
+        if (mailboxesKnown && !mailboxes.has(s.mailbox)) problems.push(`${keyPath(["sharedMailboxes", index, "mailbox"])}: "${s.mailbox}" is not a mailbox in ispmail:users; only mailboxes can be shared`);
+        if (mailboxesKnown && !mailboxes.has(s.sharedTo)) problems.push(`${keyPath(["sharedMailboxes", index, "sharedTo"])}: "${s.sharedTo}" is not a mailbox in ispmail:users; a share must go to a mailbox here`);
+        if (s.mailbox === s.sharedTo) problems.push(`${keyPath(["sharedMailboxes", index, "sharedTo"])}: a mailbox cannot be shared to itself; sharedTo must be another mailbox`);
         const key = `${s.mailbox}>${s.sharedTo}`;
-        if (shares.has(key)) problems.push(`${keyPath(["sharedMailboxes", i])}: this share is listed twice`);
+        if (shares.has(key)) problems.push(`${keyPath(["sharedMailboxes", index])}: the share ${s.mailbox} -> ${s.sharedTo} is listed twice; each pair may appear once`);
         shares.add(key);
-    });
+    }
     const selectors = new Set<string>();
-    c.dkimSelectors.forEach((s, i) => {
-        if (selectors.has(s)) problems.push(`${keyPath(["dkimSelectors", i])}: selector "${s}" is listed twice`);
+    for (const { index, value: s } of c.dkimSelectors.items) {
+        if (selectors.has(s)) problems.push(`${keyPath(["dkimSelectors", index])}: selector "${s}" is listed twice; each selector may appear once`);
         selectors.add(s);
-    });
-    if (c.nextcloud.host && c.nextcloud.host !== c.mailHost && !c.domains.some((d) => c.nextcloud.host!.endsWith(`.${d}`) || c.nextcloud.host === d)) {
-        problems.push(`${keyPath(["nextcloud", "host"])}: "${c.nextcloud.host}" must be mailHost or a name under one of ispmail:domains (its DNS is managed here)`);
+    }
+    const host = c.nextcloudHost;
+    if (host && c.mailHost && domainsKnown && host !== c.mailHost && !c.domains.items.some(({ value: d }) => host === d || host.endsWith(`.${d}`))) {
+        problems.push(`${keyPath(["nextcloud", "host"])}: "${host}" must be mailHost or a name in one of ispmail:domains (${domainList}), so that its DNS is managed here`);
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Building the frozen model
+// ---------------------------------------------------------------------------------------------
 function deepFreeze<T>(o: T): T {
     if (o && typeof o === "object" && !Object.isFrozen(o)) {
         Object.freeze(o);
