@@ -5,13 +5,23 @@
 import type { Model } from "../config";
 import type { Step } from "../steps";
 import { orderSteps } from "../steps";
+import { renderFail2banSteps } from "./fail2ban";
 
 /** One entry per service module (files/<service>/ holds its config files). */
 const SERVICES: ReadonlyArray<(model: Model) => Step[]> = [
     // base, postgresql, postfix, dovecot, rspamd, web, nextcloud, ... are added here by their modules
 ];
 
+/**
+ * Day-two services that come after whatever else is registered (fail2ban watches the daemons'
+ * logins, backup dumps their data). They get the names of the steps above, so that they can
+ * name in `after` exactly the ones that exist.
+ */
+const FOLLOWERS: ReadonlyArray<(model: Model, registeredSteps: readonly string[]) => Step[]> = [renderFail2banSteps];
+
 /** All steps for the server, ordered so that `after` is respected. */
 export function renderServerSteps(model: Model): Step[] {
-    return orderSteps(SERVICES.flatMap((render) => render(model)));
+    const steps = SERVICES.flatMap((render) => render(model));
+    const registered = steps.map((s) => s.name);
+    return orderSteps([...steps, ...FOLLOWERS.flatMap((render) => render(model, registered))]);
 }

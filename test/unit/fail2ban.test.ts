@@ -1,0 +1,107 @@
+/**
+ * The fail2ban step: what it installs, where it sits in the order, that its script is valid bash,
+ * and (where the trixie chroot is available, i.e. on the team's machine as root) that Debian 13's
+ * fail2ban loads our jails and that the Dovecot filter matches what Dovecot 2.4 really logs.
+ */
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { parseConfig, stackFileConfig, type Model } from "../../components/config";
+import { renderFail2banSteps } from "../../components/services/fail2ban";
+import { renderServerSteps } from "../../components/services/index";
+import { renderApplyScript } from "../../components/steps";
+import { FILES_DIR } from "../../components/templates";
+
+const ROOT = join(__dirname, "..", "..");
+const labModel = (): Model => parseConfig(stackFileConfig(readFileSync(join(ROOT, "lab", "stack.yaml"), "utf8")).raw, { stack: "lab" }).model;
+
+const CHROOT = process.env.ISPMAIL_TRIXIE_CHROOT ?? "/work/tools/trixie-chroot";
+const chrootReason = (): string | undefined => {
+    if (process.getuid?.() !== 0) return "needs root to chroot";
+    if (!existsSync(join(CHROOT, "usr/bin/fail2ban-regex"))) return `no trixie chroot with fail2ban at ${CHROOT}`;
+    return undefined;
+};
+
+/** Runs fail2ban-regex inside the trixie chroot with Debian's config plus ours. */
+function fail2banRegex(line: string, filter: string): { matched: number } {
+    const dir = mkdtempSync(join(CHROOT, "tmp", "f2b-test-"));
+    try {
+        cpSync(join(CHROOT, "etc", "fail2ban"), join(dir, "conf"), { recursive: true });
+        cpSync(join(FILES_DIR, "fail2ban"), join(dir, "conf"), { recursive: true });
+        writeFileSync(join(dir, "log"), line + "\n");
+        const inside = dir.slice(CHROOT.length);
+        const out = execFileSync("chroot", [CHROOT, "fail2ban-regex", "-c", `${inside}/conf`, `${inside}/log`, filter], { encoding: "utf8", timeout: 60_000 });
+        const m = /^Lines: \d+ lines, \d+ ignored, (\d+) matched/m.exec(out);
+        assert.ok(m, `unexpected fail2ban-regex output:\n${out}`);
+        return { matched: Number(m[1]) };
+    } finally {
+        rmSync(dir, { recursive: true, force: true });
+    }
+}
+
+describe("fail2ban step", () => {
+    test("fail2ban: installs the journal backend and nftables beside fail2ban", () => {
+        const [step] = renderFail2banSteps(labModel(), []);
+        assert.deepEqual([...(step.packages ?? [])].sort(), ["fail2ban", "nftables", "python3-systemd"]);
+        assert.deepEqual(step.files.map((f) => f.path).sort(), ["/etc/fail2ban/filter.d/dovecot.local", "/etc/fail2ban/jail.d/ispmail.conf"]);
+        assert.ok(step.files.every((f) => !f.secret && f.mode === "0644"));
+    });
+
+    test("fail2ban: comes after base, postfix and dovecot when they are registered, and names no other step", () => {
+        const model = labModel();
+        assert.deepEqual(renderFail2banSteps(model, ["base", "postgresql", "directory", "dovecot", "postfix", "web"])[0].after, ["base", "postfix", "dovecot"]);
+        assert.deepEqual(renderFail2banSteps(model, ["base"])[0].after, ["base"]);
+        assert.deepEqual(renderFail2banSteps(model, [])[0].after, []);
+        // In the real service list: fail2ban is there, and follows every daemon it watches.
+        const names = renderServerSteps(model).map((s) => s.name);
+        assert.ok(names.includes("fail2ban"));
+        for (const daemon of ["base", "postfix", "dovecot"]) {
+            if (names.includes(daemon)) assert.ok(names.indexOf(daemon) < names.indexOf("fail2ban"), `${daemon} must come before fail2ban`);
+        }
+    });
+
+    test("fail2ban: jails for sshd, postfix-sasl and dovecot read the journal; only loopback is exempt", () => {
+        const jail = readFileSync(join(FILES_DIR, "fail2ban", "jail.d", "ispmail.conf"), "utf8");
+        const setting = (key: string) => new RegExp(`^${key.replace(".", "\\.")}\\s*=\\s*(.+)$`, "m").exec(jail)?.[1].trim();
+        assert.equal(setting("backend"), "systemd");
+        assert.equal(setting("ignoreip"), "127.0.0.0/8 ::1");
+        for (const j of ["sshd", "postfix-sasl", "dovecot"]) assert.match(jail, new RegExp(`^\\[${j}\\]\\s*\\nenabled = true`, "m"));
+        assert.match(jail, /^filter = postfix\[mode=auth\]$/m);
+    });
+
+    test("fail2ban: the apply script is valid bash", () => {
+        const script = renderApplyScript(renderFail2banSteps(labModel(), [])[0]);
+        const r = spawnSync("bash", ["-n"], { input: script, encoding: "utf8" });
+        assert.equal(r.status, 0, r.stderr);
+    });
+
+    test("fail2ban: Debian 13's fail2ban loads the jails with our config", { skip: chrootReason() }, () => {
+        const dir = mkdtempSync(join(CHROOT, "tmp", "f2b-test-"));
+        try {
+            cpSync(join(CHROOT, "etc", "fail2ban"), dir, { recursive: true });
+            cpSync(join(FILES_DIR, "fail2ban"), dir, { recursive: true });
+            const out = execFileSync("chroot", [CHROOT, "fail2ban-client", "-c", dir.slice(CHROOT.length), "-d"], { encoding: "utf8", timeout: 60_000 });
+            for (const j of ["sshd", "postfix-sasl", "dovecot"]) assert.ok(out.includes(`['add', '${j}', 'systemd']`), `jail ${j} with the systemd backend:\n${out.slice(0, 2000)}`);
+            assert.ok(out.includes("['port', 'smtp,submission,submissions']"));
+        } finally {
+            rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    // Lines as Dovecot 2.4.1 and Postfix 3.10 write them (captured from the daemons in the trixie
+    // chroot), in the form fail2ban's journal backend passes them to the filter.
+    const DOVECOT_24_FAILURE = "Nov 25 10:19:38 mx1 dovecot[812]: imap-login: Login aborted: Logged out (auth failed, 1 attempts in 2 secs) (auth_failed): user=<alice@example.org>, method=PLAIN, rip=192.0.2.50, lip=192.0.2.10, TLS, session=<Quf9KRdhmr1/AAAB>";
+    const DOVECOT_24_SUCCESS = "Nov 25 10:20:09 mx1 dovecot[812]: imap-login: Logged in: user=<alice@example.org>, method=PLAIN, rip=192.0.2.50, lip=192.0.2.10, mpid=2183, TLS, session=</+0JKxdh0p1/AAAB>";
+    const POSTFIX_SASL_FAILURE = "Nov 25 10:19:38 mx1 postfix/submission/smtpd[901]: warning: unknown[2001:db8:2::50]: SASL PLAIN authentication failed: (reason unavailable), sasl_username=alice@example.org";
+
+    test("fail2ban: the dovecot filter matches Dovecot 2.4's failed login and not a successful one", { skip: chrootReason() }, () => {
+        assert.equal(fail2banRegex(DOVECOT_24_FAILURE, "dovecot").matched, 1);
+        assert.equal(fail2banRegex(DOVECOT_24_SUCCESS, "dovecot").matched, 0);
+    });
+
+    test("fail2ban: the postfix-sasl filter matches a failed SMTP AUTH", { skip: chrootReason() }, () => {
+        assert.equal(fail2banRegex(POSTFIX_SASL_FAILURE, "postfix[mode=auth]").matched, 1);
+    });
+});
