@@ -2,10 +2,19 @@
  * The DNS record set of a stack, as data: one pure function used by the Cloudflare component
  * (components/dns/cloudflare.ts) and by the lab's authoritative server (lab/).
  *
- * STUB: the contract is fixed (types and signature); the full record set is built by the cloud/DNS
- * work (issue 3).
+ * What is published and why:
+ * - A/AAAA for mailHost and every web name (groupware host, mta-sts.<domain>, autoconfig.<domain>).
+ * - Per mail domain: MX 10 mailHost; SPF `v=spf1 mx -all` (only the MX may send); DMARC p=reject with
+ *   strict alignment; one DKIM TXT per selector (the first signs, the others stay published for
+ *   rotation); `_mta-sts` (RFC 8461) and `_smtp._tls` TLS-RPT (RFC 8460); SRV records per RFC 6186
+ *   and RFC 8314 (implicit TLS preferred; plain IMAP and POP3 explicitly "not offered" with ".").
+ * - CAA on every zone apex (RFC 8659): only Let's Encrypt may issue, no wildcards, reports to admin.
  */
 import type { Model } from "../config";
+import { mtaStsPolicy } from "./mta-sts";
+
+export { mtaStsPolicy } from "./mta-sts";
+export type { MtaStsPolicy } from "./mta-sts";
 
 export type DnsRecordType = "A" | "AAAA" | "MX" | "TXT" | "CAA" | "SRV" | "CNAME";
 
@@ -32,15 +41,100 @@ export interface DnsInput {
     readonly dkimPublicKeys: Readonly<Record<string, string>>;
 }
 
-export function renderDnsRecords(input: DnsInput): DnsRecord[] {
-    const { model, ipv4, ipv6 } = input;
-    const ttl = model.dns.ttl;
-    const zone = (name: string) => model.domains.filter((d) => name === d || name.endsWith(`.${d}`)).sort((a, b) => b.length - a.length)[0] ?? name;
-    const out: DnsRecord[] = [];
-    for (const host of model.webHosts) {
-        out.push({ zone: zone(host), name: host, type: "A", ttl, content: ipv4 });
-        out.push({ zone: zone(host), name: host, type: "AAAA", ttl, content: ipv6 });
+/** RFC 1035 §3.3.14: a TXT character-string holds at most 255 octets. */
+export const TXT_STRING_MAX_BYTES = 255;
+
+const isUnder = (name: string, zone: string) => name === zone || name.endsWith(`.${zone}`);
+
+/**
+ * The zones the records go into: each managed domain that is not below another managed domain,
+ * plus every zone named in `dns.zoneIds` (a delegated sub-zone can be given there). A mailHost that
+ * is in none of them lives in its parent domain (mx1.provider.net -> provider.net).
+ */
+export function dnsZones(model: Pick<Model, "domains" | "mailHost" | "dns">): string[] {
+    const zones = new Set<string>();
+    for (const d of model.domains) if (!model.domains.some((o) => o !== d && isUnder(d, o))) zones.add(d);
+    for (const z of Object.keys(model.dns.zoneIds)) zones.add(z);
+    if (![...zones].some((z) => isUnder(model.mailHost, z))) zones.add(model.mailHost.slice(model.mailHost.indexOf(".") + 1));
+    return [...zones].sort();
+}
+
+/** The nearest enclosing zone of `name`. */
+export function zoneOf(name: string, zones: readonly string[]): string {
+    const enclosing = zones.filter((z) => isUnder(name, z)).sort((a, b) => b.length - a.length);
+    if (enclosing.length === 0) throw new Error(`DNS name ${name} is in none of the zones ${zones.join(", ")}`);
+    return enclosing[0];
+}
+
+/**
+ * TXT presentation data: the text split into quoted character-strings of at most 255 bytes each
+ * (a 2048-bit DKIM key is ~400 characters). `"` and `\` are escaped as RFC 1035 §5.1 requires.
+ */
+export function txtContent(text: string): string {
+    const bytes = Buffer.from(text, "utf8");
+    const strings: string[] = [];
+    for (let i = 0; i < bytes.length || i === 0; i += TXT_STRING_MAX_BYTES) {
+        strings.push(bytes.subarray(i, i + TXT_STRING_MAX_BYTES).toString("utf8"));
     }
-    for (const d of model.domains) out.push({ zone: zone(d), name: d, type: "MX", ttl, content: `10 ${model.mailHost}` });
+    return strings.map((s) => `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(" ");
+}
+
+/** The character-strings of TXT presentation data, unquoted and joined (inverse of {@link txtContent}). */
+export function txtText(content: string): string {
+    const strings = [...content.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1].replace(/\\(.)/g, "$1"));
+    return strings.join("");
+}
+
+/** Ports announced through SRV (RFC 6186, RFC 8314). Target "." = service decidedly not offered. */
+const MAIL_SRV: ReadonlyArray<{ service: string; port: number; offered: boolean }> = [
+    { service: "_submissions._tcp", port: 465, offered: true },
+    { service: "_submission._tcp", port: 587, offered: true },
+    { service: "_imaps._tcp", port: 993, offered: true },
+    { service: "_imap._tcp", port: 0, offered: false },
+    { service: "_pop3._tcp", port: 0, offered: false },
+    { service: "_pop3s._tcp", port: 0, offered: false },
+];
+
+export function renderDnsRecords(input: DnsInput): DnsRecord[] {
+    const { model, ipv4, ipv6, dkimPublicKeys } = input;
+    const ttl = model.dns.ttl;
+    const zones = dnsZones(model);
+    const out: DnsRecord[] = [];
+    const add = (name: string, type: DnsRecordType, content: string) => out.push({ zone: zoneOf(name, zones), name, type, ttl, content });
+
+    for (const host of model.webHosts) {
+        add(host, "A", ipv4);
+        add(host, "AAAA", ipv6);
+    }
+
+    // CAA goes on the apex of each zone that holds a name we publish (it covers every name below).
+    const usedZones = [...new Set(out.map((r) => r.zone).concat(model.domains.map((d) => zoneOf(d, zones))))].sort();
+    for (const zone of usedZones) {
+        add(zone, "CAA", `0 issue "letsencrypt.org"`);
+        add(zone, "CAA", `0 issuewild ";"`);
+        add(zone, "CAA", `0 iodef "mailto:${model.adminEmail}"`);
+    }
+
+    const sts = mtaStsPolicy(model);
+    for (const domain of model.domains) {
+        add(domain, "MX", `10 ${model.mailHost}`);
+        add(domain, "TXT", txtContent("v=spf1 mx -all"));
+        add(`_dmarc.${domain}`, "TXT", txtContent(`v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:${model.adminEmail}`));
+        for (const selector of model.dkimSelectors) {
+            const key = dkimPublicKeys[selector];
+            if (!key) throw new Error(`no DKIM public key for selector "${selector}"`);
+            add(`${selector}._domainkey.${domain}`, "TXT", txtContent(`v=DKIM1; k=rsa; p=${key}`));
+        }
+        add(`_mta-sts.${domain}`, "TXT", txtContent(`v=STSv1; id=${sts.id}`));
+        add(`_smtp._tls.${domain}`, "TXT", txtContent(`v=TLSRPTv1; rua=mailto:${model.adminEmail}`));
+        for (const srv of MAIL_SRV) {
+            add(`${srv.service}.${domain}`, "SRV", srv.offered ? `0 1 ${srv.port} ${model.mailHost}` : "0 0 0 .");
+        }
+        if (model.nextcloud.enabled) {
+            // RFC 6764: CalDAV/CardDAV clients find the groupware server from the mail address.
+            add(`_caldavs._tcp.${domain}`, "SRV", `0 1 443 ${model.nextcloud.host}`);
+            add(`_carddavs._tcp.${domain}`, "SRV", `0 1 443 ${model.nextcloud.host}`);
+        }
+    }
     return out;
 }

@@ -1,0 +1,154 @@
+/**
+ * `ispmail:dns:MailDns`: the record set of {@link renderDnsRecords} as `cloudflare.DnsRecord`s
+ * (provider v6), nothing proxied: mail and ACME need the server's own addresses.
+ *
+ * Resource names come from the record's identity, not from its position in the list, so adding a
+ * user, an alias or even a domain registers new records without touching the others:
+ * - `TYPE:name` when the stack publishes one record of that type at that name (A, MX, SPF, DKIM,
+ *   `_mta-sts`, ...). A changed value (new IP, rotated key, new MTA-STS id) is then an in-place
+ *   update: replacing it would briefly publish two SPF or two STSv1 records, which RFC 7208 §4.5 and
+ *   RFC 8461 §3.1 both treat as "no valid record".
+ * - `TYPE:name:<hash of the content>` for record sets with several values (the CAA set).
+ *
+ * The values that are only known after deployment (addresses, DKIM keys) are rendered from the
+ * same pure function once they are known; the structure (names, types, count) is rendered up front
+ * with placeholders, so the graph never depends on an `apply()`.
+ */
+import { createHash } from "node:crypto";
+import * as cloudflare from "@pulumi/cloudflare";
+import * as pulumi from "@pulumi/pulumi";
+import type { Model } from "../config";
+import { dnsZones, renderDnsRecords, type DnsRecord } from "./records";
+
+/** The arguments of one `cloudflare.DnsRecord`, without zoneId. */
+export interface CloudflareRecordArgs {
+    readonly name: string;
+    readonly type: string;
+    readonly ttl: number;
+    readonly proxied: false;
+    readonly content?: string;
+    readonly priority?: number;
+    readonly data?: { flags?: number; tag?: string; value?: string; priority?: number; weight?: number; port?: number; target?: string };
+}
+
+/**
+ * Maps a presentation-format record to Cloudflare's API shape: MX has its preference in `priority`;
+ * CAA and SRV are structured `data` (the API rejects them as `content`); TXT keeps the quoted
+ * character-strings, which the API takes as they are.
+ */
+export function toCloudflareRecord(r: DnsRecord): CloudflareRecordArgs {
+    const base = { name: r.name, type: r.type, ttl: r.ttl, proxied: false as const };
+    switch (r.type) {
+        case "A":
+        case "AAAA":
+        case "TXT":
+        case "CNAME":
+            return { ...base, content: r.content };
+        case "MX": {
+            const m = /^(\d+) (\S+)$/.exec(r.content);
+            if (!m) throw new Error(`MX ${r.name}: cannot read "${r.content}"`);
+            return { ...base, priority: Number(m[1]), content: m[2] };
+        }
+        case "CAA": {
+            const m = /^(\d+) ([a-z]+) "(.*)"$/.exec(r.content);
+            if (!m) throw new Error(`CAA ${r.name}: cannot read "${r.content}"`);
+            return { ...base, data: { flags: Number(m[1]), tag: m[2], value: m[3] } };
+        }
+        case "SRV": {
+            const m = /^(\d+) (\d+) (\d+) (\S+)$/.exec(r.content);
+            if (!m) throw new Error(`SRV ${r.name}: cannot read "${r.content}"`);
+            const [priority, weight, port] = [Number(m[1]), Number(m[2]), Number(m[3])];
+            return { ...base, priority, data: { priority, weight, port, target: m[4] } };
+        }
+        default: {
+            const unknown: never = r.type;
+            throw new Error(`unsupported record type ${String(unknown)}`);
+        }
+    }
+}
+
+const PLACEHOLDER = "@@ispmail-dns-placeholder@@";
+
+/** The record set with placeholders for the values known only after deployment. */
+export function recordTemplate(model: Model): DnsRecord[] {
+    const dkimPublicKeys = Object.fromEntries(model.dkimSelectors.map((s) => [s, `${PLACEHOLDER}dkim-${s}`]));
+    return renderDnsRecords({ model, ipv4: `${PLACEHOLDER}ipv4`, ipv6: `${PLACEHOLDER}ipv6`, dkimPublicKeys });
+}
+
+/** Stable resource names, one per template record (see the module comment). */
+export function recordResourceNames(records: readonly DnsRecord[]): string[] {
+    const count = new Map<string, number>();
+    for (const r of records) count.set(`${r.type}:${r.name}`, (count.get(`${r.type}:${r.name}`) ?? 0) + 1);
+    return records.map((r) => {
+        const key = `${r.type}:${r.name}`;
+        if (count.get(key) === 1) return key;
+        return `${key}:${createHash("sha256").update(r.content).digest("hex").slice(0, 8)}`;
+    });
+}
+
+export interface MailDnsArgs {
+    readonly model: Model;
+    /** The server's public IPv4 address (the primary IP, stable across server replacements). */
+    readonly ipv4: pulumi.Input<string>;
+    /** The server's IPv6 address (::1 of its /64). */
+    readonly ipv6: pulumi.Input<string>;
+    /** selector -> base64 SPKI of the DKIM public key. */
+    readonly dkimPublicKeys: pulumi.Input<Record<string, string>>;
+}
+
+export class MailDns extends pulumi.ComponentResource {
+    /** The published records, as data (also what the lab's DNS server serves). */
+    public readonly records: pulumi.Output<DnsRecord[]>;
+    /** Records by resource name; `addressRecords` are the A/AAAA ones (certbot waits for them). */
+    public readonly resources: Readonly<Record<string, cloudflare.DnsRecord>>;
+    public readonly addressRecords: cloudflare.DnsRecord[];
+
+    constructor(name: string, args: MailDnsArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("ispmail:dns:MailDns", name, {}, opts);
+        const { model } = args;
+        const template = recordTemplate(model);
+        const names = recordResourceNames(template);
+        this.records = pulumi
+            .all([args.ipv4, args.ipv6, args.dkimPublicKeys])
+            .apply(([ipv4, ipv6, dkimPublicKeys]) => renderDnsRecords({ model, ipv4, ipv6, dkimPublicKeys }));
+
+        const zoneIds = new Map<string, pulumi.Input<string>>();
+        for (const zone of dnsZones(model)) {
+            const configured = model.dns.zoneIds[zone];
+            zoneIds.set(zone, configured ?? cloudflare.getZoneOutput({ filter: { name: zone } }, { parent: this }).id);
+        }
+
+        const resources: Record<string, cloudflare.DnsRecord> = {};
+        this.addressRecords = [];
+        template.forEach((t, i) => {
+            const fixed = toCloudflareRecord(t);
+            // Only A/AAAA/DKIM content waits for deployment-time values; the rest is known in preview.
+            const content = t.content.includes(PLACEHOLDER)
+                ? this.records.apply((rs) => {
+                      const r = rs[i];
+                      if (r.name !== t.name || r.type !== t.type) throw new Error(`DNS record ${i} changed identity: ${t.type} ${t.name} -> ${r.type} ${r.name}`);
+                      return toCloudflareRecord(r).content!;
+                  })
+                : fixed.content;
+            const record = new cloudflare.DnsRecord(
+                names[i],
+                {
+                    zoneId: zoneIds.get(t.zone)!,
+                    name: fixed.name,
+                    type: fixed.type,
+                    ttl: fixed.ttl,
+                    proxied: fixed.proxied,
+                    ...(content !== undefined ? { content } : {}),
+                    ...(fixed.priority !== undefined ? { priority: fixed.priority } : {}),
+                    ...(fixed.data !== undefined ? { data: fixed.data } : {}),
+                    comment: `ispmail stack ${model.stack}`,
+                },
+                { parent: this },
+            );
+            resources[names[i]] = record;
+            if (t.type === "A" || t.type === "AAAA") this.addressRecords.push(record);
+        });
+        this.resources = resources;
+        this.registerOutputs({ records: this.records });
+    }
+}

@@ -1,0 +1,93 @@
+/**
+ * `ispmail:MailServer`: the whole stack as one component.
+ *
+ *   config model ──► GeneratedSecrets (passwords, DKIM keys)
+ *                ──► Host (primary IPs, firewall, server, volume, rDNS, "machine ready")
+ *                ──► MailDns (every record, from the host's addresses and the DKIM public keys)
+ *                ──► ServerConfig (one command per step of renderServerSteps(model))
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { Host } from "./cloud/host";
+import type { ConfiguredPasswords, Model } from "./config";
+import { MailDns } from "./dns/cloudflare";
+import type { DnsRecord } from "./dns/records";
+import { GeneratedSecrets } from "./generated-secrets";
+import { ServerConfig } from "./remote";
+import { renderServerSteps } from "./services";
+import type { Step } from "./steps";
+
+export interface MailServerArgs {
+    readonly model: Model;
+    readonly configuredPasswords: ConfiguredPasswords;
+    /** The steps to apply; renderServerSteps(model) unless a test gives its own. */
+    readonly steps?: readonly Step[];
+}
+
+export interface ClientSettings {
+    readonly username: string;
+    readonly imap: { readonly host: string; readonly port: number; readonly security: "TLS" };
+    readonly smtp: { readonly host: string; readonly port: number; readonly security: "TLS" };
+    readonly smtpStartTls: { readonly host: string; readonly port: number; readonly security: "STARTTLS" };
+    readonly manageSieve: { readonly host: string; readonly port: number; readonly security: "STARTTLS" };
+}
+
+/** What a mail client needs (RFC 8314: implicit TLS first). */
+export function clientSettings(model: Pick<Model, "mailHost">): ClientSettings {
+    const host = model.mailHost;
+    return {
+        username: "the full e-mail address",
+        imap: { host, port: 993, security: "TLS" },
+        smtp: { host, port: 465, security: "TLS" },
+        smtpStartTls: { host, port: 587, security: "STARTTLS" },
+        manageSieve: { host, port: 4190, security: "STARTTLS" },
+    };
+}
+
+export function beforeFirstUse(model: Pick<Model, "mailHost">): string {
+    return [
+        `Before first use of ${model.mailHost}:`,
+        "1. New Hetzner Cloud accounts have outbound port 25 (and 465) blocked: ask Hetzner support to unblock it after the first paid invoice, or no mail leaves the server.",
+        `2. Reverse DNS (PTR) of both addresses is set to ${model.mailHost} by this stack; check it with: dig -x <ipv4> +short`,
+        "3. Each domain's zone must be active at Cloudflare (its registrar points to Cloudflare's name servers), or the records here are not seen.",
+        "4. The certificate comes from Let's Encrypt once the A/AAAA records resolve; until then the server uses a self-signed one.",
+        "5. Generated mailbox passwords: pulumi stack output --show-secrets userPasswords",
+    ].join("\n");
+}
+
+export class MailServer extends pulumi.ComponentResource {
+    public readonly ipv4: pulumi.Output<string>;
+    public readonly ipv6: pulumi.Output<string>;
+    public readonly dnsRecords: pulumi.Output<DnsRecord[]>;
+    public readonly userPasswords: pulumi.Output<Record<string, string>>;
+    public readonly secrets: GeneratedSecrets;
+    public readonly host: Host;
+    public readonly dns: MailDns;
+    public readonly config: ServerConfig;
+
+    constructor(name: string, args: MailServerArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("ispmail:MailServer", name, {}, opts);
+        const { model } = args;
+        this.secrets = new GeneratedSecrets("secrets", { model, configuredPasswords: args.configuredPasswords }, { parent: this });
+        this.host = new Host("host", { model }, { parent: this });
+        this.dns = new MailDns("dns", { model, ipv4: this.host.ipv4, ipv6: this.host.ipv6, dkimPublicKeys: this.secrets.dkimPublicKeys }, { parent: this });
+        this.config = new ServerConfig(
+            "config",
+            {
+                steps: args.steps ?? renderServerSteps(model),
+                secretValues: this.secrets.values,
+                secretNames: this.secrets.names,
+                connection: this.host.connection,
+                serverId: this.host.serverId,
+                machineReady: this.host.ready,
+                // http-01 validation needs the names to resolve to this server first.
+                extraDependsOn: { certbot: this.dns.addressRecords },
+            },
+            { parent: this },
+        );
+        this.ipv4 = this.host.ipv4;
+        this.ipv6 = this.host.ipv6;
+        this.dnsRecords = this.dns.records;
+        this.userPasswords = this.secrets.generatedUserPasswords;
+        this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6 });
+    }
+}

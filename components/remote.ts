@@ -1,0 +1,139 @@
+/**
+ * Steps as resources: `ispmail:server:ServerConfig` turns each {@link Step} into one
+ * `command.remote.Command` that sends the step's apply script to `bash -s` over SSH.
+ *
+ * Pitfalls this follows (shared/PULUMI-NOTES.md):
+ * - the script, with its secrets resolved, travels only on stdin, as a secret Output; the `create`
+ *   string is the constant "bash -s", so a failing command's error cannot quote a secret;
+ * - `triggers` = [step content hash, server id]: the hash (placeholders unresolved, so harmless)
+ *   makes a changed step visible in `pulumi preview`; the server id re-runs every step on a new
+ *   machine, because a changed connection alone is only an update;
+ * - steps that hold secrets log nothing and their stdout/stderr are secret outputs;
+ * - one command per step (each opens its own SSH connection), ordered by the steps' `after`;
+ * - no `delete`: removing a step from the program leaves the server as it is.
+ */
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import { renderApplyScript, resolveSecrets, secretsOf, stepHash, type Step } from "./steps";
+
+/** How every command reaches the server. */
+export interface ServerConnection {
+    readonly host: string;
+    readonly user: string;
+    /** OpenSSH private key of the deploy key (secret). */
+    readonly privateKey: string;
+    /** The server's host public key ("ssh-ed25519 AAAA..."): the connection is refused if it differs. */
+    readonly hostKey: string;
+}
+
+/** Installing packages on a small VPS can take a while; the provider's default is shorter. */
+const STEP_TIMEOUTS: pulumi.CustomTimeouts = { create: "40m", update: "40m" };
+
+/**
+ * The first command on a machine: wait until SSH answers and cloud-init has finished (host key and
+ * authorized_keys in place, apt sources ready). A fresh server needs a minute or two to boot, more
+ * than the default 10 dial attempts of 15 s, so this one command raises the limit; all later ones
+ * run after it. `cloud-init status --wait` exits 2 for "done with recoverable errors", which is fine.
+ */
+export function waitForMachine(
+    name: string,
+    args: { connection: pulumi.Input<ServerConnection>; serverId: pulumi.Input<string> },
+    opts: pulumi.CustomResourceOptions,
+): command.remote.Command {
+    const connection = pulumi.output(args.connection).apply((c) => ({ ...c, dialErrorLimit: 60, perDialTimeout: 10 }));
+    return new command.remote.Command(
+        name,
+        {
+            connection: pulumi.secret(connection),
+            create: "cloud-init status --wait >/dev/null || [ $? -eq 2 ]; echo ready",
+            triggers: [args.serverId],
+        },
+        { ...opts, customTimeouts: { create: "20m", update: "20m" } },
+    );
+}
+
+/** One step as a command: the helper both ServerConfig and the Host's ssh-access step use. */
+export function stepCommand(
+    step: pulumi.Input<Step>,
+    args: {
+        connection: pulumi.Input<ServerConnection>;
+        serverId: pulumi.Input<string>;
+        secretValues: pulumi.Input<Record<string, string>>;
+        /** Known up front when the step is plain data: decides logging and secret outputs. */
+        holdsSecrets: boolean;
+        /** Content hash of the step (placeholders unresolved). */
+        hash: pulumi.Input<string>;
+        name: string;
+    },
+    opts: pulumi.CustomResourceOptions,
+): command.remote.Command {
+    const stdin = pulumi.all([step, args.secretValues]).apply(([s, values]) => renderApplyScript(resolveSecrets(s as Step, values)));
+    return new command.remote.Command(
+        args.name,
+        {
+            connection: pulumi.secret(pulumi.output(args.connection)),
+            create: "bash -s",
+            stdin: pulumi.secret(stdin),
+            triggers: [args.hash, args.serverId],
+            ...(args.holdsSecrets ? { logging: command.types.enums.remote.Logging.None } : {}),
+        },
+        {
+            ...opts,
+            customTimeouts: STEP_TIMEOUTS,
+            ...(args.holdsSecrets ? { additionalSecretOutputs: ["stdout", "stderr"] } : {}),
+        },
+    );
+}
+
+export interface ServerConfigArgs {
+    /** The ordered steps (renderServerSteps(model)). */
+    readonly steps: readonly Step[];
+    /** Every secret value by name (GeneratedSecrets.values). */
+    readonly secretValues: pulumi.Input<Record<string, string>>;
+    /** Names that `secretValues` holds; a step referencing another name is a bug, reported at once. */
+    readonly secretNames: readonly string[];
+    readonly connection: pulumi.Input<ServerConnection>;
+    /** Changes when the server is replaced: every step re-runs on the new machine. */
+    readonly serverId: pulumi.Input<string>;
+    /** The "machine is up" command; every step waits for it. */
+    readonly machineReady: pulumi.Resource;
+    /** Extra dependencies by step name, e.g. certbot waits for the DNS A/AAAA records. */
+    readonly extraDependsOn?: Readonly<Record<string, readonly pulumi.Resource[]>>;
+}
+
+export class ServerConfig extends pulumi.ComponentResource {
+    /** Commands by step name. */
+    public readonly commands: Readonly<Record<string, command.remote.Command>>;
+
+    constructor(name: string, args: ServerConfigArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("ispmail:server:ServerConfig", name, {}, opts);
+        const known = new Set(args.secretNames);
+        const commands: Record<string, command.remote.Command> = {};
+        for (const step of args.steps) {
+            // Render once with placeholders: a bad step (unsafe path, bad mode, unknown step in
+            // `after`, unknown secret) fails the program here instead of in the middle of `up`.
+            renderApplyScript(step);
+            const unknown = secretsOf(step).filter((s) => !known.has(s));
+            if (unknown.length) throw new pulumi.ResourceError(`step ${step.name} references unknown secrets: ${unknown.join(", ")}`, this);
+            const after = step.after.map((dep) => {
+                const c = commands[dep];
+                if (!c) throw new pulumi.ResourceError(`step ${step.name} runs after "${dep}", which is not an earlier step`, this);
+                return c;
+            });
+            commands[step.name] = stepCommand(
+                step,
+                {
+                    name: step.name,
+                    connection: args.connection,
+                    serverId: args.serverId,
+                    secretValues: args.secretValues,
+                    holdsSecrets: secretsOf(step).length > 0,
+                    hash: stepHash(step),
+                },
+                { parent: this, dependsOn: [args.machineReady, ...after, ...(args.extraDependsOn?.[step.name] ?? [])] },
+            );
+        }
+        this.commands = commands;
+        this.registerOutputs({});
+    }
+}

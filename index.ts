@@ -1,0 +1,13 @@
+// The Pulumi entry point: read the stack config, build the mail server, export what a user needs.
+import { program } from "./components/program";
+
+const outputs = program();
+
+export const ipv4 = outputs.ipv4;
+export const ipv6 = outputs.ipv6;
+export const mailHost = outputs.mailHost;
+export const clientSettings = outputs.clientSettings;
+export const dnsRecords = outputs.dnsRecords;
+/** Passwords of the mailboxes whose password was generated (secret). */
+export const userPasswords = outputs.userPasswords;
+export const beforeFirstUse = outputs.beforeFirstUse;
