@@ -1,0 +1,148 @@
+/**
+ * The `web` step: Apache 2.4 with PHP 8.4-FPM serving every web name of the server over HTTPS
+ * (the groupware host, mta-sts.<domain>, autoconfig.<domain>), port 80 only for ACME challenges
+ * and redirects, and the database admin (Adminer) on the loopback interface only.
+ *
+ * Config files are real files under files/apache, files/autoconfig; this module fills in the
+ * names. The certificate is the convention's /etc/ispmail/tls pair (tls step, then certbot).
+ */
+import type { Model } from "../config";
+import { mtaStsPolicy } from "../dns/records";
+import type { Step, StepFile } from "../steps";
+import { readStatic, renderTemplate } from "../templates";
+
+/** certbot --webroot writes http-01 challenges below this directory; port 80 serves them. */
+export const ACME_WEBROOT = "/var/www/acme";
+/** Nextcloud's code (the nextcloud step unpacks the release archive here). */
+export const NEXTCLOUD_ROOT = "/var/www/nextcloud";
+/** Static page for the groupware host while Nextcloud is disabled. */
+export const PLACEHOLDER_ROOT = "/var/www/ispmail";
+export const MTA_STS_ROOT = "/var/www/mta-sts";
+export const AUTOCONFIG_ROOT = "/var/www/autoconfig";
+/** Adminer's vhost document root (Adminer itself is aliased from /etc/adminer). */
+export const DB_ADMIN_ROOT = "/var/www/localhost";
+/** Port of the loopback-only database admin vhost (127.0.0.1 and ::1). */
+export const DB_ADMIN_PORT = 8080;
+
+export const MTA_STS_POLICY_PATH = `${MTA_STS_ROOT}/.well-known/mta-sts.txt`;
+export const AUTOCONFIG_XML_PATH = `${AUTOCONFIG_ROOT}/mail/config-v1.1.xml`;
+export const AUTODISCOVER_PHP_PATH = `${AUTOCONFIG_ROOT}/autodiscover/autodiscover.php`;
+
+const APACHE_SITES = "/etc/apache2/sites-available";
+
+/** `NAME='value'` lines for a step script: values are single-quoted, so nothing in them expands. */
+export function shellAssignments(vars: Readonly<Record<string, string>>): string {
+    return Object.entries(vars)
+        .map(([name, value]) => {
+            if (!/^[A-Z_][A-Z0-9_]*$/.test(name)) throw new Error(`bad shell variable name ${name}`);
+            return `${name}='${value.replace(/'/g, `'\\''`)}'`;
+        })
+        .join("\n");
+}
+
+/** The names on mta-sts.<domain>, one per mail domain. */
+export const mtaStsHosts = (model: Pick<Model, "domains">) => model.domains.map((d) => `mta-sts.${d}`);
+/** The names on autoconfig.<domain>, one per mail domain. */
+export const autoconfigHosts = (model: Pick<Model, "domains">) => model.domains.map((d) => `autoconfig.${d}`);
+
+/** Thunderbird's autoconfig file (IMAP 993 TLS, SMTP 465 TLS and 587 STARTTLS, login = address). */
+export function renderAutoconfigXml(model: Pick<Model, "mailHost" | "domains">): string {
+    return renderTemplate("autoconfig/config-v1.1.xml.mustache", { mailHost: model.mailHost, domains: model.domains });
+}
+
+/** Outlook's autodiscover responder (PHP), naming the same servers as the autoconfig file. */
+export function renderAutodiscoverPhp(model: Pick<Model, "mailHost" | "domains">): string {
+    // Domains are validated FQDNs (letters, digits, dots, hyphens): safe inside PHP single quotes.
+    const domainsPhp = model.domains.map((d) => `'${d}'`).join(", ");
+    return renderTemplate("autoconfig/autodiscover.php.mustache", { mailHost: model.mailHost, domainsPhp });
+}
+
+interface ApacheSite {
+    readonly name: string;
+    readonly content: string;
+}
+
+/** The Apache sites (vhosts) of the stack, in load order: the first *:443 one is the default. */
+export function renderApacheSites(model: Model): ApacheSite[] {
+    const groupwareHost = model.nextcloud.host;
+    const sites: ApacheSite[] = [
+        {
+            name: "ispmail-00-http",
+            content: renderTemplate("apache/sites/ispmail-00-http.conf.mustache", {
+                mailHost: model.mailHost,
+                aliases: model.webHosts.filter((h) => h !== model.mailHost),
+                acmeWebroot: ACME_WEBROOT,
+            }),
+        },
+        {
+            name: "ispmail-10-groupware",
+            content: renderTemplate("apache/sites/ispmail-10-groupware.conf.mustache", {
+                host: groupwareHost,
+                nextcloud: model.nextcloud.enabled ? { docroot: NEXTCLOUD_ROOT } : false,
+                placeholderRoot: PLACEHOLDER_ROOT,
+            }),
+        },
+    ];
+    if (groupwareHost !== model.mailHost) {
+        sites.push({
+            name: "ispmail-20-mailhost",
+            content: renderTemplate("apache/sites/ispmail-20-mailhost.conf.mustache", { mailHost: model.mailHost, placeholderRoot: PLACEHOLDER_ROOT }),
+        });
+    }
+    const [firstSts, ...otherSts] = mtaStsHosts(model);
+    sites.push({
+        name: "ispmail-30-mta-sts",
+        content: renderTemplate("apache/sites/ispmail-30-mta-sts.conf.mustache", { first: firstSts, aliases: otherSts, docroot: MTA_STS_ROOT }),
+    });
+    const [firstAuto, ...otherAuto] = autoconfigHosts(model);
+    sites.push({
+        name: "ispmail-40-autoconfig",
+        content: renderTemplate("apache/sites/ispmail-40-autoconfig.conf.mustache", { first: firstAuto, aliases: otherAuto, docroot: AUTOCONFIG_ROOT }),
+    });
+    sites.push({
+        name: "ispmail-90-dbadmin",
+        content: renderTemplate("apache/sites/ispmail-90-dbadmin.conf.mustache", { port: DB_ADMIN_PORT, docroot: DB_ADMIN_ROOT }),
+    });
+    return sites;
+}
+
+function placeholderPage(model: Model, host: string, reason: string): string {
+    return renderTemplate("apache/placeholder.html.mustache", { host, domainList: model.domains.join(", "), reason });
+}
+
+const file = (path: string, content: string, extra: Partial<StepFile> = {}): StepFile => ({ path, content, owner: "root", group: "root", mode: "0644", ...extra });
+
+export function renderWebSteps(model: Model): Step[] {
+    const sites = renderApacheSites(model);
+    const files: StepFile[] = [
+        file("/etc/apache2/conf-available/ispmail.conf", readStatic("apache/ispmail.conf")),
+        file("/etc/apache2/ispmail/https-vhost.conf", readStatic("apache/https-vhost.conf")),
+        ...sites.map((s) => file(`${APACHE_SITES}/${s.name}.conf`, s.content)),
+        file(
+            `${PLACEHOLDER_ROOT}/index.html`,
+            placeholderPage(model, model.nextcloud.enabled ? model.mailHost : model.nextcloud.host, "Webmail and calendars are not offered here; use your mail client (IMAP and SMTP on this host)."),
+        ),
+        file(MTA_STS_POLICY_PATH, mtaStsPolicy(model).text),
+        file(AUTOCONFIG_XML_PATH, renderAutoconfigXml(model)),
+        file(AUTODISCOVER_PHP_PATH, renderAutodiscoverPhp(model)),
+        // Empty document root of the loopback vhost: only /adminer/ is served there.
+        file(`${DB_ADMIN_ROOT}/index.html`, "<!DOCTYPE html><title>localhost</title><a href=\"/adminer/\">Adminer</a>\n"),
+    ];
+    const script = [
+        shellAssignments({ WEB_SITES: sites.map((s) => s.name).join(" "), ACME_WEBROOT }),
+        readStatic("apache/apply.sh"),
+    ].join("\n");
+    return [
+        {
+            name: "web",
+            description: "Apache 2.4 + PHP 8.4-FPM: HTTPS vhosts (groupware, MTA-STS, autoconfig/autodiscover), ACME webroot, loopback-only Adminer",
+            // php8.4-xml: SimpleXML for the autodiscover responder; php8.4-pgsql: Adminer on PostgreSQL;
+            // php8.4-cli: `php -l` checks. Listed before adminer so apt satisfies its PHP dependencies
+            // with FPM instead of pulling in mod_php.
+            packages: ["apache2", "ssl-cert", "php8.4-fpm", "php8.4-cli", "php8.4-xml", "php8.4-pgsql", "php-pgsql", "adminer"],
+            files,
+            script,
+            after: ["base", "tls"],
+        },
+    ];
+}

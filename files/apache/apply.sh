@@ -1,0 +1,84 @@
+# Web step: Apache 2.4 + PHP-FPM. Runs after the step's files are installed (components/steps.ts).
+# Set by the step before this: WEB_SITES (the ispmail-* site names to enable), ACME_WEBROOT.
+# Everything below acts only when something is not yet as wanted, so a second run changes nothing.
+
+# Apache is reloaded only when its configuration changed (files under /etc/apache2 or a2en*/a2dis*).
+apache_changed=0
+changed /etc/apache2 && apache_changed=1
+apache_action() { ispmail_action "$1"; apache_changed=1; }
+
+# Modules: TLS, headers (HSTS), rewrite (redirects), HTTP/2, PHP through FastCGI, setenvif (PHP-FPM's
+# Authorization pass-through), the TLS session cache. mpm_event: PHP runs in FPM, not in Apache.
+for mod in ssl socache_shmcb headers rewrite http2 proxy proxy_fcgi setenvif alias mpm_event; do
+  if [ ! -e "/etc/apache2/mods-enabled/$mod.load" ]; then
+    a2enmod -q "$mod" >/dev/null
+    apache_action "enabled apache module $mod"
+  fi
+done
+for mod in mpm_prefork mpm_worker php8.4; do
+  if [ -e "/etc/apache2/mods-enabled/$mod.load" ]; then
+    a2dismod -q -f "$mod" >/dev/null
+    apache_action "disabled apache module $mod"
+  fi
+done
+
+# Global configuration: our TLS/hardening and PHP-FPM on; the catch-all access log (we keep none),
+# Debian's security.conf (ours replaces it), cgi-bin and Adminer's global /adminer alias off.
+for conf in ispmail php8.4-fpm; do
+  if [ ! -e "/etc/apache2/conf-enabled/$conf.conf" ]; then
+    a2enconf -q "$conf" >/dev/null
+    apache_action "enabled apache conf $conf"
+  fi
+done
+for conf in other-vhosts-access-log security serve-cgi-bin adminer; do
+  if [ -e "/etc/apache2/conf-enabled/$conf.conf" ]; then
+    a2disconf -q "$conf" >/dev/null
+    apache_action "disabled apache conf $conf"
+  fi
+done
+
+# Sites: Debian's defaults off, ours on, ours that are no longer rendered removed.
+for site in 000-default default-ssl; do
+  if [ -e "/etc/apache2/sites-enabled/$site.conf" ]; then
+    a2dissite -q "$site" >/dev/null
+    apache_action "disabled apache site $site"
+  fi
+done
+for site in $WEB_SITES; do
+  if [ ! -e "/etc/apache2/sites-enabled/$site.conf" ]; then
+    a2ensite -q "$site" >/dev/null
+    apache_action "enabled apache site $site"
+  fi
+done
+for path in /etc/apache2/sites-available/ispmail-*.conf; do
+  [ -e "$path" ] || continue
+  site=$(basename "$path" .conf)
+  case " $WEB_SITES " in *" $site "*) continue ;; esac
+  [ -e "/etc/apache2/sites-enabled/$site.conf" ] && a2dissite -q "$site" >/dev/null
+  rm -f "$path"
+  apache_action "removed apache site $site"
+done
+
+# The ACME webroot: certbot (as root) writes challenge files, Apache (www-data) reads them.
+if [ ! -d "$ACME_WEBROOT/.well-known/acme-challenge" ]; then
+  install -d -m 0755 "$ACME_WEBROOT" "$ACME_WEBROOT/.well-known" "$ACME_WEBROOT/.well-known/acme-challenge"
+  ispmail_action "created $ACME_WEBROOT"
+fi
+
+# Always validate, even when nothing changed here: a broken config would otherwise only show at the
+# next restart. The error output names the file and line.
+if ! configtest=$(apache2ctl configtest 2>&1); then
+  printf '%s\n' "$configtest" >&2
+  log "apache2ctl configtest failed; Apache was not reloaded"
+  exit 1
+fi
+
+if changed /etc/php/8.4/fpm; then
+  reload php8.4-fpm
+elif ! systemctl is-active --quiet php8.4-fpm; then
+  restart php8.4-fpm
+fi
+if [ "$apache_changed" -eq 1 ] || ! systemctl is-active --quiet apache2; then
+  # Graceful: running requests finish; new modules, ports and vhosts take effect.
+  reload apache2
+fi
