@@ -1,0 +1,54 @@
+/**
+ * The `postfix` step: Postfix 3.10 as the MTA — virtual domains, mailboxes and aliases from the
+ * directory's PostgreSQL views, delivery to Dovecot over LMTP, SMTP AUTH through Dovecot on
+ * submission (587, STARTTLS) and submissions (465, implicit TLS) only, sender ownership checks,
+ * the Rspamd milter and header cleanup of submitted mail.
+ *
+ * Config files: files/postfix (main.cf template, master.cf, pgsql maps, header checks, apply.sh).
+ */
+import type { Model } from "../config";
+import { DB_ROLES, dbPasswordSecret } from "../secrets";
+import type { Step, StepFile } from "../steps";
+import { secretRef } from "../steps";
+import { readStatic, renderTemplate } from "../templates";
+
+export const POSTFIX_STEP = "postfix";
+
+/** The pgsql lookup tables (each holds the mailreader password). */
+export const PGSQL_MAPS = ["pgsql-virtual-mailbox-domains", "pgsql-virtual-mailbox-maps", "pgsql-virtual-alias-maps", "pgsql-sender-login-maps"] as const;
+
+export const messageSizeLimitBytes = (model: Model) => model.messageSizeLimitMb * 1024 * 1024;
+
+export function renderMainCf(model: Model): string {
+    return renderTemplate("postfix/main.cf.mustache", {
+        mailHost: model.mailHost,
+        messageSizeLimitMb: model.messageSizeLimitMb,
+        messageSizeLimitBytes: messageSizeLimitBytes(model),
+    });
+}
+
+export function renderPgsqlMap(name: (typeof PGSQL_MAPS)[number]): string {
+    return renderTemplate(`postfix/${name}.cf.mustache`, { password: secretRef(dbPasswordSecret(DB_ROLES.reader)) });
+}
+
+export function renderPostfixSteps(model: Model): Step[] {
+    const files: StepFile[] = [
+        { path: "/etc/postfix/main.cf", content: renderMainCf(model), mode: "0644" },
+        { path: "/etc/postfix/master.cf", content: readStatic("postfix/master.cf"), mode: "0644" },
+        { path: "/etc/postfix/submission_header_cleanup", content: readStatic("postfix/submission_header_cleanup"), mode: "0644" },
+        // Readable by the postfix group only: proxymap reads them, nobody else needs the password.
+        ...PGSQL_MAPS.map((name) => ({ path: `/etc/postfix/${name}.cf`, content: renderPgsqlMap(name), owner: "root", group: "postfix", mode: "0640", secret: true })),
+    ];
+    return [
+        {
+            name: POSTFIX_STEP,
+            description: "Postfix: MTA on 25, submission on 587/465, virtual users from PostgreSQL, LMTP to Dovecot, Rspamd milter",
+            // Without this Debian's postinst would write its own main.cf on first install.
+            debconf: [`postfix postfix/main_mailer_type select No configuration`, `postfix postfix/mailname string ${model.mailHost}`],
+            packages: ["postfix", "postfix-pgsql"],
+            files,
+            script: readStatic("postfix/apply.sh"),
+            after: ["directory", "tls", "dovecot", "rspamd"],
+        },
+    ];
+}

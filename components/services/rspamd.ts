@@ -1,0 +1,63 @@
+/**
+ * The `rspamd` step: Rspamd 3.12 from Debian with Valkey (Debian's Redis) for Bayes and
+ * greylisting, the milter on localhost:11332 for Postfix, the controller on loopback with a hashed
+ * password, and DKIM signing of our users' mail for every managed domain with the active selector.
+ *
+ * Config files: files/rspamd/local.d (merged into Rspamd's defaults), lua.local.d (the From-header
+ * ownership rule), apply.sh (controller password hash, configtest, reload).
+ */
+import type { Model } from "../config";
+import { dkimKeySecret } from "../secrets";
+import type { Step, StepFile } from "../steps";
+import { secretRef } from "../steps";
+import { readStatic, renderTemplate } from "../templates";
+
+export const RSPAMD_STEP = "rspamd";
+/** DKIM private keys live on the data volume: they are state (their public halves are in DNS). */
+export const DKIM_DIR = "/srv/ispmail/dkim";
+export const MILTER_ADDRESS = "inet:localhost:11332";
+
+export const dkimKeyPath = (selector: string) => `${DKIM_DIR}/${selector}.key`;
+
+/** local.d files copied as they are. */
+const LOCAL_D = [
+    "worker-proxy.inc",
+    "worker-normal.inc",
+    "worker-controller.inc",
+    "redis.conf",
+    "classifier-bayes.conf",
+    "greylist.conf",
+    "actions.conf",
+    "milter_headers.conf",
+    "options.inc",
+] as const;
+
+export function renderDkimSigningConf(model: Model): string {
+    const selector = model.activeDkimSelector;
+    return renderTemplate("rspamd/local.d/dkim_signing.conf.mustache", {
+        selector,
+        domains: model.domains.map((domain) => ({ domain, selector, keyPath: dkimKeyPath(selector) })),
+    });
+}
+
+export function renderRspamdSteps(model: Model): Step[] {
+    const files: StepFile[] = [
+        ...LOCAL_D.map((name) => ({ path: `/etc/rspamd/local.d/${name}`, content: readStatic(`rspamd/local.d/${name}`), mode: "0644" })),
+        { path: "/etc/rspamd/local.d/dkim_signing.conf", content: renderDkimSigningConf(model), mode: "0644" },
+        { path: "/etc/rspamd/lua.local.d/ispmail_from_header.lua", content: readStatic("rspamd/lua.local.d/ispmail_from_header.lua"), mode: "0644" },
+        // Every selector's key stays installed (old signatures keep verifying while DNS still has
+        // the key; rotation switches the active selector), readable by Rspamd only.
+        ...model.dkimSelectors.map((s) => ({ path: dkimKeyPath(s), content: secretRef(dkimKeySecret(s)), owner: "_rspamd", group: "_rspamd", mode: "0600", secret: true })),
+        { path: "/etc/ispmail/secrets/rspamd.controller", content: secretRef("rspamd.controller"), mode: "0600", secret: true },
+    ];
+    return [
+        {
+            name: RSPAMD_STEP,
+            description: "Rspamd: spam filter milter, Bayes/greylisting in Valkey, DKIM signing, controller on loopback",
+            packages: ["rspamd", "valkey-server"],
+            files,
+            script: readStatic("rspamd/apply.sh"),
+            after: ["base"],
+        },
+    ];
+}

@@ -1,0 +1,64 @@
+# ispmail dovecot step script (after the files are in place).
+
+# vmail (uid/gid 5000) owns every mailbox. The base step normally creates it with /var/vmail on
+# the data volume; create what is missing so this step also stands on its own.
+if ! getent group vmail >/dev/null; then groupadd --system --gid 5000 vmail; mark_changed; fi
+if ! getent passwd vmail >/dev/null; then
+  useradd --system --uid 5000 --gid vmail --home-dir /var/vmail --no-create-home --shell /usr/sbin/nologin vmail
+  mark_changed
+fi
+if [ ! -d /var/vmail ]; then install -d -o vmail -g vmail -m 0770 /var/vmail; mark_changed; fi
+
+# Sieve scripts run as vmail, which cannot write next to them: compile as root now.
+for script in /etc/dovecot/sieve/before/spam-to-junk.sieve \
+              /etc/dovecot/sieve/imapsieve/report-spam.sieve \
+              /etc/dovecot/sieve/imapsieve/report-ham.sieve; do
+  if changed "$script" || [ ! -s "${script%.sieve}.svbin" ]; then
+    sievec "$script"
+    ispmail_action "compiled $script"
+  fi
+done
+
+dovecot_files_changed=0
+changed /etc/dovecot && dovecot_files_changed=1
+if [ "$dovecot_files_changed" -eq 1 ]; then
+  # A configuration Dovecot warns about (or cannot parse) never replaces the running one.
+  check=$(mktemp)
+  if ! doveconf -n >/dev/null 2>"$check" || [ -s "$check" ]; then
+    log "doveconf -n is not clean:"; cat "$check" >&2; rm -f "$check"
+    exit 1
+  fi
+  rm -f "$check"
+fi
+if ! systemctl is-enabled --quiet dovecot; then systemctl enable --quiet dovecot; mark_changed; fi
+if [ "$dovecot_files_changed" -eq 1 ]; then
+  reload dovecot
+elif ! systemctl is-active --quiet dovecot; then
+  restart dovecot
+fi
+
+# Shared mailboxes: each configured share becomes an ACL on the owner's INBOX
+# (/etc/ispmail/dovecot/shares: "owner grantee rights..." lines). The directory's
+# shared_mailboxes_view tells Dovecot who shares with whom; this sets what the grantee may do.
+# Only shares this step applied before are ever removed, so ACLs users set themselves stay.
+SHARES=/etc/ispmail/dovecot/shares
+APPLIED=/var/lib/ispmail/dovecot-shares.applied
+if ! { [ -f "$APPLIED" ] && cmp -s "$SHARES" "$APPLIED"; }; then
+  if [ -f "$APPLIED" ]; then
+    while read -r owner grantee _rights; do
+      [ -n "$owner" ] || continue
+      if ! awk -v o="$owner" -v g="$grantee" '$1 == o && $2 == g { found = 1 } END { exit !found }' "$SHARES"; then
+        doveadm acl delete -u "$owner" INBOX "user=$grantee"
+        ispmail_action "removed the share of $owner with $grantee"
+      fi
+    done < "$APPLIED"
+  fi
+  while read -r owner grantee rights; do
+    [ -n "$owner" ] || continue
+    # shellcheck disable=SC2086 # rights are separate words
+    doveadm acl set -u "$owner" INBOX "user=$grantee" $rights
+    ispmail_action "shared INBOX of $owner with $grantee ($rights)"
+  done < "$SHARES"
+  install -d -m 0700 /var/lib/ispmail
+  cp "$SHARES" "$APPLIED"
+fi

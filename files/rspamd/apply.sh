@@ -1,0 +1,39 @@
+# ispmail rspamd step script (after the files are in place).
+CONTROLLER_SECRET=$(secret_file rspamd.controller)
+CONTROLLER_HASH=/etc/rspamd/override.d/worker-controller.inc
+
+# The controller password, hashed (PBKDF, random salt) by Rspamd's own Lua binding. The password
+# is read from the root-only secret file, never passed as an argument; a new hash is derived only
+# when the secret changed, so a second apply leaves the file (and Rspamd) alone.
+if changed "$CONTROLLER_SECRET" || [ ! -s "$CONTROLLER_HASH" ]; then
+  install -d -m 0755 /etc/rspamd/override.d
+  tmp=$(mktemp /etc/rspamd/override.d/.ispmail.XXXXXX)
+  chgrp _rspamd "$tmp"; chmod 0640 "$tmp"
+  ISPMAIL_SECRET_PATH=$CONTROLLER_SECRET rspamadm lua -e '
+    local f = assert(io.open(os.getenv("ISPMAIL_SECRET_PATH")))
+    local password = f:read("*a"):gsub("%s+$", "")
+    f:close()
+    io.write("# Written by the ispmail rspamd step from the secret rspamd.controller; do not edit.\n")
+    io.write(string.format("password = \"%s\";\n", require("rspamd_cryptobox").pbkdf(password)))
+  ' > "$tmp"
+  grep -q '^password = "\$' "$tmp"
+  mv -f "$tmp" "$CONTROLLER_HASH"
+  ISPMAIL_CHANGED_FILES+=("$CONTROLLER_HASH")
+  ispmail_action "hashed the controller password"
+fi
+
+for unit in valkey-server rspamd; do
+  if ! systemctl is-enabled --quiet "$unit"; then
+    systemctl enable --quiet "$unit"
+    mark_changed
+  fi
+done
+systemctl is-active --quiet valkey-server || restart valkey-server
+
+if changed /etc/rspamd /srv/ispmail/dkim; then
+  # Never replace a running configuration with one Rspamd cannot load.
+  rspamadm configtest >/dev/null
+  reload rspamd
+elif ! systemctl is-active --quiet rspamd; then
+  restart rspamd
+fi
