@@ -376,16 +376,20 @@ export function parseConfig(
 ): { model: Model; passwords: ConfiguredPasswords } {
     const problems: string[] = [];
     const values: Record<string, unknown> = {};
+    /** Keys whose text could not be decoded: unknown to the relation checks (not "empty"). */
+    const undecodable = new Set<string>();
     for (const [key, value] of Object.entries(raw)) {
         const decoded = decodeRawValue(key, value);
-        if ("error" in decoded) problems.push(decoded.error);
-        else values[key] = decoded.value;
+        if ("error" in decoded) {
+            problems.push(decoded.error);
+            undecodable.add(key);
+        } else values[key] = decoded.value;
     }
     const result = configSchema.safeParse(values, { reportInput: true });
     if (!result.success) for (const issue of result.error.issues) problems.push(...describeIssue(issue));
     const secret = new Set((opts.secretKeys ?? []).map((k) => (k.includes(":") ? k : `${CONFIG_NAMESPACE}:${k}`)));
     // Relations are checked on whatever parsed, so that one typo does not hide the other mistakes.
-    checkRelations(result.success ? fromComplete(result.data) : partialParse(values), secret, problems);
+    checkRelations(result.success && undecodable.size === 0 ? fromComplete(result.data) : partialParse(values, undecodable), secret, problems);
     if (problems.length || !result.success) throw new ConfigError(problems);
     return buildModel(result.data, opts.stack);
 }
@@ -596,6 +600,8 @@ function partialList<K extends "domains" | "users" | "aliases" | "sharedMailboxe
     return { items, complete: false };
 }
 
+const UNKNOWN = Symbol("undecodable");
+
 function partialAddresses(users: unknown): ListPart<string> {
     if (!Array.isArray(users)) return { items: [], complete: users === undefined };
     const items: Indexed<string>[] = [];
@@ -606,7 +612,10 @@ function partialAddresses(users: unknown): ListPart<string> {
     return { items, complete: items.length === users.length };
 }
 
-function partialParse(values: Record<string, unknown>): RelationInput {
+function partialParse(decoded: Record<string, unknown>, undecodable: ReadonlySet<string>): RelationInput {
+    // An undecodable key is unknown: a value no schema accepts keeps every list built from it incomplete.
+    const values: Record<string, unknown> = { ...decoded };
+    for (const key of undecodable) values[key] = UNKNOWN;
     const mailHost = configSchema.shape.mailHost.safeParse(values.mailHost);
     const nextcloud = configSchema.shape.nextcloud.safeParse(values.nextcloud);
     return {
@@ -655,10 +664,11 @@ function checkRelations(c: RelationInput, secretKeys: ReadonlySet<string>, probl
         if (domainsKnown && !managed.has(src.domain)) problems.push(`${keyPath(["aliases", index, "source"])}: domain "${src.domain}" is not managed here; an alias source must be in one of ispmail:domains (${domainList})`);
         if (mailboxes.has(a.source)) problems.push(`${keyPath(["aliases", index, "source"])}: "${a.source}" is a mailbox in ispmail:users; an address is either a mailbox or an alias source, not both`);
         const dst = splitAddress(a.destination);
-        if (mailboxesKnown && managed.has(dst.domain) && !mailboxes.has(a.destination)) {
+        if (a.destination === a.source) {
+            problems.push(`${keyPath(["aliases", index, "destination"])}: an alias cannot point to itself; the destination must be a mailbox here or an address in another domain`);
+        } else if (mailboxesKnown && managed.has(dst.domain) && !mailboxes.has(a.destination)) {
             problems.push(`${keyPath(["aliases", index, "destination"])}: "${a.destination}" is in managed domain ${dst.domain} but is not a mailbox in ispmail:users; a destination must be a mailbox here or an address in another domain`);
         }
-        if (a.destination === a.source) problems.push(`${keyPath(["aliases", index, "destination"])}: an alias cannot point to itself; the destination must be a mailbox or an outside address`);
         const key = `${a.source}>${a.destination}`;
         if (aliasPairs.has(key)) problems.push(`${keyPath(["aliases", index])}: the alias ${a.source} -> ${a.destination} is listed twice; each pair may appear once`);
         aliasPairs.add(key);
