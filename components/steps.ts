@@ -124,6 +124,8 @@ export function parseStepResult(output: string): { result: StepResult; changedFi
 }
 
 const SAFE_NAME = /^[a-z0-9][a-z0-9_.-]*$/i;
+/** User and group names: Debian's system accounts may start with "_" (e.g. _rspamd). */
+const SAFE_ACCOUNT = /^[a-z_][a-z0-9_.-]*$/i;
 const SAFE_PATH = /^\/[A-Za-z0-9_.@+/-]+$/;
 
 function shellQuote(s: string): string {
@@ -166,7 +168,7 @@ export function renderApplyScript(step: Step): string {
         const mode = f.mode ?? (f.secret ? "0600" : "0644");
         if (!/^0?[0-7]{3,4}$/.test(mode)) throw new Error(`step ${step.name}: bad mode ${mode} for ${f.path}`);
         if (f.secret && /[0-7]{2}[1-7]$/.test(mode)) throw new Error(`step ${step.name}: secret file ${f.path} must not be world-readable (mode ${mode})`);
-        if (!SAFE_NAME.test(owner) || !SAFE_NAME.test(group)) throw new Error(`step ${step.name}: bad owner/group for ${f.path}`);
+        if (!SAFE_ACCOUNT.test(owner) || !SAFE_ACCOUNT.test(group)) throw new Error(`step ${step.name}: bad owner/group for ${f.path}`);
         const b64 = Buffer.from(f.content, "utf8").toString("base64").replace(/.{1,76}/g, "$&\n");
         lines.push(`ispmail_file ${f.path} ${owner} ${group} ${mode} <<'ISPMAIL_B64'`, b64.trimEnd(), "ISPMAIL_B64");
     }
