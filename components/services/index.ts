@@ -5,6 +5,7 @@
 import type { Model } from "../config";
 import type { Step } from "../steps";
 import { orderSteps } from "../steps";
+import { renderBackupSteps } from "./backup";
 import { renderFail2banSteps } from "./fail2ban";
 
 /** One entry per service module (files/<service>/ holds its config files). */
@@ -17,7 +18,7 @@ const SERVICES: ReadonlyArray<(model: Model) => Step[]> = [
  * logins, backup dumps their data). They get the names of the steps above, so that they can
  * name in `after` exactly the ones that exist.
  */
-const FOLLOWERS: ReadonlyArray<(model: Model, registeredSteps: readonly string[]) => Step[]> = [renderFail2banSteps];
+const FOLLOWERS: ReadonlyArray<(model: Model, registeredSteps: readonly string[]) => Step[]> = [renderFail2banSteps, renderBackupSteps];
 
 /** All steps for the server, ordered so that `after` is respected. */
 export function renderServerSteps(model: Model): Step[] {
