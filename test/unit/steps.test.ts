@@ -1,0 +1,268 @@
+/**
+ * components/steps.ts: the apply script is run for real with bash (as root) against a temporary
+ * directory under /tmp, the way both transports run it on the server (`bash -s`, script on stdin).
+ * `systemctl` is replaced by a recorder on PATH, so reloads and restarts can be counted.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { orderSteps, parseStepResult, RESULT_PREFIX, renderApplyScript, resolveSecrets, secretRef, secretsOf, stepHash, type Step, type StepFile } from "../../components/steps";
+
+let root: string;
+let fakeBin: string;
+let systemctlLog: string;
+let writeLog: string;
+
+before(() => {
+    root = mkdtempSync("/tmp/ispmail-steps-test-");
+    fakeBin = join(root, "bin");
+    mkdirSync(fakeBin);
+    systemctlLog = join(root, "systemctl.log");
+    writeLog = join(root, "writes.log");
+    // Records every systemctl call instead of touching the host's services.
+    writeFileSync(join(fakeBin, "systemctl"), `#!/bin/bash\necho "$*" >> ${systemctlLog}\n`, { mode: 0o755 });
+    // Wraps base64 (which writes a file's content): records the mode and owner the target file
+    // already has at the moment content starts to flow into it.
+    writeFileSync(
+        join(fakeBin, "base64"),
+        `#!/bin/bash\ntarget=$(readlink /proc/$$/fd/1)\nstat -c '%a %U:%G %s %n' "$target" >> ${writeLog}\nexec /usr/bin/base64 "$@"\n`,
+        { mode: 0o755 },
+    );
+});
+
+after(() => rmSync(root, { recursive: true, force: true }));
+
+interface Run {
+    readonly code: number | null;
+    readonly stdout: string;
+    readonly stderr: string;
+    readonly result: ReturnType<typeof parseStepResult>;
+}
+
+/** Runs a step's apply script as the transports do: `bash -s` with the script on stdin. */
+function apply(step: Step): Run {
+    const r = spawnSync("bash", ["-s"], {
+        input: renderApplyScript(step),
+        encoding: "utf8",
+        timeout: 10_000,
+        env: { ...process.env, PATH: `${fakeBin}:${process.env.PATH}` },
+    });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr, result: parseStepResult(r.stdout) };
+}
+
+function step(name: string, files: StepFile[], script = "", more: Partial<Step> = {}): Step {
+    return { name, description: `test step ${name}`, files, script, after: [], ...more };
+}
+
+function statOf(path: string): { mode: string; uid: number; gid: number; ino: number; mtimeNs: bigint } {
+    const s = statSync(path, { bigint: true });
+    return { mode: (Number(s.mode) & 0o7777).toString(8), uid: Number(s.uid), gid: Number(s.gid), ino: Number(s.ino), mtimeNs: s.mtimeNs };
+}
+
+const readLines = (path: string) => (existsSync(path) ? readFileSync(path, "utf8").trim().split("\n").filter(Boolean) : []);
+
+describe("steps: the apply script installs files idempotently", () => {
+    let dir: string;
+    let files: StepFile[];
+    let mainCf: string, daemonConf: string, secretFile: string;
+    const script = [
+        // What a service step does: reload only for what changed.
+        `if changed ${"$MAIN_CF"}; then reload fake-postfix; fi`,
+        `if changed ${"$CONF_DIR"}; then restart fake-daemon; fi`,
+    ].join("\n");
+
+    before(() => {
+        dir = join(root, "install");
+        mainCf = join(dir, "etc/postfix/main.cf");
+        daemonConf = join(dir, "etc/fake/conf.d/10-daemon.conf");
+        secretFile = join(dir, "etc/ispmail/secrets/db.mailreader");
+        files = [
+            { path: mainCf, content: "myhostname = mx1.example.org\n" },
+            { path: daemonConf, content: "listen = *\n", owner: "root", group: "daemon", mode: "0640" },
+            { path: secretFile, content: "s3cr3t-value\n", secret: true },
+        ];
+    });
+
+    const theStep = () => step("install", files, script.replace("$MAIN_CF", mainCf).replace("$CONF_DIR", join(dir, "etc/fake")));
+
+    test("steps: the first run installs every file with its owner, group, mode and content", () => {
+        const run = apply(theStep());
+        assert.equal(run.code, 0, run.stderr);
+        assert.equal(run.result?.result, "changed");
+        assert.deepEqual(run.result?.changedFiles, [mainCf, daemonConf, secretFile]);
+        assert.deepEqual(run.result?.actions, ["reloaded fake-postfix", "restarted fake-daemon"]);
+        assert.deepEqual(readLines(systemctlLog), ["reload-or-restart fake-postfix", "restart fake-daemon"]);
+        assert.deepEqual([statOf(mainCf).mode, statOf(mainCf).uid, statOf(mainCf).gid], ["644", 0, 0]);
+        assert.deepEqual([statOf(daemonConf).mode, statOf(daemonConf).uid, statOf(daemonConf).gid], ["640", 0, 1]);
+        assert.deepEqual([statOf(secretFile).mode, statOf(secretFile).uid], ["600", 0]);
+        for (const f of files) assert.equal(readFileSync(f.path, "utf8"), f.content);
+        // The step's log names the files it wrote, never their content.
+        assert.match(run.stderr, /\[install\] wrote .*main\.cf/);
+        assert.doesNotMatch(run.stderr + run.stdout, /s3cr3t-value/);
+    });
+
+    test("steps: a second run reports unchanged, rewrites nothing and reloads nothing", () => {
+        const before = files.map((f) => statOf(f.path));
+        writeFileSync(systemctlLog, "");
+        const run = apply(theStep());
+        assert.equal(run.code, 0, run.stderr);
+        assert.deepEqual(run.result, { result: "unchanged", changedFiles: [], actions: [] });
+        assert.deepEqual(readLines(systemctlLog), [], "no reload, no restart");
+        assert.deepEqual(files.map((f) => statOf(f.path)), before, "same inode and mtime: nothing rewritten");
+        assert.deepEqual(readdirHidden(dir), [], "no temporary file left behind");
+    });
+
+    test("steps: a changed file is reported, and only it; only its service reloads", () => {
+        files = files.map((f) => (f.path === daemonConf ? { ...f, content: "listen = 127.0.0.1\n" } : f));
+        const untouched = [mainCf, secretFile].map(statOf);
+        writeFileSync(systemctlLog, "");
+        const run = apply(theStep());
+        assert.equal(run.code, 0, run.stderr);
+        assert.deepEqual(run.result, { result: "changed", changedFiles: [daemonConf], actions: ["restarted fake-daemon"] });
+        assert.deepEqual(readLines(systemctlLog), ["restart fake-daemon"]);
+        assert.deepEqual([mainCf, secretFile].map(statOf), untouched);
+        assert.equal(readFileSync(daemonConf, "utf8"), "listen = 127.0.0.1\n");
+    });
+
+    test("steps: a file whose mode or owner drifted on the server is put back", () => {
+        chmodSync(mainCf, 0o666);
+        const run = apply(theStep());
+        assert.deepEqual(run.result?.changedFiles, [mainCf]);
+        assert.equal(statOf(mainCf).mode, "644");
+        spawnSync("chown", ["daemon", secretFile]);
+        assert.deepEqual(apply(theStep()).result?.changedFiles, [secretFile]);
+        assert.equal(statOf(secretFile).uid, 0);
+    });
+
+    test("steps: mark_changed alone makes the result changed", () => {
+        const run = apply(step("marker", [], "mark_changed"));
+        assert.deepEqual(run.result, { result: "changed", changedFiles: [], actions: [] });
+        assert.deepEqual(apply(step("marker", [], "true")).result?.result, "unchanged");
+    });
+
+    function readdirHidden(d: string): string[] {
+        const r = spawnSync("find", [d, "-name", ".ispmail.*"], { encoding: "utf8" });
+        return r.stdout.trim().split("\n").filter(Boolean);
+    }
+});
+
+describe("steps: secrets", () => {
+    test("steps: a secret file has its final private mode before any content is written", () => {
+        const dir = join(root, "secret-mode");
+        writeFileSync(writeLog, "");
+        const s = step("secret-mode", [
+            { path: join(dir, "a/secret"), content: "value-one", secret: true },
+            { path: join(dir, "b/dovecot-sql.conf"), content: "password = value-two", secret: true, owner: "root", group: "daemon", mode: "0640" },
+        ]);
+        assert.equal(apply(s).code, 0);
+        // One line per file, taken while base64 writes into the (still empty) temporary file.
+        const seen = readLines(writeLog);
+        assert.equal(seen.length, 2, seen.join("\n"));
+        assert.match(seen[0], /^600 root:root 0 .*\/a\/\.ispmail\./);
+        assert.match(seen[1], /^640 root:daemon 0 .*\/b\/\.ispmail\./);
+    });
+
+    test("steps: a world-readable secret file is refused when the script is rendered", () => {
+        for (const mode of ["0644", "0604", "0601", "755"]) {
+            assert.throws(() => renderApplyScript(step("bad", [{ path: "/etc/ispmail/secrets/x", content: "x", secret: true, mode }])), /must not be world-readable/, mode);
+        }
+        assert.doesNotThrow(() => renderApplyScript(step("ok", [{ path: "/etc/ispmail/secrets/x", content: "x", secret: true, mode: "0640" }])));
+    });
+
+    const VALUE = "Zq9vT3kLmW2pX8rN4cJ7hB1fD6sY0aE5";
+    const withSecret = (): Step =>
+        step("sql", [
+            { path: join(root, "sql/reader.cf"), content: `user = mailreader\npassword = ${secretRef("db.mailreader")}\n`, secret: true, group: "daemon", mode: "0640" },
+            { path: join(root, "sql/admin"), content: `${secretRef("db.mailadmin")}\n`, secret: true },
+            { path: join(root, "sql/plain.cf"), content: "no secret here\n" },
+        ]);
+
+    test("steps: secrets are placeholders until resolveSecrets, and never reach the output", () => {
+        const s = withSecret();
+        assert.deepEqual(secretsOf(s), ["db.mailadmin", "db.mailreader"]);
+        const unresolved = renderApplyScript(s);
+        assert.ok(!unresolved.includes(VALUE));
+        assert.ok(!unresolved.includes(Buffer.from(VALUE).toString("base64").slice(0, 20)));
+        const resolved = resolveSecrets(s, { "db.mailreader": VALUE, "db.mailadmin": `${VALUE}-admin` });
+        assert.equal(resolved.files[0].content, `user = mailreader\npassword = ${VALUE}\n`);
+        assert.equal(resolved.files[1].content, `${VALUE}-admin\n`);
+        assert.equal(s.files[0].content.includes(secretRef("db.mailreader")), true, "the rendered step itself is not changed");
+        assert.equal(stepHash(s), stepHash(withSecret()), "the hash is taken of placeholders, so it can be shown in a preview");
+        const script = renderApplyScript(resolved);
+        assert.ok(!script.includes(VALUE), "the value travels base64-encoded inside the script on stdin, never as a word of it");
+        const run = apply(resolved);
+        assert.equal(run.code, 0, run.stderr);
+        assert.equal(readFileSync(join(root, "sql/reader.cf"), "utf8"), resolved.files[0].content);
+        assert.ok(!(run.stdout + run.stderr).includes(VALUE));
+    });
+
+    test("steps: resolveSecrets refuses unknown secret names and secrets in non-secret files", () => {
+        assert.throws(() => resolveSecrets(withSecret(), { "db.mailreader": VALUE }), /references unknown secret "db\.mailadmin"/);
+        const leaky = step("leaky", [{ path: "/etc/postfix/pgsql.cf", content: `password = ${secretRef("db.mailreader")}` }]);
+        assert.throws(() => resolveSecrets(leaky, { "db.mailreader": VALUE }), /\/etc\/postfix\/pgsql\.cf references a secret but is not marked secret/);
+        // Twice in a row, to catch a global regex that keeps state between calls.
+        assert.throws(() => resolveSecrets(leaky, { "db.mailreader": VALUE }), /not marked secret/);
+    });
+});
+
+describe("steps: ordering", () => {
+    const s = (name: string, after: string[] = []) => step(name, [], "", { after });
+
+    test("steps: orderSteps puts every step after the steps it names, and keeps the given order otherwise", () => {
+        const ordered = orderSteps([s("postfix", ["directory", "tls", "dovecot", "rspamd"]), s("base"), s("dovecot", ["directory", "tls"]), s("tls", ["base"]), s("rspamd", ["base"]), s("directory", ["postgresql"]), s("postgresql", ["base"]), s("web", ["base", "tls"])]);
+        const names = ordered.map((x) => x.name);
+        for (const x of ordered) for (const dep of x.after) assert.ok(names.indexOf(dep) < names.indexOf(x.name), `${dep} before ${x.name}`);
+        assert.deepEqual(names, ["base", "postgresql", "directory", "tls", "dovecot", "rspamd", "postfix", "web"]);
+        assert.deepEqual(orderSteps([s("a"), s("b"), s("c")]).map((x) => x.name), ["a", "b", "c"]);
+    });
+
+    test("steps: orderSteps refuses cycles, unknown names and duplicates", () => {
+        assert.throws(() => orderSteps([s("a", ["c"]), s("b", ["a"]), s("c", ["b"])]), /step cycle: a -> c -> b -> a/);
+        assert.throws(() => orderSteps([s("a", ["a"])]), /step cycle: a -> a/);
+        assert.throws(() => orderSteps([s("dovecot", ["directroy"]), s("directory")]), /step dovecot: unknown step "directroy"/);
+        assert.throws(() => orderSteps([s("a"), s("a")]), /unique/);
+    });
+});
+
+describe("steps: results and failures", () => {
+    test("steps: parseStepResult finds the result line among other output", () => {
+        const out = `some log\n${RESULT_PREFIX}{"result":"changed","files":["/etc/a b","/etc/\\"q\\""],"actions":["reloaded x"]}\ntrailing\n`;
+        assert.deepEqual(parseStepResult(out), { result: "changed", changedFiles: ["/etc/a b", '/etc/"q"'], actions: ["reloaded x"] });
+        assert.equal(parseStepResult("no result here\n"), undefined);
+    });
+
+    test("steps: a failing step script exits non-zero, stops at the error and prints no result", () => {
+        const marker = join(root, "after-failure");
+        const run = apply(step("fails", [], `log "about to fail"\nfalse\ntouch ${marker}`));
+        assert.equal(run.code, 1);
+        assert.equal(run.result, undefined);
+        assert.match(run.stderr, /\[fails\] about to fail/);
+        assert.equal(existsSync(marker), false, "set -e: nothing after the failing command runs");
+        assert.equal(apply(step("exits", [], "exit 3")).code, 3);
+        // An unset variable is an error too (set -u), not an empty string.
+        assert.notEqual(apply(step("unset", [], 'echo "$NO_SUCH_VARIABLE"')).code, 0);
+    });
+
+    test("steps: ispmail_packages does nothing when the packages are installed", () => {
+        const run = apply(step("pkgs", [], "", { packages: ["bash", "coreutils"] }));
+        assert.equal(run.code, 0, run.stderr);
+        assert.deepEqual(run.result, { result: "unchanged", changedFiles: [], actions: [] });
+    });
+
+    test("steps: renderApplyScript refuses unsafe names, paths, modes, owners and package names", () => {
+        const file = (f: Partial<StepFile>): StepFile => ({ path: "/etc/x.conf", content: "", ...f });
+        const bad: Array<[string, Step, RegExp]> = [
+            ["step name with a space", step("two words", []), /not a safe name/],
+            ["relative path", step("s", [file({ path: "etc/x.conf" })]), /unsafe path/],
+            ["path with a space", step("s", [file({ path: "/etc/x y.conf" })]), /unsafe path/],
+            ["path with ..", step("s", [file({ path: "/etc/../root/.ssh/authorized_keys" })]), /unsafe path/],
+            ["path with $()", step("s", [file({ path: "/etc/$(reboot)" })]), /unsafe path/],
+            ["mode that is not octal", step("s", [file({ mode: "rw-r--r--" })]), /bad mode/],
+            ["owner with a colon", step("s", [file({ owner: "root:root" })]), /bad owner\/group/],
+            ["package with an option", step("s", [], "", { packages: ["--allow-unauthenticated"] }), /bad package name/],
+        ];
+        for (const [what, s, error] of bad) assert.throws(() => renderApplyScript(s), error, what);
+    });
+});
