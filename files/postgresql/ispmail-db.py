@@ -1,0 +1,297 @@
+#!/usr/bin/python3
+"""ispmail-db: the PostgreSQL side of the ispmail mail directory, run as root by the apply scripts.
+
+  ispmail-db roles   create the login roles and databases; set a role's password only when the
+                     stored SCRAM verifier does not match the secret file (db.<role>)
+  ispmail-db migrate apply the pending files/postgresql/migrations in ONE transaction, each once
+  ispmail-db sync    make the managed directory rows equal to /etc/ispmail/directory.json in ONE
+                     transaction; user passwords are re-hashed only when the stored hash does not
+                     verify the secret file's password
+
+Each command prints one line on stdout saying what it changed, or nothing when it changed nothing
+(the apply script reports "changed" from that). Details go to stderr.
+
+Secrets are read from root-only files and never appear in argv, the environment or a log line.
+`roles` and `migrate` drop to the postgres user and use the Unix socket (peer authentication);
+`sync` logs in as mailadmin over TCP to localhost (scram-sha-256), the same path the other
+daemons use, with only the rights that role has.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import pwd
+import sys
+from base64 import b64decode
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+DEFAULT_SECRETS_DIR = "/etc/ispmail/secrets"
+DEFAULT_MIGRATIONS_DIR = "/usr/local/share/ispmail/migrations"
+DEFAULT_DESIRED = "/etc/ispmail/directory.json"
+MAIL_DATABASE = "mailserver"
+NEXTCLOUD_DATABASE = "nextcloud"
+# Role -> databases it may connect to. Must match components/secrets.ts DB_ROLES.
+ROLES = {
+    "mailreader": [MAIL_DATABASE],
+    "mailadmin": [MAIL_DATABASE],
+    "nextcloudauth": [MAIL_DATABASE],
+    "nextcloud": [NEXTCLOUD_DATABASE],
+}
+# Dovecot's own defaults for ARGON2ID (what `doveadm pw -s ARGON2ID` produces): 64 MiB, 3 passes,
+# 1 lane, 32-byte hash. Dovecot and PHP's password_verify() read the parameters from the hash.
+ARGON2_PARAMS = dict(time_cost=3, memory_cost=65536, parallelism=1, hash_len=32, salt_len=16)
+ARGON2_PREFIX = "{ARGON2ID}"
+
+
+def log(message: str) -> None:
+    print(f"[ispmail-db] {message}", file=sys.stderr)
+
+
+def read_secret(secrets_dir: str, name: str) -> str:
+    """A secret file's content, exactly (the step writes it without a trailing newline)."""
+    return Path(secrets_dir, name).read_text(encoding="utf-8")
+
+
+def become_postgres() -> None:
+    """Drop root for the postgres user, so the Unix socket's peer authentication maps us to it."""
+    if os.geteuid() != 0:
+        return
+    pw = pwd.getpwnam("postgres")
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+
+
+def connect_as_postgres(args: argparse.Namespace, dbname: str) -> psycopg.Connection:
+    return psycopg.connect(host=args.socket_dir, port=args.port, dbname=dbname, user="postgres", autocommit=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# roles
+# ---------------------------------------------------------------------------------------------
+def scram_verifier_matches(verifier: str | None, password: str) -> bool:
+    """Does a PostgreSQL SCRAM-SHA-256 verifier (RFC 5803 form) belong to this password?
+
+    SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>, where SaltedPassword =
+    PBKDF2-HMAC-SHA-256(password, salt, iterations), StoredKey = SHA-256(HMAC(SaltedPassword,
+    "Client Key")) and ServerKey = HMAC(SaltedPassword, "Server Key") (RFC 5802 section 3).
+    PostgreSQL applies SASLprep first, which leaves ASCII passwords unchanged; ours are generated
+    letters and digits.
+    """
+    if not verifier or not verifier.startswith("SCRAM-SHA-256$"):
+        return False
+    try:
+        iterations_salt, keys = verifier[len("SCRAM-SHA-256$"):].split("$", 1)
+        iterations, salt = iterations_salt.split(":", 1)
+        stored_key, server_key = keys.split(":", 1)
+        salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), b64decode(salt), int(iterations))
+    except ValueError:
+        return False
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    expected_stored = hashlib.sha256(client_key).digest()
+    expected_server = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    return hmac.compare_digest(expected_stored, b64decode(stored_key)) and hmac.compare_digest(expected_server, b64decode(server_key))
+
+
+def has_connect(conn: psycopg.Connection, role: str, dbname: str) -> bool:
+    row = conn.execute("SELECT has_database_privilege(%s, %s, 'CONNECT')", (role, dbname)).fetchone()
+    return bool(row and row[0])
+
+
+def public_can_connect(conn: psycopg.Connection, dbname: str) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a"
+        " WHERE d.datname = %s AND a.grantee = 0)",
+        (dbname,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def cmd_roles(args: argparse.Namespace) -> list[str]:
+    passwords = {role: read_secret(args.secrets_dir, f"db.{role}") for role in ROLES}
+    become_postgres()
+    actions: list[str] = []
+    with connect_as_postgres(args, "postgres") as conn:
+        for role, password in passwords.items():
+            row = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)).fetchone()
+            if row is None:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+                actions.append(f"created role {role}")
+                verifier = None
+            else:
+                verifier = row[0]
+            if not scram_verifier_matches(verifier, password):
+                # Hash on this side: the server only ever sees the SCRAM verifier, not the password.
+                new_verifier = conn.pgconn.encrypt_password(password.encode("utf-8"), role.encode(), b"scram-sha-256").decode()
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(new_verifier)))
+                actions.append(f"set password of role {role}")
+        for dbname, owner in ((MAIL_DATABASE, "postgres"), (NEXTCLOUD_DATABASE, "nextcloud")):
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is None:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' LOCALE 'C.UTF-8' TEMPLATE template0").format(
+                        sql.Identifier(dbname), sql.Identifier(owner)
+                    )
+                )
+                actions.append(f"created database {dbname}")
+            # Only the roles listed in ROLES may connect (PUBLIC may by default).
+            if public_can_connect(conn, dbname):
+                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbname)))
+                actions.append(f"revoked PUBLIC access to database {dbname}")
+        for role, databases in ROLES.items():
+            for dbname in databases:
+                if not has_connect(conn, role, dbname):
+                    conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(dbname), sql.Identifier(role)))
+                    actions.append(f"granted {role} CONNECT on {dbname}")
+    return actions
+
+
+# ---------------------------------------------------------------------------------------------
+# migrate
+# ---------------------------------------------------------------------------------------------
+def migration_files(directory: str) -> list[tuple[int, str, str]]:
+    """(version, name, sql) of NNN_name.sql files, in order; refuses gaps and duplicate numbers."""
+    found = []
+    for path in sorted(Path(directory).glob("*.sql")):
+        number, _, rest = path.name.partition("_")
+        if not number.isdigit() or not rest:
+            raise SystemExit(f"ispmail-db: {path} is not named NNN_description.sql")
+        found.append((int(number), path.stem, path.read_text(encoding="utf-8")))
+    versions = [v for v, _, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise SystemExit(f"ispmail-db: migrations must be numbered 1..n without gaps, found {versions}")
+    return found
+
+
+def cmd_migrate(args: argparse.Namespace) -> list[str]:
+    migrations = migration_files(args.migrations)
+    become_postgres()
+    applied_now: list[str] = []
+    with connect_as_postgres(args, MAIL_DATABASE) as conn:
+        with conn.transaction():
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            # One migrator at a time; the second one then sees what the first applied.
+            conn.execute("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+            applied = {v: (name, digest) for v, name, digest in conn.execute("SELECT version, name, sha256 FROM schema_migrations")}
+            for version, name, text in migrations:
+                digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+                if version in applied:
+                    if applied[version][1] != digest:
+                        raise SystemExit(
+                            f"ispmail-db: migration {name} was changed after it was applied"
+                            " (add a new migration instead of editing an applied one)"
+                        )
+                    continue
+                log(f"applying migration {name}")
+                conn.execute(text)  # no parameters: sent as one simple query, several statements allowed
+                conn.execute("INSERT INTO schema_migrations (version, name, sha256) VALUES (%s, %s, %s)", (version, name, digest))
+                applied_now.append(name)
+            unknown = sorted(set(applied) - {v for v, _, _ in migrations})
+            if unknown:
+                raise SystemExit(f"ispmail-db: the database has migrations {unknown} that this program does not know (a newer version applied them?)")
+    return [f"applied migrations {', '.join(applied_now)}"] if applied_now else []
+
+
+# ---------------------------------------------------------------------------------------------
+# sync
+# ---------------------------------------------------------------------------------------------
+def password_hash_for(stored: str | None, password: str, hasher) -> tuple[str, bool]:
+    """(hash to store, re-hashed?). Keeps the stored hash when it verifies the password with our
+    parameters, so an unchanged password leaves the row untouched."""
+    # InvalidHash: the name argon2-cffi 21.1 (Debian 13) has; later versions keep it as an alias.
+    from argon2.exceptions import InvalidHash, VerificationError
+
+    if stored and stored.startswith(ARGON2_PREFIX):
+        encoded = stored[len(ARGON2_PREFIX):]
+        try:
+            if hasher.verify(encoded, password) and not hasher.check_needs_rehash(encoded):
+                return stored, False
+        except (VerificationError, InvalidHash):
+            pass
+    return ARGON2_PREFIX + hasher.hash(password), True
+
+
+def cmd_sync(args: argparse.Namespace) -> list[str]:
+    from argon2 import PasswordHasher
+
+    hasher = PasswordHasher(**ARGON2_PARAMS)
+    desired = json.loads(Path(args.desired).read_text(encoding="utf-8"))
+    passwords = {u["address"]: read_secret(args.secrets_dir, u["password_file"]) for u in desired["users"]}
+    admin_password = read_secret(args.secrets_dir, "db.mailadmin")
+    actions: list[str] = []
+    with psycopg.connect(host=args.tcp_host, port=args.port, dbname=MAIL_DATABASE, user="mailadmin", password=admin_password) as conn:
+        with conn.transaction():
+            # Concurrent syncs would each hash and write; let them queue instead.
+            conn.execute("SELECT lock_address('ispmail-directory-sync')")
+            stored = dict(conn.execute("SELECT local || '@' || domain, password_hash FROM users").fetchall())
+            rehashed = []
+            users = []
+            for u in desired["users"]:
+                password_hash, changed = password_hash_for(stored.get(u["address"]), passwords[u["address"]], hasher)
+                if changed:
+                    rehashed.append(u["address"])
+                users.append({k: u[k] for k in ("local", "domain", "display_name", "quota_mb")} | {"password_hash": password_hash})
+            state = {"domains": desired["domains"], "users": users, "aliases": desired["aliases"], "shares": desired["shares"]}
+            report = conn.execute("SELECT directory_sync(%s::jsonb)", (json.dumps(state),)).fetchone()[0]
+    for address in report["removed_mailboxes"]:
+        local, domain = address.split("@", 1)
+        log(f"mailbox {address} was removed from the directory; its Maildir {args.vmail}/{domain}/{local} is kept (delete it by hand when no longer needed)")
+    for domain in report["kept_domains"]:
+        log(f"domain {domain} is no longer configured but still has hand-added mailboxes or aliases; it stays until they are gone")
+    counts = []
+    for table in ("domains", "users", "aliases", "shares"):
+        c = report[table]
+        if c["inserted"] or c["updated"] or c["deleted"]:
+            counts.append(f"{table} +{c['inserted']} ~{c['updated']} -{c['deleted']}")
+    if counts:
+        actions.append("synced directory: " + ", ".join(counts))
+    if rehashed:
+        log(f"stored new password hashes for {', '.join(rehashed)}")
+    log(f"directory report: {json.dumps(report, sort_keys=True)}")
+    actions.extend(remove_stale_password_files(args, desired))
+    return actions
+
+
+def remove_stale_password_files(args: argparse.Namespace, desired: dict) -> list[str]:
+    """Password files of users no longer configured: delete them (the step never deletes files)."""
+    directory = Path(args.secrets_dir, "user")
+    wanted = {Path(args.secrets_dir, u["password_file"]) for u in desired["users"]}
+    removed = []
+    if directory.is_dir():
+        for path in sorted(directory.iterdir()):
+            if path.is_file() and path not in wanted:
+                path.unlink()
+                removed.append(path.name)
+    return [f"removed password files of {', '.join(removed)}"] if removed else []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="ispmail-db", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--socket-dir", default="/var/run/postgresql", help="PostgreSQL Unix socket directory (peer auth as postgres)")
+    parser.add_argument("--tcp-host", default="localhost", help="host for the mailadmin login (scram-sha-256)")
+    parser.add_argument("--port", type=int, default=5432)
+    parser.add_argument("--secrets-dir", default=DEFAULT_SECRETS_DIR)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("roles")
+    p = sub.add_parser("migrate")
+    p.add_argument("--migrations", default=DEFAULT_MIGRATIONS_DIR)
+    p = sub.add_parser("sync")
+    p.add_argument("--desired", default=DEFAULT_DESIRED)
+    p.add_argument("--vmail", default="/var/vmail", help="where Maildirs live (only for the log line)")
+    args = parser.parse_args()
+    actions = {"roles": cmd_roles, "migrate": cmd_migrate, "sync": cmd_sync}[args.command](args)
+    for action in actions:
+        print(action)
+
+
+if __name__ == "__main__":
+    main()
