@@ -148,6 +148,17 @@ function mockCall(args: pulumi.runtime.MockCallArgs): Record<string, unknown> {
 const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
 const SIG_KEY = "4dabf18193072939515e22adb298388d";
 
+/** Inputs with the secret envelopes removed (which keys were secret is recorded separately). */
+function unwrapSecrets(value: unknown): unknown {
+    if (Array.isArray(value)) return value.map(unwrapSecrets);
+    if (value && typeof value === "object") {
+        const o = value as Record<string, unknown>;
+        if (o[SIG_KEY] === SECRET_SIG) return unwrapSecrets(o.value);
+        return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, unwrapSecrets(v)]));
+    }
+    return value;
+}
+
 interface RequestLike {
     getType(): string;
     getName(): string;
@@ -183,7 +194,7 @@ async function runOnce<T>(fn: () => T, opts: MockRunOptions): Promise<MockRun<T>
     await pulumi.runtime.setMocks(
         {
             newResource(args) {
-                inputsByKey.set(`${args.type}::${args.name}`, args.inputs as Record<string, unknown>);
+                inputsByKey.set(`${args.type}::${args.name}`, unwrapSecrets(args.inputs) as Record<string, unknown>);
                 return mockState(args);
             },
             call(args) {
