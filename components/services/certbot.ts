@@ -1,0 +1,47 @@
+/**
+ * The `certbot` step: one ACME certificate (lineage `ispmail`) for mailHost and every web name,
+ * obtained with certbot from Debian through the web step's webroot (http-01), from the ACME
+ * directory of the stack (Let's Encrypt in real stacks, the lab's pebble in the lab).
+ *
+ * The deploy hook puts it where every daemon reads it (/etc/ispmail/tls) and reloads Postfix,
+ * Dovecot and Apache; Debian's certbot.timer renews it. The step asks the CA for a certificate only
+ * when there is none with exactly the wanted names from the configured server (idempotent).
+ */
+import type { Model } from "../config";
+import type { Step } from "../steps";
+import { readStatic } from "../templates";
+import { ACME_WEBROOT, shellAssignments } from "./web";
+
+/** certbot's lineage name: /etc/letsencrypt/live/ispmail. */
+export const CERT_NAME = "ispmail";
+export const DEPLOY_HOOK_PATH = "/etc/letsencrypt/renewal-hooks/deploy/ispmail";
+
+/** The certificate's names (SANs): mailHost and every web host, each once, sorted. */
+export function certificateDomains(model: Pick<Model, "mailHost" | "webHosts">): string[] {
+    return [...new Set([model.mailHost, ...model.webHosts])].sort();
+}
+
+export function renderCertbotSteps(model: Model): Step[] {
+    const script = [
+        shellAssignments({
+            CERT_NAME,
+            CERT_DOMAINS: certificateDomains(model).join(" "),
+            ACME_SERVER: model.acme.directoryUrl,
+            ACME_EMAIL: model.adminEmail,
+            ACME_WEBROOT,
+            DEPLOY_HOOK: DEPLOY_HOOK_PATH,
+        }),
+        readStatic("certbot/apply.sh"),
+    ].join("\n");
+    return [
+        {
+            name: "certbot",
+            description: `ACME certificate "${CERT_NAME}" for ${certificateDomains(model).length} names from ${model.acme.directoryUrl}, installed into /etc/ispmail/tls`,
+            // openssl: reading the current certificate's names; ssl-cert: the group of the private key.
+            packages: ["certbot", "openssl", "ssl-cert"],
+            files: [{ path: DEPLOY_HOOK_PATH, content: readStatic("certbot/deploy-hook.sh"), owner: "root", group: "root", mode: "0755" }],
+            script,
+            after: ["web"],
+        },
+    ];
+}
