@@ -141,7 +141,7 @@ describe("cloud: server and volume", () => {
         assert.doesNotThrow(() => renderApplyScript(step));
         const { resources } = await hostRun();
         const access = one(resources, "command:remote:Command", "ssh-access");
-        assert.deepEqual(access.secretInputs.sort(), ["connection", "stdin"]);
+        assert.deepEqual([...access.secretInputs].sort(), ["connection", "stdin"]);
     });
 });
 

@@ -1,0 +1,204 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { createPublicKey } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import * as pulumi from "@pulumi/pulumi";
+import { parseConfig } from "../../components/config";
+import { txtText } from "../../components/dns/records";
+import { program, type ProgramOutputs } from "../../components/program";
+import { secretSpecs } from "../../components/secrets";
+import { renderServerSteps } from "../../components/services";
+import { isSecret, ofType, one, runMocked, valueOf, type RegisteredResource } from "../harness/mocks";
+import { loadStackFile } from "../harness/stack-file";
+import { REPO_ROOT, validRawConfig } from "../fixtures/config";
+
+const withNamespace = (raw: Record<string, unknown>) => Object.fromEntries(Object.entries(raw).map(([k, v]) => [`ispmail:${k}`, v]));
+
+async function programRun(stack: string, raw: Record<string, unknown> = validRawConfig(), secretKeys: string[] = []) {
+    return runMocked(program, { stack, config: withNamespace(raw), secretKeys });
+}
+
+const CLOUD_OR_DNS = (r: RegisteredResource) => r.type.startsWith("hcloud:") || r.type.startsWith("cloudflare:");
+const byKey = (rs: readonly RegisteredResource[]) => new Map(rs.map((r) => [`${r.type} ${r.name}`, r]));
+const short = (r: RegisteredResource) => `${r.type.split(":").pop()}:${r.name}`;
+
+describe("graph: the example stacks", () => {
+    for (const file of ["Pulumi.prod.yaml", "Pulumi.staging.yaml"]) {
+        const stack = file.split(".")[1];
+        it(`graph: ${file} runs under mocks and registers the whole graph`, async (t) => {
+            const path = join(REPO_ROOT, file);
+            if (!existsSync(path)) return t.skip(`${file} is not in the repo yet`);
+            const { config, secretKeys } = loadStackFile(path);
+            const run = await runMocked(program, { stack, config, secretKeys });
+            assert.equal(run.error, undefined, String(run.error));
+            const outputs = run.result as ProgramOutputs;
+            const raw = Object.fromEntries(Object.entries(config).filter(([k]) => k.startsWith("ispmail:")).map(([k, v]) => [k.slice(8), v]));
+            const { model } = parseConfig(raw, { stack, secretKeys });
+            const rs = run.resources;
+
+            assert.deepEqual(
+                ofType(rs, "hcloud:index/server:Server").length + ofType(rs, "hcloud:index/volume:Volume").length + ofType(rs, "hcloud:index/firewall:Firewall").length,
+                3,
+            );
+            assert.equal(ofType(rs, "hcloud:index/primaryIp:PrimaryIp").length, 2);
+            assert.equal(ofType(rs, "hcloud:index/rdns:Rdns").length, 2);
+            assert.equal(ofType(rs, "hcloud:index/sshKey:SshKey").length, 1 + model.server.sshPublicKeys.length);
+            assert.equal(ofType(rs, "random:index/randomPassword:RandomPassword").length, secretSpecs(model).filter((s) => s.kind === "password").length);
+            assert.equal(ofType(rs, "tls:index/privateKey:PrivateKey").length, model.dkimSelectors.length + 2);
+            const commands = ofType(rs, "command:remote:Command").map((c) => c.name).sort();
+            assert.deepEqual(commands, [...renderServerSteps(model).map((s) => s.name), "machine-ready", "ssh-access"].sort());
+
+            // The Cloudflare records are exactly the pure record set (the lab serves the same data).
+            const records = await valueOf(outputs.dnsRecords);
+            const registered = ofType(rs, "cloudflare:index/dnsRecord:DnsRecord");
+            assert.equal(registered.length, records.length);
+            // Read each registered record back into presentation format (the inverse of the Cloudflare mapping).
+            const presentation = (r: RegisteredResource) => {
+                const i = r.inputs as { type: string; name: string; ttl: number; content?: string; priority?: number; data?: Record<string, unknown> };
+                const d = i.data ?? {};
+                const content = { MX: `${i.priority} ${i.content}`, CAA: `${d.flags} ${d.tag} "${d.value}"`, SRV: `${d.priority} ${d.weight} ${d.port} ${d.target}` }[i.type] ?? i.content;
+                return `${i.type} ${i.name} ${i.ttl} ${content}`;
+            };
+            assert.deepEqual(registered.map(presentation).sort(), records.map((r) => `${r.type} ${r.name} ${r.ttl} ${r.content}`).sort());
+            for (const r of registered) assert.equal(r.inputs.proxied, false);
+            // One zone lookup per zone, by name, unless an id is configured.
+            const zoneNames = run.invokes.filter((i) => i.token === "cloudflare:index/getZone:getZone").map((i) => (i.inputs.filter as { name: string }).name);
+            assert.deepEqual(zoneNames.sort(), [...new Set(records.map((r) => r.zone))].filter((z) => !model.dns.zoneIds[z]).sort());
+        });
+    }
+});
+
+describe("graph: protection per stack", () => {
+    const protectedOf = (rs: readonly RegisteredResource[]) => rs.filter((r) => r.protect).map(short).sort();
+
+    it("graph: in prod the primary IPs, the volume, the DKIM keys and the backup password are protected", async () => {
+        const raw = validRawConfig();
+        raw.backup = { repository: "sftp:backup@backup.example.net:/ispmail" };
+        const run = await programRun("prod", raw);
+        assert.equal(run.error, undefined, String(run.error));
+        assert.deepEqual(protectedOf(run.resources), ["PrimaryIp:ipv4", "PrimaryIp:ipv6", "PrivateKey:dkim:s2026a", "PrivateKey:dkim:s2026b", "RandomPassword:backup.restic", "Volume:data"]);
+    });
+
+    it("graph: in staging nothing is protected", async () => {
+        const raw = validRawConfig();
+        raw.backup = { repository: "sftp:backup@backup.example.net:/ispmail" };
+        const run = await programRun("staging", raw);
+        assert.deepEqual(protectedOf(run.resources), []);
+    });
+
+    it("graph: DKIM keys ignore changes of their generation parameters, so code changes never rotate them", async () => {
+        const run = await programRun("staging");
+        const key = one(run.resources, "tls:index/privateKey:PrivateKey", "dkim:s2026a");
+        assert.deepEqual([...key.ignoreChanges].sort(), ["algorithm", "rsaBits"]);
+        assert.deepEqual(key.inputs, { algorithm: "RSA", rsaBits: 2048 });
+    });
+});
+
+describe("graph: changes that must not touch the cloud or DNS", () => {
+    it("graph: adding a user and an alias registers no new cloud/DNS resource and changes no cloud/DNS input", async () => {
+        const before = await programRun("staging");
+        const raw = validRawConfig();
+        raw.users.push({ address: "dave@example.com" });
+        raw.aliases.push({ source: "team@example.org", destination: "dave@example.com" });
+        const after = await programRun("staging", raw);
+        assert.equal(after.error, undefined, String(after.error));
+        const a = byKey(before.resources.filter(CLOUD_OR_DNS));
+        const b = byKey(after.resources.filter(CLOUD_OR_DNS));
+        assert.deepEqual([...b.keys()].sort(), [...a.keys()].sort());
+        for (const [key, r] of a) assert.deepEqual(b.get(key)!.inputs, r.inputs, key);
+        // What did change: one new generated password, nothing else new.
+        const newNames = after.resources.filter((r) => !byKey(before.resources).has(`${r.type} ${r.name}`)).map(short);
+        assert.deepEqual(newNames, ["RandomPassword:user:dave@example.com"]);
+    });
+
+    it("graph: a new server image replaces only the server; IPs, volume, rDNS, firewall and DNS keep names and inputs", async () => {
+        const before = await programRun("prod");
+        const raw = validRawConfig();
+        raw.server.image = "debian-13-arm64";
+        const after = await programRun("prod", raw);
+        const a = byKey(before.resources.filter(CLOUD_OR_DNS));
+        const b = byKey(after.resources.filter(CLOUD_OR_DNS));
+        assert.deepEqual([...b.keys()].sort(), [...a.keys()].sort());
+        const changed = [...a].filter(([key, r]) => JSON.stringify(b.get(key)!.inputs) !== JSON.stringify(r.inputs)).map(([key]) => key);
+        assert.deepEqual(changed, ["hcloud:index/server:Server server"]);
+        assert.equal(one(after.resources, "hcloud:index/server:Server", "server").inputs.image, "debian-13-arm64");
+    });
+});
+
+describe("graph: secrets", () => {
+    it("graph: the DKIM TXT record publishes the public half of the generated key", async () => {
+        const run = await programRun("staging");
+        const outputs = run.result as ProgramOutputs;
+        const records = await valueOf(outputs.dnsRecords);
+        const dkim = records.find((r) => r.name === "s2026a._domainkey.example.org")!;
+        const p = /p=([A-Za-z0-9+/=]+)$/.exec(txtText(dkim.content))![1];
+        const key = createPublicKey({ key: Buffer.from(p, "base64"), format: "der", type: "spki" });
+        assert.equal(key.asymmetricKeyType, "rsa");
+        assert.equal(key.asymmetricKeyDetails?.modulusLength, 2048);
+        const registered = one(run.resources, "cloudflare:index/dnsRecord:DnsRecord", "TXT:s2026a._domainkey.example.org");
+        assert.equal(registered.inputs.content, dkim.content);
+    });
+
+    it("graph: a password set in config is used as is, gets no generated twin, and is not among the exported passwords", async () => {
+        const raw = validRawConfig();
+        raw.users[0].password = "configured-password-for-alice";
+        const run = await programRun("staging", raw, ["ispmail:users"]);
+        assert.equal(run.error, undefined, String(run.error));
+        const names = ofType(run.resources, "random:index/randomPassword:RandomPassword").map((r) => r.name);
+        assert.ok(!names.includes("user:alice@example.org"));
+        assert.ok(names.includes("user:bob@example.org"));
+        const outputs = run.result as ProgramOutputs;
+        const exported = await valueOf(outputs.userPasswords);
+        assert.deepEqual(Object.keys(exported).sort(), ["bob@example.org", "carol@example.com"]);
+        assert.match(exported["bob@example.org"], /^[A-Za-z0-9]{32}$/);
+        assert.equal(await isSecret(outputs.userPasswords), true);
+    });
+});
+
+describe("graph: a bad config", () => {
+    it("graph: a bad config fails at start with every problem and its key path, and registers no resource", async () => {
+        const raw = validRawConfig();
+        raw.mailHost = "mx_1.example.org";
+        raw.users.push({ address: "eve@unmanaged.example" });
+        const run = await programRun("prod", raw);
+        assert.ok(pulumi.RunError.isInstance(run.error), `expected a RunError, got ${String(run.error)}`);
+        const message = (run.error as Error).message;
+        assert.match(message, /ispmail:mailHost/);
+        assert.match(message, /ispmail:users\[3\]\.address/);
+        assert.deepEqual(run.resources, []);
+    });
+});
+
+describe("graph: index.ts, the real entry point", () => {
+    const runIndex = (config: Record<string, unknown>, stack: string, secretKeys: string[] = []) => {
+        const env = { ...process.env, PULUMI_CONFIG: JSON.stringify(Object.fromEntries(Object.entries(config).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]))), PULUMI_CONFIG_SECRET_KEYS: JSON.stringify(secretKeys), ISPMAIL_MOCK_STACK: stack };
+        const p = spawnSync(process.execPath, ["--import", "tsx", join(REPO_ROOT, "test", "harness", "run-index.ts")], { env, encoding: "utf8", timeout: 120_000 });
+        assert.equal(p.status, 0, p.stderr);
+        return JSON.parse(p.stdout) as { resources: RegisteredResource[]; outputs: Record<string, any>; error: null | { message: string; runError: boolean } };
+    };
+
+    it("graph: index.ts reads PULUMI_CONFIG and PULUMI_CONFIG_SECRET_KEYS and exports what a user needs", () => {
+        const raw = validRawConfig();
+        raw.users[1].password = "configured-password-for-bob";
+        const out = runIndex(withNamespace(raw), "staging", ["ispmail:users"]);
+        assert.equal(out.error, null);
+        assert.deepEqual(Object.keys(out.outputs).sort(), ["beforeFirstUse", "clientSettings", "dnsRecords", "ipv4", "ipv6", "mailHost", "userPasswords"]);
+        assert.equal(out.outputs.mailHost, "mx1.example.org");
+        assert.deepEqual(out.outputs.clientSettings.imap, { host: "mx1.example.org", port: 993, security: "TLS" });
+        assert.deepEqual(out.outputs.clientSettings.smtp, { host: "mx1.example.org", port: 465, security: "TLS" });
+        assert.match(out.outputs.beforeFirstUse, /port 25/);
+        assert.deepEqual(Object.keys(out.outputs.userPasswords).sort(), ["alice@example.org", "carol@example.com"]);
+        assert.ok(out.resources.length > 50);
+    });
+
+    it("graph: index.ts refuses a password given as plain config, before registering anything", () => {
+        const raw = validRawConfig();
+        raw.users[1].password = "configured-password-for-bob";
+        const out = runIndex(withNamespace(raw), "staging", []);
+        assert.equal(out.error?.runError, true);
+        assert.match(out.error!.message, /ispmail:users\[1\]\.password/);
+        assert.deepEqual(out.resources, []);
+    });
+});
