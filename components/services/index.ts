@@ -6,10 +6,16 @@ import type { Model } from "../config";
 import type { Step } from "../steps";
 import { orderSteps } from "../steps";
 import { renderBackupSteps } from "./backup";
+import { renderBaseSteps } from "./base";
+import { renderDirectorySteps } from "./directory";
 import { renderFail2banSteps } from "./fail2ban";
+import { renderPostgresqlSteps } from "./postgresql";
 
 /** One entry per service module (files/<service>/ holds its config files). */
 const SERVICES: ReadonlyArray<(model: Model) => Step[]> = [
+    renderBaseSteps,
+    renderPostgresqlSteps,
+    renderDirectorySteps,
     // base, postgresql, postfix, dovecot, rspamd, web, nextcloud, ... are added here by their modules
 ];
 

@@ -1,0 +1,68 @@
+/**
+ * The `base` step: what every later step assumes of the machine. Host name and /etc/hosts, UTC,
+ * locale, debconf answers for Postfix (set before anyone installs it), the data volume at
+ * /srv/ispmail, the vmail user owning /var/vmail (a link onto the volume), SSH with keys only,
+ * unattended security upgrades, time sync and a persistent, bounded journal.
+ *
+ * Config files live in files/base/; the script is files/base/data-volume.sh + base-step.sh.
+ */
+import type { Model } from "../config";
+import type { Step, StepFile } from "../steps";
+import { readStatic } from "../templates";
+
+export const BASE_STEP = "base";
+/** Everything stateful lives below this mountpoint (conventions: the data volume). */
+export const DATA_DIR = "/srv/ispmail";
+/** The data volume's filesystem label; fstab mounts it by this label. */
+export const DATA_VOLUME_LABEL = "ispmail-data";
+export const VMAIL_UID = 5000;
+
+/** Tools every step assumes. Service packages are declared by the steps that configure them. */
+export const BASE_PACKAGES = [
+    "ca-certificates",
+    // Locale data and locale-gen; the time zone database behind /etc/localtime.
+    "locales",
+    "tzdata",
+    // mkfs.ext4 and e2label for the data volume (blkid and mount come with util-linux).
+    "e2fsprogs",
+    // The helper scripts of later steps (ispmail-db, ...) are Python.
+    "python3",
+    "unattended-upgrades",
+] as const;
+
+/**
+ * debconf answers, set before any package is installed: Postfix's postinst then configures an
+ * "Internet Site" for mailHost instead of asking (or picking "No configuration").
+ */
+export function postfixPreseed(model: Model): string[] {
+    return [`postfix postfix/main_mailer_type select Internet Site`, `postfix postfix/mailname string ${model.mailHost}`];
+}
+
+function file(path: string, content: string, mode = "0644"): StepFile {
+    return { path, content, owner: "root", group: "root", mode };
+}
+
+export function renderBaseSteps(model: Model): Step[] {
+    return [
+        {
+            name: BASE_STEP,
+            description: "Base system: host name, UTC, locale, debconf preseeds, data volume, vmail, SSH keys only, security upgrades, time sync, journal",
+            debconf: postfixPreseed(model),
+            packages: BASE_PACKAGES,
+            files: [
+                file("/etc/hostname", `${model.mailHost}\n`),
+                // Debian's Postfix uses /etc/mailname for myorigin; it is the same host.
+                file("/etc/mailname", `${model.mailHost}\n`),
+                file("/etc/timezone", "Etc/UTC\n"),
+                file("/etc/default/locale", "LANG=C.UTF-8\n"),
+                file("/etc/ssh/sshd_config.d/00-ispmail.conf", readStatic("base/sshd-ispmail.conf")),
+                file("/etc/systemd/journald.conf.d/ispmail.conf", readStatic("base/journald-ispmail.conf")),
+                file("/etc/apt/apt.conf.d/20auto-upgrades", readStatic("base/20auto-upgrades")),
+                file("/etc/apt/apt.conf.d/52ispmail-unattended-upgrades", readStatic("base/52ispmail-unattended-upgrades")),
+            ],
+            // mailHost is a validated FQDN (letters, digits, hyphens, dots): safe in single quotes.
+            script: [`MAIL_HOST='${model.mailHost}'`, readStatic("base/data-volume.sh"), readStatic("base/base-step.sh")].join("\n"),
+            after: [],
+        },
+    ];
+}

@@ -1,0 +1,8 @@
+# The `directory` step (components/services/directory.ts): schema migrations, then the declarative
+# sync of domains, mailboxes, aliases and shares from /etc/ispmail/directory.json.
+# Both run on every apply: they write nothing when nothing differs, and a sync also puts back
+# managed rows someone changed by hand.
+changes=$(/usr/local/sbin/ispmail-db migrate)
+while IFS= read -r line; do [ -z "$line" ] || ispmail_action "$line"; done <<< "$changes"
+changes=$(/usr/local/sbin/ispmail-db sync)
+while IFS= read -r line; do [ -z "$line" ] || ispmail_action "$line"; done <<< "$changes"

@@ -1,0 +1,85 @@
+# The `postgresql` step (components/services/postgresql.ts): PostgreSQL 17 with its data on the
+# volume, our settings and pg_hba, the login roles and the two databases.
+# Already in place when this runs: the createcluster drop-in, /etc/ispmail/postgresql/*,
+# the db.<role> secret files and /usr/local/sbin/ispmail-db.
+PG_MAJOR=17
+PG_CLUSTER=main
+PG_DATA=/srv/ispmail/postgresql/$PG_MAJOR/$PG_CLUSTER
+PG_CONF=/etc/postgresql/$PG_MAJOR/$PG_CLUSTER/postgresql.conf
+ISPMAIL_PG_CONF=/etc/ispmail/postgresql/postgresql.conf
+
+# The data volume must be there, or the directory would land on the root disk and be lost with
+# the server.
+mountpoint -q /srv/ispmail || { log "/srv/ispmail is not a mountpoint; the base step mounts the data volume there"; exit 1; }
+
+# Installed here rather than in the step's package list: that list is installed before the
+# step's files, and the createcluster drop-in (no cluster outside the volume) must come first.
+ispmail_packages postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR python3-psycopg
+
+pg_running() { pg_ctlcluster $PG_MAJOR $PG_CLUSTER status >/dev/null 2>&1; }
+as_postgres_psql() { runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
+
+# A cluster that is not on the volume was created before our drop-in existed (PostgreSQL was
+# installed by hand). An empty one is recreated on the volume; one holding databases is an
+# operator's decision, not ours.
+if [ -f "$PG_CONF" ]; then
+  current=$(pg_conftool -s $PG_MAJOR $PG_CLUSTER show data_directory)
+  if [ "$current" != "$PG_DATA" ]; then
+    pg_running || pg_ctlcluster $PG_MAJOR $PG_CLUSTER start
+    user_dbs=$(as_postgres_psql -d postgres -c "SELECT count(*) FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1')")
+    if [ "$user_dbs" != 0 ]; then
+      log "cluster $PG_MAJOR/$PG_CLUSTER lives in $current and holds $user_dbs database(s); move it to $PG_DATA by hand (pg_dropcluster/pg_createcluster or pg_upgradecluster), then re-run"
+      exit 1
+    fi
+    pg_dropcluster --stop $PG_MAJOR $PG_CLUSTER
+    ispmail_action "dropped the empty cluster $PG_MAJOR/$PG_CLUSTER in $current"
+  fi
+fi
+
+if [ ! -f "$PG_CONF" ]; then
+  if [ -f "$PG_DATA/PG_VERSION" ]; then
+    # The volume carries the cluster of an earlier server (a replaced machine). pg_createcluster
+    # adopts a data directory only when it holds its config files: give it the stock ones (our
+    # settings are included after them), and the files this machine's postgres user.
+    if [ "$(stat -c %u "$PG_DATA")" != "$(id -u postgres)" ]; then
+      chown -R postgres:postgres /srv/ispmail/postgresql
+    fi
+    for f in postgresql.conf pg_hba.conf pg_ident.conf; do
+      [ -e "$PG_DATA/$f" ] || install -o postgres -g postgres -m 0600 "/usr/share/postgresql/$PG_MAJOR/$f.sample" "$PG_DATA/$f"
+    done
+    pg_createcluster -p 5432 $PG_MAJOR $PG_CLUSTER -d "$PG_DATA" >&2
+    ispmail_action "adopted the cluster on the data volume ($PG_DATA)"
+  else
+    install -d -o postgres -g postgres -m 0700 /srv/ispmail/postgresql
+    pg_createcluster -p 5432 $PG_MAJOR $PG_CLUSTER -d "$PG_DATA" >&2
+    ispmail_action "created cluster $PG_MAJOR/$PG_CLUSTER in $PG_DATA"
+  fi
+fi
+
+# Clusters made by pg_createcluster with our drop-in include our settings; an adopted or older
+# one may not.
+settings_added=0
+if ! grep -qxF "include = '$ISPMAIL_PG_CONF'" "$PG_CONF"; then
+  printf "include = '%s'\n" "$ISPMAIL_PG_CONF" >> "$PG_CONF"
+  ispmail_action "included $ISPMAIL_PG_CONF in $PG_CONF"
+  settings_added=1
+fi
+
+if ! pg_running; then
+  pg_ctlcluster $PG_MAJOR $PG_CLUSTER start
+  ispmail_action "started postgresql $PG_MAJOR/$PG_CLUSTER"
+elif [ $settings_added = 1 ] || changed /etc/ispmail/postgresql; then
+  # Most settings (pg_hba, password_encryption, logging) take a reload; listen_addresses and
+  # hba_file need a restart, which PostgreSQL reports as pending_restart after the reload.
+  pg_ctlcluster $PG_MAJOR $PG_CLUSTER reload
+  ispmail_action "reloaded postgresql $PG_MAJOR/$PG_CLUSTER"
+  sleep 1
+  if [ "$(as_postgres_psql -d postgres -c 'SELECT count(*) FROM pg_settings WHERE pending_restart')" != 0 ]; then
+    pg_ctlcluster $PG_MAJOR $PG_CLUSTER restart
+    ispmail_action "restarted postgresql $PG_MAJOR/$PG_CLUSTER (a setting needs it)"
+  fi
+fi
+
+# Roles, passwords (only when the stored verifier does not match) and databases.
+changes=$(/usr/local/sbin/ispmail-db roles)
+while IFS= read -r line; do [ -z "$line" ] || ispmail_action "$line"; done <<< "$changes"
