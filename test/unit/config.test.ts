@@ -129,6 +129,33 @@ describe("config: refuses a wrong setting, naming its key path and what is allow
     }
 });
 
+describe("config: every setting explains itself", () => {
+    /** Every leaf of a config: [path, value] with the path as key-path segments. */
+    function leaves(value: unknown, path: (string | number)[] = []): Array<(string | number)[]> {
+        if (Array.isArray(value)) return value.flatMap((v, i) => leaves(v, [...path, i]));
+        if (value && typeof value === "object") return Object.entries(value).flatMap(([k, v]) => leaves(v, [...path, k]));
+        return [path];
+    }
+    const keyPathOf = (path: (string | number)[]) => "ispmail:" + path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? p : `.${p}`)).join("");
+
+    test("config: a mapping given where any setting of Pulumi.prod.yaml expects a value is refused with a description, not zod's wording", () => {
+        const base = rawFromStackFile("Pulumi.prod.yaml");
+        const paths = leaves(base);
+        assert.ok(paths.length > 40, `only ${paths.length} settings found`);
+        for (const path of paths) {
+            const raw = structuredClone(base) as Raw;
+            let parent: any = raw;
+            for (const p of path.slice(0, -1)) parent = parent[p];
+            parent[path[path.length - 1]] = { wrong: true };
+            const where = keyPathOf(path);
+            const problem = problemsOf(raw).find((p) => p.startsWith(`${where}: `));
+            assert.ok(problem, `no problem reported at ${where}`);
+            assert.match(problem, new RegExp(`^${where.replace(/[[\].]/g, "\\$&")}: must be .+ \\(got a mapping\\)$`));
+            assert.doesNotMatch(problem, /Invalid input|expected (string|number|boolean)/, "zod's generic wording leaked");
+        }
+    });
+});
+
 describe("config: reports every mistake at once", () => {
     test("config: a stack with seven mistakes in schema and relations gets seven messages", () => {
         const raw = validRawConfig();
