@@ -16,8 +16,9 @@
  * (components/generated-secrets.ts).
  *
  * Replacing the server is delete-then-create: a primary IP can be assigned to one server only.
- * `sshKeys` changes are ignored (Hetzner would replace the server); root's authorized_keys is kept
- * in line by the `ssh-access` command instead. Hetzner refuses to store the same public key twice
+ * Changes of `sshKeys` and `userData` are ignored (both act only at first boot, and Hetzner would
+ * replace the server for them); root's authorized_keys is kept in line with the config by the
+ * `ssh-access` command instead. Hetzner refuses to store the same public key twice
  * in a project: remove admin keys uploaded by hand before the first `up` (or import them).
  */
 import { createHash } from "node:crypto";
@@ -80,7 +81,8 @@ export class Host extends pulumi.ComponentResource {
 
         const userData = pulumi.secret(
             pulumi.all([hostKey.privateKeyOpenssh, hostKey.publicKeyOpenssh, deployKey.publicKeyOpenssh]).apply(([hostPrivate, hostPublic, deployPublic]) =>
-                cloudInit({ hostPrivateKeyOpenssh: hostPrivate, hostPublicKeyOpenssh: hostPublic, authorizedKeys: [deployPublic, ...cfg.sshPublicKeys] }),
+                // Only generated, never-changing keys here: the admins' keys come through `sshKeys` and ssh-access.
+                cloudInit({ hostPrivateKeyOpenssh: hostPrivate, hostPublicKeyOpenssh: hostPublic, authorizedKeys: [deployPublic] }),
             ),
         );
 
@@ -98,7 +100,8 @@ export class Host extends pulumi.ComponentResource {
                 // Let postfix, dovecot and postgresql stop cleanly before the machine goes away.
                 shutdownBeforeDeletion: true,
             },
-            { parent: this, deleteBeforeReplace: true, ignoreChanges: ["sshKeys"] },
+            // Both are read only at first boot: a change must never replace a running mail server.
+            { parent: this, deleteBeforeReplace: true, ignoreChanges: ["sshKeys", "userData"] },
         );
 
         const volume = new hcloud.Volume(

@@ -96,11 +96,11 @@ describe("cloud: server and volume", () => {
         assert.equal(typeof attachment.inputs.volumeId, "number");
     });
 
-    it("cloud: the server is replaced delete-first (its primary IPs must be free) and ignores sshKeys changes", async () => {
+    it("cloud: the server is replaced delete-first (its primary IPs must be free) and ignores first-boot-only inputs", async () => {
         const { resources } = await hostRun();
         const server = one(resources, HCLOUD("Server"), "server");
         assert.equal(server.deleteBeforeReplace, true);
-        assert.deepEqual(server.ignoreChanges, ["sshKeys"]);
+        assert.deepEqual([...server.ignoreChanges].sort(), ["sshKeys", "userData"]);
         assert.equal(server.inputs.image, "debian-13");
         assert.deepEqual(server.secretInputs, ["userData"]);
         assert.equal((server.inputs.sshKeys as string[]).length, 2, "deploy key + one admin key");

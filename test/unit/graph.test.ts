@@ -22,6 +22,8 @@ async function programRun(stack: string, raw: Record<string, unknown> = validRaw
 
 const CLOUD_OR_DNS = (r: RegisteredResource) => r.type.startsWith("hcloud:") || r.type.startsWith("cloudflare:");
 const byKey = (rs: readonly RegisteredResource[]) => new Map(rs.map((r) => [`${r.type} ${r.name}`, r]));
+/** The file contents an apply script installs (each is sent as a base64 here-document). */
+const filesIn = (script: string) => [...script.matchAll(/<<'ISPMAIL_B64'\n([A-Za-z0-9+/=\n]*?)\nISPMAIL_B64/g)].map((m) => Buffer.from(m[1].replace(/\n/g, ""), "base64").toString("utf8"));
 const short = (r: RegisteredResource) => `${r.type.split(":").pop()}:${r.name}`;
 
 describe("graph: the example stacks", () => {
@@ -124,6 +126,23 @@ describe("graph: changes that must not touch the cloud or DNS", () => {
         const changed = [...a].filter(([key, r]) => JSON.stringify(b.get(key)!.inputs) !== JSON.stringify(r.inputs)).map(([key]) => key);
         assert.deepEqual(changed, ["hcloud:index/server:Server server"]);
         assert.equal(one(after.resources, "hcloud:index/server:Server", "server").inputs.image, "debian-13-arm64");
+    });
+
+    it("graph: a new admin SSH key adds its hcloud key and reaches the running server without replacing it", async () => {
+        const before = await programRun("staging");
+        const raw = validRawConfig();
+        const newKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINE3lxGeg1IENb7bQ3zxFIGi/oJHpqMcyOZ/tRyHvAA3 ops@example.org";
+        raw.server.sshPublicKeys.push(newKey);
+        const after = await programRun("staging", raw);
+        const a = byKey(before.resources.filter(CLOUD_OR_DNS));
+        const b = byKey(after.resources.filter(CLOUD_OR_DNS));
+        assert.deepEqual([...b.keys()].filter((k) => !a.has(k)).length, 1);
+        const server = one(after.resources, "hcloud:index/server:Server", "server");
+        const changed = Object.keys(server.inputs).filter((k) => JSON.stringify(server.inputs[k]) !== JSON.stringify(a.get("hcloud:index/server:Server server")!.inputs[k]));
+        assert.deepEqual(changed, ["sshKeys"]);
+        assert.ok(server.ignoreChanges.includes("sshKeys"), "so the server is not replaced");
+        const access = one(after.resources, "command:remote:Command", "ssh-access");
+        assert.ok(filesIn(String(access.inputs.stdin)).some((content) => content.split("\n").includes(newKey)), "authorized_keys on the server gets the new key");
     });
 });
 
