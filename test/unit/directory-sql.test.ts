@@ -1,0 +1,375 @@
+/**
+ * The mail directory against a real PostgreSQL 17: a throwaway cluster started in the trixie
+ * chroot (ISPMAIL_TEST_CHROOT, default /work/tools/trixie-chroot), listening on a free loopback
+ * port with this repo's pg_hba.conf. The real ispmail-db tool and migrations run against it, fed
+ * with directory.json rendered from models, exactly as the `postgresql` and `directory` steps do.
+ *
+ * Needs root and a chroot with postgresql-17, python3-argon2, python3-psycopg and dovecot-core;
+ * skipped (with the reason) where those are missing.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { dirname, join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { parseConfig, type Model } from "../../components/config";
+import { DB_ROLES } from "../../components/secrets";
+import { renderDesiredDirectory } from "../../components/services/directory";
+import { FILES_DIR } from "../../components/templates";
+import { validRawConfig } from "../fixtures/config";
+
+const CHROOT = process.env.ISPMAIL_TEST_CHROOT ?? "/work/tools/trixie-chroot";
+const PG_BIN = "/usr/lib/postgresql/17/bin";
+
+interface Run {
+    code: number;
+    stdout: string;
+    stderr: string;
+}
+
+function inChroot(args: readonly string[], input?: string, timeoutMs = 60_000): Run {
+    const r = spawnSync("chroot", [CHROOT, ...args], { input, encoding: "utf8", timeout: timeoutMs });
+    return { code: r.status ?? 124, stdout: r.stdout ?? "", stderr: (r.stderr ?? "") + (r.error ? String(r.error) : "") };
+}
+
+function whyUnavailable(): string | undefined {
+    if (process.getuid?.() !== 0) return "needs root (chroot)";
+    if (!existsSync(join(CHROOT, PG_BIN, "initdb"))) return `no PostgreSQL 17 in ${CHROOT}`;
+    if (!existsSync(join(CHROOT, "usr/bin/doveadm"))) return `no doveadm in ${CHROOT}`;
+    const py = inChroot(["python3", "-c", "import argon2, psycopg"]);
+    if (py.code !== 0) return `python3-argon2 and python3-psycopg are not installed in ${CHROOT}`;
+    return undefined;
+}
+
+async function freePort(): Promise<number> {
+    return new Promise((resolve, reject) => {
+        const server = createServer();
+        server.once("error", reject);
+        server.listen(0, "127.0.0.1", () => {
+            const address = server.address();
+            server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
+        });
+    });
+}
+
+const randomPassword = () => randomBytes(24).toString("base64").replace(/[^A-Za-z0-9]/g, "").slice(0, 24);
+
+/** A model from the fixture config with one change applied. */
+function modelWith(change: (raw: Record<string, any>) => void): Model {
+    const raw = validRawConfig();
+    change(raw);
+    return parseConfig(raw, { stack: "test" }).model;
+}
+
+const skip = whyUnavailable();
+
+describe("directory in PostgreSQL 17", { skip }, () => {
+    let hostDir = ""; // the test's directory as the host sees it
+    let dir = ""; // the same directory inside the chroot
+    let port = 0;
+    const userPasswords = new Map<string, string>();
+
+    const db = (command: string, ...extra: string[]): Run =>
+        inChroot([
+            "python3", `${dir}/ispmail-db.py`,
+            "--socket-dir", `${dir}/sock`, "--port", String(port), "--tcp-host", "127.0.0.1", "--secrets-dir", `${dir}/secrets`,
+            command,
+            ...(command === "migrate" ? ["--migrations", `${dir}/migrations`] : []),
+            ...(command === "sync" ? ["--desired", `${dir}/directory.json`] : []),
+            ...extra,
+        ]);
+    const dbOk = (command: string, ...extra: string[]): string[] => {
+        const r = db(command, ...extra);
+        assert.equal(r.code, 0, `ispmail-db ${command} failed:\n${r.stderr}`);
+        return r.stdout.split("\n").filter((l) => l !== "");
+    };
+
+    /** psql as postgres over the socket (peer), or as a role over TCP with its password. */
+    const psql = (sql: string, opts: { role?: string; database?: string } = {}): Run => {
+        const database = opts.database ?? "mailserver";
+        if (!opts.role) {
+            return inChroot(["runuser", "-u", "postgres", "--", `${PG_BIN}/psql`, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", `${dir}/sock`, "-p", String(port), "-d", database], sql);
+        }
+        // The password goes through a pgpass file, never the command line.
+        const password = readFileSync(join(hostDir, "secrets", `db.${opts.role}`), "utf8");
+        writeFileSync(join(hostDir, "pgpass"), `127.0.0.1:${port}:*:${opts.role}:${password}\n`, { mode: 0o600 });
+        return inChroot(["env", `PGPASSFILE=${dir}/pgpass`, `${PG_BIN}/psql`, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", String(port), "-U", opts.role, "-d", database], sql);
+    };
+    const query = (sql: string, opts: { role?: string; database?: string } = {}): string => {
+        const r = psql(sql, opts);
+        assert.equal(r.code, 0, `psql failed: ${r.stderr}`);
+        return r.stdout.trim();
+    };
+
+    /** Writes directory.json and the password files as the directory step would. */
+    const writeDesired = (model: Model) => {
+        const desired = renderDesiredDirectory(model);
+        writeFileSync(join(hostDir, "directory.json"), JSON.stringify(desired));
+        for (const u of desired.users) {
+            if (!userPasswords.has(u.address)) userPasswords.set(u.address, randomPassword());
+            const path = join(hostDir, "secrets", u.password_file);
+            mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+            writeFileSync(path, userPasswords.get(u.address)!, { mode: 0o600 });
+        }
+    };
+
+    const rowVersions = (table: string, key: string): Map<string, string> =>
+        new Map(
+            query(`SELECT ${key}, xmin::text FROM ${table}`)
+                .split("\n")
+                .filter(Boolean)
+                .map((l) => l.split("|") as [string, string]),
+        );
+
+    before(async () => {
+        hostDir = mkdtempSync(join(CHROOT, "tmp", "ispmail-dirtest-"));
+        dir = hostDir.slice(CHROOT.length);
+        port = await freePort();
+        for (const sub of ["data", "sock"]) mkdirSync(join(hostDir, sub));
+        mkdirSync(join(hostDir, "secrets"), { mode: 0o700 });
+        chmodSync(hostDir, 0o755);
+        assert.equal(inChroot(["chown", "postgres:postgres", `${dir}/data`, `${dir}/sock`]).code, 0);
+        const init = inChroot(["runuser", "-u", "postgres", "--", `${PG_BIN}/initdb`, "-D", `${dir}/data`, "-U", "postgres", "--auth-local=peer", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8"]);
+        assert.equal(init.code, 0, init.stderr);
+        // The cluster uses the repository's pg_hba.conf, as the postgresql step installs it.
+        cpSync(join(FILES_DIR, "postgresql", "pg_hba.conf"), join(hostDir, "data", "pg_hba.conf"));
+        const start = inChroot(
+            ["runuser", "-u", "postgres", "--", `${PG_BIN}/pg_ctl`, "-D", `${dir}/data`, "-l", `${dir}/sock/postgresql.log`, "-w", "-t", "60", "-o", `-k ${dir}/sock -p ${port} -c listen_addresses=127.0.0.1 -c password_encryption=scram-sha-256`, "start"],
+            undefined,
+            90_000,
+        );
+        assert.equal(start.code, 0, start.stderr + start.stdout);
+        cpSync(join(FILES_DIR, "postgresql", "ispmail-db.py"), join(hostDir, "ispmail-db.py"));
+        cpSync(join(FILES_DIR, "postgresql", "migrations"), join(hostDir, "migrations"), { recursive: true });
+        for (const role of Object.values(DB_ROLES)) writeFileSync(join(hostDir, "secrets", `db.${role}`), randomPassword(), { mode: 0o600 });
+    });
+
+    after(() => {
+        if (!hostDir) return;
+        inChroot(["runuser", "-u", "postgres", "--", `${PG_BIN}/pg_ctl`, "-D", `${dir}/data`, "-m", "immediate", "-w", "-t", "30", "stop"]);
+        rmSync(hostDir, { recursive: true, force: true });
+    });
+
+    it("postgresql: creates the roles and databases once; a second run changes nothing", () => {
+        const first = dbOk("roles");
+        for (const role of Object.values(DB_ROLES)) assert.ok(first.includes(`created role ${role}`), first.join("\n"));
+        assert.ok(first.includes("created database mailserver") && first.includes("created database nextcloud"));
+        assert.deepEqual(dbOk("roles"), []);
+        // Only SCRAM verifiers are stored.
+        assert.equal(query("SELECT count(*) FROM pg_authid WHERE rolname IN ('mailreader','mailadmin','nextcloudauth','nextcloud') AND rolpassword LIKE 'SCRAM-SHA-256$%'", { database: "postgres" }), "4");
+    });
+
+    it("postgresql: a role's password is set again only when its secret changes", () => {
+        writeFileSync(join(hostDir, "secrets", "db.mailreader"), randomPassword(), { mode: 0o600 });
+        assert.deepEqual(dbOk("roles"), ["set password of role mailreader"]);
+        assert.equal(query("SELECT 1", { role: "mailreader" }), "1", "mailreader logs in over TCP with the new password");
+        assert.deepEqual(dbOk("roles"), []);
+    });
+
+    it("postgresql: PUBLIC cannot connect; each role only to its database", () => {
+        assert.match(psql("SELECT 1", { role: "mailreader", database: "nextcloud" }).stderr, /permission denied for database "nextcloud"/);
+        assert.match(psql("SELECT 1", { role: "nextcloud", database: "mailserver" }).stderr, /permission denied for database "mailserver"/);
+        assert.equal(query("SELECT 1", { role: "nextcloud", database: "nextcloud" }), "1");
+    });
+
+    it("migrations: apply from empty in one run, then re-applying is a no-op", () => {
+        const first = dbOk("migrate");
+        assert.equal(first.length, 1);
+        assert.match(first[0], /^applied migrations 001_directory_tables, 002_address_ownership_triggers, 003_views_and_grants, 004_directory_sync_function$/);
+        assert.equal(query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"), "1,2,3,4");
+        assert.deepEqual(dbOk("migrate"), []);
+    });
+
+    it("migrations: a failing migration leaves nothing behind (one transaction)", () => {
+        const broken = join(hostDir, "migrations-broken");
+        cpSync(join(hostDir, "migrations"), broken, { recursive: true });
+        writeFileSync(join(broken, "005_broken.sql"), "CREATE TABLE should_vanish (x integer);\nSELECT 1 / 0;\n");
+        const r = db("migrate", "--migrations", `${dir}/migrations-broken`);
+        assert.notEqual(r.code, 0);
+        assert.match(r.stderr, /division by zero/);
+        assert.equal(query("SELECT to_regclass('should_vanish') IS NULL"), "t");
+        assert.equal(query("SELECT count(*) FROM schema_migrations"), "4");
+    });
+
+    it("migrations: an applied migration that was edited is refused", () => {
+        const edited = join(hostDir, "migrations-edited");
+        cpSync(join(hostDir, "migrations"), edited, { recursive: true });
+        writeFileSync(join(edited, "001_directory_tables.sql"), readFileSync(join(edited, "001_directory_tables.sql"), "utf8") + "\n-- edited\n");
+        const r = db("migrate", "--migrations", `${dir}/migrations-edited`);
+        assert.notEqual(r.code, 0);
+        assert.match(r.stderr, /001_directory_tables was changed after it was applied/);
+    });
+
+    it("sync: an empty directory gets exactly the configured domains, mailboxes, aliases and shares", () => {
+        writeDesired(modelWith(() => {}));
+        assert.deepEqual(dbOk("sync"), ["synced directory: domains +2 ~0 -0, users +3 ~0 -0, aliases +4 ~0 -0, shares +1 ~0 -0"]);
+        assert.equal(query("SELECT string_agg(domain, ',' ORDER BY domain) FROM virtual_domains"), "example.com,example.org");
+        assert.equal(
+            query("SELECT string_agg(address || ':' || quota_bytes || ':' || coalesce(display_name, '-'), ',' ORDER BY address) FROM virtual_mailboxes"),
+            "alice@example.org:2147483648:Alice,bob@example.org:1073741824:-,carol@example.com:2147483648:-",
+        );
+        assert.equal(
+            query("SELECT string_agg(source || '>' || destination, ',' ORDER BY source) FROM virtual_aliases"),
+            "@example.com>carol@example.com,info@example.org>alice@example.net,postmaster@example.org>alice@example.org,sales@example.com>bob@example.org",
+        );
+        // Own address + aliases that deliver to the login; the outside forward gives no sender right.
+        assert.equal(query("SELECT string_agg(sender, ',' ORDER BY sender) FROM sender_logins WHERE login = 'bob@example.org'"), "bob@example.org,sales@example.com");
+        assert.equal(query("SELECT count(*) FROM sender_logins WHERE sender = 'info@example.org'"), "0");
+        assert.equal(query("SELECT shared_mailbox || '>' || shared_to || ':' || dummy || ':' || rights FROM shared_mailboxes_view"), "alice@example.org>bob@example.org:1:lrws");
+        assert.equal(query("SELECT count(*) FROM public_mailboxes_view"), "0");
+        assert.equal(query("SELECT count(*) FROM users WHERE NOT managed"), "0");
+    });
+
+    it("sync: stores {ARGON2ID} hashes that doveadm pw -t verifies (password on stdin)", () => {
+        const rows = query("SELECT address || ' ' || password_hash FROM virtual_mailboxes").split("\n");
+        assert.equal(rows.length, 3);
+        for (const row of rows) {
+            const [address, hash] = row.split(" ");
+            assert.match(hash, /^\{ARGON2ID\}\$argon2id\$v=19\$m=65536,t=3,p=1\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$/);
+            const ok = inChroot(["doveadm", "pw", "-t", hash], `${userPasswords.get(address)}\n`);
+            assert.equal(ok.code, 0, `${address}: ${ok.stderr}`);
+            const wrong = inChroot(["doveadm", "pw", "-t", hash], "not-the-password\n");
+            assert.notEqual(wrong.code, 0);
+        }
+        // Nextcloud's view has the bare PHP-verifiable hash.
+        assert.equal(query("SELECT count(*) FROM nextcloud_users WHERE password_hash LIKE '$argon2id$%'"), "3");
+    });
+
+    it("sync: a second run with the same config writes nothing", () => {
+        const before = rowVersions("users", "local || '@' || domain");
+        const r = db("sync");
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout, "");
+        assert.deepEqual(rowVersions("users", "local || '@' || domain"), before, "no row was rewritten (same xmin)");
+    });
+
+    it("sync: changing one user's display name changes only that row", () => {
+        writeDesired(modelWith((raw) => (raw.users[1].displayName = "Bob Builder")));
+        const before = rowVersions("users", "local || '@' || domain");
+        assert.deepEqual(dbOk("sync"), ["synced directory: users +0 ~1 -0"]);
+        const afterSync = rowVersions("users", "local || '@' || domain");
+        assert.notEqual(afterSync.get("bob@example.org"), before.get("bob@example.org"));
+        assert.equal(afterSync.get("alice@example.org"), before.get("alice@example.org"));
+        assert.equal(afterSync.get("carol@example.com"), before.get("carol@example.com"));
+        assert.equal(query("SELECT display_name FROM virtual_mailboxes WHERE address = 'bob@example.org'"), "Bob Builder");
+    });
+
+    it("sync: a changed password re-hashes only that mailbox", () => {
+        const before = rowVersions("users", "local || '@' || domain || ':' || password_hash");
+        userPasswords.set("carol@example.com", randomPassword());
+        writeDesired(modelWith((raw) => (raw.users[1].displayName = "Bob Builder")));
+        assert.deepEqual(dbOk("sync"), ["synced directory: users +0 ~1 -0"]);
+        const afterSync = rowVersions("users", "local || '@' || domain || ':' || password_hash");
+        const changedKeys = [...afterSync.keys()].filter((k) => !before.has(k));
+        assert.equal(changedKeys.length, 1);
+        assert.match(changedKeys[0], /^carol@example\.com:/);
+        const hash = changedKeys[0].slice("carol@example.com:".length);
+        assert.equal(inChroot(["doveadm", "pw", "-t", hash], `${userPasswords.get("carol@example.com")}\n`).code, 0);
+    });
+
+    it("sync: rows added by hand survive, and the sync never touches them", () => {
+        query(
+            "INSERT INTO domains (domain) VALUES ('example.net');" +
+                "INSERT INTO users (local, domain, password_hash, display_name) VALUES ('zed', 'example.org', '{BLF-CRYPT}$2y$05$abcdefghijklmnopqrstuv', 'Zed by hand');" +
+                "INSERT INTO aliases (source_local, source_domain, destination) VALUES ('hand', 'example.org', 'zed@example.org');",
+        );
+        assert.equal(db("sync").stdout, "");
+        assert.equal(query("SELECT count(*) FROM users WHERE local = 'zed' AND NOT managed"), "1");
+        assert.equal(query("SELECT count(*) FROM aliases WHERE source_local = 'hand' AND NOT managed"), "1");
+        assert.equal(query("SELECT count(*) FROM domains WHERE domain = 'example.net' AND NOT managed"), "1");
+        // A hand-added row in another scheme stays out of Nextcloud only if it cannot verify there; bcrypt can.
+        assert.equal(query("SELECT password_hash FROM nextcloud_users WHERE username = 'zed@example.org'"), "$2y$05$abcdefghijklmnopqrstuv");
+    });
+
+    it("sync: adds, changes and removes exactly what the config diff says; a removed mailbox's Maildir is kept", () => {
+        writeDesired(
+            modelWith((raw) => {
+                raw.users[1].displayName = "Bob Builder";
+                raw.users = raw.users.filter((u: { address: string }) => u.address !== "carol@example.com"); // -1 user
+                raw.users.push({ address: "dave@example.org", displayName: "Dave" }); // +1 user
+                raw.users[0].quotaMb = 4096; // alice changes
+                raw.aliases = raw.aliases.filter((a: { source: string }) => a.source !== "@example.com" && a.source !== "info@example.org"); // -2 aliases
+                raw.aliases.push({ source: "abuse@example.org", destination: "dave@example.org" }); // +1 alias
+                raw.sharedMailboxes[0].rights = "lr"; // share changes
+                raw.sharedMailboxes.push({ mailbox: "dave@example.org", sharedTo: "alice@example.org", rights: "lrws" }); // +1 share
+            }),
+        );
+        const r = db("sync");
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout.trim(), "synced directory: users +1 ~1 -1, aliases +1 ~0 -2, shares +1 ~1 -0\nremoved password files of carol@example.com");
+        assert.match(r.stderr, /mailbox carol@example\.com was removed from the directory; its Maildir \/var\/vmail\/example\.com\/carol is kept/);
+        assert.equal(query("SELECT string_agg(address || ':' || quota_bytes, ',' ORDER BY address) FROM virtual_mailboxes WHERE address <> 'zed@example.org'"),
+            "alice@example.org:4294967296,bob@example.org:1073741824,dave@example.org:2147483648");
+        assert.equal(query("SELECT string_agg(source, ',' ORDER BY source) FROM virtual_aliases"), "abuse@example.org,hand@example.org,postmaster@example.org,sales@example.com");
+        assert.equal(query("SELECT string_agg(shared_mailbox || '>' || shared_to || ':' || rights, ',' ORDER BY shared_mailbox) FROM shared_mailboxes_view"),
+            "alice@example.org>bob@example.org:lr,dave@example.org>alice@example.org:lrws");
+        // carol's password file is gone with her.
+        assert.equal(existsSync(join(hostDir, "secrets", "user", "carol@example.com")), false);
+        assert.equal(query("SELECT count(*) FROM users WHERE local = 'zed'"), "1", "the hand-added mailbox is still there");
+    });
+
+    it("sync: an address moves from alias to mailbox in one run", () => {
+        writeDesired(
+            modelWith((raw) => {
+                raw.users[1].displayName = "Bob Builder";
+                raw.users = raw.users.filter((u: { address: string }) => u.address !== "carol@example.com");
+                raw.users.push({ address: "dave@example.org", displayName: "Dave" }, { address: "sales@example.com" });
+                raw.users[0].quotaMb = 4096;
+                raw.aliases = raw.aliases.filter((a: { source: string }) => !["@example.com", "info@example.org", "sales@example.com"].includes(a.source));
+                raw.aliases.push({ source: "abuse@example.org", destination: "dave@example.org" });
+                raw.sharedMailboxes[0].rights = "lr";
+                raw.sharedMailboxes.push({ mailbox: "dave@example.org", sharedTo: "alice@example.org", rights: "lrws" });
+            }),
+        );
+        assert.deepEqual(dbOk("sync"), ["synced directory: users +1 ~0 -0, aliases +0 ~0 -1"]);
+        assert.equal(query("SELECT count(*) FROM virtual_mailboxes WHERE address = 'sales@example.com'"), "1");
+    });
+
+    it("constraints: an alias source may not be a mailbox, nor a mailbox an alias source", () => {
+        assert.match(psql("INSERT INTO aliases (source_local, source_domain, destination) VALUES ('alice', 'example.org', 'bob@example.org')").stderr, /alias source alice@example\.org is already a mailbox/);
+        assert.match(psql("INSERT INTO users (local, domain, password_hash) VALUES ('postmaster', 'example.org', '{ARGON2ID}x')").stderr, /mailbox postmaster@example\.org is already an alias source/);
+        // The same through the admin role the sync uses.
+        assert.match(psql("UPDATE aliases SET source_local = 'bob' WHERE source_local = 'abuse'", { role: "mailadmin" }).stderr, /alias source bob@example\.org is already a mailbox/);
+    });
+
+    it("constraints: a domain with mailboxes cannot be deleted", () => {
+        assert.match(psql("DELETE FROM domains WHERE domain = 'example.org'", { role: "mailadmin" }).stderr, /domain example\.org still has 4 mailbox\(es\) and 3 alias\(es\)/);
+        assert.equal(query("SELECT count(*) FROM domains WHERE domain = 'example.org'"), "1");
+    });
+
+    it("constraints: uppercase, malformed and self-referencing rows are refused", () => {
+        assert.match(psql("INSERT INTO domains (domain) VALUES ('Example.NET')").stderr, /violates check constraint/);
+        assert.match(psql("INSERT INTO domains (domain) VALUES ('no_underscores.example')").stderr, /violates check constraint/);
+        assert.match(psql("INSERT INTO users (local, domain, password_hash) VALUES ('Eve', 'example.org', '{ARGON2ID}x')").stderr, /violates check constraint/);
+        assert.match(psql("INSERT INTO users (local, domain, password_hash) VALUES ('eve', 'example.org', 'plaintext')").stderr, /violates check constraint/);
+        assert.match(psql("INSERT INTO users (local, domain, password_hash) VALUES ('eve', 'unknown.example', '{ARGON2ID}x')").stderr, /violates foreign key constraint/);
+        assert.match(psql("INSERT INTO aliases (source_local, source_domain, destination) VALUES ('loop', 'example.org', 'loop@example.org')").stderr, /violates check constraint/);
+        assert.match(psql("INSERT INTO shared_mailboxes (shared_mailbox_local, shared_mailbox_domain, shared_to_local, shared_to_domain) VALUES ('alice', 'example.org', 'alice', 'example.org')").stderr, /violates check constraint/);
+    });
+
+    it("grants: mailreader reads the contract views and nothing else", () => {
+        for (const view of ["virtual_domains", "virtual_mailboxes", "virtual_aliases", "sender_logins", "shared_mailboxes_view", "public_mailboxes_view"]) {
+            assert.equal(psql(`SELECT count(*) FROM ${view}`, { role: "mailreader" }).code, 0, view);
+        }
+        for (const table of ["users", "domains", "aliases", "shared_mailboxes", "schema_migrations", "nextcloud_users"]) {
+            assert.match(psql(`SELECT count(*) FROM ${table}`, { role: "mailreader" }).stderr, /permission denied for (table|view)/, table);
+        }
+        assert.match(psql("DELETE FROM virtual_domains", { role: "mailreader" }).stderr, /permission denied/);
+        assert.match(psql("SELECT directory_sync('{}')", { role: "mailreader" }).stderr, /permission denied for function directory_sync/);
+        assert.match(psql("CREATE TABLE mine (x integer)", { role: "mailreader" }).stderr, /permission denied for schema public/);
+    });
+
+    it("grants: nextcloudauth reads only its login view", () => {
+        assert.equal(query("SELECT count(*) > 0 FROM nextcloud_users", { role: "nextcloudauth" }), "t");
+        assert.match(psql("SELECT count(*) FROM virtual_mailboxes", { role: "nextcloudauth" }).stderr, /permission denied for view virtual_mailboxes/);
+        assert.match(psql("SELECT count(*) FROM users", { role: "nextcloudauth" }).stderr, /permission denied for table users/);
+    });
+
+    it("pg_hba: the superuser cannot log in over TCP", () => {
+        writeFileSync(join(hostDir, "pgpass"), `127.0.0.1:${port}:*:postgres:anything\n`, { mode: 0o600 });
+        const r = inChroot(["env", `PGPASSFILE=${dir}/pgpass`, `${PG_BIN}/psql`, "-X", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", "postgres", "-c", "SELECT 1"]);
+        assert.match(r.stderr, /pg_hba\.conf rejects connection/);
+    });
+});
