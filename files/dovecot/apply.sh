@@ -19,9 +19,11 @@ for script in /etc/dovecot/sieve/before/spam-to-junk.sieve \
   fi
 done
 
-dovecot_files_changed=0
-changed /etc/dovecot && dovecot_files_changed=1
-if [ "$dovecot_files_changed" -eq 1 ]; then
+# A changed configuration is remembered until Dovecot has reloaded it, so a run that failed after
+# installing the files still reloads on the next apply (which sees no file change).
+PENDING=/var/lib/ispmail/pending-reload/dovecot
+if changed /etc/dovecot; then install -d -m 0700 "${PENDING%/*}"; touch "$PENDING"; fi
+if [ -e "$PENDING" ]; then
   # A configuration Dovecot warns about (or cannot parse) never replaces the running one.
   check=$(mktemp)
   if ! doveconf -n >/dev/null 2>"$check" || [ -s "$check" ]; then
@@ -31,8 +33,9 @@ if [ "$dovecot_files_changed" -eq 1 ]; then
   rm -f "$check"
 fi
 if ! systemctl is-enabled --quiet dovecot; then systemctl enable --quiet dovecot; mark_changed; fi
-if [ "$dovecot_files_changed" -eq 1 ]; then
+if [ -e "$PENDING" ]; then
   reload dovecot
+  rm -f "$PENDING"
 elif ! systemctl is-active --quiet dovecot; then
   restart dovecot
 fi
@@ -41,6 +44,9 @@ fi
 # (/etc/ispmail/dovecot/shares: "owner grantee rights..." lines). The directory's
 # shared_mailboxes_view tells Dovecot who shares with whom; this sets what the grantee may do.
 # Only shares this step applied before are ever removed, so ACLs users set themselves stay.
+# doveadm would also try to write the "who shares with whom" map, but that map is the
+# directory's read-only view (filled from the same config), so its dict is switched off here.
+DOVEADM_ACL=(doveadm -o "acl_sharing_map/dict_driver=" acl)
 SHARES=/etc/ispmail/dovecot/shares
 APPLIED=/var/lib/ispmail/dovecot-shares.applied
 if ! { [ -f "$APPLIED" ] && cmp -s "$SHARES" "$APPLIED"; }; then
@@ -48,7 +54,7 @@ if ! { [ -f "$APPLIED" ] && cmp -s "$SHARES" "$APPLIED"; }; then
     while read -r owner grantee _rights; do
       [ -n "$owner" ] || continue
       if ! awk -v o="$owner" -v g="$grantee" '$1 == o && $2 == g { found = 1 } END { exit !found }' "$SHARES"; then
-        doveadm acl delete -u "$owner" INBOX "user=$grantee"
+        "${DOVEADM_ACL[@]}" delete -u "$owner" INBOX "user=$grantee" </dev/null
         ispmail_action "removed the share of $owner with $grantee"
       fi
     done < "$APPLIED"
@@ -56,7 +62,7 @@ if ! { [ -f "$APPLIED" ] && cmp -s "$SHARES" "$APPLIED"; }; then
   while read -r owner grantee rights; do
     [ -n "$owner" ] || continue
     # shellcheck disable=SC2086 # rights are separate words
-    doveadm acl set -u "$owner" INBOX "user=$grantee" $rights
+    "${DOVEADM_ACL[@]}" set -u "$owner" INBOX "user=$grantee" $rights </dev/null
     ispmail_action "shared INBOX of $owner with $grantee ($rights)"
   done < "$SHARES"
   install -d -m 0700 /var/lib/ispmail

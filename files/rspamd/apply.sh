@@ -5,6 +5,7 @@ CONTROLLER_HASH=/etc/rspamd/override.d/worker-controller.inc
 # The controller password, hashed (PBKDF, random salt) by Rspamd's own Lua binding. The password
 # is read from the root-only secret file, never passed as an argument; a new hash is derived only
 # when the secret changed, so a second apply leaves the file (and Rspamd) alone.
+# </dev/null: `rspamadm lua` reads stdin, which is this very script (bash -s).
 if changed "$CONTROLLER_SECRET" || [ ! -s "$CONTROLLER_HASH" ]; then
   install -d -m 0755 /etc/rspamd/override.d
   tmp=$(mktemp /etc/rspamd/override.d/.ispmail.XXXXXX)
@@ -15,8 +16,11 @@ if changed "$CONTROLLER_SECRET" || [ ! -s "$CONTROLLER_HASH" ]; then
     f:close()
     io.write("# Written by the ispmail rspamd step from the secret rspamd.controller; do not edit.\n")
     io.write(string.format("password = \"%s\";\n", require("rspamd_cryptobox").pbkdf(password)))
-  ' > "$tmp"
-  grep -q '^password = "\$' "$tmp"
+  ' </dev/null > "$tmp"
+  # Exactly the comment and one hash line, or stop before Rspamd reads it.
+  if [ "$(grep -c . "$tmp")" -ne 2 ] || ! grep -Eq '^password = "\$[0-9]\$[a-z0-9]+\$[a-z0-9]+";$' "$tmp"; then
+    rm -f "$tmp"; log "could not hash the controller password"; exit 1
+  fi
   mv -f "$tmp" "$CONTROLLER_HASH"
   ISPMAIL_CHANGED_FILES+=("$CONTROLLER_HASH")
   ispmail_action "hashed the controller password"
@@ -30,10 +34,15 @@ for unit in valkey-server rspamd; do
 done
 systemctl is-active --quiet valkey-server || restart valkey-server
 
-if changed /etc/rspamd /srv/ispmail/dkim; then
+# A changed configuration is remembered until Rspamd has reloaded it, so a run that failed after
+# installing the files still reloads on the next apply (which sees no file change).
+PENDING=/var/lib/ispmail/pending-reload/rspamd
+if changed /etc/rspamd /srv/ispmail/dkim; then install -d -m 0700 "${PENDING%/*}"; touch "$PENDING"; fi
+if [ -e "$PENDING" ]; then
   # Never replace a running configuration with one Rspamd cannot load.
   rspamadm configtest >/dev/null
   reload rspamd
+  rm -f "$PENDING"
 elif ! systemctl is-active --quiet rspamd; then
   restart rspamd
 fi

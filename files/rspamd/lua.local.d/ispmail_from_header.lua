@@ -28,7 +28,7 @@ rspamd_config:register_symbol({
     end
     rspamd_logger.infox(task, 'user %s: From header does not match envelope sender %s', user, env_addr)
     task:insert_result('ISPMAIL_FROM_NOT_OWNED', 1.0)
-    task:set_pre_result('reject', '5.7.1 From header must be your own address (the envelope sender)', 'ispmail')
+    task:set_pre_result('reject', 'From header must be your own address (the envelope sender)', 'ispmail')
     return true
   end,
 })
