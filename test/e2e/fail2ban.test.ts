@@ -1,0 +1,115 @@
+/**
+ * fail2ban in the lab: repeated failed IMAP logins from one address get that address banned on the
+ * mail ports, while another address is still served.
+ *
+ * Two client addresses are needed on the host side of the lab bridge: the attacker is a secondary
+ * address added to the lab bridge for this test only (192.0.2.50, removed afterwards); the
+ * bystander is the host side's own lab address 192.0.2.1. The tests run inside the lab's network
+ * namespace (`npm run test:e2e`), so the extra address exists only there.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { client, ensureLab, guest, LAB } from "../../lab/testkit";
+
+const BRIDGE = LAB.bridge;
+const ATTACKER = "192.0.2.50";
+const BYSTANDER = "192.0.2.1";
+/** files/fail2ban/jail.d/ispmail.conf: maxretry = 5 within findtime. */
+const MAXRETRY = 5;
+
+/**
+ * One IMAPS connection from `source`: LOGIN with `password` if given. Prints one JSON line:
+ * {"greeting": bool, "login": "ok" | "failed" | null, "error": string | null}.
+ */
+const IMAP_CLIENT = String.raw`
+import imaplib, json, socket, ssl, sys
+source, server, user, password = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+class Client(imaplib.IMAP4_SSL):
+    def _create_socket(self, timeout):
+        sock = socket.create_connection((self.host, self.port), timeout, source_address=(source, 0))
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+out = {"greeting": False, "login": None, "error": None}
+try:
+    c = Client(server, 993, ssl_context=ctx, timeout=15)
+    out["greeting"] = c.welcome.startswith(b"* OK")
+    if password:
+        try:
+            c.login(user, password); out["login"] = "ok"
+        except imaplib.IMAP4.error:
+            out["login"] = "failed"
+    c.logout()
+except Exception as e:
+    out["error"] = type(e).__name__ + ": " + str(e)
+print(json.dumps(out))
+`;
+
+interface ImapOutcome { greeting: boolean; login: "ok" | "failed" | null; error: string | null }
+
+async function imapFrom(source: string, user: string, password: string): Promise<ImapOutcome> {
+    const r = await client("python3", ["-c", IMAP_CLIENT, source, LAB.mail.ipv4, user, password], { timeoutMs: 40_000 });
+    assert.equal(r.code, 0, `imap client: ${r.stderr}`);
+    return JSON.parse(r.stdout.trim()) as ImapOutcome;
+}
+
+async function bannedIn(jail: string): Promise<string[]> {
+    const r = await guest("mail").exec(`fail2ban-client get ${jail} banip`);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout.split(/\s+/).filter(Boolean);
+}
+
+describe("fail2ban", { timeout: 300_000 }, () => {
+    before(async () => {
+        await ensureLab();
+        // The attacker's address exists only for this test, on the lab bridge only.
+        const r = await client("ip", ["addr", "replace", `${ATTACKER}/24`, "dev", BRIDGE]);
+        assert.equal(r.code, 0, r.stderr);
+    });
+
+    after(async () => {
+        await client("ip", ["addr", "del", `${ATTACKER}/24`, "dev", BRIDGE]);
+        // Leave no ban behind for the other suites.
+        await guest("mail").exec(`fail2ban-client unban ${ATTACKER} || true`);
+    });
+
+    test("fail2ban: the sshd, postfix-sasl and dovecot jails are running", async () => {
+        const r = await guest("mail").exec("fail2ban-client status");
+        assert.equal(r.code, 0, r.stderr);
+        for (const jail of ["sshd", "postfix-sasl", "dovecot"]) assert.match(r.stdout, new RegExp(`\\b${jail}\\b`), r.stdout);
+    });
+
+    test("fail2ban: repeated failed IMAP logins ban that address while another is still served", async () => {
+        await guest("mail").exec(`fail2ban-client unban ${ATTACKER} || true`);
+        assert.ok(!(await bannedIn("dovecot")).includes(ATTACKER), "attacker must not be banned before the test");
+
+        // MAXRETRY + 1 failures, one connection each (bounded: at most 6 attempts, 40 s each).
+        for (let i = 0; i <= MAXRETRY; i++) {
+            const o = await imapFrom(ATTACKER, "alice@example.org", `wrong-password-${i}`);
+            if (o.error) break; // already banned: the connection is refused
+            assert.equal(o.login, "failed", `attempt ${i}: ${JSON.stringify(o)}`);
+        }
+
+        // fail2ban reads the journal asynchronously: wait up to 30 s for the ban.
+        let banned: string[] = [];
+        for (let i = 0; i < 30 && !banned.includes(ATTACKER); i++) {
+            banned = await bannedIn("dovecot");
+            if (!banned.includes(ATTACKER)) await new Promise((r) => setTimeout(r, 1000));
+        }
+        assert.ok(banned.includes(ATTACKER), `expected ${ATTACKER} in the dovecot jail's bans, got ${banned.join(", ") || "none"}`);
+
+        const attacker = await imapFrom(ATTACKER, "alice@example.org", "");
+        assert.equal(attacker.greeting, false, "the banned address must not get an IMAP greeting");
+        assert.match(attacker.error ?? "", /refused|timed out/i);
+
+        const bystander = await imapFrom(BYSTANDER, "alice@example.org", "");
+        assert.equal(bystander.greeting, true, `another address is still served: ${JSON.stringify(bystander)}`);
+        assert.ok(!(await bannedIn("dovecot")).includes(BYSTANDER));
+    });
+
+    test("fail2ban: unbanning lets the address in again", async () => {
+        const r = await guest("mail").exec(`fail2ban-client unban ${ATTACKER}`);
+        assert.equal(r.code, 0, r.stderr);
+        const o = await imapFrom(ATTACKER, "alice@example.org", "");
+        assert.equal(o.greeting, true, JSON.stringify(o));
+    });
+});
