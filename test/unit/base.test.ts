@@ -1,0 +1,185 @@
+/**
+ * The base step: what it renders (pure), and the data-volume logic (files/base/data-volume.sh) run
+ * for real against loop devices in a private mount namespace: format only a blank volume, mount by
+ * label through fstab, never touch a filesystem that is not ours, leave an existing mountpoint.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { renderBaseSteps, postfixPreseed } from "../../components/services/base";
+import { renderApplyScript } from "../../components/steps";
+import { FILES_DIR } from "../../components/templates";
+import { fixtureModel } from "../fixtures/config";
+
+const model = fixtureModel();
+const [base] = renderBaseSteps(model);
+const fileAt = (path: string) => {
+    const f = base.files.find((x) => x.path === path);
+    assert.ok(f, `base step has no file ${path}`);
+    return f;
+};
+/** `Keyword value` lines of an sshd/journald-style file, comments and sections dropped. */
+const settings = (text: string, separator: RegExp) =>
+    new Map(
+        text
+            .split("\n")
+            .map((l) => l.trim())
+            .filter((l) => l && !l.startsWith("#") && !l.startsWith("["))
+            .map((l) => {
+                const [k, ...v] = l.split(separator);
+                return [k, v.join(" ")] as [string, string];
+            }),
+    );
+
+describe("base: rendering", () => {
+    it("base: runs first and preseeds Postfix as an Internet Site for mailHost", () => {
+        assert.equal(base.name, "base");
+        assert.deepEqual(base.after, []);
+        assert.deepEqual(postfixPreseed(model), ["postfix postfix/main_mailer_type select Internet Site", "postfix postfix/mailname string mx1.example.org"]);
+        assert.deepEqual(base.debconf, postfixPreseed(model));
+        // The apply script preseeds before it installs anything.
+        const script = renderApplyScript(base);
+        assert.ok(script.indexOf("ispmail_debconf") < script.indexOf("ispmail_packages "), "debconf before packages");
+    });
+
+    it("base: host name, mailname, UTC and locale files carry mailHost and the chosen values", () => {
+        assert.equal(fileAt("/etc/hostname").content, "mx1.example.org\n");
+        assert.equal(fileAt("/etc/mailname").content, "mx1.example.org\n");
+        assert.equal(fileAt("/etc/timezone").content, "Etc/UTC\n");
+        assert.equal(fileAt("/etc/default/locale").content, "LANG=C.UTF-8\n");
+        assert.match(base.script, /^MAIL_HOST='mx1\.example\.org'$/m);
+    });
+
+    it("ssh: the drop-in allows keys only and is read before cloud-init's", () => {
+        const f = fileAt("/etc/ssh/sshd_config.d/00-ispmail.conf");
+        // sshd takes the first value per keyword; files are read in name order.
+        assert.ok("00-ispmail.conf" < "50-cloud-init.conf");
+        const s = settings(f.content, /\s+/);
+        assert.equal(s.get("PasswordAuthentication"), "no");
+        assert.equal(s.get("KbdInteractiveAuthentication"), "no");
+        assert.equal(s.get("PermitRootLogin"), "prohibit-password");
+        assert.equal(s.size, 3);
+        // Reloaded only when it changed, and only after sshd -t accepted it.
+        const script = base.script;
+        assert.match(script, /if changed "\$SSHD_DROPIN"/);
+        assert.ok(script.indexOf("sshd -t") < script.indexOf("reload ssh"));
+    });
+
+    it("journal: persistent and bounded", () => {
+        const s = settings(fileAt("/etc/systemd/journald.conf.d/ispmail.conf").content, /=/);
+        assert.equal(s.get("Storage"), "persistent");
+        assert.match(s.get("SystemMaxUse") ?? "", /^[0-9]+[MG]$/);
+    });
+
+    it("upgrades: unattended-upgrades runs daily and takes security updates only", () => {
+        assert.match(fileAt("/etc/apt/apt.conf.d/20auto-upgrades").content, /APT::Periodic::Unattended-Upgrade "1";/);
+        const u = fileAt("/etc/apt/apt.conf.d/52ispmail-unattended-upgrades").content;
+        assert.match(u, /^#clear Unattended-Upgrade::Origins-Pattern;$/m);
+        const origins = [...u.matchAll(/^\s*"(origin=[^"]+)";$/gm)].map((m) => m[1]);
+        assert.deepEqual(origins, ["origin=Debian,codename=${distro_codename}-security,label=Debian-Security"]);
+    });
+
+    it("base: installs the tools later steps assume, and the vmail user is 5000:5000 on the volume", () => {
+        for (const p of ["ca-certificates", "python3", "locales", "e2fsprogs", "unattended-upgrades"]) assert.ok(base.packages?.includes(p), p);
+        assert.match(base.script, /groupadd --gid 5000 vmail/);
+        assert.match(base.script, /useradd --uid 5000 --gid vmail --home-dir \/var\/vmail/);
+        assert.match(base.script, /ln -s "\$DATA_DIR\/vmail" \/var\/vmail/);
+    });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The data volume, for real.
+// ---------------------------------------------------------------------------------------------
+const volumeSkip = process.getuid?.() !== 0 ? "needs root (loop devices, mount namespace)" : !existsSync("/dev/loop-control") ? "no loop device support" : undefined;
+
+describe("base: data volume", { skip: volumeSkip }, () => {
+    const label = `ispmail-t${randomBytes(3).toString("hex")}`;
+    let work = "";
+    const loops: string[] = [];
+
+    /** A fresh 16 MiB loop device, optionally with a filesystem; linked as <work>/by-id/<name>. */
+    const newDevice = (name: string, mkfs?: string[]): string => {
+        const image = join(work, `${name}.img`);
+        writeFileSync(image, Buffer.alloc(0));
+        assert.equal(spawnSync("truncate", ["-s", "16M", image]).status, 0);
+        const r = spawnSync("losetup", ["-f", "--show", image], { encoding: "utf8" });
+        assert.equal(r.status, 0, r.stderr);
+        const loop = r.stdout.trim();
+        loops.push(loop);
+        if (mkfs) assert.equal(spawnSync(mkfs[0], [...mkfs.slice(1), loop]).status, 0);
+        mkdirSync(join(work, "by-id"), { recursive: true });
+        symlinkSync(loop, join(work, "by-id", name));
+        return loop;
+    };
+
+    /** Runs ensure_data_volume in its own mount namespace; the mount (if any) vanishes with it. */
+    const ensure = (opts: { premount?: boolean; check?: string } = {}) => {
+        const mountpoint = join(work, "mnt");
+        const script = [
+            "set -euo pipefail",
+            "ISPMAIL_STEP=test",
+            readFileSync(join(FILES_DIR, "common", "prelude.sh"), "utf8"),
+            readFileSync(join(FILES_DIR, "base", "data-volume.sh"), "utf8"),
+            opts.premount ? `mkdir -p ${mountpoint} && mount -t tmpfs lab-bind ${mountpoint}` : "",
+            `ensure_data_volume ${mountpoint} ${label} '${work}/by-id/scsi-0HC_Volume_*' ${work}/fstab`,
+            'printf "ACTION %s\\n" "${ISPMAIL_ACTIONS[@]+"${ISPMAIL_ACTIONS[@]}"}"',
+            opts.check ?? "",
+        ].join("\n");
+        const r = spawnSync("unshare", ["-m", "--propagation", "private", "bash", "-s"], { input: script, encoding: "utf8", timeout: 60_000 });
+        const actions = r.stdout.split("\n").filter((l) => l.startsWith("ACTION ") && l.length > 7).map((l) => l.slice(7));
+        return { code: r.status, actions, stdout: r.stdout, stderr: r.stderr };
+    };
+
+    before(() => {
+        work = mkdtempSync(join(tmpdir(), "ispmail-volume-"));
+        writeFileSync(join(work, "fstab"), "# test fstab\nUUID=1234 / ext4 defaults 0 1\n");
+    });
+    after(() => {
+        for (const l of loops) spawnSync("losetup", ["-d", l]);
+        rmSync(work, { recursive: true, force: true });
+    });
+
+    it("volume: an existing mountpoint (the lab's bind mount) is left alone", () => {
+        const r = ensure({ premount: true });
+        assert.equal(r.code, 0, r.stderr);
+        assert.deepEqual(r.actions, []);
+        assert.equal(readFileSync(join(work, "fstab"), "utf8"), "# test fstab\nUUID=1234 / ext4 defaults 0 1\n");
+    });
+
+    it("volume: no volume attached is an error that says so", () => {
+        const r = ensure();
+        assert.notEqual(r.code, 0);
+        assert.match(r.stderr, /not exactly one device matching/);
+    });
+
+    it("volume: a foreign filesystem is never formatted", () => {
+        newDevice("scsi-0HC_Volume_1", ["mkfs.ext2", "-q", "-L", "somethingelse"]);
+        const r = ensure();
+        assert.notEqual(r.code, 0);
+        assert.match(r.stderr, /holds a ext2 filesystem not labelled/);
+        spawnSync("losetup", ["-d", loops.pop()!]);
+        rmSync(join(work, "by-id", "scsi-0HC_Volume_1"));
+    });
+
+    it("volume: a blank volume is formatted once, added to fstab by label and mounted; data survives re-runs", () => {
+        const loop = newDevice("scsi-0HC_Volume_2");
+        const first = ensure({ check: `echo keep > ${work}/mnt/marker` });
+        assert.equal(first.code, 0, first.stderr);
+        assert.ok(first.actions.some((a) => a.startsWith(`formatted the blank data volume ${loop}`)), first.actions.join("\n"));
+        assert.ok(first.actions.includes(`mounted the data volume on ${work}/mnt`));
+        const fstab = readFileSync(join(work, "fstab"), "utf8");
+        assert.match(fstab, new RegExp(`^LABEL=${label} ${work}/mnt ext4 defaults,nofail,noatime 0 2$`, "m"));
+        assert.match(fstab, /^UUID=1234 \/ ext4 defaults 0 1$/m, "other fstab lines stay");
+
+        // Next boot / next run: the label is found, nothing is formatted, the marker is still there.
+        const second = ensure({ check: `cat ${work}/mnt/marker` });
+        assert.equal(second.code, 0, second.stderr);
+        assert.deepEqual(second.actions, [`mounted the data volume on ${work}/mnt`]);
+        assert.match(second.stdout, /^keep$/m);
+        assert.equal(readFileSync(join(work, "fstab"), "utf8"), fstab, "fstab unchanged");
+    });
+});
