@@ -13,7 +13,8 @@ case "$lineage" in
   *) exit 0 ;;  # some other certificate on this machine: not ours to install
 esac
 
-dir=/etc/ispmail/tls
+# The target can be overridden for tests only; the daemons read /etc/ispmail/tls.
+dir=${ISPMAIL_TLS_DIR:-/etc/ispmail/tls}
 install -d -m 0755 -o root -g root "$dir"
 keygroup=root
 getent group ssl-cert >/dev/null && keygroup=ssl-cert
