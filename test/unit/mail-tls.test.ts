@@ -1,0 +1,62 @@
+/**
+ * The tls step: a self-signed certificate for mailHost and every web host, created only when the
+ * files are missing, the key never world-readable. The script runs for real against a scratch
+ * directory (openssl from the host) with the step's paths redirected.
+ */
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { parseConfig } from "../../components/config";
+import { certificateNames, renderTlsSteps, TLS_DIR } from "../../components/services/tls";
+import { renderApplyScript } from "../../components/steps";
+import { validRawConfig } from "../fixtures/config";
+
+const model = parseConfig(validRawConfig(), { stack: "test" }).model;
+const [step] = renderTlsSteps(model);
+
+/** The apply script with its TLS directory moved into `dir` and package installation left out. */
+function runScript(dir: string): { result: string; stderr: string } {
+    const script = renderApplyScript({ ...step, packages: [] })
+        .replaceAll(TLS_DIR, dir)
+        // The scratch run is not root-owned /etc: keep the group of the running user.
+        .replaceAll("-g ssl-cert", "-g $(id -gn)")
+        .replaceAll("root:ssl-cert 640", "$(id -un):$(id -gn) 640");
+    const r = spawnSync("bash", ["-s"], { input: script, encoding: "utf8", timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    return { result: r.stdout.trim().split("\n").pop() ?? "", stderr: r.stderr };
+}
+
+describe("tls step", () => {
+    test("tls: runs after base", () => {
+        assert.deepEqual(step.after, ["base"]);
+        assert.equal(step.name, "tls");
+    });
+
+    test("tls: creates a certificate for mailHost and all web hosts, then leaves it alone", { skip: process.getuid?.() !== 0 ? "needs root (install -o root)" : undefined }, () => {
+        const dir = mkdtempSync(join(tmpdir(), "ispmail-tls-"));
+        try {
+            const first = runScript(dir);
+            assert.match(first.result, /"result":"changed".*created a self-signed certificate/);
+            const text = execFileSync("openssl", ["x509", "-in", join(dir, "fullchain.pem"), "-noout", "-subject", "-ext", "subjectAltName"], { encoding: "utf8" });
+            assert.match(text, new RegExp(`CN ?= ?${model.mailHost}`));
+            for (const name of certificateNames(model)) assert.ok(text.includes(`DNS:${name}`), `SAN lacks ${name}`);
+            assert.equal(statSync(join(dir, "privkey.pem")).mode & 0o777, 0o640);
+            assert.equal(statSync(join(dir, "fullchain.pem")).mode & 0o777, 0o644);
+
+            const before = readFileSync(join(dir, "fullchain.pem"), "utf8");
+            const second = runScript(dir);
+            assert.match(second.result, /"result":"unchanged"/);
+            assert.equal(readFileSync(join(dir, "fullchain.pem"), "utf8"), before);
+
+            // A certificate installed by certbot (any content) is never replaced.
+            writeFileSync(join(dir, "fullchain.pem"), "ACME CERTIFICATE\n");
+            assert.match(runScript(dir).result, /"result":"unchanged"/);
+            assert.equal(readFileSync(join(dir, "fullchain.pem"), "utf8"), "ACME CERTIFICATE\n");
+        } finally {
+            rmSync(dir, { recursive: true, force: true });
+        }
+    });
+});

@@ -1,0 +1,120 @@
+/**
+ * The postfix step: what main.cf/master.cf say (checked by Debian 13's postconf, which warns about
+ * every parameter it does not know), how the password-holding maps are installed, and the order.
+ */
+import assert from "node:assert/strict";
+import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { parseConfig } from "../../components/config";
+import { PGSQL_MAPS, renderPostfixSteps } from "../../components/services/postfix";
+import { renderApplyScript, resolveSecrets, secretsOf } from "../../components/steps";
+import { validRawConfig } from "../fixtures/config";
+import { CHROOT, chrootSkipReason, inChroot, withStepFiles } from "./mail-chroot";
+
+const model = parseConfig(validRawConfig(), { stack: "test" }).model;
+const [step] = renderPostfixSteps(model);
+const file = (path: string) => {
+    const f = step.files.find((x) => x.path === path);
+    assert.ok(f, `${path} is not a file of the postfix step`);
+    return f;
+};
+
+/** `postconf` against the rendered main.cf/master.cf in the chroot. */
+function postconf(args: readonly string[]): { out: string; warnings: string } {
+    return withStepFiles([step], (inside, host) => {
+        // postconf also reads dynamicmaps.cf to know pgsql: tables exist.
+        copyFileSync(join(CHROOT, "etc/postfix/dynamicmaps.cf"), join(host, "etc/postfix/dynamicmaps.cf"));
+        // Point main.cf at the rendered pgsql maps, so postconf checks their parameters too.
+        const mainCf = join(host, "etc/postfix/main.cf");
+        writeFileSync(mainCf, readFileSync(mainCf, "utf8").replaceAll("pgsql:/etc/postfix/", `pgsql:${inside}/etc/postfix/`));
+        const r = inChroot(["postconf", "-c", `${inside}/etc/postfix`, ...args]);
+        assert.equal(r.code, 0, r.stderr);
+        return { out: r.stdout, warnings: r.stderr };
+    });
+}
+
+describe("postfix step", () => {
+    test("postfix: runs after directory, tls, dovecot and rspamd", () => {
+        assert.deepEqual([...step.after].sort(), ["directory", "dovecot", "rspamd", "tls"]);
+        assert.equal(step.name, "postfix");
+    });
+
+    test("postfix: main.cf names the host and limits messages to messageSizeLimitMb MiB", () => {
+        const main = file("/etc/postfix/main.cf").content;
+        assert.match(main, /^myhostname = mx1\.example\.org$/m);
+        assert.match(main, new RegExp(`^message_size_limit = ${model.messageSizeLimitMb * 1024 * 1024}$`, "m"));
+    });
+
+    test("postfix: the pgsql maps hold the mailreader password only as a placeholder, root:postfix 0640", () => {
+        for (const name of PGSQL_MAPS) {
+            const f = file(`/etc/postfix/${name}.cf`);
+            assert.equal(f.secret, true);
+            assert.deepEqual([f.owner, f.group, f.mode], ["root", "postfix", "0640"]);
+            assert.match(f.content, /^password = @@secret:db\.mailreader@@$/m);
+            assert.match(f.content, /^user = mailreader$/m);
+        }
+        assert.deepEqual(secretsOf(step), ["db.mailreader"]);
+        const resolved = resolveSecrets(step, { "db.mailreader": "R3aderPassw0rd" });
+        assert.match(renderApplyScript(resolved), /ispmail_file \/etc\/postfix\/pgsql-sender-login-maps\.cf root postfix 0640/);
+    });
+
+    test("postfix: every lookup goes through proxymap to the directory's views", () => {
+        const main = file("/etc/postfix/main.cf").content;
+        for (const param of ["virtual_mailbox_domains", "virtual_mailbox_maps", "virtual_alias_maps", "smtpd_sender_login_maps"]) {
+            assert.match(main, new RegExp(`^${param} = proxy:pgsql:/etc/postfix/pgsql-[a-z-]+\\.cf$`, "m"), param);
+        }
+        const views = PGSQL_MAPS.map((n) => /FROM (\w+)/.exec(file(`/etc/postfix/${n}.cf`).content)?.[1]);
+        assert.deepEqual(views, ["virtual_domains", "virtual_mailboxes", "virtual_aliases", "sender_logins"]);
+    });
+
+    test("postfix: Debian 13's postconf knows every main.cf parameter and reads the restrictions we mean", { skip: chrootSkipReason("usr/sbin/postconf") }, () => {
+        const { out, warnings } = postconf(["-n"]);
+        assert.equal(warnings, "", "postconf warned about main.cf");
+        const value = (p: string) => new RegExp(`^${p} = (.*)$`, "m").exec(out)?.[1];
+        assert.equal(value("smtpd_relay_restrictions"), "permit_sasl_authenticated reject_unauth_destination");
+        assert.equal(value("smtpd_sasl_auth_enable"), "no");
+        assert.equal(value("smtpd_tls_auth_only"), "yes");
+        assert.equal(value("virtual_transport"), "lmtp:unix:private/dovecot-lmtp");
+        assert.equal(value("smtpd_milters"), "inet:localhost:11332");
+        assert.equal(value("milter_mail_macros"), "i {mail_addr} {client_addr} {client_name} {auth_authen}");
+        assert.match(value("smtpd_sender_restrictions") ?? "", /reject_sender_login_mismatch/);
+    });
+
+    test("postfix: submission (587) requires STARTTLS and AUTH, submissions (465) is implicit TLS, both strip client headers", { skip: chrootSkipReason("usr/sbin/postconf") }, () => {
+        const { out, warnings } = postconf(["-P"]);
+        assert.equal(warnings, "", "postconf warned about master.cf");
+        const params = new Set(out.trim().split("\n"));
+        for (const p of [
+            "submission/inet/smtpd_tls_security_level = encrypt",
+            "submission/inet/smtpd_sasl_auth_enable = yes",
+            "submission/inet/smtpd_client_restrictions = permit_sasl_authenticated,reject",
+            "submission/inet/cleanup_service_name = header_cleanup",
+            "submissions/inet/smtpd_tls_wrappermode = yes",
+            "submissions/inet/smtpd_sasl_auth_enable = yes",
+            "submissions/inet/cleanup_service_name = header_cleanup",
+            "header_cleanup/unix/header_checks = regexp:/etc/postfix/submission_header_cleanup",
+        ]) {
+            assert.ok(params.has(p), `master.cf lacks ${p}`);
+        }
+        assert.ok(![...params].some((p) => p.startsWith("smtp/inet/smtpd_sasl_auth_enable")), "port 25 must not enable AUTH");
+    });
+
+    test("postfix: the submission header checks drop Received, User-Agent and X-Originating-IP but keep Subject", { skip: chrootSkipReason("usr/sbin/postmap") }, () => {
+        withStepFiles([step], (inside) => {
+            const check = (header: string) => inChroot(["postmap", "-q", header, `regexp:${inside}/etc/postfix/submission_header_cleanup`]).stdout.trim();
+            assert.equal(check("Received: from [198.51.100.7] (laptop.example [198.51.100.7])"), "IGNORE");
+            assert.equal(check("User-Agent: Mozilla/5.0 Thunderbird/128.0"), "IGNORE");
+            assert.equal(check("X-Originating-IP: [198.51.100.7]"), "IGNORE");
+            assert.equal(check("Subject: Received your invoice"), "");
+        });
+    });
+
+    test("postfix: the script checks the configuration before reloading and reloads only on change", () => {
+        const script = readFileSync(join(__dirname, "..", "..", "files", "postfix", "apply.sh"), "utf8");
+        const check = script.indexOf("postfix check");
+        const reload = script.indexOf("reload postfix");
+        assert.ok(check > 0 && reload > check, "postfix check must come before reload");
+        assert.match(script, /if changed \/etc\/postfix; then/);
+    });
+});

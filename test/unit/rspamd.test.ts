@@ -1,0 +1,90 @@
+/**
+ * The rspamd step: workers on loopback only, DKIM signing for every managed domain with the active
+ * selector, keys readable by _rspamd only, and the whole local.d accepted by Debian 13's Rspamd
+ * 3.12 (rspamadm configtest in the trixie chroot).
+ */
+import assert from "node:assert/strict";
+import { cpSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { parseConfig } from "../../components/config";
+import { dkimKeyPath, renderRspamdSteps } from "../../components/services/rspamd";
+import { secretsOf } from "../../components/steps";
+import { validRawConfig } from "../fixtures/config";
+import { CHROOT, chrootSkipReason, inChroot, withStepFiles } from "./mail-chroot";
+
+const model = parseConfig(validRawConfig(), { stack: "test" }).model;
+const [step] = renderRspamdSteps(model);
+const content = (path: string) => {
+    const f = step.files.find((x) => x.path === path);
+    assert.ok(f, `${path} is not a file of the rspamd step`);
+    return f.content;
+};
+
+/** Every file below dir, recursively. */
+function walk(dir: string): string[] {
+    return readdirSync(dir).flatMap((n) => (statSync(join(dir, n)).isDirectory() ? walk(join(dir, n)) : [join(dir, n)]));
+}
+
+describe("rspamd step", () => {
+    test("rspamd: runs after base and installs Rspamd with Valkey", () => {
+        assert.deepEqual(step.after, ["base"]);
+        assert.deepEqual([...(step.packages ?? [])].sort(), ["rspamd", "valkey-server"]);
+    });
+
+    test("rspamd: milter, scanner and controller listen on loopback only", () => {
+        assert.match(content("/etc/rspamd/local.d/worker-proxy.inc"), /^bind_socket = "localhost:11332";$/m);
+        assert.match(content("/etc/rspamd/local.d/worker-normal.inc"), /^bind_socket = "localhost:11333";$/m);
+        assert.match(content("/etc/rspamd/local.d/worker-controller.inc"), /^bind_socket = "localhost:11334";$/m);
+        // No plain-text password in any file: the hash is derived on the server.
+        assert.doesNotMatch(content("/etc/rspamd/local.d/worker-controller.inc"), /^\s*(enable_)?password/m);
+    });
+
+    test("rspamd: DKIM signs every managed domain with the active selector's key, never inbound mail", () => {
+        const conf = content("/etc/rspamd/local.d/dkim_signing.conf");
+        for (const d of model.domains) {
+            assert.match(conf, new RegExp(`\\b${d.replace(".", "\\.")} \\{\\s*selectors \\[\\s*\\{ path = "${dkimKeyPath(model.activeDkimSelector)}"; selector = "${model.activeDkimSelector}"; \\}`));
+        }
+        assert.match(conf, /^sign_inbound = false;$/m);
+        assert.match(conf, /^use_domain = "header";$/m);
+        assert.match(conf, /^try_fallback = false;$/m);
+    });
+
+    test("rspamd: every selector's key is a secret file owned by _rspamd, mode 0600", () => {
+        assert.ok(model.dkimSelectors.length >= 2, "the fixture has two selectors");
+        for (const s of model.dkimSelectors) {
+            const f = step.files.find((x) => x.path === dkimKeyPath(s));
+            assert.ok(f, `no key file for ${s}`);
+            assert.deepEqual([f.secret, f.owner, f.group, f.mode, f.content], [true, "_rspamd", "_rspamd", "0600", `@@secret:dkim:${s}@@`]);
+        }
+        assert.deepEqual(secretsOf(step), [...model.dkimSelectors.map((s) => `dkim:${s}`), "rspamd.controller"].sort());
+    });
+
+    test("rspamd: Debian 13's Rspamd 3.12 accepts the configuration", { skip: chrootSkipReason("usr/bin/rspamadm") }, () => {
+        withStepFiles([step], (inside, host) => {
+            // Debian's tree with our local.d on top, every $CONFDIR/$LOCAL_CONFDIR include pointed at
+            // the copy (rspamd's own variables would point at the chroot's /etc/rspamd).
+            const conf = join(host, "conf");
+            cpSync(join(CHROOT, "etc/rspamd"), conf, { recursive: true });
+            cpSync(join(host, "etc/rspamd/local.d"), join(conf, "local.d"), { recursive: true });
+            for (const f of walk(conf)) {
+                if (!/\.(conf|inc)$/.test(f)) continue;
+                writeFileSync(f, readFileSync(f, "utf8").replaceAll("$LOCAL_CONFDIR", `${inside}/conf`).replaceAll("$CONFDIR", `${inside}/conf`));
+            }
+            const r = inChroot(["rspamadm", "configtest", "-c", `${inside}/conf/rspamd.conf`]);
+            assert.equal(r.code, 0, r.stdout + r.stderr);
+            assert.match(r.stdout, /syntax OK/);
+            const dump = inChroot(["rspamadm", "configdump", "-c", `${inside}/conf/rspamd.conf`, "actions"]);
+            assert.match(dump.stdout, /reject = 15/);
+            assert.match(dump.stdout, /add_header = 6/);
+            assert.match(dump.stdout, /greylist = 4/);
+        });
+    });
+
+    test("rspamd: the controller password is hashed from the secret file, never from an argument", () => {
+        const script = step.script;
+        assert.match(script, /ISPMAIL_SECRET_PATH=\$CONTROLLER_SECRET rspamadm lua -e/);
+        assert.match(script, /<\/dev\/null > "\$tmp"/, "rspamadm lua must not read the apply script from stdin");
+        assert.doesNotMatch(script, /rspamadm pw/);
+    });
+});
