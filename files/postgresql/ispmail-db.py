@@ -254,9 +254,9 @@ def cmd_sync(args: argparse.Namespace) -> list[str]:
             counts.append(f"{table} +{c['inserted']} ~{c['updated']} -{c['deleted']}")
     if counts:
         actions.append("synced directory: " + ", ".join(counts))
+        log(f"directory report: {json.dumps(report, sort_keys=True)}")
     if rehashed:
         log(f"stored new password hashes for {', '.join(rehashed)}")
-    log(f"directory report: {json.dumps(report, sort_keys=True)}")
     actions.extend(remove_stale_password_files(args, desired))
     return actions
 

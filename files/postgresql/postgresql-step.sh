@@ -59,7 +59,8 @@ fi
 # Clusters made by pg_createcluster with our drop-in include our settings; an adopted or older
 # one may not.
 settings_added=0
-if ! grep -qxF "include = '$ISPMAIL_PG_CONF'" "$PG_CONF"; then
+# (pg_createcluster writes the line with a trailing comment.)
+if ! grep -qE "^include = '${ISPMAIL_PG_CONF//./\\.}'([[:space:]]|\$)" "$PG_CONF"; then
   printf "include = '%s'\n" "$ISPMAIL_PG_CONF" >> "$PG_CONF"
   ispmail_action "included $ISPMAIL_PG_CONF in $PG_CONF"
   settings_added=1

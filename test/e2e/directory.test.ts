@@ -94,7 +94,7 @@ describe("base system and mail directory (lab)", { timeout: 900_000 }, () => {
     test("directory: the views hold exactly the lab stack's mailboxes, aliases and shares", async () => {
         const mailboxes = await sqlAs("mailreader", "SELECT string_agg(address || ':' || coalesce(display_name, '-') || ':' || quota_bytes, ',' ORDER BY address) FROM virtual_mailboxes");
         assert.equal(mailboxes.code, 0, mailboxes.stderr);
-        const expected = [...model.users].sort((a, b) => a.address.localeCompare(b.address)).map((u) => `${u.address}:${u.displayName ?? "-"}:${u.quotaMb * 1024 * 1024}`).join(",");
+        const expected = [...model.users].sort((a, b) => (a.address < b.address ? -1 : 1)).map((u) => `${u.address}:${u.displayName ?? "-"}:${u.quotaMb * 1024 * 1024}`).join(",");
         assert.equal(mailboxes.stdout.trim(), expected);
         const aliases = await sqlAs("mailreader", "SELECT string_agg(source || '>' || destination, ',' ORDER BY source, destination) FROM virtual_aliases");
         assert.equal(aliases.stdout.trim(), [...model.aliases].map((a) => `${a.source}>${a.destination}`).sort().join(","));
