@@ -8,14 +8,22 @@ import { orderSteps } from "../steps";
 import { renderBackupSteps } from "./backup";
 import { renderBaseSteps } from "./base";
 import { renderDirectorySteps } from "./directory";
+import { renderDovecotSteps } from "./dovecot";
 import { renderFail2banSteps } from "./fail2ban";
+import { renderPostfixSteps } from "./postfix";
 import { renderPostgresqlSteps } from "./postgresql";
+import { renderRspamdSteps } from "./rspamd";
+import { renderTlsSteps } from "./tls";
 
 /** One entry per service module (files/<service>/ holds its config files). */
 const SERVICES: ReadonlyArray<(model: Model) => Step[]> = [
     renderBaseSteps,
     renderPostgresqlSteps,
     renderDirectorySteps,
+    renderTlsSteps,
+    renderRspamdSteps,
+    renderDovecotSteps,
+    renderPostfixSteps,
     // base, postgresql, postfix, dovecot, rspamd, web, nextcloud, ... are added here by their modules
 ];
 
