@@ -1,0 +1,95 @@
+/**
+ * The postgresql step as rendered: config files that say what the conventions require, role
+ * passwords only as secret placeholders in root-only files, and an order that keeps the cluster
+ * off the root disk. (The SQL side runs against a real server in directory-sql.test.ts.)
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { DB_ROLES, secretSpecs } from "../../components/secrets";
+import { renderPostgresqlSteps, PG_DATA_DIR, rolePasswordFile } from "../../components/services/postgresql";
+import { renderApplyScript, resolveSecrets, secretsOf } from "../../components/steps";
+import { fixtureModel } from "../fixtures/config";
+
+const model = fixtureModel();
+const [step] = renderPostgresqlSteps(model);
+const fileAt = (path: string) => {
+    const f = step.files.find((x) => x.path === path);
+    assert.ok(f, `postgresql step has no file ${path}`);
+    return f;
+};
+/** Non-comment lines of a pg_hba.conf, whitespace-normalised. */
+const hbaRules = (text: string) =>
+    text
+        .split("\n")
+        .map((l) => l.replace(/#.*/, "").trim().split(/\s+/).join(" "))
+        .filter(Boolean);
+/** key = 'value' settings of a postgresql.conf-style file. */
+const confSettings = (text: string) =>
+    new Map(
+        [...text.matchAll(/^\s*([a-z_]+)\s*=\s*'?([^'\n#]*?)'?\s*(#.*)?$/gm)].map((m) => [m[1], m[2]] as [string, string]),
+    );
+
+describe("postgresql: rendering", () => {
+    it("postgresql: comes after base and installs PostgreSQL 17 only after the createcluster drop-in", () => {
+        assert.equal(step.name, "postgresql");
+        assert.deepEqual(step.after, ["base"]);
+        // A package list would be installed before the files; the drop-in must be there first.
+        assert.equal(step.packages, undefined);
+        const script = renderApplyScript(resolveSecrets(step, Object.fromEntries(secretsOf(step).map((n) => [n, "x"]))));
+        const dropIn = script.indexOf("ispmail_file /etc/postgresql-common/createcluster.d/ispmail.conf");
+        assert.match(script, /^PG_MAJOR=17$/m);
+        const install = script.indexOf("ispmail_packages postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR python3-psycopg");
+        assert.ok(dropIn > 0 && install > dropIn, "drop-in written before the package is installed");
+    });
+
+    it("postgresql: no cluster outside the volume, and new clusters include our settings", () => {
+        const c = confSettings(fileAt("/etc/postgresql-common/createcluster.d/ispmail.conf").content);
+        assert.equal(c.get("create_main_cluster"), "off");
+        assert.equal(c.get("data_directory"), "/srv/ispmail/postgresql/%v/%c");
+        assert.equal("/srv/ispmail/postgresql/%v/%c".replace("%v", "17").replace("%c", "main"), PG_DATA_DIR);
+        assert.equal(c.get("add_include"), "/etc/ispmail/postgresql/postgresql.conf");
+    });
+
+    it("postgresql: listens on localhost, SCRAM only, our pg_hba", () => {
+        const s = confSettings(fileAt("/etc/ispmail/postgresql/postgresql.conf").content);
+        assert.equal(s.get("listen_addresses"), "localhost");
+        assert.equal(s.get("password_encryption"), "scram-sha-256");
+        assert.equal(s.get("hba_file"), "/etc/ispmail/postgresql/pg_hba.conf");
+    });
+
+    it("pg_hba: peer for postgres, scram-sha-256 for everyone else, nothing beyond loopback", () => {
+        const rules = hbaRules(fileAt("/etc/ispmail/postgresql/pg_hba.conf").content);
+        assert.equal(rules[0], "local all postgres peer");
+        assert.ok(rules.includes("host all all 127.0.0.1/32 scram-sha-256"));
+        assert.ok(rules.includes("host all all ::1/128 scram-sha-256"));
+        assert.ok(rules.includes("local all all scram-sha-256"));
+        for (const r of rules) {
+            assert.doesNotMatch(r, / (trust|md5|password)$/, `weak method: ${r}`);
+            const [type, , , address] = r.split(" ");
+            if (type === "host") assert.ok(["127.0.0.1/32", "::1/128"].includes(address), `non-loopback rule: ${r}`);
+            assert.notEqual(type, "hostnossl", r);
+        }
+    });
+
+    it("postgresql: role passwords are secret placeholders in root-only files, one per role", () => {
+        for (const role of Object.values(DB_ROLES)) {
+            const f = fileAt(rolePasswordFile(role));
+            assert.equal(f.content, `@@secret:db.${role}@@`);
+            assert.equal(f.secret, true);
+            assert.equal(f.mode, "0600");
+            assert.equal(f.owner, "root");
+        }
+        // Every secret the step uses is one the stack generates.
+        const known = new Set(secretSpecs(model).map((s) => s.name));
+        for (const name of secretsOf(step)) assert.ok(known.has(name), name);
+        // Nothing secret anywhere else.
+        assert.doesNotMatch(step.script, /@@secret:/);
+        for (const f of step.files) if (!f.secret) assert.doesNotMatch(f.content, /@@secret:/, f.path);
+    });
+
+    it("postgresql: the script reloads only when our config changed, and restarts only if PostgreSQL asks", () => {
+        assert.match(step.script, /elif \[ \$settings_added = 1 \] \|\| changed \/etc\/ispmail\/postgresql; then/);
+        assert.match(step.script, /pending_restart/);
+        assert.doesNotMatch(step.script, /\brestart postgresql\b/);
+    });
+});
