@@ -7,13 +7,16 @@ import type { Step } from "../steps";
 import { orderSteps } from "../steps";
 import { renderBackupSteps } from "./backup";
 import { renderBaseSteps } from "./base";
+import { renderCertbotSteps } from "./certbot";
 import { renderDirectorySteps } from "./directory";
 import { renderDovecotSteps } from "./dovecot";
 import { renderFail2banSteps } from "./fail2ban";
+import { renderNextcloudSteps } from "./nextcloud";
 import { renderPostfixSteps } from "./postfix";
 import { renderPostgresqlSteps } from "./postgresql";
 import { renderRspamdSteps } from "./rspamd";
 import { renderTlsSteps } from "./tls";
+import { renderWebSteps } from "./web";
 
 /** One entry per service module (files/<service>/ holds its config files). */
 const SERVICES: ReadonlyArray<(model: Model) => Step[]> = [
@@ -24,6 +27,9 @@ const SERVICES: ReadonlyArray<(model: Model) => Step[]> = [
     renderRspamdSteps,
     renderDovecotSteps,
     renderPostfixSteps,
+    renderWebSteps,
+    renderCertbotSteps,
+    renderNextcloudSteps,
     // base, postgresql, postfix, dovecot, rspamd, web, nextcloud, ... are added here by their modules
 ];
 
