@@ -42,6 +42,15 @@ export interface RunOptions {
     readonly outboundTarget?: string;
 }
 
+/** A check that cannot complete (resolver down, timeout) is itself a problem, not a crash. */
+async function guarded(check: string, fn: () => Promise<Finding[]>): Promise<Finding[]> {
+    try {
+        return await fn();
+    } catch (e) {
+        return [problem(check, `could not be checked: ${(e as Error).message}`, "check that the resolver and the server are reachable from here")];
+    }
+}
+
 export async function runChecks(intended: Intended, opts: RunOptions = {}): Promise<Finding[]> {
     const { model, ipv4, ipv6 } = intended;
     const lookup = opts.lookup ?? dnsLookup({ servers: intended.dnsServers });
@@ -49,11 +58,11 @@ export async function runChecks(intended: Intended, opts: RunOptions = {}): Prom
 
     findings.push(...(await compareRecords(intended.records, lookup, { fix: intended.fixDns, skipDkimContent: !intended.dkimKnown })));
     if (!intended.dkimKnown) findings.push(skipped("dns", "DKIM keys are only in the stack state: give --outputs (pulumi stack output --json) to compare them; checked for validity below"));
-    findings.push(...(await checkPtr([ipv4, ipv6], model.mailHost, lookup, intended.fixPtr)));
-    findings.push(...(await checkMx(model, { ipv4, ipv6 }, lookup, intended.fixDns)));
-    findings.push(...(await checkSpf(model, { ipv4, ipv6 }, lookup, intended.fixDns)));
-    findings.push(...(await checkDmarc(model, lookup, intended.fixDns)));
-    findings.push(...(await checkDkim(model, lookup, intended.fixDns)));
+    findings.push(...(await guarded("ptr", () => checkPtr([ipv4, ipv6], model.mailHost, lookup, intended.fixPtr))));
+    findings.push(...(await guarded("mx", () => checkMx(model, { ipv4, ipv6 }, lookup, intended.fixDns))));
+    findings.push(...(await guarded("spf", () => checkSpf(model, { ipv4, ipv6 }, lookup, intended.fixDns))));
+    findings.push(...(await guarded("dmarc", () => checkDmarc(model, lookup, intended.fixDns))));
+    findings.push(...(await guarded("dkim", () => checkDkim(model, lookup, intended.fixDns))));
 
     for (const address of [ipv4, ipv6]) {
         for (const p of PORTS) {
@@ -86,7 +95,7 @@ export async function runChecks(intended: Intended, opts: RunOptions = {}): Prom
     }
 
     findings.push(
-        ...(await checkMtaSts(
+        ...(await guarded("mta-sts", () => checkMtaSts(
             model,
             lookup,
             async (domain) => {
@@ -96,7 +105,7 @@ export async function runChecks(intended: Intended, opts: RunOptions = {}): Prom
                 return httpsGet(address, host, "/.well-known/mta-sts.txt");
             },
             intended.fixDns,
-        )),
+        ))),
     );
 
     if (opts.onServer && opts.outboundTarget) {
