@@ -1,0 +1,81 @@
+/**
+ * The lab's transport for steps: each step's apply script (components/steps.ts, the very script the
+ * Pulumi components send) goes over SSH to `bash -s` as root, on stdin — with its secrets resolved
+ * just before, as `command.remote` gets them through a secret stdin.
+ */
+import { parseStepResult, renderApplyScript, resolveSecrets, type Step, type StepResult } from "../components/steps";
+import type { GuestPlan } from "./lab";
+import { sshExec } from "./ssh";
+
+export interface AppliedStep {
+    readonly name: string;
+    readonly result: StepResult;
+    readonly seconds: number;
+    readonly actions: readonly string[];
+    readonly changedFiles: readonly string[];
+}
+
+export class StepFailed extends Error {
+    constructor(
+        readonly step: string,
+        readonly code: number,
+        readonly stderr: string,
+        /** The steps applied before this one (for the progress table). */
+        readonly applied: readonly AppliedStep[] = [],
+    ) {
+        super(`step ${step} failed (exit ${code}):\n${stderr.trim().split("\n").slice(-60).join("\n")}`);
+        this.name = "StepFailed";
+    }
+}
+
+export interface ApplyOptions {
+    /** Per-step limit; package installs through the proxy are the slow part. */
+    readonly stepTimeoutMs?: number;
+    /** Progress lines (the scripts' `log` lines on stderr), e.g. for a console. */
+    readonly onLog?: (line: string) => void;
+}
+
+/** Applies steps in the given order on a guest; stops at the first failure (throws {@link StepFailed}). */
+export async function applySteps(
+    guest: GuestPlan,
+    steps: readonly Step[],
+    secrets: Readonly<Record<string, string>>,
+    opts: ApplyOptions = {},
+): Promise<AppliedStep[]> {
+    const applied: AppliedStep[] = [];
+    for (const step of steps) {
+        const script = renderApplyScript(resolveSecrets(step, secrets));
+        const start = Date.now();
+        let pending = "";
+        const r = await sshExec(guest, "bash -s", {
+            input: script,
+            timeoutMs: opts.stepTimeoutMs ?? 30 * 60_000,
+            onStderr: opts.onLog
+                ? (chunk) => {
+                      const lines = (pending + chunk).split("\n");
+                      pending = lines.pop() ?? "";
+                      for (const l of lines) if (l.startsWith(`[${step.name}]`)) opts.onLog!(l);
+                  }
+                : undefined,
+        });
+        const seconds = (Date.now() - start) / 1000;
+        const parsed = parseStepResult(r.stdout);
+        if (r.code !== 0 || !parsed) throw new StepFailed(step.name, r.code, r.stderr || r.stdout, applied);
+        applied.push({ name: step.name, result: parsed.result, seconds, actions: parsed.actions, changedFiles: parsed.changedFiles });
+    }
+    return applied;
+}
+
+/** The table `npm run lab` prints: step, changed/unchanged, seconds, actions. */
+export function formatApplyTable(title: string, rows: readonly AppliedStep[]): string {
+    const nameWidth = Math.max(4, ...rows.map((r) => r.name.length));
+    const lines = [`${title}`, `  ${"step".padEnd(nameWidth)}  ${"result".padEnd(9)}  ${"seconds".padStart(7)}  actions`];
+    for (const r of rows) {
+        const actions = r.actions.length ? r.actions.join("; ") : r.changedFiles.length ? `wrote ${r.changedFiles.join(", ")}` : "";
+        lines.push(`  ${r.name.padEnd(nameWidth)}  ${r.result.padEnd(9)}  ${r.seconds.toFixed(1).padStart(7)}  ${actions}`);
+    }
+    if (rows.length === 0) lines.push("  (no steps applied)");
+    const changed = rows.filter((r) => r.result === "changed").length;
+    lines.push(`  ${changed} changed, ${rows.length - changed} unchanged`);
+    return lines.join("\n");
+}

@@ -1,0 +1,192 @@
+/**
+ * Lab DNS: the zones the lab serves, rendered from the same `renderDnsRecords` the Cloudflare
+ * component uses, plus what the lab adds itself (SOA/NS, the foreign domain, reverse zones that
+ * Hetzner's rDNS would provide), served by knot on the lab bridge.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import * as ipaddr from "ipaddr.js";
+import type { Model } from "../components/config";
+import { renderDnsRecords, type DnsRecord } from "../components/dns/records";
+import { labTemplate } from "./files";
+import { LAB, PATHS } from "./lab";
+import { daemonPid, inLabNet, run, runOk, startDaemon, waitFor } from "./proc";
+
+/** A record of a lab zone: the product's record types plus the ones only the lab serves. */
+export interface ZoneRecord {
+    readonly name: string;
+    readonly type: DnsRecord["type"] | "NS" | "PTR";
+    readonly ttl: number;
+    readonly content: string;
+}
+
+export interface Zone {
+    readonly origin: string;
+    readonly records: readonly ZoneRecord[];
+}
+
+/** The lab's name server, in the lab-owned foreign zone. */
+const NS_HOST = `ns.${LAB.foreignDomain}`;
+const LAB_TTL = 300;
+
+/** The reverse-zone owner name of an address (RFC 1035 in-addr.arpa, RFC 3596 ip6.arpa). */
+export function reverseName(address: string): string {
+    const addr = ipaddr.parse(address);
+    if (addr.kind() === "ipv4") return `${addr.toByteArray().reverse().join(".")}.in-addr.arpa`;
+    const hex = (addr as ipaddr.IPv6).parts.map((p) => p.toString(16).padStart(4, "0")).join("");
+    return `${hex.split("").reverse().join(".")}.ip6.arpa`;
+}
+
+/** The reverse zone of a network given by one address and its prefix (on an octet/nibble boundary). */
+export function reverseZone(address: string, prefixLength: number): string {
+    const labels = reverseName(address).split(".");
+    const perLabel = ipaddr.parse(address).kind() === "ipv4" ? 8 : 4;
+    if (prefixLength % perLabel !== 0) throw new Error(`prefix /${prefixLength} is not on a label boundary`);
+    const hostLabels = (ipaddr.parse(address).kind() === "ipv4" ? 32 : 128) / perLabel - prefixLength / perLabel;
+    return labels.slice(hostLabels).join(".");
+}
+
+export interface LabZoneInput {
+    readonly model: Model;
+    readonly dkimPublicKeys: Readonly<Record<string, string>>;
+}
+
+/** Every zone the lab serves. Pure: the unit tests check it without a running server. */
+export function labZones({ model, dkimPublicKeys }: LabZoneInput): Zone[] {
+    const zones = new Map<string, ZoneRecord[]>();
+    const add = (zone: string, r: ZoneRecord) => {
+        if (!zones.has(zone)) zones.set(zone, []);
+        zones.get(zone)!.push(r);
+    };
+    for (const d of model.domains) zones.set(d, []);
+    for (const r of renderDnsRecords({ model, ipv4: LAB.mail.ipv4, ipv6: LAB.mail.ipv6, dkimPublicKeys })) {
+        add(r.zone, { name: r.name, type: r.type, ttl: r.ttl, content: r.content });
+    }
+    // The foreign MTA's domain: a plain, correct mail domain of someone else.
+    const f = LAB.foreign;
+    add(LAB.foreignDomain, { name: LAB.foreignDomain, type: "MX", ttl: LAB_TTL, content: `10 ${f.fqdn}` });
+    add(LAB.foreignDomain, { name: LAB.foreignDomain, type: "TXT", ttl: LAB_TTL, content: '"v=spf1 mx -all"' });
+    add(LAB.foreignDomain, { name: f.fqdn, type: "A", ttl: LAB_TTL, content: f.ipv4 });
+    add(LAB.foreignDomain, { name: f.fqdn, type: "AAAA", ttl: LAB_TTL, content: f.ipv6 });
+    add(LAB.foreignDomain, { name: NS_HOST, type: "A", ttl: LAB_TTL, content: LAB.host.ipv4 });
+    add(LAB.foreignDomain, { name: NS_HOST, type: "AAAA", ttl: LAB_TTL, content: LAB.host.ipv6 });
+    // Reverse DNS, as hcloud.Rdns sets it for the server's addresses.
+    const ptrs: Array<[string, string]> = [
+        [LAB.mail.ipv4, model.mailHost],
+        [LAB.mail.ipv6, model.mailHost],
+        [f.ipv4, f.fqdn],
+        [f.ipv6, f.fqdn],
+    ];
+    for (const [address, host] of ptrs) {
+        const prefix = address.includes(":") ? LAB.prefix.ipv6 : LAB.prefix.ipv4;
+        add(reverseZone(address, prefix), { name: reverseName(address), type: "PTR", ttl: LAB_TTL, content: host });
+    }
+    return [...zones].map(([origin, records]) => ({ origin, records }));
+}
+
+/** Host names in record data are written fully qualified (trailing dot), never relative to $ORIGIN. */
+function absoluteData(r: ZoneRecord): string {
+    const dot = (name: string) => (name.endsWith(".") ? name : `${name}.`);
+    const parts = r.content.trim().split(/\s+/);
+    switch (r.type) {
+        case "MX":
+        case "SRV": {
+            const target = parts[parts.length - 1];
+            return [...parts.slice(0, -1), target === "." ? "." : dot(target)].join(" ");
+        }
+        case "CNAME":
+        case "NS":
+        case "PTR":
+            return dot(r.content.trim());
+        default:
+            return r.content;
+    }
+}
+
+/** A zone file in RFC 1035 master format. */
+export function renderZoneFile(zone: Zone, serial: number): string {
+    const lines = [
+        "; Rendered by the ispmail lab (lab/dns.ts) from renderDnsRecords(); do not edit.",
+        `$ORIGIN ${zone.origin}.`,
+        `$TTL ${LAB_TTL}`,
+        // refresh, retry, expire, and a short negative-caching TTL (60 s) so tests see changes.
+        `@ SOA ${NS_HOST}. hostmaster.${LAB.foreignDomain}. ${serial} 3600 600 86400 60`,
+        `@ NS ${NS_HOST}.`,
+    ];
+    for (const r of zone.records) lines.push(`${r.name}. ${r.ttl} IN ${r.type} ${absoluteData(r)}`);
+    return lines.join("\n") + "\n";
+}
+
+const SERIAL = /^@ SOA \S+ \S+ (\d+) /m;
+
+/**
+ * Writes the zone file when its records changed, with a serial above the previous one. Returns
+ * whether it wrote.
+ */
+export function writeZoneIfChanged(zone: Zone, file: string, now = Math.floor(Date.now() / 1000)): boolean {
+    const old = existsSync(file) ? readFileSync(file, "utf8") : undefined;
+    const oldSerial = old ? Number(SERIAL.exec(old)?.[1] ?? 0) : 0;
+    if (old !== undefined && renderZoneFile(zone, oldSerial) === old) return false;
+    writeFileSync(file, renderZoneFile(zone, Math.max(oldSerial + 1, now)));
+    return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// knot
+// ---------------------------------------------------------------------------------------------
+const KNOT = "knot";
+const knotConf = () => join(PATHS.dns, "knot.conf");
+const knotRun = () => join(PATHS.run, "knot");
+
+function writeIfChanged(file: string, content: string): boolean {
+    if (existsSync(file) && readFileSync(file, "utf8") === content) return false;
+    writeFileSync(file, content);
+    return true;
+}
+
+/** Queries the lab DNS from inside the lab namespace (kdig); returns the answer lines. */
+export async function labDig(name: string, type: string): Promise<string[]> {
+    const [cmd, args] = inLabNet("kdig", [`@${LAB.dns}`, name, type, "+short", "+time=2", "+retry=1"]);
+    const r = await run(cmd, args, { timeoutMs: 10_000 });
+    return r.code === 0 ? r.stdout.split("\n").filter(Boolean) : [];
+}
+
+/**
+ * Renders the zones and knot's config, starts knot when it is not running, and reloads it only
+ * when something changed. Returns what it did.
+ */
+export async function ensureDns(input: LabZoneInput): Promise<"started" | "reloaded" | "unchanged"> {
+    const zones = labZones(input);
+    const zoneDir = join(PATHS.dns, "zones");
+    mkdirSync(zoneDir, { recursive: true });
+    mkdirSync(join(PATHS.dns, "db"), { recursive: true });
+    mkdirSync(knotRun(), { recursive: true });
+    let changed = writeIfChanged(
+        knotConf(),
+        labTemplate("knot/knot.conf.mustache", {
+            runDir: knotRun(),
+            dbDir: join(PATHS.dns, "db"),
+            zoneDir,
+            hostIpv4: LAB.host.ipv4,
+            hostIpv6: LAB.host.ipv6,
+            zones: zones.map((z) => z.origin),
+        }),
+    );
+    for (const z of zones) changed = writeZoneIfChanged(z, join(zoneDir, `${z.origin}.zone`)) || changed;
+    await runOk("knotc", ["-c", knotConf(), "conf-check"], { timeoutMs: 20_000 });
+
+    const probe = zones[0].origin;
+    const answers = async () => (await labDig(probe, "SOA")).length > 0;
+    if (daemonPid(KNOT) === undefined) {
+        const [cmd, args] = inLabNet("knotd", ["-c", knotConf()]);
+        startDaemon(KNOT, cmd, args);
+        await waitFor("the lab DNS (knot) to answer", answers, { tries: 50, intervalMs: 200, timeoutMs: 15_000 });
+        return "started";
+    }
+    if (!changed) return "unchanged";
+    await runOk("knotc", ["-c", knotConf(), "-t", "10", "reload"], { timeoutMs: 20_000 });
+    await waitFor("the lab DNS (knot) to answer after reload", answers, { tries: 50, intervalMs: 200, timeoutMs: 15_000 });
+    return "reloaded";
+}
+
+export { KNOT as KNOT_DAEMON };

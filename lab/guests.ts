@@ -1,0 +1,136 @@
+/**
+ * Guests: Debian 13 systems booted with real systemd by systemd-nspawn, each on an independent
+ * copy of the cached rootfs, with its veth end on the lab bridge and a static address.
+ *
+ * What the lab writes into a new guest's root is the lab's stand-in for what Hetzner and
+ * cloud-init do on a real server (network, resolver, host key, authorized deploy key) plus the
+ * lab's own plumbing (apt proxy, lab CA). None of it is a step: the steps must work on top of it
+ * exactly as on a fresh Hetzner machine.
+ */
+import { randomBytes } from "node:crypto";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { guestRoot, LAB, PATHS, type GuestPlan } from "./lab";
+import { LAB_CA_CERT } from "./pebble";
+import { daemonPid, inLabNet, quick, runOk, startDaemon, stopDaemon, waitFor } from "./proc";
+import { rootfsHash } from "./rootfs";
+import { installHostKey, sshExec } from "./ssh";
+
+export const guestDaemon = (g: GuestPlan) => `guest-${g.name}`;
+const baseFile = (g: GuestPlan) => join(PATHS.guests, g.name, "rootfs-hash");
+
+export function guestExists(g: GuestPlan): boolean {
+    return existsSync(join(guestRoot(g), "etc", "os-release"));
+}
+
+export function guestRunning(g: GuestPlan): boolean {
+    return daemonPid(guestDaemon(g)) !== undefined;
+}
+
+/** The rootfs a guest was made from, when it is older than the current cached one. */
+export function staleBase(g: GuestPlan): boolean {
+    return existsSync(baseFile(g)) && readFileSync(baseFile(g), "utf8").trim() !== rootfsHash();
+}
+
+function put(root: string, path: string, content: string, mode = 0o644): void {
+    const file = join(root, path);
+    mkdirSync(dirname(file), { recursive: true });
+    rmSync(file, { force: true }); // may be a dangling symlink (resolv.conf)
+    writeFileSync(file, content, { mode });
+    chmodSync(file, mode);
+}
+
+/** Creates a guest's root from the cached rootfs. */
+export async function createGuest(g: GuestPlan, rootfs: string, deployPublicKey: string): Promise<void> {
+    const root = guestRoot(g);
+    const staging = `${root}.new`;
+    rmSync(staging, { recursive: true, force: true });
+    mkdirSync(dirname(root), { recursive: true });
+    await runOk("cp", ["-a", "--reflink=auto", rootfs, staging], { timeoutMs: 10 * 60_000 });
+
+    const short = g.fqdn.split(".")[0];
+    put(staging, "etc/hostname", `${short}\n`);
+    put(staging, "etc/hosts", `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${g.ipv4}\t${g.fqdn} ${short}\n${g.ipv6}\t${g.fqdn} ${short}\n`);
+    put(staging, "etc/machine-id", `${randomBytes(16).toString("hex")}\n`, 0o444);
+    // Static addresses on nspawn's veth (host0); no gateway: the lab network is all there is.
+    put(
+        staging,
+        "etc/systemd/network/10-ispmail-lab.network",
+        [
+            "# Written by the ispmail lab: the guest's static address on the lab bridge.",
+            "[Match]",
+            "Name=host0",
+            "",
+            "[Network]",
+            `Address=${g.ipv4}/${LAB.prefix.ipv4}`,
+            `Address=${g.ipv6}/${LAB.prefix.ipv6}`,
+            "IPv6AcceptRA=no",
+            "LinkLocalAddressing=ipv6",
+            "",
+        ].join("\n"),
+    );
+    symlinkSync("/usr/lib/systemd/system/systemd-networkd.service", join(staging, "etc/systemd/system/multi-user.target.wants/systemd-networkd.service"));
+    put(staging, "etc/resolv.conf", `# The lab DNS (knot on the lab bridge).\nnameserver ${LAB.dns}\n`);
+    put(staging, "etc/apt/apt.conf.d/00ispmail-lab-proxy", `// Written by the ispmail lab: packages through the host's apt-cacher-ng.\nAcquire::http::Proxy "${LAB.aptProxy.url}";\n`);
+    mkdirSync(join(staging, "root/.ssh"), { recursive: true, mode: 0o700 });
+    put(staging, "root/.ssh/authorized_keys", `${deployPublicKey}\n`, 0o600);
+    // The lab CA signs pebble's HTTPS endpoint: certbot must trust it as it trusts Let's Encrypt's.
+    copyFileSync(LAB_CA_CERT, join(staging, "usr/local/share/ca-certificates/ispmail-lab-ca.crt"));
+    await runOk("chroot", [staging, "update-ca-certificates"], { timeoutMs: 60_000 });
+    await installHostKey(g, staging);
+
+    rmSync(root, { recursive: true, force: true });
+    renameSync(staging, root);
+    writeFileSync(baseFile(g), `${rootfsHash()}\n`);
+}
+
+/** Boots a guest (detached) and waits until SSH answers; returns the seconds from start to SSH. */
+export async function bootGuest(g: GuestPlan): Promise<number> {
+    const args = [
+        "--register=no", // no systemd-machined on this host
+        "--keep-unit", // no transient scope unit either: stay in our own cgroup
+        "--boot",
+        `--directory=${guestRoot(g)}`,
+        `--machine=${g.machine}`,
+        `--network-bridge=${LAB.bridge}`,
+        "--resolv-conf=off", // the guest's resolv.conf names the lab DNS; keep it
+        "--timezone=off",
+        "--link-journal=no",
+        "--console=read-only",
+    ];
+    if (g.name === "mail") {
+        mkdirSync(PATHS.mailData, { recursive: true, mode: 0o755 });
+        // The data volume: a real mountpoint in the guest, as the Hetzner volume is.
+        args.push(`--bind=${PATHS.mailData}:/srv/ispmail`);
+    }
+    const [cmd, nsArgs] = inLabNet("systemd-nspawn", args);
+    const start = Date.now();
+    // The host mounts cgroup v1 + v2 (hybrid); trixie's systemd needs the unified hierarchy.
+    startDaemon(guestDaemon(g), cmd, nsArgs, { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1" });
+    await waitFor(
+        `SSH on the ${g.name} guest (${g.ipv4})`,
+        async () => {
+            if (!guestRunning(g)) throw new Error(`the ${g.name} guest stopped while booting; see .lab/logs/${guestDaemon(g)}.log`);
+            return (await sshExec(g, "true", { timeoutMs: 8_000 })).code === 0;
+        },
+        { tries: 240, intervalMs: 250, timeoutMs: 120_000 },
+    );
+    return (Date.now() - start) / 1000;
+}
+
+/** Powers a guest off (nspawn turns SIGTERM into a clean shutdown), bounded; then kills it. */
+export async function stopGuest(g: GuestPlan): Promise<boolean> {
+    return stopDaemon(guestDaemon(g), 30_000);
+}
+
+/** Removes a stopped guest's root (never while anything is mounted below it). */
+export function removeGuest(g: GuestPlan): boolean {
+    const dir = join(PATHS.guests, g.name);
+    if (!existsSync(dir)) return false;
+    const mounts = quick("findmnt", ["-rn", "-o", "TARGET"])
+        .split("\n")
+        .filter((t) => t === dir || t.startsWith(`${dir}/`));
+    if (mounts.length) throw new Error(`refusing to remove ${dir}: still mounted: ${mounts.join(", ")}`);
+    rmSync(dir, { recursive: true, force: true });
+    return true;
+}

@@ -1,0 +1,82 @@
+/**
+ * The lab's fixed plan: addresses, names and where its state lives. Everything else in lab/ and the
+ * e2e tests (through lab/testkit.ts) reads these constants.
+ *
+ * The whole lab network lives in a network namespace of its own (`ispmail-lab`): the bridge, the
+ * host-side services (DNS, ACME CA, apt proxy) and the guests' links. Nothing of it is reachable
+ * from the machine's own namespace, and nothing in it can reach out — which matters here because
+ * the documentation range 192.0.2.0/24 may well be the machine's real LAN (it is on this one).
+ */
+import { join } from "node:path";
+
+/** Repository root (lab/ is one level below). */
+export const REPO_DIR = join(__dirname, "..");
+/** All lab state: rootfs cache, guests, keys, secrets, logs, pids. Gitignored. */
+export const STATE_DIR = process.env.ISPMAIL_LAB_DIR ?? join(REPO_DIR, ".lab");
+
+export type GuestName = "mail" | "foreign";
+
+export interface GuestPlan {
+    readonly name: GuestName;
+    /** systemd-nspawn machine name (also the log file name). */
+    readonly machine: string;
+    /** Fully qualified host name; the PTR of its addresses. */
+    readonly fqdn: string;
+    readonly ipv4: string;
+    readonly ipv6: string;
+}
+
+export const LAB = {
+    netns: "ispmail-lab",
+    bridge: "isplab0",
+    /** The host side of the lab bridge: DNS, ACME CA and apt proxy listen here. */
+    host: { ipv4: "192.0.2.1", ipv6: "2001:db8:2::1" },
+    prefix: { ipv4: 24, ipv6: 64 },
+    /** The lab's authoritative DNS server, used as resolver by guests and tests. */
+    dns: "192.0.2.1",
+    acme: {
+        directoryUrl: "https://192.0.2.1:14000/dir",
+        /** pebble's management interface: /roots/0 is the root that signs issued certificates. */
+        managementUrl: "https://192.0.2.1:15000",
+    },
+    aptProxy: { url: "http://192.0.2.1:3142", port: 3142 },
+    mail: { name: "mail", machine: "ispmail-mail", fqdn: "mx1.example.org", ipv4: "192.0.2.10", ipv6: "2001:db8:2::10" } as GuestPlan,
+    foreign: { name: "foreign", machine: "ispmail-foreign", fqdn: "mx.example.net", ipv4: "192.0.2.20", ipv6: "2001:db8:2::20" } as GuestPlan,
+    /** The foreign MTA's own mail domain and the local user that receives its mail. */
+    foreignDomain: "example.net",
+    foreignUser: "rcpt",
+    /** Only one lab operation at a time on this machine (shared convention). */
+    lockFile: "/run/ispmail-lab.lock",
+} as const;
+
+export const GUESTS: readonly GuestPlan[] = [LAB.mail, LAB.foreign];
+
+export function guestPlan(name: GuestName): GuestPlan {
+    return name === "mail" ? LAB.mail : LAB.foreign;
+}
+
+/** Where each piece of lab state lives. */
+export const PATHS = {
+    stackFile: join(REPO_DIR, "lab", "stack.yaml"),
+    rootfsScript: join(REPO_DIR, "lab", "build-rootfs.sh"),
+    rootfsCache: join(STATE_DIR, "rootfs"),
+    guests: join(STATE_DIR, "guests"),
+    /** The mail guest's data volume (/srv/ispmail inside): survives guest re-creation. */
+    mailData: join(STATE_DIR, "data", "mail"),
+    sshDir: join(STATE_DIR, "ssh"),
+    deployKey: join(STATE_DIR, "ssh", "deploy_ed25519"),
+    knownHosts: join(STATE_DIR, "ssh", "known_hosts"),
+    secrets: join(STATE_DIR, "secrets.json"),
+    ca: join(STATE_DIR, "ca"),
+    dns: join(STATE_DIR, "dns"),
+    pebble: join(STATE_DIR, "pebble"),
+    /** The root that signs pebble's certificates (fetched from its management port on every up). */
+    pebbleIssuingRoot: join(STATE_DIR, "pebble", "issuing-root.pem"),
+    aptProxy: join(STATE_DIR, "apt-proxy"),
+    aptCache: join(STATE_DIR, "apt-cache"),
+    run: join(STATE_DIR, "run"),
+    logs: join(STATE_DIR, "logs"),
+} as const;
+
+/** The guest's root directory (an independent copy of the cached rootfs). */
+export const guestRoot = (g: GuestPlan) => join(PATHS.guests, g.name, "root");

@@ -1,0 +1,162 @@
+/**
+ * `up` and `destroy`: the whole lab in order. Each piece is idempotent, so `up` on a running lab
+ * only re-renders what may have changed (DNS zones, steps) and reports every step unchanged.
+ */
+import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { renderServerSteps } from "../components/services";
+import { applySteps, formatApplyTable, StepFailed, type AppliedStep } from "./apply";
+import { APT_PROXY_DAEMONS, ensureAptProxy } from "./aptproxy";
+import { ensureDns, KNOT_DAEMON } from "./dns";
+import { renderForeignMtaSteps } from "./foreign";
+import { bootGuest, createGuest, guestDaemon, guestExists, guestRunning, removeGuest, staleBase, stopGuest } from "./guests";
+import { GUESTS, LAB, PATHS, STATE_DIR } from "./lab";
+import { destroyNetwork, ensureNetwork, netnsPids, networkExists } from "./network";
+import { ensureLabCa, ensurePebble, PEBBLE_DAEMON } from "./pebble";
+import { daemonPid, knownDaemons, quick, sleep, stopDaemon } from "./proc";
+import { ensureRootfs } from "./rootfs";
+import { ensureDeployKey } from "./ssh";
+import { dkimPublicKeys, ensureSecrets, loadLabStack } from "./stack";
+
+export type Log = (line: string) => void;
+
+export interface UpReport {
+    readonly timings: Record<string, number>;
+    readonly mail: readonly AppliedStep[];
+    readonly foreign: readonly AppliedStep[];
+}
+
+async function timed<T>(timings: Record<string, number>, name: string, fn: () => Promise<T>): Promise<T> {
+    const start = Date.now();
+    try {
+        return await fn();
+    } finally {
+        timings[name] = (Date.now() - start) / 1000;
+    }
+}
+
+/** Brings the whole lab up (the caller holds the lab lock) and applies every step. */
+export async function labUp(log: Log): Promise<UpReport> {
+    const timings: Record<string, number> = {};
+    for (const dir of [STATE_DIR, PATHS.run, PATHS.logs]) mkdirSync(dir, { recursive: true });
+
+    const deployKey = await ensureDeployKey();
+    const { model, passwords } = loadLabStack(deployKey);
+    if (model.mailHost !== LAB.mail.fqdn) throw new Error(`lab/stack.yaml: mailHost must be ${LAB.mail.fqdn} (the lab's plan and tests use it), not ${model.mailHost}`);
+    const secrets = ensureSecrets(model, passwords);
+    // Rendering can fail on a bad service module: find out before booting anything.
+    const serverSteps = renderServerSteps(model);
+    const foreignSteps = renderForeignMtaSteps();
+
+    await ensureLabCa();
+    const rootfs = await timed(timings, "rootfs", () => ensureRootfs(log));
+    if (rootfs.builtSeconds !== undefined) log(`rootfs built in ${rootfs.builtSeconds.toFixed(1)} s`);
+    if (await ensureNetwork()) log(`network: namespace ${LAB.netns}, bridge ${LAB.bridge} ${LAB.host.ipv4}/${LAB.prefix.ipv4} ${LAB.host.ipv6}/${LAB.prefix.ipv6}`);
+    log(`apt proxy: ${await timed(timings, "aptProxy", ensureAptProxy)} (${LAB.aptProxy.url})`);
+    log(`dns: ${await timed(timings, "dns", () => ensureDns({ model, dkimPublicKeys: dkimPublicKeys(model, secrets) }))} (knot on ${LAB.dns})`);
+    log(`acme: ${await timed(timings, "pebble", ensurePebble)} (pebble on ${LAB.acme.directoryUrl})`);
+
+    await Promise.all(
+        GUESTS.map(async (g) => {
+            if (!guestExists(g)) {
+                await timed(timings, `create-${g.name}`, () => createGuest(g, rootfs.dir, deployKey));
+                log(`guest ${g.name}: created from the cached rootfs in ${timings[`create-${g.name}`].toFixed(1)} s`);
+            } else if (staleBase(g)) {
+                log(`guest ${g.name}: made from an older rootfs; \`npm run lab:destroy\` re-creates it from the new one`);
+            }
+            if (!guestRunning(g)) {
+                const seconds = await bootGuest(g);
+                timings[`boot-${g.name}`] = seconds;
+                log(`guest ${g.name}: booted, SSH after ${seconds.toFixed(1)} s (${g.fqdn} ${g.ipv4} ${g.ipv6})`);
+            }
+        }),
+    );
+
+    // The two guests are independent: apply both at once.
+    const onLog = (prefix: string) => (line: string) => log(`${prefix} ${line}`);
+    const [mail, foreign] = await Promise.allSettled([
+        timed(timings, "apply-mail", () => applySteps(LAB.mail, serverSteps, secrets, { onLog: onLog("mail") })),
+        timed(timings, "apply-foreign", () => applySteps(LAB.foreign, foreignSteps, {}, { onLog: onLog("foreign") })),
+    ]);
+    const done = (r: PromiseSettledResult<AppliedStep[]>) => (r.status === "fulfilled" ? r.value : r.reason instanceof StepFailed ? r.reason.applied : []);
+    const report = { timings, mail: done(mail), foreign: done(foreign) };
+    const failed = [mail, foreign].find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) {
+        // Show how far each guest got before saying what failed.
+        console.log(formatUpReport(report));
+        throw failed.reason;
+    }
+    return report;
+}
+
+export function formatUpReport(r: UpReport): string {
+    return [formatApplyTable(`foreign MTA (${LAB.foreign.fqdn}):`, r.foreign), formatApplyTable(`mail server (${LAB.mail.fqdn}):`, r.mail)].join("\n");
+}
+
+/** True when the lab looks up: namespace, DNS and both guests running. */
+export function labLooksUp(): boolean {
+    return networkExists() && daemonPid(KNOT_DAEMON) !== undefined && GUESTS.every(guestRunning);
+}
+
+export interface DestroyReport {
+    readonly stopped: string[];
+    readonly removed: string[];
+    readonly leftovers: string[];
+}
+
+/**
+ * Stops everything the lab started and removes namespace, bridge and guests. Keeps the cached
+ * rootfs, apt cache, data volume, keys and secrets unless `all`.
+ */
+export async function labDestroy(opts: { all: boolean }, log: Log): Promise<DestroyReport> {
+    const stopped: string[] = [];
+    const removed: string[] = [];
+    await Promise.all(
+        GUESTS.map(async (g) => {
+            if (await stopGuest(g)) stopped.push(guestDaemon(g));
+        }),
+    );
+    for (const d of [PEBBLE_DAEMON, KNOT_DAEMON, ...APT_PROXY_DAEMONS]) if (await stopDaemon(d)) stopped.push(d);
+    // Anything else the lab started and tracked (e.g. from an older version of this code).
+    for (const d of knownDaemons()) if (await stopDaemon(d)) stopped.push(d);
+    // Whatever still runs inside the lab namespace was started by the lab: end it by pid.
+    for (let round = 0; round < 2; round++) {
+        const pids = netnsPids().filter((p) => p !== process.pid);
+        if (!pids.length) break;
+        for (const pid of pids) {
+            try {
+                process.kill(pid, round === 0 ? "SIGTERM" : "SIGKILL");
+                stopped.push(`pid ${pid}`);
+            } catch {
+                /* already gone */
+            }
+        }
+        await sleep(1000);
+    }
+    if (await destroyNetwork()) removed.push(`network namespace ${LAB.netns} (bridge ${LAB.bridge})`);
+    for (const g of GUESTS) if (removeGuest(g)) removed.push(`guest ${g.name}`);
+    rmSync(PATHS.run, { recursive: true, force: true });
+    if (opts.all && existsSync(STATE_DIR)) {
+        rmSync(STATE_DIR, { recursive: true, force: true });
+        removed.push(`${STATE_DIR} (rootfs cache, apt cache, data volume, keys, secrets)`);
+    }
+    const leftovers = checkLeftovers();
+    for (const s of stopped) log(`stopped ${s}`);
+    for (const r of removed) log(`removed ${r}`);
+    return { stopped, removed, leftovers };
+}
+
+/** What would show that the lab is still around: namespace, bridge, mounts, processes. */
+export function checkLeftovers(): string[] {
+    const out: string[] = [];
+    if (quick("ip", ["netns", "list"]).split("\n").some((l) => l.split(" ")[0] === LAB.netns)) out.push(`ip netns: ${LAB.netns}`);
+    if (quick("ip", ["-o", "link", "show"]).includes(` ${LAB.bridge}:`)) out.push(`ip link: ${LAB.bridge}`);
+    const mounts = quick("findmnt", ["-rn", "-o", "TARGET"])
+        .split("\n")
+        .filter((t) => t.startsWith(STATE_DIR) || t === `/run/netns/${LAB.netns}`);
+    for (const m of mounts) out.push(`mount: ${m}`);
+    const procs = quick("ps", ["-eo", "pid=,args="])
+        .split("\n")
+        .filter((l) => /systemd-nspawn .*--machine=ispmail-|knotd -c .*\.lab|pebble -config .*\.lab|apt-cacher-ng -c .*\.lab|socat .*apt-proxy\.sock/.test(l));
+    for (const p of procs) out.push(`process: ${p.trim()}`);
+    return out;
+}

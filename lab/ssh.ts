@@ -1,0 +1,55 @@
+/**
+ * SSH into the guests as root with the lab's deploy key (the stand-in for the Pulumi
+ * `tls.PrivateKey` deploy key), checking host keys against the known_hosts file the lab writes when
+ * it creates a guest (as Pulumi pins a host key generated in the graph).
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import type { GuestPlan } from "./lab";
+import { PATHS } from "./lab";
+import { inLabNet, run, runOk, type RunOptions, type RunResult } from "./proc";
+
+/** Generates the deploy key pair once. Returns the public key line. */
+export async function ensureDeployKey(): Promise<string> {
+    if (!existsSync(PATHS.deployKey)) {
+        mkdirSync(PATHS.sshDir, { recursive: true, mode: 0o700 });
+        await runOk("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "ispmail-lab-deploy", "-f", PATHS.deployKey]);
+    }
+    return readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim();
+}
+
+/** Generates a guest's SSH host key into its root and pins it in the lab's known_hosts. */
+export async function installHostKey(guest: GuestPlan, root: string): Promise<void> {
+    const keyFile = `${root}/etc/ssh/ssh_host_ed25519_key`;
+    await runOk("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `root@${guest.fqdn}`, "-f", keyFile]);
+    const pub = readFileSync(`${keyFile}.pub`, "utf8").trim().split(" ").slice(0, 2).join(" ");
+    const names = [guest.ipv4, guest.ipv6, guest.fqdn];
+    const others = existsSync(PATHS.knownHosts)
+        ? readFileSync(PATHS.knownHosts, "utf8")
+              .split("\n")
+              .filter((l) => l && !names.includes(l.split(" ")[0].split(",")[0]))
+        : [];
+    writeFileSync(PATHS.knownHosts, [...others, `${names.join(",")} ${pub}`].join("\n") + "\n", { mode: 0o600 });
+}
+
+/** ssh arguments for a non-interactive root session on a guest (no user ssh config is read). */
+export function sshArgs(guest: GuestPlan, opts: { tty?: boolean } = {}): string[] {
+    return [
+        "-F", "/dev/null",
+        "-i", PATHS.deployKey,
+        "-o", "IdentitiesOnly=yes",
+        "-o", `UserKnownHostsFile=${PATHS.knownHosts}`,
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", opts.tty ? "BatchMode=no" : "BatchMode=yes",
+        "-o", "ConnectTimeout=5",
+        "-o", "ServerAliveInterval=15",
+        "-o", "LogLevel=ERROR",
+        ...(opts.tty ? ["-t"] : []),
+        `root@${guest.ipv4}`,
+    ];
+}
+
+/** Runs a command on a guest over SSH (inside the lab namespace); `input` goes to its stdin. */
+export function sshExec(guest: GuestPlan, command: string, opts: RunOptions = {}): Promise<RunResult> {
+    const [cmd, args] = inLabNet("ssh", [...sshArgs(guest), command]);
+    return run(cmd, args, opts);
+}

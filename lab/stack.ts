@@ -1,0 +1,71 @@
+/**
+ * The lab's stack: lab/stack.yaml parsed exactly like a Pulumi stack file, with the lab's deploy
+ * key as the server's SSH key, and the stack's secrets generated once into .lab/secrets.json (the
+ * lab's counterpart of the secrets Pulumi keeps in its state).
+ */
+import { createPublicKey, generateKeyPairSync, randomInt } from "node:crypto";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { parseConfig, stackFileConfig, type ConfiguredPasswords, type Model } from "../components/config";
+import { dkimKeySecret, secretSpecs, userPasswordSecret, type SecretSpec } from "../components/secrets";
+import { PATHS } from "./lab";
+
+export const LAB_STACK = "lab";
+
+export function loadLabStack(deployPublicKey: string): { model: Model; passwords: ConfiguredPasswords } {
+    const { raw } = stackFileConfig(readFileSync(PATHS.stackFile, "utf8"));
+    const server = { ...(raw.server as Record<string, unknown>), sshPublicKeys: [deployPublicKey] };
+    return parseConfig({ ...raw, server }, { stack: LAB_STACK });
+}
+
+const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/** 32 letters and digits, as `random.RandomPassword({ length: 32, special: false })` makes them. */
+function generatePassword(): string {
+    let s = "";
+    for (let i = 0; i < 32; i++) s += ALNUM[randomInt(ALNUM.length)];
+    return s;
+}
+
+function generate(spec: SecretSpec): string {
+    switch (spec.kind) {
+        case "password":
+            return generatePassword();
+        case "dkim-rsa2048":
+            return generateKeyPairSync("rsa", { modulusLength: 2048, privateKeyEncoding: { type: "pkcs1", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } }).privateKey;
+        default: {
+            const never: never = spec.kind;
+            throw new Error(`unknown secret kind ${String(never)}`);
+        }
+    }
+}
+
+/**
+ * Every secret of the stack: generated ones are created once and kept in .lab/secrets.json (0600);
+ * new names are added, existing values are never replaced. Configured passwords are given under the
+ * same names as in Pulumi (`user:<address>`).
+ */
+export function ensureSecrets(model: Model, passwords: ConfiguredPasswords): Record<string, string> {
+    const stored: Record<string, string> = existsSync(PATHS.secrets) ? (JSON.parse(readFileSync(PATHS.secrets, "utf8")) as Record<string, string>) : {};
+    let added = false;
+    for (const spec of secretSpecs(model)) {
+        if (stored[spec.name] === undefined) {
+            stored[spec.name] = generate(spec);
+            added = true;
+        }
+    }
+    if (added || !existsSync(PATHS.secrets)) writeFileSync(PATHS.secrets, JSON.stringify(stored, null, 2) + "\n", { mode: 0o600 });
+    const values = { ...stored };
+    for (const [address, password] of passwords) values[userPasswordSecret(address)] = password;
+    return values;
+}
+
+/** selector -> base64 SPKI (DER) of the DKIM public key: the `p=` of the DKIM TXT record. */
+export function dkimPublicKeys(model: Model, secrets: Readonly<Record<string, string>>): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const selector of model.dkimSelectors) {
+        const pem = secrets[dkimKeySecret(selector)];
+        if (!pem) throw new Error(`no DKIM key for selector ${selector}`);
+        out[selector] = createPublicKey(pem).export({ type: "spki", format: "der" }).toString("base64");
+    }
+    return out;
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+// `npm test`: the type check, the unit tests, then the end-to-end suite against the lab when this
+// machine can run it (root, systemd-nspawn, mmdebstrap) — otherwise it says clearly that it skips
+// it. With ISPMAIL_REQUIRE_LAB=1 (set by .ci/run) a machine that cannot run the lab fails instead.
+// Exits non-zero on any failure; the output ends with node's test runner summary.
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(fileURLToPath(import.meta.url), "..", "..");
+process.chdir(root);
+
+function step(title, cmd, args) {
+    console.log(`\n=== ${title}: ${cmd} ${args.join(" ")}`);
+    const r = spawnSync(cmd, args, { stdio: "inherit" });
+    if (r.error) console.error(r.error.message);
+    return r.status ?? 1;
+}
+
+/** test/unit/**\/*.test.ts, expanded here (node 20's --test takes no globs). */
+function unitTests(dir = join(root, "test", "unit")) {
+    if (!existsSync(dir)) return [];
+    return readdirSync(dir)
+        .sort()
+        .flatMap((name) => {
+            const path = join(dir, name);
+            if (statSync(path).isDirectory()) return unitTests(path);
+            return name.endsWith(".test.ts") ? [relative(root, path)] : [];
+        });
+}
+
+function onPath(cmd) {
+    return (process.env.PATH ?? "").split(":").some((d) => d && existsSync(join(d, cmd)));
+}
+
+/** Why the lab cannot run on this machine, or undefined when it can. */
+function labSkipReason() {
+    if (process.getuid?.() !== 0) return "not running as root (the lab needs network namespaces and systemd-nspawn)";
+    for (const cmd of ["systemd-nspawn", "mmdebstrap", "knotd", "pebble", "apt-cacher-ng", "socat", "swaks", "kdig"]) {
+        if (!onPath(cmd)) return `${cmd} is not installed (see .ci/run for the apt-get install line)`;
+    }
+    return undefined;
+}
+
+const failures = [];
+if (step("type check", "npx", ["tsc", "--noEmit"]) !== 0) failures.push("type check");
+
+const skip = labSkipReason();
+if (skip) {
+    if (process.env.ISPMAIL_REQUIRE_LAB === "1") {
+        console.error(`\nFAILED: the lab cannot run here but ISPMAIL_REQUIRE_LAB=1: ${skip}`);
+        failures.push("lab prerequisites");
+    } else {
+        // Said before the unit tests, so that their summary stays the last lines.
+        console.log(`\nSKIPPED e2e: ${skip}`);
+    }
+}
+
+const units = unitTests();
+if (units.length === 0) {
+    console.log("\nno unit tests found under test/unit");
+} else if (step(`unit tests (${units.length} files)`, process.execPath, ["--import", "tsx", "--test", "--test-concurrency=1", ...units]) !== 0) {
+    failures.push("unit tests");
+}
+
+if (!skip) {
+    if (step("e2e suite against the lab", "npx", ["tsx", "lab/cli.ts", "test"]) !== 0) failures.push("e2e suite");
+}
+
+if (failures.length) {
+    console.error(`\nnpm test FAILED: ${failures.join(", ")}`);
+    process.exit(1);
+}
