@@ -3,10 +3,12 @@
  * Guests get their veth ends on this bridge from systemd-nspawn (`--network-bridge`). There is no
  * default route in the namespace: guests and host-side services reach only each other.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
+import { dirname } from "node:path";
 import { LAB } from "./lab";
 import { NETNS_PATH, quick, runOk } from "./proc";
 
+const NETNS_DIR = dirname(NETNS_PATH);
 const ip = (...args: string[]) => runOk("ip", args, { timeoutMs: 20_000 });
 const ipn = (...args: string[]) => ip("-n", LAB.netns, ...args);
 
@@ -33,6 +35,10 @@ export async function ensureNetwork(): Promise<boolean> {
 export async function destroyNetwork(): Promise<boolean> {
     if (!networkExists()) return false;
     await ip("netns", "delete", LAB.netns);
+    // `ip netns add` bind-mounts /run/netns onto itself; undo that when no namespace is left in it.
+    if (existsSync(NETNS_DIR) && readdirSync(NETNS_DIR).length === 0 && quick("findmnt", ["-rn", "-o", "TARGET", NETNS_DIR]).trim() === NETNS_DIR) {
+        await runOk("umount", [NETNS_DIR], { timeoutMs: 20_000 });
+    }
     return true;
 }
 

@@ -125,11 +125,14 @@ interface PidRecord {
 const pidFile = (name: string) => join(PATHS.run, `${name}.pid`);
 export const logFile = (name: string) => join(PATHS.logs, `${name}.log`);
 
+/** The start time of a live process; undefined when it is gone or a zombie (exited, not yet reaped). */
 function processStart(pid: number): string | undefined {
     try {
         const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-        // Field 2 (comm) may contain spaces; fields after the closing parenthesis are fixed.
-        return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+        // Field 2 (comm) may contain spaces; fields after the closing parenthesis are fixed:
+        // [0] is field 3 (state), [19] is field 22 (starttime).
+        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        return fields[0] === "Z" || fields[0] === "X" ? undefined : fields[19];
     } catch {
         return undefined;
     }
