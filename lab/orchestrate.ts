@@ -2,7 +2,7 @@
  * `up` and `destroy`: the whole lab in order. Each piece is idempotent, so `up` on a running lab
  * only re-renders what may have changed (DNS zones, steps) and reports every step unchanged.
  */
-import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { renderServerSteps } from "../components/services";
 import { applySteps, formatApplyTable, StepFailed, type AppliedStep } from "./apply";
 import { APT_PROXY_DAEMONS, ensureAptProxy } from "./aptproxy";
@@ -12,12 +12,15 @@ import { bootGuest, createGuest, guestDaemon, guestExists, guestRunning, removeG
 import { GUESTS, LAB, PATHS, STATE_DIR } from "./lab";
 import { destroyNetwork, ensureNetwork, netnsPids, networkExists } from "./network";
 import { ensureLabCa, ensurePebble, PEBBLE_DAEMON } from "./pebble";
-import { daemonPid, knownDaemons, quick, sleep, stopDaemon } from "./proc";
+import { daemonPid, knownDaemons, parentPid, quick, sleep, stopDaemon } from "./proc";
 import { ensureRootfs } from "./rootfs";
 import { ensureDeployKey } from "./ssh";
 import { dkimPublicKeys, ensureSecrets, loadLabStack } from "./stack";
 
 export type Log = (line: string) => void;
+
+/** Which checkout's lab runs (its state directory), for the message when another one tries. */
+const OWNER_FILE = "/run/ispmail-lab.owner";
 
 export interface UpReport {
     readonly timings: Record<string, number>;
@@ -50,6 +53,7 @@ export async function labUp(log: Log): Promise<UpReport> {
     await ensureLabCa();
     const rootfs = await timed(timings, "rootfs", () => ensureRootfs(log));
     if (rootfs.builtSeconds !== undefined) log(`rootfs built in ${rootfs.builtSeconds.toFixed(1)} s`);
+    refuseOtherCheckoutsLab();
     if (await ensureNetwork()) log(`network: namespace ${LAB.netns}, bridge ${LAB.bridge} ${LAB.host.ipv4}/${LAB.prefix.ipv4} ${LAB.host.ipv6}/${LAB.prefix.ipv6}`);
     log(`apt proxy: ${await timed(timings, "aptProxy", ensureAptProxy)} (${LAB.aptProxy.url})`);
     log(`dns: ${await timed(timings, "dns", () => ensureDns({ model, dkimPublicKeys: dkimPublicKeys(model, secrets) }))} (knot on ${LAB.dns})`);
@@ -86,6 +90,22 @@ export async function labUp(log: Log): Promise<UpReport> {
         throw failed.reason;
     }
     return report;
+}
+
+/**
+ * The lab's names and addresses are fixed, so only one checkout's lab can run on a machine. Processes
+ * in the lab namespace that this checkout did not start belong to another checkout (e.g. a fresh
+ * clone under test): say so instead of failing later on a busy port.
+ */
+function refuseOtherCheckoutsLab(): void {
+    const ours = new Set(knownDaemons().map(daemonPid).filter((p): p is number => p !== undefined));
+    const others = netnsPids().filter((p) => !ours.has(p) && !ours.has(parentPid(p) ?? -1));
+    if (others.length) {
+        const owner = existsSync(OWNER_FILE) ? readFileSync(OWNER_FILE, "utf8").trim() : "unknown";
+        const what = others.map((p) => `${p} ${quick("ps", ["-o", "args=", "-p", String(p)]).trim()}`);
+        throw new Error(`the lab network is in use by processes this checkout did not start (lab state of ${owner}):\n  ${what.join("\n  ")}\nrun \`npm run lab:destroy\` in that checkout first`);
+    }
+    writeFileSync(OWNER_FILE, `${STATE_DIR}\n`);
 }
 
 export function formatUpReport(r: UpReport): string {
@@ -133,6 +153,7 @@ export async function labDestroy(opts: { all: boolean }, log: Log): Promise<Dest
         await sleep(1000);
     }
     if (await destroyNetwork()) removed.push(`network namespace ${LAB.netns} (bridge ${LAB.bridge})`);
+    rmSync(OWNER_FILE, { force: true });
     for (const g of GUESTS) if (removeGuest(g)) removed.push(`guest ${g.name}`);
     rmSync(PATHS.run, { recursive: true, force: true });
     if (opts.all && existsSync(STATE_DIR)) {

@@ -186,6 +186,16 @@ export async function stopDaemon(name: string, graceMs = 15_000): Promise<boolea
     return true;
 }
 
+/** The parent pid of a live process. */
+export function parentPid(pid: number): number | undefined {
+    try {
+        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+        return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    } catch {
+        return undefined;
+    }
+}
+
 /** Names of daemons that have a pid file (running or stale). */
 export function knownDaemons(): string[] {
     if (!existsSync(PATHS.run)) return [];
