@@ -9,12 +9,15 @@ if ! getent passwd vmail >/dev/null; then
 fi
 if [ ! -d /var/vmail ]; then install -d -o vmail -g vmail -m 0770 /var/vmail; mark_changed; fi
 
-# Sieve scripts run as vmail, which cannot write next to them: compile as root now.
+# Sieve scripts run as vmail, which cannot write next to them: compile as root now. sievec treats
+# a script as a user's, so the administrator-only plugins and extensions that conf.d/90-sieve.conf
+# enables for these scripts (IMAPSieve, pipe, environment) are named here explicitly.
+SIEVEC=(sievec -P sieve_imapsieve -P sieve_extprograms -x "+vnd.dovecot.pipe +vnd.dovecot.environment")
 for script in /etc/dovecot/sieve/before/spam-to-junk.sieve \
               /etc/dovecot/sieve/imapsieve/report-spam.sieve \
               /etc/dovecot/sieve/imapsieve/report-ham.sieve; do
   if changed "$script" || [ ! -s "${script%.sieve}.svbin" ]; then
-    sievec "$script"
+    "${SIEVEC[@]}" "$script" </dev/null
     ispmail_action "compiled $script"
   fi
 done
