@@ -9,19 +9,6 @@ if ! getent passwd vmail >/dev/null; then
 fi
 if [ ! -d /var/vmail ]; then install -d -o vmail -g vmail -m 0770 /var/vmail; mark_changed; fi
 
-# Sieve scripts run as vmail, which cannot write next to them: compile as root now. sievec treats
-# a script as a user's, so the administrator-only plugins and extensions that conf.d/90-sieve.conf
-# enables for these scripts (IMAPSieve, pipe, environment) are named here explicitly.
-SIEVEC=(sievec -P sieve_imapsieve -P sieve_extprograms -x "+vnd.dovecot.pipe +vnd.dovecot.environment")
-for script in /etc/dovecot/sieve/before/spam-to-junk.sieve \
-              /etc/dovecot/sieve/imapsieve/report-spam.sieve \
-              /etc/dovecot/sieve/imapsieve/report-ham.sieve; do
-  if changed "$script" || [ ! -s "${script%.sieve}.svbin" ]; then
-    "${SIEVEC[@]}" "$script" </dev/null
-    ispmail_action "compiled $script"
-  fi
-done
-
 # A changed configuration is remembered until Dovecot has reloaded it, so a run that failed after
 # installing the files still reloads on the next apply (which sees no file change).
 PENDING=/var/lib/ispmail/pending-reload/dovecot
@@ -42,6 +29,20 @@ if [ -e "$PENDING" ]; then
 elif ! systemctl is-active --quiet dovecot; then
   restart dovecot
 fi
+
+# Sieve scripts run as vmail, which cannot write next to them: compile as root now (after the
+# reload: Dovecot's tools take their settings from the running config service). sievec treats
+# a script as a user's, so the administrator-only plugins and extensions that conf.d/90-sieve.conf
+# enables for these scripts (IMAPSieve, pipe, environment) are named here explicitly.
+SIEVEC=(sievec -P sieve_imapsieve -P sieve_extprograms -x "+vnd.dovecot.pipe +vnd.dovecot.environment")
+for script in /etc/dovecot/sieve/before/spam-to-junk.sieve \
+              /etc/dovecot/sieve/imapsieve/report-spam.sieve \
+              /etc/dovecot/sieve/imapsieve/report-ham.sieve; do
+  if [ ! -s "${script%.sieve}.svbin" ] || [ "$script" -nt "${script%.sieve}.svbin" ]; then
+    "${SIEVEC[@]}" "$script" </dev/null
+    ispmail_action "compiled $script"
+  fi
+done
 
 # Shared mailboxes: each configured share becomes an ACL on the owner's INBOX
 # (/etc/ispmail/dovecot/shares: "owner grantee rights..." lines). The directory's
