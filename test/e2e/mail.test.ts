@@ -382,6 +382,25 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
         assert.equal(refused.code, 552, refused.replies.join("\n"));
     });
 
+    test("dovecot: a mailbox over its quota is refused at LMTP with 552 and the sender gets a bounce", async () => {
+        const tiny: Model = { ...model, users: model.users.map((u) => (u.address === "carol@example.com" ? { ...u, quotaMb: 1 } : u)) };
+        try {
+            await applyOnGuest("mail", renderDirectorySteps(tiny), secrets);
+            const body = await bigBody(scratch, 2);
+            const sent = await submit("alice@example.org", pw("alice@example.org"), { to: "carol@example.com", subject: token("quota"), body: `@${body}` });
+            assert.equal(sent.code, 250, sent.replies.join("\n"));
+            const queueId = /queued as ([0-9A-F]+)/.exec(sent.transcript)?.[1];
+            assert.ok(queueId, sent.replies.join("\n"));
+            const line = await eventually(`the LMTP verdict for ${queueId}`, async () => {
+                const r = await mail.exec(`journalctl --no-pager -o cat -t postfix/lmtp | grep -F ${queueId}: | grep status= || true`);
+                return r.stdout.trim() || undefined;
+            });
+            assert.match(line, /status=bounced .*552 5\.2\.2/, line);
+        } finally {
+            await applyOnGuest("mail", renderDirectorySteps(model), secrets);
+        }
+    });
+
     test("config: postfix check, doveconf -n and rspamadm configtest are clean", async () => {
         const postfix = await mail.exec("postfix check");
         assert.equal(postfix.code, 0, postfix.stderr);
