@@ -19,6 +19,22 @@ import { installHostKey, sshExec } from "./ssh";
 export const guestDaemon = (g: GuestPlan) => `guest-${g.name}`;
 const baseFile = (g: GuestPlan) => join(PATHS.guests, g.name, "rootfs-hash");
 
+/**
+ * Where a guest's files live and under which daemon name it runs. The lab's own guests use
+ * {@link labPlace}; the benchmarks (bench/) boot throw-away guests of the same kind elsewhere.
+ */
+export interface GuestPlace {
+    /** Holds root/ (the guest's file system) and rootfs-hash. */
+    readonly dir: string;
+    /** Bound to /srv/ispmail in the guest (the data volume), if it has one. */
+    readonly dataDir?: string;
+    readonly daemon: string;
+}
+
+export function labPlace(g: GuestPlan): GuestPlace {
+    return { dir: dirname(guestRoot(g)), dataDir: g.name === "mail" ? PATHS.mailData : undefined, daemon: guestDaemon(g) };
+}
+
 export function guestExists(g: GuestPlan): boolean {
     return existsSync(join(guestRoot(g), "etc", "os-release"));
 }
@@ -41,8 +57,8 @@ function put(root: string, path: string, content: string, mode = 0o644): void {
 }
 
 /** Creates a guest's root from the cached rootfs. */
-export async function createGuest(g: GuestPlan, rootfs: string, deployPublicKey: string): Promise<void> {
-    const root = guestRoot(g);
+export async function createGuest(g: GuestPlan, rootfs: string, deployPublicKey: string, place = labPlace(g)): Promise<void> {
+    const root = join(place.dir, "root");
     const staging = `${root}.new`;
     rmSync(staging, { recursive: true, force: true });
     mkdirSync(dirname(root), { recursive: true });
@@ -81,16 +97,16 @@ export async function createGuest(g: GuestPlan, rootfs: string, deployPublicKey:
 
     rmSync(root, { recursive: true, force: true });
     renameSync(staging, root);
-    writeFileSync(baseFile(g), `${rootfsHash()}\n`);
+    writeFileSync(join(place.dir, "rootfs-hash"), `${rootfsHash()}\n`);
 }
 
 /** Boots a guest (detached) and waits until SSH answers; returns the seconds from start to SSH. */
-export async function bootGuest(g: GuestPlan): Promise<number> {
+export async function bootGuest(g: GuestPlan, place = labPlace(g)): Promise<number> {
     const args = [
         "--register=no", // no systemd-machined on this host
         "--keep-unit", // no transient scope unit either: stay in our own cgroup
         "--boot",
-        `--directory=${guestRoot(g)}`,
+        `--directory=${join(place.dir, "root")}`,
         `--machine=${g.machine}`,
         `--network-bridge=${LAB.bridge}`,
         "--resolv-conf=off", // the guest's resolv.conf names the lab DNS; keep it
@@ -98,19 +114,19 @@ export async function bootGuest(g: GuestPlan): Promise<number> {
         "--link-journal=no",
         "--console=read-only",
     ];
-    if (g.name === "mail") {
-        mkdirSync(PATHS.mailData, { recursive: true, mode: 0o755 });
+    if (place.dataDir) {
+        mkdirSync(place.dataDir, { recursive: true, mode: 0o755 });
         // The data volume: a real mountpoint in the guest, as the Hetzner volume is.
-        args.push(`--bind=${PATHS.mailData}:/srv/ispmail`);
+        args.push(`--bind=${place.dataDir}:/srv/ispmail`);
     }
     const [cmd, nsArgs] = inLabNet("systemd-nspawn", args);
     const start = Date.now();
     // The host mounts cgroup v1 + v2 (hybrid); trixie's systemd needs the unified hierarchy.
-    startDaemon(guestDaemon(g), cmd, nsArgs, { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1" });
+    startDaemon(place.daemon, cmd, nsArgs, { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1" });
     await waitFor(
         `SSH on the ${g.name} guest (${g.ipv4})`,
         async () => {
-            if (!guestRunning(g)) throw new Error(`the ${g.name} guest stopped while booting; see .lab/logs/${guestDaemon(g)}.log`);
+            if (daemonPid(place.daemon) === undefined) throw new Error(`the ${g.name} guest stopped while booting; see .lab/logs/${place.daemon}.log`);
             return (await sshExec(g, "true", { timeoutMs: 8_000 })).code === 0;
         },
         { tries: 240, intervalMs: 250, timeoutMs: 120_000 },
@@ -119,13 +135,13 @@ export async function bootGuest(g: GuestPlan): Promise<number> {
 }
 
 /** Powers a guest off (nspawn turns SIGTERM into a clean shutdown), bounded; then kills it. */
-export async function stopGuest(g: GuestPlan): Promise<boolean> {
-    return stopDaemon(guestDaemon(g), 30_000);
+export async function stopGuest(g: GuestPlan, place = labPlace(g)): Promise<boolean> {
+    return stopDaemon(place.daemon, 30_000);
 }
 
 /** Removes a stopped guest's root (never while anything is mounted below it). */
-export function removeGuest(g: GuestPlan): boolean {
-    const dir = join(PATHS.guests, g.name);
+export function removeGuest(g: GuestPlan, place = labPlace(g)): boolean {
+    const dir = place.dir;
     if (!existsSync(dir)) return false;
     const mounts = quick("findmnt", ["-rn", "-o", "TARGET"])
         .split("\n")
