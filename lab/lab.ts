@@ -74,7 +74,11 @@ export const PATHS = {
     pebbleIssuingRoot: join(STATE_DIR, "pebble", "issuing-root.pem"),
     aptProxy: join(STATE_DIR, "apt-proxy"),
     aptCache: join(STATE_DIR, "apt-cache"),
-    run: join(STATE_DIR, "run"),
+    /**
+     * Pid files and sockets: under /run (cleared on reboot, like the processes they describe) and
+     * short, whatever the checkout's path (Unix socket paths are limited to 108 bytes).
+     */
+    run: "/run/ispmail-lab",
     logs: join(STATE_DIR, "logs"),
 } as const;
 

@@ -3,6 +3,7 @@
  * only re-renders what may have changed (DNS zones, steps) and reports every step unchanged.
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { renderServerSteps } from "../components/services";
 import { applySteps, formatApplyTable, StepFailed, type AppliedStep } from "./apply";
 import { APT_PROXY_DAEMONS, ensureAptProxy } from "./aptproxy";
@@ -12,15 +13,13 @@ import { bootGuest, createGuest, guestDaemon, guestExists, guestRunning, removeG
 import { GUESTS, LAB, PATHS, STATE_DIR } from "./lab";
 import { destroyNetwork, ensureNetwork, netnsPids, networkExists } from "./network";
 import { ensureLabCa, ensurePebble, PEBBLE_DAEMON } from "./pebble";
-import { daemonPid, knownDaemons, parentPid, quick, sleep, stopDaemon } from "./proc";
+import { daemonPid, isAlive, knownDaemons, parentPid, quick, stopDaemon, waitFor } from "./proc";
 import { ensureRootfs } from "./rootfs";
 import { ensureDeployKey } from "./ssh";
 import { dkimPublicKeys, ensureSecrets, loadLabStack } from "./stack";
 
 export type Log = (line: string) => void;
 
-/** Which checkout's lab runs (its state directory), for the message when another one tries. */
-const OWNER_FILE = "/run/ispmail-lab.owner";
 
 export interface UpReport {
     readonly timings: Record<string, number>;
@@ -98,14 +97,17 @@ export async function labUp(log: Log): Promise<UpReport> {
  * clone under test): say so instead of failing later on a busy port.
  */
 function refuseOtherCheckoutsLab(): void {
-    const ours = new Set(knownDaemons().map(daemonPid).filter((p): p is number => p !== undefined));
-    const others = netnsPids().filter((p) => !ours.has(p) && !ours.has(parentPid(p) ?? -1));
-    if (others.length) {
-        const owner = existsSync(OWNER_FILE) ? readFileSync(OWNER_FILE, "utf8").trim() : "unknown";
-        const what = others.map((p) => `${p} ${quick("ps", ["-o", "args=", "-p", String(p)]).trim()}`);
-        throw new Error(`the lab network is in use by processes this checkout did not start (lab state of ${owner}):\n  ${what.join("\n  ")}\nrun \`npm run lab:destroy\` in that checkout first`);
+    const ownerFile = join(PATHS.run, "owner");
+    const owner = existsSync(ownerFile) ? readFileSync(ownerFile, "utf8").trim() : STATE_DIR;
+    const running = knownDaemons().filter((d) => daemonPid(d) !== undefined);
+    const ours = new Set(running.map(daemonPid));
+    const strangers = netnsPids().filter((p) => !ours.has(p) && !ours.has(parentPid(p) ?? -1));
+    if ((owner !== STATE_DIR && running.length) || strangers.length) {
+        const what = [...running.map((d) => `${d} (pid ${daemonPid(d)})`), ...strangers.map((p) => `${p} ${quick("ps", ["-o", "args=", "-p", String(p)]).trim()}`)];
+        throw new Error(`the lab is running from another checkout (${owner}):\n  ${what.join("\n  ")}\nrun \`npm run lab:destroy\` there first`);
     }
-    writeFileSync(OWNER_FILE, `${STATE_DIR}\n`);
+    mkdirSync(PATHS.run, { recursive: true });
+    writeFileSync(ownerFile, `${STATE_DIR}\n`);
 }
 
 export function formatUpReport(r: UpReport): string {
@@ -138,22 +140,24 @@ export async function labDestroy(opts: { all: boolean }, log: Log): Promise<Dest
     for (const d of [PEBBLE_DAEMON, KNOT_DAEMON, ...APT_PROXY_DAEMONS]) if (await stopDaemon(d)) stopped.push(d);
     // Anything else the lab started and tracked (e.g. from an older version of this code).
     for (const d of knownDaemons()) if (await stopDaemon(d)) stopped.push(d);
-    // Whatever still runs inside the lab namespace was started by the lab: end it by pid.
-    for (let round = 0; round < 2; round++) {
-        const pids = netnsPids().filter((p) => p !== process.pid);
+    // Whatever still runs inside the lab namespace was started by the lab: end it by pid, giving
+    // guests (nspawn powers them off on SIGTERM) the same grace as above.
+    const strays = netnsPids().filter((p) => p !== process.pid);
+    const alive = () => strays.filter(isAlive);
+    for (const [signal, graceMs] of [["SIGTERM", 30_000], ["SIGKILL", 5_000]] as const) {
+        const pids = alive();
         if (!pids.length) break;
         for (const pid of pids) {
             try {
-                process.kill(pid, round === 0 ? "SIGTERM" : "SIGKILL");
-                stopped.push(`pid ${pid}`);
+                process.kill(pid, signal);
+                stopped.push(`pid ${pid} (${signal})`);
             } catch {
                 /* already gone */
             }
         }
-        await sleep(1000);
+        await waitFor("stray lab processes to exit", () => alive().length === 0, { tries: graceMs / 200, intervalMs: 200, timeoutMs: graceMs }).catch(() => undefined);
     }
     if (await destroyNetwork()) removed.push(`network namespace ${LAB.netns} (bridge ${LAB.bridge})`);
-    rmSync(OWNER_FILE, { force: true });
     for (const g of GUESTS) if (removeGuest(g)) removed.push(`guest ${g.name}`);
     rmSync(PATHS.run, { recursive: true, force: true });
     if (opts.all && existsSync(STATE_DIR)) {

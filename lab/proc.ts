@@ -186,6 +186,11 @@ export async function stopDaemon(name: string, graceMs = 15_000): Promise<boolea
     return true;
 }
 
+/** True while a process exists and has not exited (a zombie has). */
+export function isAlive(pid: number): boolean {
+    return processStart(pid) !== undefined;
+}
+
 /** The parent pid of a live process. */
 export function parentPid(pid: number): number | undefined {
     try {
