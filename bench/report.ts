@@ -67,14 +67,15 @@ export function latestResults(order: readonly string[]): BenchResult[] {
 
 const cell = (s: string) => s.replace(/\|/g, "\\|").replace(/\n/g, " ");
 
-export function renderSummary(results: readonly BenchResult[]): string {
+/** `order` gives each benchmark its number (the issue's numbering), whichever results exist. */
+export function renderSummary(results: readonly BenchResult[], order: readonly string[]): string {
     const lines = [
         "| # | benchmark | target | result | figures (min / median of the runs) | date | machine |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ];
-    results.forEach((r, i) => {
+    results.forEach((r) => {
         const verdict = r.met === undefined ? "—" : r.met ? "**met**" : "**missed**";
-        lines.push(`| ${i + 1} | ${cell(r.title)} | ${cell(r.target ?? "—")} | ${verdict} | ${cell(r.headline)} | ${r.date} | ${cell(describeMachine(r.machine))} |`);
+        lines.push(`| ${order.indexOf(r.name) + 1} | ${cell(r.title)} | ${cell(r.target ?? "—")} | ${verdict} | ${cell(r.headline)} | ${r.date} | ${cell(describeMachine(r.machine))} |`);
     });
     const notes = results.filter((r) => r.notes.length);
     if (notes.length) {
@@ -93,6 +94,6 @@ export function updateReadme(order: readonly string[]): void {
     const start = text.indexOf(TABLE_START);
     const end = text.indexOf(TABLE_END);
     if (start < 0 || end < start) throw new Error(`bench/README.md lacks the summary markers ${TABLE_START} ... ${TABLE_END}`);
-    const table = renderSummary(latestResults(order));
+    const table = renderSummary(latestResults(order), order);
     writeFileSync(README, `${text.slice(0, start + TABLE_START.length)}\n${table}\n${text.slice(end)}`);
 }
