@@ -20,7 +20,6 @@ import { dkimPublicKeys, ensureSecrets, loadLabStack } from "./stack";
 
 export type Log = (line: string) => void;
 
-
 export interface UpReport {
     readonly timings: Record<string, number>;
     readonly mail: readonly AppliedStep[];
