@@ -7,9 +7,9 @@
  *   guest -> 192.0.2.1:3142 (socat, lab netns) -> /run/ispmail-lab/apt-proxy.sock (socat, host netns)
  *         -> 127.0.0.1:13142 (apt-cacher-ng) -> http://deb.debian.org/debian
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { labTemplate } from "./files";
+import { labTemplate, writeIfChanged } from "./files";
 import { LAB, PATHS } from "./lab";
 import { daemonPid, inLabNet, run, startDaemon, stopDaemon, waitFor } from "./proc";
 import { DEBIAN_MIRROR } from "./rootfs";
@@ -41,9 +41,7 @@ export async function ensureAptProxy(): Promise<"started" | "running"> {
         mirror: DEBIAN_MIRROR,
         securityMirror: DEBIAN_MIRROR.replace(/\/debian$/, "/debian-security"),
     });
-    const confFile = join(confDir, "acng.conf");
-    const confChanged = !existsSync(confFile) || readFileSync(confFile, "utf8") !== conf;
-    if (confChanged) writeFileSync(confFile, conf);
+    const confChanged = writeIfChanged(join(confDir, "acng.conf"), conf);
     const allRunning = APT_PROXY_DAEMONS.every((d) => daemonPid(d) !== undefined);
     if (!confChanged && allRunning && (await proxyAnswers())) return "running";
     // (Re)start the whole chain: the pieces are cheap and depend on each other.

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import * as ipaddr from "ipaddr.js";
 import type { Model } from "../components/config";
 import { renderDnsRecords, type DnsRecord } from "../components/dns/records";
-import { labTemplate } from "./files";
+import { labTemplate, writeIfChanged } from "./files";
 import { LAB, PATHS } from "./lab";
 import { daemonPid, inLabNet, run, runOk, startDaemon, waitFor } from "./proc";
 
@@ -137,12 +137,6 @@ export function writeZoneIfChanged(zone: Zone, file: string, now = Math.floor(Da
 const KNOT = "knot";
 const knotConf = () => join(PATHS.dns, "knot.conf");
 const knotRun = () => join(PATHS.run, "knot");
-
-function writeIfChanged(file: string, content: string): boolean {
-    if (existsSync(file) && readFileSync(file, "utf8") === content) return false;
-    writeFileSync(file, content);
-    return true;
-}
 
 /** Queries the lab DNS from inside the lab namespace (kdig); returns the answer lines. */
 export async function labDig(name: string, type: string): Promise<string[]> {

@@ -8,11 +8,11 @@
  * exactly as on a fresh Hetzner machine.
  */
 import { randomBytes } from "node:crypto";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { guestRoot, LAB, PATHS, type GuestPlan } from "./lab";
 import { LAB_CA_CERT } from "./pebble";
-import { daemonPid, inLabNet, quick, runOk, startDaemon, stopDaemon, waitFor } from "./proc";
+import { daemonPid, inLabNet, NETNS_PATH, parentPid, quick, run, runOk, startDaemon, stopDaemon, waitFor } from "./proc";
 import { rootfsHash } from "./rootfs";
 import { installHostKey, sshExec } from "./ssh";
 
@@ -137,6 +137,52 @@ export async function bootGuest(g: GuestPlan, place = labPlace(g)): Promise<numb
 /** Powers a guest off (nspawn turns SIGTERM into a clean shutdown), bounded; then kills it. */
 export async function stopGuest(g: GuestPlan, place = labPlace(g)): Promise<boolean> {
     return stopDaemon(place.daemon, 30_000);
+}
+
+/**
+ * Containers still attached to the lab bridge whose systemd-nspawn is gone (killed without its
+ * container): their init is a child of PID 1, and their `host0` is the peer of a port of the lab
+ * bridge. They hold the guest's veth name, so a new guest of that name cannot start. Returns the
+ * pids of their init processes.
+ */
+export async function orphanContainers(): Promise<number[]> {
+    const ports = new Set(
+        quick("ip", ["-n", LAB.netns, "-o", "link", "show", "master", LAB.bridge])
+            .split("\n")
+            .map((l) => Number(l.split(":")[0]))
+            .filter((n) => n > 0),
+    );
+    if (!ports.size) return [];
+    const labNet = statSync(NETNS_PATH).ino;
+    const orphans: number[] = [];
+    const adoptedByInit = readdirSync("/proc")
+        .filter((d) => /^\d+$/.test(d))
+        .map(Number)
+        .filter((pid) => parentPid(pid) === 1);
+    for (const pid of adoptedByInit) {
+        let net: number;
+        try {
+            net = statSync(`/proc/${pid}/ns/net`).ino;
+        } catch {
+            continue;
+        }
+        if (net === labNet || net === statSync("/proc/self/ns/net").ino) continue;
+        // host0@ifN: N is the index of its peer, a port of the lab bridge if it is one of ours.
+        const r = await run("nsenter", [`--target=${pid}`, "--net", "--", "ip", "-o", "link", "show", "host0"], { timeoutMs: 10_000 });
+        const peer = /^\d+: host0@if(\d+):/.exec(r.stdout)?.[1];
+        if (r.code === 0 && peer && ports.has(Number(peer))) orphans.push(pid);
+    }
+    return orphans;
+}
+
+/** Kills orphaned lab containers (SIGKILL to a container's init ends it all); returns their pids. */
+export async function removeOrphanContainers(): Promise<number[]> {
+    const orphans = await orphanContainers();
+    for (const pid of orphans) process.kill(pid, "SIGKILL");
+    if (orphans.length) {
+        await waitFor("orphaned lab containers to end", async () => (await orphanContainers()).length === 0, { tries: 50, intervalMs: 200, timeoutMs: 10_000 });
+    }
+    return orphans;
 }
 
 /** Removes a stopped guest's root (never while anything is mounted below it). */

@@ -9,7 +9,7 @@ import { applySteps, formatApplyTable, StepFailed, type AppliedStep } from "./ap
 import { APT_PROXY_DAEMONS, ensureAptProxy } from "./aptproxy";
 import { ensureDns, KNOT_DAEMON } from "./dns";
 import { renderForeignMtaSteps } from "./foreign";
-import { bootGuest, createGuest, guestDaemon, guestExists, guestRunning, removeGuest, staleBase, stopGuest } from "./guests";
+import { bootGuest, createGuest, guestDaemon, guestExists, guestRunning, removeGuest, removeOrphanContainers, staleBase, stopGuest } from "./guests";
 import { GUESTS, LAB, PATHS, STATE_DIR } from "./lab";
 import { destroyNetwork, ensureNetwork, netnsPids, networkExists } from "./network";
 import { ensureLabCa, ensurePebble, PEBBLE_DAEMON } from "./pebble";
@@ -57,6 +57,10 @@ export async function labUp(log: Log): Promise<UpReport> {
     log(`dns: ${await timed(timings, "dns", () => ensureDns({ model, dkimPublicKeys: dkimPublicKeys(model, secrets) }))} (knot on ${LAB.dns})`);
     log(`acme: ${await timed(timings, "pebble", ensurePebble)} (pebble on ${LAB.acme.directoryUrl})`);
 
+    if (!GUESTS.every(guestRunning)) {
+        const orphans = await removeOrphanContainers();
+        if (orphans.length) log(`removed orphaned lab containers (their nspawn was killed): init pids ${orphans.join(", ")}`);
+    }
     await Promise.all(
         GUESTS.map(async (g) => {
             if (!guestExists(g)) {
@@ -136,6 +140,7 @@ export async function labDestroy(opts: { all: boolean }, log: Log): Promise<Dest
             if (await stopGuest(g)) stopped.push(guestDaemon(g));
         }),
     );
+    if (networkExists()) for (const pid of await removeOrphanContainers()) stopped.push(`orphaned container (init pid ${pid})`);
     for (const d of [PEBBLE_DAEMON, KNOT_DAEMON, ...APT_PROXY_DAEMONS]) if (await stopDaemon(d)) stopped.push(d);
     // Anything else the lab started and tracked (e.g. from an older version of this code).
     for (const d of knownDaemons()) if (await stopDaemon(d)) stopped.push(d);

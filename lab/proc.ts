@@ -180,10 +180,30 @@ export async function stopDaemon(name: string, graceMs = 15_000): Promise<boolea
     try {
         await waitFor(`${name} (pid ${pid}) to exit`, gone, { tries: Math.ceil(graceMs / 100), intervalMs: 100, timeoutMs: graceMs });
     } catch {
-        process.kill(pid, "SIGKILL");
+        // Children first: for systemd-nspawn the child is the container's init, and killing init
+        // ends the whole container; killing only nspawn would leave the container running, orphaned.
+        for (const child of childPids(pid)) killQuietly(child, "SIGKILL");
+        killQuietly(pid, "SIGKILL");
         await waitFor(`${name} (pid ${pid}) to die`, gone, { tries: 50, intervalMs: 100, timeoutMs: 5_000 });
     }
     return true;
+}
+
+function killQuietly(pid: number, signal: NodeJS.Signals): void {
+    try {
+        process.kill(pid, signal);
+    } catch {
+        /* already gone */
+    }
+}
+
+/** Direct children of a process. */
+export function childPids(pid: number): number[] {
+    try {
+        return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+        return [];
+    }
 }
 
 /** True while a process exists and has not exited (a zombie has). */
