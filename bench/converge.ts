@@ -9,18 +9,19 @@
  * The guests take the lab mail guest's slot (192.0.2.10, mx1.example.org) one after the other:
  * ACME validation, DNS and PTR all point there, and the lab has only this one. The lab's own mail
  * guest is stopped (not changed) meanwhile and booted again afterwards, with every step re-applied
- * to prove it is as it was. A journal (.lab/bench/lab-slot.json) lets an interrupted run put the lab
- * back first thing next time.
+ * to prove it is as it was. A journal (.lab/bench/lab-slot.json) marks the slot as lent, so an
+ * interrupted run puts the lab back first thing next time.
  */
 import { existsSync, readFileSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Step } from "../components/steps";
 import { applySteps, type AppliedStep } from "../lab/apply";
-import { bootGuest, createGuest, guestExists, guestRunning, removeGuest, stopGuest, type GuestPlace } from "../lab/guests";
-import { LAB, PATHS, STATE_DIR, type GuestPlan } from "../lab/lab";
+import { bootGuest, createGuest, guestExists, guestRunning, removeGuest, removeOrphanContainers, stopGuest, type GuestPlace } from "../lab/guests";
+import { guestRoot, LAB, PATHS, STATE_DIR, type GuestPlan } from "../lab/lab";
 import { networkExists } from "../lab/network";
 import { ensureRootfs } from "../lab/rootfs";
-import { sshExec } from "../lab/ssh";
+import { pinHostKey, sshExec } from "../lab/ssh";
+import { quick, stopDaemon, waitFor } from "../lab/proc";
 import { applyToMail, flushNeighbours, installedPackages, labServer, tally, type Log } from "./lab-session";
 import type { BenchOutcome } from "./report";
 import { secondsSince, summarize } from "./stats";
@@ -29,29 +30,54 @@ const BENCH_STATE = join(STATE_DIR, "bench");
 const JOURNAL = join(BENCH_STATE, "lab-slot.json");
 
 /** A new guest of the mail guest's kind, in the mail guest's slot (same addresses and name). */
-const BENCH_GUEST: GuestPlan = { ...LAB.mail, machine: "ispmail-bench" };
+// Machine name short enough that nspawn's host-side veth is plainly "vb-" + it (15 characters).
+const BENCH_GUEST: GuestPlan = { ...LAB.mail, machine: "ispmail-bnch" };
+const SLOT_VETHS = [`vb-${LAB.mail.machine}`, `vb-${BENCH_GUEST.machine}`];
+
+/**
+ * Waits until no container holds the slot's address: the veth of a stopped container goes away only
+ * once every process of it has ended. A container left behind (its nspawn killed) is ended.
+ */
+async function slotVacant(): Promise<void> {
+    const held = () => {
+        const ports = quick("ip", ["-n", LAB.netns, "-o", "link", "show", "master", LAB.bridge]);
+        return SLOT_VETHS.some((v) => ports.includes(` ${v}@`));
+    };
+    const wait = () => waitFor("the mail slot's veth to go", () => !held(), { tries: 150, intervalMs: 200, timeoutMs: 30_000 });
+    try {
+        await wait();
+    } catch {
+        await removeOrphanContainers();
+        await wait();
+    }
+}
 const BENCH_PLACE: GuestPlace = { dir: join(BENCH_STATE, "guest"), dataDir: join(BENCH_STATE, "data"), daemon: "bench-guest" };
 
 async function discardBenchGuest(): Promise<void> {
-    await stopGuest(BENCH_GUEST, BENCH_PLACE);
+    // A throw-away guest need not shut down cleanly: a short grace, then its init is killed.
+    await stopDaemon(BENCH_PLACE.daemon, 5_000);
+    await slotVacant();
     removeGuest(BENCH_GUEST, BENCH_PLACE);
     rmSync(BENCH_PLACE.dataDir!, { recursive: true, force: true });
 }
 
-/** Stops the lab's mail guest, remembering what a bench guest will overwrite (its pinned host key). */
+/** Stops the lab's mail guest; the journal says the slot is lent until {@link giveMailSlotBack}. */
 async function takeMailSlot(log: Log): Promise<void> {
     mkdirSync(BENCH_STATE, { recursive: true });
-    writeFileSync(JOURNAL, JSON.stringify({ knownHosts: readFileSync(PATHS.knownHosts, "utf8") }), { mode: 0o600 });
+    writeFileSync(JOURNAL, JSON.stringify({ lentAt: new Date().toISOString() }));
     log("converge: stopping the lab's mail guest (its slot is lent to the bench guests)");
     await stopGuest(LAB.mail);
+    await slotVacant();
 }
 
-/** Puts the lab's mail guest back: bench guest gone, host key pinned again, booted, every step applied. */
+/**
+ * Puts the lab's mail guest back: bench guest gone, the mail guest's own host key pinned again (a
+ * bench guest's replaced it), booted, every step applied.
+ */
 export async function giveMailSlotBack(log: Log): Promise<AppliedStep[] | undefined> {
     if (!existsSync(JOURNAL)) return undefined;
     await discardBenchGuest();
-    const { knownHosts } = JSON.parse(readFileSync(JOURNAL, "utf8")) as { knownHosts: string };
-    writeFileSync(PATHS.knownHosts, knownHosts, { mode: 0o600 });
+    if (guestExists(LAB.mail)) pinHostKey(LAB.mail, guestRoot(LAB.mail));
     if (!networkExists() || !guestExists(LAB.mail)) {
         // The lab itself is gone (destroyed meanwhile): `lab up` builds it anew, nothing to boot.
         rmSync(JOURNAL, { force: true });
@@ -105,6 +131,7 @@ export async function benchConverge(opts: { runs: number; log: Log }): Promise<B
     const runs: ConvergeRun[] = [];
     let floorPackages: string[] = stepPackages;
     let labRestore: AppliedStep[] | undefined;
+    let failure: unknown;
     await takeMailSlot(log);
     try {
         for (let i = 1; i <= opts.runs; i++) {
@@ -134,9 +161,16 @@ export async function benchConverge(opts: { runs: number; log: Log }): Promise<B
                 stepSeconds: Object.fromEntries(applied.map((s) => [s.name, Math.round(s.seconds * 10) / 10])),
             });
         }
-    } finally {
-        labRestore = await giveMailSlotBack(log);
+    } catch (e) {
+        failure = e;
     }
+    try {
+        labRestore = await giveMailSlotBack(log);
+    } catch (e) {
+        if (failure === undefined) failure = e;
+        else log(`converge: putting the lab's mail guest back failed too: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    if (failure !== undefined) throw failure;
     const restored = labRestore ? tally(labRestore) : undefined;
     const converge = summarize(runs.map((r) => r.convergeSeconds));
     const floor = summarize(runs.map((r) => r.floorSeconds));

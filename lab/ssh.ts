@@ -21,6 +21,12 @@ export async function ensureDeployKey(): Promise<string> {
 export async function installHostKey(guest: GuestPlan, root: string): Promise<void> {
     const keyFile = `${root}/etc/ssh/ssh_host_ed25519_key`;
     await runOk("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `root@${guest.fqdn}`, "-f", keyFile]);
+    pinHostKey(guest, root);
+}
+
+/** Pins the host key found in a guest's root in the lab's known_hosts (replacing that guest's line). */
+export function pinHostKey(guest: GuestPlan, root: string): void {
+    const keyFile = `${root}/etc/ssh/ssh_host_ed25519_key`;
     const pub = readFileSync(`${keyFile}.pub`, "utf8").trim().split(" ").slice(0, 2).join(" ");
     const names = [guest.ipv4, guest.ipv6, guest.fqdn];
     const others = existsSync(PATHS.knownHosts)
