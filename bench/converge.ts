@@ -32,16 +32,15 @@ const JOURNAL = join(BENCH_STATE, "lab-slot.json");
 /** A new guest of the mail guest's kind, in the mail guest's slot (same addresses and name). */
 // Machine name short enough that nspawn's host-side veth is plainly "vb-" + it (15 characters).
 const BENCH_GUEST: GuestPlan = { ...LAB.mail, machine: "ispmail-bnch" };
-const SLOT_VETHS = [`vb-${LAB.mail.machine}`, `vb-${BENCH_GUEST.machine}`];
 
 /**
  * Waits until no container holds the slot's address: the veth of a stopped container goes away only
  * once every process of it has ended. A container left behind (its nspawn killed) is ended.
  */
-async function slotVacant(): Promise<void> {
+async function slotVacant(machines: readonly string[]): Promise<void> {
     const held = () => {
         const ports = quick("ip", ["-n", LAB.netns, "-o", "link", "show", "master", LAB.bridge]);
-        return SLOT_VETHS.some((v) => ports.includes(` ${v}@`));
+        return machines.some((m) => ports.includes(` vb-${m}@`));
     };
     const wait = () => waitFor("the mail slot's veth to go", () => !held(), { tries: 150, intervalMs: 200, timeoutMs: 30_000 });
     try {
@@ -56,7 +55,7 @@ const BENCH_PLACE: GuestPlace = { dir: join(BENCH_STATE, "guest"), dataDir: join
 async function discardBenchGuest(): Promise<void> {
     // A throw-away guest need not shut down cleanly: a short grace, then its init is killed.
     await stopDaemon(BENCH_PLACE.daemon, 5_000);
-    await slotVacant();
+    await slotVacant([BENCH_GUEST.machine]);
     removeGuest(BENCH_GUEST, BENCH_PLACE);
     rmSync(BENCH_PLACE.dataDir!, { recursive: true, force: true });
 }
@@ -67,7 +66,7 @@ async function takeMailSlot(log: Log): Promise<void> {
     writeFileSync(JOURNAL, JSON.stringify({ lentAt: new Date().toISOString() }));
     log("converge: stopping the lab's mail guest (its slot is lent to the bench guests)");
     await stopGuest(LAB.mail);
-    await slotVacant();
+    await slotVacant([LAB.mail.machine, BENCH_GUEST.machine]);
 }
 
 /**
