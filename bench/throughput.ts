@@ -16,6 +16,7 @@ import { LAB } from "../lab/lab";
 import { guest } from "../lab/testkit";
 import { applyToMail, labServer, tally, type Log } from "./lab-session";
 import type { BenchOutcome } from "./report";
+import { sleep } from "../lab/proc";
 import { summarize, type Summary } from "./stats";
 
 const RCPT = "carol@example.com";
@@ -64,32 +65,52 @@ async function setMilter(state: Milter, original: { smtpd: string; nonSmtpd: str
     await mail.execOk(`postconf -e 'smtpd_milters=${smtpd}' 'non_smtpd_milters=${nonSmtpd}' && postfix reload 2>&1`);
 }
 
+/** Expunges every message of earlier batches (also of an interrupted run). */
+async function expungeBench(): Promise<void> {
+    await guest("mail").exec(`doveadm expunge -u ${RCPT} mailbox '*' subject '${SUBJECT}'`, { timeoutMs: 300_000 });
+}
+
 async function runBatch(milter: Milter, kind: "small" | "large", count: number, sessions: number, log: Log): Promise<Batch> {
     const mail = guest("mail");
     const foreign = guest("foreign");
     const before = Number((await mail.execOk(COUNT)).trim());
-    // smtp-source prints nothing on success; a refused message or session shows on stderr.
-    const inject = await foreign.exec(
-        `t0=$(date +%s.%N); smtp-source -s ${sessions} -m ${count} -F /root/bench-${kind}.eml -f ${SENDER} -t ${RCPT} -M ${LAB.foreign.fqdn} ${LAB.mail.ipv4}:25; rc=$?; echo "$t0 $rc"`,
-        { timeoutMs: 900_000 },
+    // smtp-source runs detached on the foreign guest: under full load an SSH session that waits for
+    // it may be dropped (missed keep-alives), which would kill it. It prints nothing on success.
+    await foreign.execOk(
+        `rm -f /root/bench-result; nohup sh -c 't0=$(date +%s.%N); smtp-source -s ${sessions} -m ${count} -F /root/bench-${kind}.eml -f ${SENDER} -t ${RCPT} -M ${LAB.foreign.fqdn} ${LAB.mail.ipv4}:25 2>/root/bench-stderr; echo "$t0 $?" > /root/bench-result' >/dev/null 2>&1 &`,
     );
-    const [t0, rc] = inject.stdout.trim().split(" ");
-    if (rc !== "0" || inject.stderr.trim()) log(`throughput: smtp-source exit ${rc}: ${inject.stderr.trim().slice(-500)}`);
-    const target = before + count;
-    // Waits (bounded: 600 s) until every message is in the Maildir or the queue has nothing left.
-    const waited = await mail.execOk(
-        `for i in $(seq 1 6000); do n=$(${COUNT}); [ "$n" -ge ${target} ] && break; ` +
-            `if [ $((i % 50)) -eq 0 ] && [ -z "$(postqueue -j)" ] && [ "$(${COUNT})" -lt ${target} ]; then sleep 2; [ -z "$(postqueue -j)" ] && break; fi; sleep 0.1; done; ` +
-            `printf '%s %s\\n' "$(date +%s.%N)" "$(${COUNT})"`,
-        { timeoutMs: 660_000 },
-    );
-    const [tEnd, after] = waited.trim().split(" ").map(Number);
-    const delivered = after - before;
-    const seconds = tEnd - Number(t0);
+    // Polled in short SSH calls, at most 600 s: every message in the Maildir, or smtp-source done
+    // and Postfix's queue empty twice in a row (what is missing then is lost).
+    let delivered = 0;
+    let t0 = NaN;
+    let emptyQueue = 0;
+    const deadline = Date.now() + 600_000;
+    for (let poll = 0; poll < 1200 && Date.now() < deadline; poll++) {
+        await sleep(500);
+        const r = await mail.exec(`${COUNT}; postqueue -j | wc -l`, { timeoutMs: 30_000 });
+        if (r.code !== 0) continue; // a dropped session under load: ask again
+        const [n, queued] = r.stdout.trim().split("\n").map(Number);
+        delivered = n - before;
+        if (Number.isNaN(t0)) {
+            const res = await foreign.exec("cat /root/bench-result 2>/dev/null", { timeoutMs: 30_000 });
+            if (res.stdout.trim()) {
+                const [start, rc] = res.stdout.trim().split(" ");
+                t0 = Number(start);
+                if (rc !== "0") log(`throughput: smtp-source exit ${rc}: ${(await foreign.exec("tail -c 500 /root/bench-stderr")).stdout}`);
+            }
+        }
+        if (delivered >= count) break;
+        emptyQueue = !Number.isNaN(t0) && queued === 0 ? emptyQueue + 1 : 0;
+        if (emptyQueue >= 4) break;
+    }
+    if (Number.isNaN(t0)) throw new Error("smtp-source did not finish within 600 s");
+    // The last delivery is the newest file's mtime (exact, whatever the polling interval).
+    const newest = await mail.execOk(`find ${MAILDIR} -type f \\( -path '*/new/*' -o -path '*/cur/*' \\) -newermt @${t0} -printf '%T@\\n' | sort -n | tail -n 1`);
+    const seconds = Number(newest.trim()) - t0;
     const batch = { milter, kind, sent: count, delivered, lost: count - delivered, seconds, perSecond: delivered / seconds };
     log(`throughput milter ${milter}, ${count} ${kind}: ${seconds.toFixed(1)} s, ${batch.perSecond.toFixed(1)} msg/s, lost ${batch.lost}`);
     // Remove the batch again so every batch starts from the same mailbox size.
-    await mail.exec(`doveadm expunge -u ${RCPT} mailbox '*' subject '${SUBJECT}'`, { timeoutMs: 300_000 });
+    await expungeBench();
     return batch;
 }
 
@@ -105,6 +126,7 @@ export async function benchThroughput(opts: ThroughputOptions): Promise<BenchOut
     const foreign = guest("foreign");
     const { steps, secrets } = labServer();
     await applyToMail(steps, secrets); // start from the applied state
+    await expungeBench();
     await foreign.execOk("cat > /root/bench-small.eml", { input: messageFile(2 * 1024) });
     await foreign.execOk("cat > /root/bench-large.eml", { input: messageFile(1024 * 1024) });
     const original = {
@@ -128,7 +150,8 @@ export async function benchThroughput(opts: ThroughputOptions): Promise<BenchOut
         }
     } finally {
         await mail.exec(`rm -f ${GREYLIST_OVERRIDE} && systemctl reload rspamd`);
-        await foreign.exec("rm -f /root/bench-small.eml /root/bench-large.eml");
+        await foreign.exec("rm -f /root/bench-small.eml /root/bench-large.eml /root/bench-result /root/bench-stderr");
+        await expungeBench();
         // The steps put main.cf back (the milter lines) and reload what they rewrote.
         restore = tally(await applyToMail(steps, secrets));
     }
