@@ -60,6 +60,8 @@ export async function benchImap(opts: { runs: number; messages: number; log: Log
     let runs: ImapRun[] = [];
     let generation = { writeSeconds: 0, resyncSeconds: 0 };
     try {
+        // Dovecot may be reloading after an earlier apply: wait (bounded) until its userdb answers.
+        await mail.execOk(`for i in $(seq 1 60); do doveadm user ${USER} >/dev/null 2>&1 && exit 0; sleep 1; done; doveadm user ${USER}`, { timeoutMs: 90_000 });
         const out = await mail.execOk("bash -s", { input: generateScript(opts.messages), timeoutMs: 600_000 });
         const [start, written, done] = out.trim().split(" ").map(Number);
         generation = { writeSeconds: written - start, resyncSeconds: done - written };

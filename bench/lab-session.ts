@@ -5,11 +5,11 @@
  */
 import { renderServerSteps } from "../components/services";
 import type { Step } from "../components/steps";
-import { applySteps, type AppliedStep } from "../lab/apply";
+import { applySteps, StepFailed, type AppliedStep } from "../lab/apply";
 import { LAB } from "../lab/lab";
 import { acquireLabLock } from "../lab/lock";
 import { labLooksUp, labUp } from "../lab/orchestrate";
-import { inLabNet, run } from "../lab/proc";
+import { inLabNet, run, sleep } from "../lab/proc";
 import { guest, labModel, labSecrets } from "../lab/testkit";
 
 export type Log = (line: string) => void;
@@ -50,7 +50,8 @@ export interface Tally {
 }
 
 const RESTART = /^(reloaded|restarted) /;
-const PACKAGES = /^installed /;
+/** The prelude's "installed pkg..." action (other scripts say e.g. "installed certificate ... into /etc/..."). */
+const PACKAGES = /^installed [a-z0-9][a-z0-9+.:-]*( [a-z0-9][a-z0-9+.:-]*)*$/;
 
 export function tally(applied: readonly AppliedStep[]): Tally {
     let filesWritten = 0;
@@ -73,12 +74,22 @@ export function tally(applied: readonly AppliedStep[]): Tally {
 
 /** Packages the apply scripts reported installing ("installed a b c"). */
 export function installedPackages(applied: readonly AppliedStep[]): string[] {
-    return applied.flatMap((s) => s.actions.filter((a) => a.startsWith("installed ")).flatMap((a) => a.slice("installed ".length).split(" ")));
+    return applied.flatMap((s) => s.actions.filter((a) => PACKAGES.test(a)).flatMap((a) => a.slice("installed ".length).split(" ")));
 }
 
-/** Applies every step to the lab's mail guest. */
-export function applyToMail(steps: readonly Step[], secrets: Readonly<Record<string, string>>): Promise<AppliedStep[]> {
-    return applySteps(LAB.mail, steps, secrets);
+/**
+ * Applies every step to the lab's mail guest. An SSH session lost on the way (ssh's exit 255, seen
+ * right after a guest boots and under full mail load) is not a step failure: the whole apply is
+ * retried once (steps are idempotent); a step that really fails is reported at once.
+ */
+export async function applyToMail(steps: readonly Step[], secrets: Readonly<Record<string, string>>): Promise<AppliedStep[]> {
+    try {
+        return await applySteps(LAB.mail, steps, secrets);
+    } catch (e) {
+        if (!(e instanceof StepFailed) || e.code !== 255) throw e;
+        await sleep(3_000);
+        return applySteps(LAB.mail, steps, secrets);
+    }
 }
 
 /**
