@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { before, describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import { client, ensureLab, guest, LAB, labSecrets } from "../../lab/testkit";
 
 const USER = "alice@example.org";
@@ -57,6 +57,12 @@ describe("backup and restore", { timeout: 900_000 }, () => {
         assert.ok(password, `no password for ${USER} in the lab secrets`);
     });
 
+    // Whatever happened, leave the daemons running for the other suites (the restore would have
+    // started them; a failure half way would not).
+    after(async () => {
+        await mail.exec("systemctl start postgresql dovecot postfix", { timeoutMs: 120_000 });
+    });
+
     test("backup: the daily timer is active", async () => {
         const r = await mail.exec("systemctl is-enabled ispmail-backup.timer && systemctl is-active ispmail-backup.timer");
         assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -91,6 +97,7 @@ describe("backup and restore", { timeout: 900_000 }, () => {
         const destroy = await mail.exec(
             "set -e; systemctl stop postfix dovecot; find /srv/ispmail/vmail -mindepth 1 -delete; " +
                 "runuser -u postgres -- dropdb --force mailserver; systemctl start dovecot postfix",
+            { timeoutMs: 180_000 },
         );
         assert.equal(destroy.code, 0, destroy.stderr);
         const afterLoss = await readOverImap(password, token);
