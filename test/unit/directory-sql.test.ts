@@ -1,6 +1,6 @@
 /**
  * The mail directory against a real PostgreSQL 17: a throwaway cluster started in the trixie
- * chroot (ISPMAIL_TEST_CHROOT, default /work/tools/trixie-chroot), listening on a free loopback
+ * chroot (test/harness/trixie-chroot.ts), listening on a free loopback
  * port with this repo's pg_hba.conf. The real ispmail-db tool and migrations run against it, fed
  * with directory.json rendered from models, exactly as the `postgresql` and `directory` steps do.
  *
@@ -19,8 +19,9 @@ import { DB_ROLES } from "../../components/secrets";
 import { renderDesiredDirectory } from "../../components/services/directory";
 import { FILES_DIR } from "../../components/templates";
 import { validRawConfig } from "../fixtures/config";
+import { TRIXIE_CHROOT } from "../harness/trixie-chroot";
 
-const CHROOT = process.env.ISPMAIL_TEST_CHROOT ?? "/work/tools/trixie-chroot";
+const CHROOT = TRIXIE_CHROOT;
 const PG_BIN = "/usr/lib/postgresql/17/bin";
 
 interface Run {

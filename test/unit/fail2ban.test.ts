@@ -13,11 +13,12 @@ import { renderFail2banSteps } from "../../components/services/fail2ban";
 import { renderServerSteps } from "../../components/services/index";
 import { renderApplyScript } from "../../components/steps";
 import { FILES_DIR } from "../../components/templates";
+import { TRIXIE_CHROOT } from "../harness/trixie-chroot";
 
 const ROOT = join(__dirname, "..", "..");
 const labModel = (): Model => parseConfig(stackFileConfig(readFileSync(join(ROOT, "lab", "stack.yaml"), "utf8")).raw, { stack: "lab" }).model;
 
-const CHROOT = process.env.ISPMAIL_TRIXIE_CHROOT ?? "/work/tools/trixie-chroot";
+const CHROOT = TRIXIE_CHROOT;
 const chrootReason = (): string | undefined => {
     if (process.getuid?.() !== 0) return "needs root to chroot";
     if (!existsSync(join(CHROOT, "usr/bin/fail2ban-regex"))) return `no trixie chroot with fail2ban at ${CHROOT}`;

@@ -6,9 +6,10 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { TRIXIE_CHROOT } from "../harness/trixie-chroot";
 import type { Step } from "../../components/steps";
 
-export const CHROOT = process.env.ISPMAIL_TRIXIE_CHROOT ?? "/work/tools/trixie-chroot";
+export const CHROOT = TRIXIE_CHROOT;
 
 /** Why a chroot test must be skipped here (undefined: it can run). */
 export function chrootSkipReason(tool: string): string | undefined {

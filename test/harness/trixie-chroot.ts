@@ -1,0 +1,7 @@
+/**
+ * Where the trixie tools chroot is (built by test/harness/build-trixie-chroot.sh, which .ci/run
+ * calls). Tests that need it skip with the reason when it is missing.
+ */
+import { join } from "node:path";
+
+export const TRIXIE_CHROOT = process.env.ISPMAIL_TRIXIE_CHROOT ?? join(__dirname, "..", "..", ".lab", "trixie-tools");
