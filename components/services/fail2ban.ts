@@ -3,12 +3,12 @@
  * (sshd, Postfix SMTP AUTH, Dovecot IMAP/POP3/ManageSieve). Debian 13 logs to the journal only, so
  * every jail uses the systemd backend; bans are nftables sets (Debian's default banaction).
  *
- * Config files: files/fail2ban/jail.d/ispmail.conf (jails, limits) and
+ * Config files: files/fail2ban/jail.d/ispmail.conf.mustache (jails, limits, exempt admin networks) and
  * files/fail2ban/filter.d/dovecot.local (Dovecot 2.4's "Login aborted" wording).
  */
 import type { Model } from "../config";
 import type { Step } from "../steps";
-import { readStatic } from "../templates";
+import { readStatic, renderTemplate } from "../templates";
 
 export const FAIL2BAN_STEP = "fail2ban";
 
@@ -24,7 +24,7 @@ const JAIL = "/etc/fail2ban/jail.d/ispmail.conf";
 const DOVECOT_FILTER = "/etc/fail2ban/filter.d/dovecot.local";
 
 /** `registeredSteps`: the names of the other steps of this server (see services/index.ts). */
-export function renderFail2banSteps(_model: Model, registeredSteps: readonly string[]): Step[] {
+export function renderFail2banSteps(model: Model, registeredSteps: readonly string[]): Step[] {
     return [
         {
             name: FAIL2BAN_STEP,
@@ -33,7 +33,7 @@ export function renderFail2banSteps(_model: Model, registeredSteps: readonly str
             // Both are only Recommends of fail2ban, and steps install without recommends.
             packages: ["fail2ban", "python3-systemd", "nftables"],
             files: [
-                { path: JAIL, content: readStatic("fail2ban/jail.d/ispmail.conf"), mode: "0644" },
+                { path: JAIL, content: renderTemplate("fail2ban/jail.d/ispmail.conf.mustache", { adminCidrs: model.server.adminCidrs }), mode: "0644" },
                 { path: DOVECOT_FILTER, content: readStatic("fail2ban/filter.d/dovecot.local"), mode: "0644" },
             ],
             script: SCRIPT,

@@ -42,6 +42,11 @@ function fail2banRegex(line: string, filter: string): { matched: number } {
     }
 }
 
+/** The jail file as the step installs it (rendered for the lab stack). */
+function renderedJail(): string {
+    return renderFail2banSteps(labModel(), [])[0].files.find((f) => f.path === "/etc/fail2ban/jail.d/ispmail.conf")!.content;
+}
+
 describe("fail2ban step", () => {
     test("fail2ban: installs the journal backend and nftables beside fail2ban", () => {
         const [step] = renderFail2banSteps(labModel(), []);
@@ -63,11 +68,12 @@ describe("fail2ban step", () => {
         }
     });
 
-    test("fail2ban: jails for sshd, postfix-sasl and dovecot read the journal; only loopback is exempt", () => {
-        const jail = readFileSync(join(FILES_DIR, "fail2ban", "jail.d", "ispmail.conf"), "utf8");
+    test("fail2ban: jails for sshd, postfix-sasl and dovecot read the journal; only loopback and the admin networks are exempt", () => {
+        const jail = renderedJail();
         const setting = (key: string) => new RegExp(`^${key.replace(".", "\\.")}\\s*=\\s*(.+)$`, "m").exec(jail)?.[1].trim();
         assert.equal(setting("backend"), "systemd");
-        assert.equal(setting("ignoreip"), "127.0.0.0/8 ::1");
+        // lab/stack.yaml's adminCidrs are the lab host's own two addresses.
+        assert.equal(setting("ignoreip"), "127.0.0.0/8 ::1 192.0.2.1/32 2001:db8:2::1/128");
         for (const j of ["sshd", "postfix-sasl", "dovecot"]) assert.match(jail, new RegExp(`^\\[${j}\\]\\s*\\nenabled = true`, "m"));
         assert.match(jail, /^filter = postfix\[mode=auth\]$/m);
     });
@@ -82,7 +88,8 @@ describe("fail2ban step", () => {
         const dir = mkdtempSync(join(CHROOT, "tmp", "f2b-test-"));
         try {
             cpSync(join(CHROOT, "etc", "fail2ban"), dir, { recursive: true });
-            cpSync(join(FILES_DIR, "fail2ban"), dir, { recursive: true });
+            cpSync(join(FILES_DIR, "fail2ban", "filter.d"), join(dir, "filter.d"), { recursive: true });
+            writeFileSync(join(dir, "jail.d", "ispmail.conf"), renderedJail());
             const out = execFileSync("chroot", [CHROOT, "fail2ban-client", "-c", dir.slice(CHROOT.length), "-d"], { encoding: "utf8", timeout: 60_000 });
             for (const j of ["sshd", "postfix-sasl", "dovecot"]) assert.ok(out.includes(`['add', '${j}', 'systemd']`), `jail ${j} with the systemd backend:\n${out.slice(0, 2000)}`);
             assert.ok(out.includes("['port', 'smtp,submission,submissions']"));
