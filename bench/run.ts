@@ -32,7 +32,7 @@ const BENCHES: readonly Bench[] = [
     { name: "noop", lab: true, run: () => benchNoop({ runs: runs(3), log }) },
     { name: "one-change", lab: true, run: () => benchOneChange({ runs: runs(2), log }) },
     { name: "program-scale", lab: false, run: () => benchProgramScale({ runs: runs(3), log }) },
-    { name: "throughput", lab: true, run: () => benchThroughput({ runs: runs(2), small: 2000, large: 50, log }) },
+    { name: "throughput", lab: true, run: () => benchThroughput({ runs: runs(2), small: 1000, large: 50, log }) },
     { name: "imap", lab: true, run: () => benchImap({ runs: runs(5), messages: 10_000, log }) },
 ];
 export const BENCH_ORDER = BENCHES.map((b) => b.name);
