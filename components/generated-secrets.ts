@@ -10,22 +10,16 @@
  * keys, the backup repository password) are `protect`ed in protected stacks and ignore changes of
  * their generation parameters, so a code change can never rotate them by accident.
  */
-import { createPublicKey } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
 import type { ConfiguredPasswords, Model } from "./config";
-import { secretSpecs, userPasswordSecret, type SecretSpec } from "./secrets";
+import { dkimPublicKeyFromPem, secretSpecs, userPasswordSecret, type SecretSpec } from "./secrets";
 
 export interface GeneratedSecretsArgs {
     readonly model: Model;
     /** Passwords set in stack config (address -> password); provided under `user:<address>`. */
     readonly configuredPasswords: ConfiguredPasswords;
-}
-
-/** base64 of the DER SubjectPublicKeyInfo: the `p=` value of a DKIM record (RFC 6376 §3.6.1). */
-export function dkimPublicKeyFromPem(publicKeyPem: string): string {
-    return createPublicKey(publicKeyPem).export({ type: "spki", format: "der" }).toString("base64");
 }
 
 export class GeneratedSecrets extends pulumi.ComponentResource {

@@ -3,6 +3,7 @@
  * `tls.PrivateKey` (components/generated-secrets.ts); the lab generates the same names locally and keeps them in
  * its state directory. Steps reference them with `secretRef(name)`.
  */
+import { createPublicKey } from "node:crypto";
 import type { Model } from "./config";
 
 export type SecretKind =
@@ -51,4 +52,12 @@ export function secretSpecs(model: Model): SecretSpec[] {
         specs.push({ name: dkimKeySecret(s), kind: "dkim-rsa2048", description: `DKIM key for selector ${s}`, stateful: true });
     }
     return specs;
+}
+
+/**
+ * base64 of the DER SubjectPublicKeyInfo: the `p=` value of a DKIM record (RFC 6376 §3.6.1).
+ * Takes the public key PEM (Pulumi's tls.PrivateKey output) or the private key PEM (the lab).
+ */
+export function dkimPublicKeyFromPem(pem: string): string {
+    return createPublicKey(pem).export({ type: "spki", format: "der" }).toString("base64");
 }

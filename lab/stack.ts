@@ -3,10 +3,10 @@
  * key as the server's SSH key, and the stack's secrets generated once into .lab/secrets.json (the
  * lab's counterpart of the secrets Pulumi keeps in its state).
  */
-import { createPublicKey, generateKeyPairSync, randomInt } from "node:crypto";
+import { generateKeyPairSync, randomInt } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { parseConfig, stackFileConfig, type ConfiguredPasswords, type Model } from "../components/config";
-import { dkimKeySecret, secretSpecs, userPasswordSecret, type SecretSpec } from "../components/secrets";
+import { dkimKeySecret, dkimPublicKeyFromPem, secretSpecs, userPasswordSecret, type SecretSpec } from "../components/secrets";
 import { PATHS } from "./lab";
 
 export const LAB_STACK = "lab";
@@ -65,7 +65,7 @@ export function dkimPublicKeys(model: Model, secrets: Readonly<Record<string, st
     for (const selector of model.dkimSelectors) {
         const pem = secrets[dkimKeySecret(selector)];
         if (!pem) throw new Error(`no DKIM key for selector ${selector}`);
-        out[selector] = createPublicKey(pem).export({ type: "spki", format: "der" }).toString("base64");
+        out[selector] = dkimPublicKeyFromPem(pem);
     }
     return out;
 }
