@@ -10,4 +10,6 @@ export const clientSettings = outputs.clientSettings;
 export const dnsRecords = outputs.dnsRecords;
 /** Passwords of the mailboxes whose password was generated (secret). */
 export const userPasswords = outputs.userPasswords;
+/** Which DKIM selector signs; during a rotation, when the next `pulumi up` will switch it. */
+export const dkimSigning = outputs.dkimSigning;
 export const beforeFirstUse = outputs.beforeFirstUse;

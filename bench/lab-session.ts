@@ -3,14 +3,13 @@
  * a running lab (brought up with lab/orchestrate.ts when it is not), and leaves it running with
  * every step applied. Steps, model and secrets are the lab's own (lab/testkit.ts).
  */
-import { renderServerSteps } from "../components/services";
 import type { Step } from "../components/steps";
 import { applySteps, StepFailed, type AppliedStep } from "../lab/apply";
 import { LAB } from "../lab/lab";
 import { acquireLabLock } from "../lab/lock";
 import { labLooksUp, labUp } from "../lab/orchestrate";
 import { inLabNet, run, sleep } from "../lab/proc";
-import { guest, labModel, labSecrets } from "../lab/testkit";
+import { guest, labSecrets, labServerSteps } from "../lab/testkit";
 
 export type Log = (line: string) => void;
 
@@ -34,7 +33,7 @@ export async function withLab<T>(log: Log, fn: () => Promise<T>, recover?: () =>
 
 /** The mail server's steps and secrets, exactly as `npm run lab` applies them. */
 export function labServer(): { steps: Step[]; secrets: Record<string, string> } {
-    return { steps: renderServerSteps(labModel()), secrets: labSecrets() };
+    return { steps: labServerSteps(), secrets: labSecrets() };
 }
 
 /** What one apply did, counted the way issue 9 asks: files, service restarts, package operations. */

@@ -104,10 +104,12 @@ export async function checkDkim(model: Model, lookup: Lookup, fix: string): Prom
     for (const domain of model.domains) {
         for (const selector of model.dkimSelectors) {
             const name = `${selector}._domainkey.${domain}`;
-            const role = selector === model.activeDkimSelector ? "the signing selector" : "a published (not signing) selector";
+            // The first listed selector signs (once its record has been public for its TTL).
+            const wanted = selector === model.dkimSelectors[0];
+            const role = wanted ? "the signing selector" : "a published selector";
             const records = (await lookup.resolve(name, "TXT")).filter((t) => /^v=DKIM1\s*(;|$)/i.test(t) || /(^|;)\s*p=/.test(t));
             if (records.length !== 1) {
-                out.push(problem("dkim", `${name} (${role}) has ${records.length} DKIM key records${selector === model.activeDkimSelector ? ": receivers cannot verify the signatures" : ""}`, fix));
+                out.push(problem("dkim", `${name} (${role}) has ${records.length} DKIM key records${wanted ? ": receivers cannot verify the signatures" : ""}`, fix));
                 continue;
             }
             const key = tagList(records[0]).get("p") ?? "";

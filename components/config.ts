@@ -234,7 +234,7 @@ const selectorList = z
             .describe(SELECTOR_ALLOWED),
     )
     .min(1)
-    .describe("a list of at least one DKIM selector such as [s2026]; the first one signs, the others stay published for rotation");
+    .describe("a list of at least one DKIM selector such as [s2026]; the first one signs once its record has been public for dns.ttl seconds, the others stay published for rotation");
 
 /** The shape of every `ispmail:*` key; keys without a default must be present in the stack file. */
 export const configSchema = z.strictObject({
@@ -296,9 +296,11 @@ export interface Model {
     readonly users: readonly MailUser[];
     readonly aliases: readonly MailAlias[];
     readonly sharedMailboxes: readonly SharedMailbox[];
+    /**
+     * Every selector is published and installed; the first is the one wanted for signing, which
+     * signs once its record has been public for dns.ttl (components/dkim.ts).
+     */
     readonly dkimSelectors: readonly string[];
-    /** The selector that signs (the first in the list). */
-    readonly activeDkimSelector: string;
     readonly defaultQuotaMb: number;
     /** Postfix message_size_limit; Dovecot and quota follow it. */
     readonly messageSizeLimitMb: number;
@@ -734,7 +736,6 @@ function buildModel(c: Parsed, stack: string): { model: Model; passwords: Config
         aliases,
         sharedMailboxes: c.sharedMailboxes,
         dkimSelectors: c.dkimSelectors,
-        activeDkimSelector: c.dkimSelectors[0],
         defaultQuotaMb: c.defaultQuotaMb,
         messageSizeLimitMb: 50,
         nextcloud: { ...c.nextcloud, host: nextcloudHost },

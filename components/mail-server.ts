@@ -4,7 +4,8 @@
  *   config model ──► GeneratedSecrets (passwords, DKIM keys)
  *                ──► Host (primary IPs, firewall, server, volume, rDNS, "machine ready")
  *                ──► MailDns (every record, from the host's addresses and the DKIM public keys)
- *                ──► ServerConfig (one command per step of renderServerSteps(model))
+ *                ──► ServerConfig (one command per step of renderServerSteps(model, facts); the
+ *                    DKIM signer among the facts comes from the DKIM records' ages, components/dkim.ts)
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Host } from "./cloud/host";
@@ -12,15 +13,18 @@ import type { ConfiguredPasswords, Model } from "./config";
 import { MailDns } from "./dns/cloudflare";
 import type { DnsRecord } from "./dns/records";
 import { GeneratedSecrets } from "./generated-secrets";
-import { ServerConfig } from "./remote";
-import { renderServerSteps } from "./services";
+import { planDkimSigning, selectorPublishedAt, type DkimSigningPlan } from "./dkim";
+import { ServerConfig, type DeferredStep } from "./remote";
+import { renderServerStepVariants } from "./services";
 import type { Step } from "./steps";
 
 export interface MailServerArgs {
     readonly model: Model;
     readonly configuredPasswords: ConfiguredPasswords;
-    /** The steps to apply; renderServerSteps(model) unless a test gives its own. */
+    /** The steps to apply; renderServerSteps(model, ...) unless a test gives its own. */
     readonly steps?: readonly Step[];
+    /** The clock the DKIM rotation gate reads (tests set it). */
+    readonly now?: () => Date;
 }
 
 export interface ClientSettings {
@@ -63,6 +67,8 @@ export class MailServer extends pulumi.ComponentResource {
     public readonly host: Host;
     public readonly dns: MailDns;
     public readonly config: ServerConfig;
+    /** Which DKIM selector signs after this deployment, and why (components/dkim.ts). */
+    public readonly dkimSigning: pulumi.Output<DkimSigningPlan>;
 
     constructor(name: string, args: MailServerArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ispmail:MailServer", name, {}, opts);
@@ -70,10 +76,31 @@ export class MailServer extends pulumi.ComponentResource {
         this.secrets = new GeneratedSecrets("secrets", { model, configuredPasswords: args.configuredPasswords }, { parent: this });
         this.host = new Host("host", { model }, { parent: this });
         this.dns = new MailDns("dns", { model, ipv4: this.host.ipv4, ipv6: this.host.ipv6, dkimPublicKeys: this.secrets.dkimPublicKeys }, { parent: this });
+
+        // DKIM rotation: the signer is decided from how long each selector's records have been
+        // public (Cloudflare's timestamps) and the config order. Only the steps that differ by
+        // signer (rspamd) wait for that; the others are plain data known at preview.
+        const now = args.now ?? (() => new Date());
+        this.dkimSigning = this.dns.dkimPublishedAt.apply((times) => {
+            const publishedAt = selectorPublishedAt(model, (name) => (times[name] ? new Date(times[name]) : undefined));
+            const plan = planDkimSigning(model, publishedAt, now());
+            if (plan.state === "settled" || model.dkimSelectors.length === 1) pulumi.log.info(plan.reason, this);
+            else pulumi.log.warn(plan.reason, this);
+            return plan;
+        });
+        const variants = renderServerStepVariants(model);
+        const deferred: Record<string, DeferredStep> = {};
+        for (const name of Object.keys(variants.bySigner.get(model.dkimSelectors[0]) ?? {})) {
+            deferred[name] = {
+                candidates: [...variants.bySigner.values()].map((steps) => steps[name]),
+                chosen: this.dkimSigning.apply((plan) => variants.bySigner.get(plan.selector)![name]),
+            };
+        }
         this.config = new ServerConfig(
             "config",
             {
-                steps: args.steps ?? renderServerSteps(model),
+                steps: args.steps ?? variants.steps,
+                ...(args.steps ? {} : { deferred }),
                 secretValues: this.secrets.values,
                 secretNames: this.secrets.names,
                 connection: this.host.connection,

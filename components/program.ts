@@ -5,6 +5,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { CONFIG_NAMESPACE, ConfigError, parseConfig } from "./config";
 import { MailServer, beforeFirstUse, clientSettings, type ClientSettings } from "./mail-server";
+import type { DkimSigningPlan } from "./dkim";
 import type { DnsRecord } from "./dns/records";
 
 /**
@@ -40,6 +41,8 @@ export interface ProgramOutputs {
     readonly clientSettings: ClientSettings;
     readonly dnsRecords: pulumi.Output<DnsRecord[]>;
     readonly userPasswords: pulumi.Output<Record<string, string>>;
+    /** Which DKIM selector signs, and when a rotation listed in the config will take effect. */
+    readonly dkimSigning: pulumi.Output<DkimSigningPlan>;
     readonly beforeFirstUse: string;
 }
 
@@ -63,6 +66,7 @@ export function program(): ProgramOutputs {
         clientSettings: clientSettings(model),
         dnsRecords: server.dnsRecords,
         userPasswords: server.userPasswords,
+        dkimSigning: server.dkimSigning,
         beforeFirstUse: beforeFirstUse(model),
     };
 }

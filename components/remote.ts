@@ -99,6 +99,17 @@ export interface ServerConfigArgs {
     readonly machineReady: pulumi.Resource;
     /** Extra dependencies by step name, e.g. certbot waits for the DNS A/AAAA records. */
     readonly extraDependsOn?: Readonly<Record<string, readonly pulumi.Resource[]>>;
+    /**
+     * Steps whose content is decided only during the deployment, by name: every content the step
+     * may take (checked here, up front) and the one chosen. The rspamd step waits for the DKIM
+     * records' publication times this way (components/dkim.ts); all other steps stay plain data.
+     */
+    readonly deferred?: Readonly<Record<string, DeferredStep>>;
+}
+
+export interface DeferredStep {
+    readonly candidates: readonly Step[];
+    readonly chosen: pulumi.Output<Step>;
 }
 
 export class ServerConfig extends pulumi.ComponentResource {
@@ -109,26 +120,46 @@ export class ServerConfig extends pulumi.ComponentResource {
         super("ispmail:server:ServerConfig", name, {}, opts);
         const known = new Set(args.secretNames);
         const commands: Record<string, command.remote.Command> = {};
-        for (const step of args.steps) {
+        const check = (step: Step) => {
             // Render once with placeholders: a bad step (unsafe path, bad mode, unknown step in
             // `after`, unknown secret) fails the program here instead of in the middle of `up`.
             renderApplyScript(step);
             const unknown = secretsOf(step).filter((s) => !known.has(s));
             if (unknown.length) throw new pulumi.ResourceError(`step ${step.name} references unknown secrets: ${unknown.join(", ")}`, this);
+        };
+        for (const name of Object.keys(args.deferred ?? {})) {
+            if (!args.steps.some((s) => s.name === name)) throw new pulumi.ResourceError(`deferred step ${name} is not one of the steps`, this);
+        }
+        for (const step of args.steps) {
+            check(step);
+            const deferred = args.deferred?.[step.name];
+            for (const candidate of deferred?.candidates ?? []) {
+                check(candidate);
+                // Same name, secrets and order: only the content may wait for the deployment.
+                if (candidate.name !== step.name || secretsOf(candidate).join() !== secretsOf(step).join() || candidate.after.join() !== step.after.join()) {
+                    throw new pulumi.ResourceError(`step ${step.name}: a deferred variant differs in name, secrets or order`, this);
+                }
+            }
+            const content: pulumi.Input<Step> = deferred
+                ? deferred.chosen.apply((chosen) => {
+                      if (!deferred.candidates.some((c) => stepHash(c) === stepHash(chosen))) throw new Error(`step ${step.name}: the chosen content is none of the checked candidates`);
+                      return chosen;
+                  })
+                : step;
             const after = step.after.map((dep) => {
                 const c = commands[dep];
                 if (!c) throw new pulumi.ResourceError(`step ${step.name} runs after "${dep}", which is not an earlier step`, this);
                 return c;
             });
             commands[step.name] = stepCommand(
-                step,
+                content,
                 {
                     name: step.name,
                     connection: args.connection,
                     serverId: args.serverId,
                     secretValues: args.secretValues,
                     holdsSecrets: secretsOf(step).length > 0,
-                    hash: stepHash(step),
+                    hash: deferred ? pulumi.output(content).apply((c) => stepHash(c as Step)) : stepHash(step),
                 },
                 { parent: this, dependsOn: [args.machineReady, ...after, ...(args.extraDependsOn?.[step.name] ?? [])] },
             );

@@ -171,16 +171,54 @@ export async function ensureDns(input: LabZoneInput): Promise<"started" | "reloa
 
     const probe = zones[0].origin;
     const answers = async () => (await labDig(probe, "SOA")).length > 0;
+    let status: "started" | "reloaded" | "unchanged" = "unchanged";
     if (daemonPid(KNOT) === undefined) {
         const [cmd, args] = inLabNet("knotd", ["-c", knotConf()]);
         startDaemon(KNOT, cmd, args);
         await waitFor("the lab DNS (knot) to answer", answers, { tries: 50, intervalMs: 200, timeoutMs: 15_000 });
-        return "started";
+        status = "started";
+    } else if (changed) {
+        await runOk("knotc", ["-c", knotConf(), "-t", "10", "reload"], { timeoutMs: 20_000 });
+        await waitFor("the lab DNS (knot) to answer after reload", answers, { tries: 50, intervalMs: 200, timeoutMs: 15_000 });
+        status = "reloaded";
     }
-    if (!changed) return "unchanged";
-    await runOk("knotc", ["-c", knotConf(), "-t", "10", "reload"], { timeoutMs: 20_000 });
-    await waitFor("the lab DNS (knot) to answer after reload", answers, { tries: 50, intervalMs: 200, timeoutMs: 15_000 });
-    return "reloaded";
+    // Only now are the records served: that is when they became public.
+    recordPublication(zones, new Date());
+    return status;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Publication times: the lab's counterpart of Cloudflare's record timestamps
+// ---------------------------------------------------------------------------------------------
+const publishedFile = () => join(PATHS.dns, "published.json");
+const recordKey = (r: ZoneRecord) => `${r.name} ${r.type} ${r.content}`;
+
+/**
+ * Remembers since when each served record (by name, type and content) has been served: kept for
+ * records still served, `now` for new ones, forgotten for removed ones. A record that is removed
+ * and served again starts over, as a deleted and re-created Cloudflare record does.
+ */
+export function recordPublication(zones: readonly Zone[], now: Date, file = publishedFile()): void {
+    const old = readPublication(file);
+    const next: Record<string, string> = {};
+    for (const r of zones.flatMap((z) => z.records)) next[recordKey(r)] = old[recordKey(r)] ?? now.toISOString();
+    writeIfChanged(file, JSON.stringify(next, null, 2) + "\n");
+}
+
+function readPublication(file: string): Record<string, string> {
+    return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as Record<string, string>) : {};
+}
+
+/**
+ * When the lab DNS started serving the record of this owner name and type, by the file
+ * {@link recordPublication} keeps; undefined if it does not serve one (or serves several).
+ */
+export function labPublishedAt(type: ZoneRecord["type"], file = publishedFile()): (name: string) => Date | undefined {
+    const entries = Object.entries(readPublication(file));
+    return (name) => {
+        const matches = entries.filter(([key]) => key.startsWith(`${name} ${type} `));
+        return matches.length === 1 ? new Date(matches[0][1]) : undefined;
+    };
 }
 
 export { KNOT as KNOT_DAEMON };

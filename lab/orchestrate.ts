@@ -4,10 +4,13 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { renderServerSteps } from "../components/services";
+import type { Model } from "../components/config";
+import { planDkimSigning, selectorPublishedAt, type DkimSigningPlan } from "../components/dkim";
+import { renderServerSteps, renderServerStepVariants } from "../components/services";
+import type { Step } from "../components/steps";
 import { applySteps, formatApplyTable, StepFailed, type AppliedStep } from "./apply";
 import { APT_PROXY_DAEMONS, ensureAptProxy } from "./aptproxy";
-import { ensureDns, KNOT_DAEMON } from "./dns";
+import { ensureDns, KNOT_DAEMON, labPublishedAt } from "./dns";
 import { renderForeignMtaSteps } from "./foreign";
 import { bootGuest, createGuest, guestDaemon, guestExists, guestRunning, removeGuest, removeOrphanContainers, staleBase, stopGuest } from "./guests";
 import { GUESTS, LAB, PATHS, STATE_DIR } from "./lab";
@@ -44,8 +47,9 @@ export async function labUp(log: Log): Promise<UpReport> {
     const { model, passwords } = loadLabStack(deployKey);
     if (model.mailHost !== LAB.mail.fqdn) throw new Error(`lab/stack.yaml: mailHost must be ${LAB.mail.fqdn} (the lab's plan and tests use it), not ${model.mailHost}`);
     const secrets = ensureSecrets(model, passwords);
-    // Rendering can fail on a bad service module: find out before booting anything.
-    const serverSteps = renderServerSteps(model);
+    // Rendering can fail on a bad service module: find out before booting anything (every
+    // selector that may sign is rendered once).
+    renderServerStepVariants(model);
     const foreignSteps = renderForeignMtaSteps();
 
     await ensureLabCa();
@@ -54,7 +58,10 @@ export async function labUp(log: Log): Promise<UpReport> {
     refuseOtherCheckoutsLab();
     if (await ensureNetwork()) log(`network: namespace ${LAB.netns}, bridge ${LAB.bridge} ${LAB.host.ipv4}/${LAB.prefix.ipv4} ${LAB.host.ipv6}/${LAB.prefix.ipv6}`);
     log(`apt proxy: ${await timed(timings, "aptProxy", ensureAptProxy)} (${LAB.aptProxy.url})`);
-    log(`dns: ${await timed(timings, "dns", () => ensureDns({ model, dkimPublicKeys: dkimPublicKeys(model, secrets) }))} (knot on ${LAB.dns})`);
+    const deployment = await timed(timings, "dns", () => labDeployment(model, secrets));
+    log(`dns: ${deployment.dns} (knot on ${LAB.dns})`);
+    log(deployment.dkim.reason);
+    const serverSteps = deployment.steps;
     log(`acme: ${await timed(timings, "pebble", ensurePebble)} (pebble on ${LAB.acme.directoryUrl})`);
 
     if (!GUESTS.every(guestRunning)) {
@@ -92,6 +99,28 @@ export async function labUp(log: Log): Promise<UpReport> {
         throw failed.reason;
     }
     return report;
+}
+
+export interface LabDeployment {
+    readonly dns: Awaited<ReturnType<typeof ensureDns>>;
+    readonly dkim: DkimSigningPlan;
+    readonly steps: Step[];
+}
+
+/**
+ * What `pulumi up` does before the server steps, the lab way: publish the records (lab DNS), decide
+ * the DKIM signer from how long each selector's records have been served (the same
+ * planDkimSigning that reads Cloudflare's timestamps in Pulumi), and render the mail server's steps.
+ */
+export async function labDeployment(model: Model, secrets: Readonly<Record<string, string>>): Promise<LabDeployment> {
+    const dns = await ensureDns({ model, dkimPublicKeys: dkimPublicKeys(model, secrets) });
+    const dkim = labDkimSigning(model);
+    return { dns, dkim, steps: renderServerSteps(model, { dkimSigner: dkim.selector }) };
+}
+
+/** Who signs now in the lab: planDkimSigning over the times the lab DNS started serving each record. */
+export function labDkimSigning(model: Model): DkimSigningPlan {
+    return planDkimSigning(model, selectorPublishedAt(model, labPublishedAt("TXT")), new Date());
 }
 
 /**

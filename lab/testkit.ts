@@ -16,14 +16,15 @@ import { join } from "node:path";
 import { applySteps, type AppliedStep } from "./apply";
 import { guestPlan, LAB, PATHS, REPO_DIR, type GuestName } from "./lab";
 import { LOCK_HELD_ENV } from "./lock";
-import { labLooksUp } from "./orchestrate";
+import { labDeployment, labDkimSigning, labLooksUp, type LabDeployment } from "./orchestrate";
 import { inLabNetns, run, type RunResult } from "./proc";
 import { sshExec } from "./ssh";
 import type { Model } from "../components/config";
+import { renderServerSteps } from "../components/services";
 import type { Step } from "../components/steps";
 import { ensureSecrets, loadLabStack } from "./stack";
 
-export { LAB, PATHS };
+export { LAB, PATHS, labDkimSigning };
 export type { GuestName, RunResult };
 
 export interface ExecOptions {
@@ -75,6 +76,24 @@ export async function ensureLab(): Promise<void> {
 /** Applies steps on a guest the way `npm run lab` does (for tests of idempotence or drift). */
 export function applyOnGuest(name: GuestName, steps: readonly Step[], secrets: Readonly<Record<string, string>>): Promise<AppliedStep[]> {
     return applySteps(guestPlan(name), steps, secrets);
+}
+
+/**
+ * Deploys another config to the lab's mail server exactly as `npm run lab` deploys lab/stack.yaml:
+ * new secrets generated and kept, records published on the lab DNS, the DKIM signer decided from
+ * the records' ages, every mail step applied. Tests of config changes (e.g. a DKIM rotation) use it
+ * and deploy {@link labModel} again afterwards.
+ */
+export async function deployLabConfig(model: Model): Promise<LabDeployment & { applied: AppliedStep[] }> {
+    const { passwords } = loadLabStack(readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim());
+    const secrets = ensureSecrets(model, passwords);
+    const deployment = await labDeployment(model, secrets);
+    return { ...deployment, applied: await applySteps(guestPlan("mail"), deployment.steps, secrets) };
+}
+
+/** The mail server's steps for a model as the lab deploys it now (with the DKIM signer it would pick). */
+export function labServerSteps(model: Model = labModel()): Step[] {
+    return renderServerSteps(model, { dkimSigner: labDkimSigning(model).selector });
 }
 
 /** The lab stack's model, as `npm run lab` renders the steps from it. */

@@ -18,6 +18,7 @@ import { createHash } from "node:crypto";
 import * as cloudflare from "@pulumi/cloudflare";
 import * as pulumi from "@pulumi/pulumi";
 import type { Model } from "../config";
+import { dkimRecordName } from "../dkim";
 import { dnsZones, renderDnsRecords, type DnsRecord } from "./records";
 
 /** The arguments of one `cloudflare.DnsRecord`, without zoneId. */
@@ -102,6 +103,11 @@ export class MailDns extends pulumi.ComponentResource {
     /** Records by resource name; `addressRecords` are the A/AAAA ones (certbot waits for them). */
     public readonly resources: Readonly<Record<string, cloudflare.DnsRecord>>;
     public readonly addressRecords: cloudflare.DnsRecord[];
+    /**
+     * DKIM record owner name -> when Cloudflare last changed it (`modifiedOn`, else `createdOn`):
+     * since when it has been public. The rotation gate (components/dkim.ts) reads it.
+     */
+    public readonly dkimPublishedAt: pulumi.Output<Record<string, string>>;
 
     constructor(name: string, args: MailDnsArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ispmail:dns:MailDns", name, {}, opts);
@@ -149,6 +155,14 @@ export class MailDns extends pulumi.ComponentResource {
             if (t.type === "A" || t.type === "AAAA") this.addressRecords.push(record);
         });
         this.resources = resources;
+        const dkimNames = new Set(model.dkimSelectors.flatMap((s) => model.domains.map((d) => dkimRecordName(s, d))));
+        const dkimTimes: Record<string, pulumi.Output<string>> = {};
+        template.forEach((t, i) => {
+            if (t.type !== "TXT" || !dkimNames.has(t.name)) return;
+            const r = resources[names[i]];
+            dkimTimes[t.name] = pulumi.all([r.modifiedOn, r.createdOn]).apply(([modified, created]) => modified || created || "");
+        });
+        this.dkimPublishedAt = pulumi.all(dkimTimes);
         this.registerOutputs({ records: this.records });
     }
 }

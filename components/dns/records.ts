@@ -10,6 +10,7 @@
  *   and RFC 8314 (implicit TLS preferred; plain IMAP and POP3 explicitly "not offered" with ".").
  * - CAA on every zone apex (RFC 8659): only Let's Encrypt may issue, no wildcards, reports to admin.
  */
+import { dkimRecordName } from "../dkim";
 import type { Model } from "../config";
 import { mtaStsPolicy } from "./mta-sts";
 
@@ -123,7 +124,7 @@ export function renderDnsRecords(input: DnsInput): DnsRecord[] {
         for (const selector of model.dkimSelectors) {
             const key = dkimPublicKeys[selector];
             if (!key) throw new Error(`no DKIM public key for selector "${selector}"`);
-            add(`${selector}._domainkey.${domain}`, "TXT", txtContent(`v=DKIM1; k=rsa; p=${key}`));
+            add(dkimRecordName(selector, domain), "TXT", txtContent(`v=DKIM1; k=rsa; p=${key}`));
         }
         add(`_mta-sts.${domain}`, "TXT", txtContent(`v=STSv1; id=${sts.id}`));
         add(`_smtp._tls.${domain}`, "TXT", txtContent(`v=TLSRPTv1; rua=mailto:${model.adminEmail}`));

@@ -4,7 +4,7 @@
  */
 import type { Model } from "../config";
 import type { Step } from "../steps";
-import { orderSteps } from "../steps";
+import { orderSteps, stepHash } from "../steps";
 import { renderBackupSteps } from "./backup";
 import { renderBaseSteps } from "./base";
 import { renderCertbotSteps } from "./certbot";
@@ -18,8 +18,17 @@ import { renderRspamdSteps } from "./rspamd";
 import { renderTlsSteps } from "./tls";
 import { renderWebSteps } from "./web";
 
+/**
+ * What the server's configuration depends on besides the stack config: facts that are known only
+ * during a deployment. Pulumi and the lab both derive them with the same pure functions.
+ */
+export interface DeploymentFacts {
+    /** The DKIM selector that signs now (components/dkim.ts planDkimSigning). */
+    readonly dkimSigner: string;
+}
+
 /** One entry per service module (files/<service>/ holds its config files). */
-const SERVICES: ReadonlyArray<(model: Model) => Step[]> = [
+const SERVICES: ReadonlyArray<(model: Model, facts: DeploymentFacts) => Step[]> = [
     renderBaseSteps,
     renderPostgresqlSteps,
     renderDirectorySteps,
@@ -30,7 +39,6 @@ const SERVICES: ReadonlyArray<(model: Model) => Step[]> = [
     renderWebSteps,
     renderCertbotSteps,
     renderNextcloudSteps,
-    // base, postgresql, postfix, dovecot, rspamd, web, nextcloud, ... are added here by their modules
 ];
 
 /**
@@ -41,8 +49,26 @@ const SERVICES: ReadonlyArray<(model: Model) => Step[]> = [
 const FOLLOWERS: ReadonlyArray<(model: Model, registeredSteps: readonly string[]) => Step[]> = [renderFail2banSteps, renderBackupSteps];
 
 /** All steps for the server, ordered so that `after` is respected. */
-export function renderServerSteps(model: Model): Step[] {
-    const steps = SERVICES.flatMap((render) => render(model));
+export function renderServerSteps(model: Model, facts: DeploymentFacts): Step[] {
+    const steps = SERVICES.flatMap((render) => render(model, facts));
     const registered = steps.map((s) => s.name);
     return orderSteps([...steps, ...FOLLOWERS.flatMap((render) => render(model, registered))]);
+}
+
+/**
+ * The steps for every selector that may sign, split into the ones that are the same whichever
+ * signs (`fixed`, plain data known at preview) and the ones that differ (`bySigner`, one rendering
+ * per listed selector). A deployment waits for the DNS publication times only for the latter, so a
+ * new selector shows as a change of the rspamd step alone, not of every step.
+ */
+export function renderServerStepVariants(model: Model): { steps: Step[]; bySigner: ReadonlyMap<string, Readonly<Record<string, Step>>> } {
+    const renders = model.dkimSelectors.map((signer) => [signer, renderServerSteps(model, { dkimSigner: signer })] as const);
+    const [[, first]] = renders;
+    const order = (steps: readonly Step[]) => steps.map((s) => s.name).join(" ");
+    for (const [signer, steps] of renders) {
+        if (order(steps) !== order(first)) throw new Error(`the steps differ in name or order when ${signer} signs: ${order(steps)}`);
+    }
+    const varies = new Set(first.filter((step, i) => renders.some(([, steps]) => stepHash(steps[i]) !== stepHash(step))).map((s) => s.name));
+    const bySigner = new Map(renders.map(([signer, steps]) => [signer, Object.fromEntries(steps.filter((s) => varies.has(s.name)).map((s) => [s.name, s]))] as const));
+    return { steps: first, bySigner };
 }

@@ -1,7 +1,8 @@
 /**
  * The `rspamd` step: Rspamd 3.12 from Debian with Valkey (Debian's Redis) for Bayes and
  * greylisting, the milter on localhost:11332 for Postfix, the controller on loopback with a hashed
- * password, and DKIM signing of our users' mail for every managed domain with the active selector.
+ * password, and DKIM signing of our users' mail for every managed domain with the selector that
+ * signs now (components/dkim.ts: the first listed once its record has been public for its TTL).
  *
  * Config files: files/rspamd/local.d (merged into Rspamd's defaults), lua.local.d (the From-header
  * ownership rule), apply.sh (controller password hash, configtest, reload).
@@ -9,6 +10,7 @@
 import type { Model } from "../config";
 import { dkimKeySecret } from "../secrets";
 import type { Step, StepFile } from "../steps";
+import type { DeploymentFacts } from "./index";
 import { secretRef } from "../steps";
 import { readStatic, renderTemplate } from "../templates";
 
@@ -32,22 +34,24 @@ const LOCAL_D = [
     "options.inc",
 ] as const;
 
-export function renderDkimSigningConf(model: Model): string {
-    const selector = model.activeDkimSelector;
+/** `signer`: the selector that signs now (components/dkim.ts planDkimSigning decides). */
+export function renderDkimSigningConf(model: Model, signer: string): string {
+    if (!model.dkimSelectors.includes(signer)) throw new Error(`DKIM signer "${signer}" is not one of ispmail:dkimSelectors (${model.dkimSelectors.join(", ")})`);
+    const selector = signer;
     return renderTemplate("rspamd/local.d/dkim_signing.conf.mustache", {
         selector,
         domains: model.domains.map((domain) => ({ domain, selector, keyPath: dkimKeyPath(selector) })),
     });
 }
 
-export function renderRspamdSteps(model: Model): Step[] {
+export function renderRspamdSteps(model: Model, facts: DeploymentFacts): Step[] {
     const files: StepFile[] = [
         ...LOCAL_D.map((name) => ({ path: `/etc/rspamd/local.d/${name}`, content: readStatic(`rspamd/local.d/${name}`), mode: "0644" })),
-        { path: "/etc/rspamd/local.d/dkim_signing.conf", content: renderDkimSigningConf(model), mode: "0644" },
+        { path: "/etc/rspamd/local.d/dkim_signing.conf", content: renderDkimSigningConf(model, facts.dkimSigner), mode: "0644" },
         { path: "/etc/rspamd/lua.local.d/ispmail_from_header.lua", content: readStatic("rspamd/lua.local.d/ispmail_from_header.lua"), mode: "0644" },
-        // Every selector's key stays installed (old signatures keep verifying while DNS still has
-        // the key; rotation switches the active selector), readable by Rspamd only.
-        ...model.dkimSelectors.map((s) => ({ path: dkimKeyPath(s), content: secretRef(dkimKeySecret(s)), owner: "_rspamd", group: "_rspamd", mode: "0600", secret: true })),
+        // Every selector's key stays installed (rotation switches the signer), readable by Rspamd
+        // only; sorted, so that reordering the list (the rotation's switch) changes only the signer.
+        ...[...model.dkimSelectors].sort().map((s) => ({ path: dkimKeyPath(s), content: secretRef(dkimKeySecret(s)), owner: "_rspamd", group: "_rspamd", mode: "0600", secret: true })),
         { path: "/etc/ispmail/secrets/rspamd.controller", content: secretRef("rspamd.controller"), mode: "0600", secret: true },
     ];
     return [

@@ -9,11 +9,10 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { before, describe, it } from "node:test";
 import { renderDnsRecords } from "../../components/dns/records";
-import { renderServerSteps } from "../../components/services";
 import { renderForeignMtaSteps } from "../../lab/foreign";
 import { dkimPublicKeys } from "../../lab/stack";
 import type { AppliedStep } from "../../lab/apply";
-import { applyOnGuest, client, ensureLab, guest, LAB, labModel, labSecrets, PATHS } from "../../lab/testkit";
+import { applyOnGuest, client, ensureLab, guest, LAB, labModel, labSecrets, labServerSteps, PATHS } from "../../lab/testkit";
 
 const resolver = () => {
     const r = new Resolver({ timeout: 2000, tries: 2 });
@@ -156,7 +155,7 @@ describe("steps", () => {
     it("steps: applying twice in a row, the second apply changes nothing on either guest", async (t) => {
         const describe = (s: AppliedStep) => `${s.name}: ${[...s.actions, ...s.changedFiles].join("; ")}`;
         const foreignSteps = renderForeignMtaSteps();
-        const mailSteps = renderServerSteps(labModel());
+        const mailSteps = labServerSteps();
         // The first apply converges whatever earlier suites changed on the guests (reported, not failed).
         for (const s of [...(await applyOnGuest("foreign", foreignSteps, {})), ...(await applyOnGuest("mail", mailSteps, labSecrets()))]) {
             if (s.result === "changed") t.diagnostic(`drift corrected by the first apply: ${describe(s)}`);

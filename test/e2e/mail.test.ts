@@ -20,7 +20,7 @@ import { renderRspamdSteps } from "../../components/services/rspamd";
 import { renderTlsSteps } from "../../components/services/tls";
 import type { Step } from "../../components/steps";
 import { run } from "../../lab/proc";
-import { applyOnGuest, client, ensureLab, guest, LAB, labModel, labSecrets } from "../../lab/testkit";
+import { applyOnGuest, client, ensureLab, guest, LAB, labDkimSigning, labModel, labSecrets } from "../../lab/testkit";
 
 const mail = guest("mail");
 const foreign = guest("foreign");
@@ -181,7 +181,7 @@ async function daemonPids(): Promise<Record<string, string>> {
 }
 
 function mailSteps(model: Model): Step[] {
-    return [...renderTlsSteps(model), ...renderRspamdSteps(model), ...renderDovecotSteps(model), ...renderPostfixSteps(model)];
+    return [...renderTlsSteps(model), ...renderRspamdSteps(model, { dkimSigner: labDkimSigning(model).selector }), ...renderDovecotSteps(model), ...renderPostfixSteps(model)];
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -45,6 +45,11 @@ export interface MockRunOptions {
     /** Full keys that the stack marks secret. */
     readonly secretKeys?: readonly string[];
     readonly preview?: boolean;
+    /**
+     * Extra provider outputs for a resource, merged over the defaults (e.g. a Cloudflare record's
+     * `createdOn`, to place it in time).
+     */
+    readonly outputs?: (type: string, name: string, inputs: Record<string, unknown>) => Record<string, unknown> | undefined;
 }
 
 export interface MockRun<T> {
@@ -106,6 +111,9 @@ function privateKeyOutputs(name: string, algorithm: string): Record<string, stri
     return out;
 }
 
+/** When mocked Cloudflare records were created and last modified, unless a test says otherwise. */
+export const MOCK_RECORD_TIME = "2026-01-01T00:00:00.000Z";
+
 /** Mock outputs per resource type: what the provider would add to the inputs. */
 function mockState(args: pulumi.runtime.MockResourceArgs): { id: string; state: Record<string, unknown> } {
     const inputs = args.inputs as Record<string, unknown>;
@@ -126,6 +134,9 @@ function mockState(args: pulumi.runtime.MockResourceArgs): { id: string; state: 
         }
         case "hcloud:index/server:Server":
             return { id: numericId(key), state: { ...inputs, status: "running" } };
+        case "cloudflare:index/dnsRecord:DnsRecord":
+            // Cloudflare stamps every record; by default these are long-published records.
+            return { id: numericId(key), state: { ...inputs, createdOn: MOCK_RECORD_TIME, modifiedOn: MOCK_RECORD_TIME } };
         case "command:remote:Command":
             return { id: `${args.name}-id`, state: { ...inputs, stdout: 'ispmail-step-result:{"result":"changed","files":[],"actions":[]}\n', stderr: "" } };
         default:
@@ -194,8 +205,11 @@ async function runOnce<T>(fn: () => T, opts: MockRunOptions): Promise<MockRun<T>
     await pulumi.runtime.setMocks(
         {
             newResource(args) {
-                inputsByKey.set(`${args.type}::${args.name}`, unwrapSecrets(args.inputs) as Record<string, unknown>);
-                return mockState(args);
+                const inputs = unwrapSecrets(args.inputs) as Record<string, unknown>;
+                inputsByKey.set(`${args.type}::${args.name}`, inputs);
+                const mocked = mockState(args);
+                const extra = opts.outputs?.(args.type, args.name, inputs);
+                return extra ? { ...mocked, state: { ...mocked.state, ...extra } } : mocked;
             },
             call(args) {
                 invokes.push({ token: args.token, inputs: args.inputs as Record<string, unknown> });

@@ -234,7 +234,7 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
         assert.equal(model.users[1].quotaMb, 1024, "an explicit quota wins");
         assert.ok(!("displayName" in model.users[0]));
         assert.equal(model.sharedMailboxes[0].rights, "lrwstipekxa");
-        assert.equal(model.activeDkimSelector, "s2026b", "the first selector signs");
+        assert.equal(model.dkimSelectors[0], "s2026b", "the first selector is the one wanted for signing");
         assert.equal(model.messageSizeLimitMb, 50);
         assert.deepEqual(model.nextcloud, { enabled: false, host: "mx1.example.org" });
         assert.equal(model.acme.directoryUrl, "https://acme-v02.api.letsencrypt.org/directory");

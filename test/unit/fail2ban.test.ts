@@ -61,7 +61,7 @@ describe("fail2ban step", () => {
         assert.deepEqual(renderFail2banSteps(model, ["base"])[0].after, ["base"]);
         assert.deepEqual(renderFail2banSteps(model, [])[0].after, []);
         // In the real service list: fail2ban is there, and follows every daemon it watches.
-        const names = renderServerSteps(model).map((s) => s.name);
+        const names = renderServerSteps(model, { dkimSigner: model.dkimSelectors[0] }).map((s) => s.name);
         assert.ok(names.includes("fail2ban"));
         for (const daemon of ["base", "postfix", "dovecot"]) {
             if (names.includes(daemon)) assert.ok(names.indexOf(daemon) < names.indexOf("fail2ban"), `${daemon} must come before fail2ban`);

@@ -50,7 +50,7 @@ describe("graph: the example stacks", () => {
             assert.equal(ofType(rs, "random:index/randomPassword:RandomPassword").length, secretSpecs(model).filter((s) => s.kind === "password").length);
             assert.equal(ofType(rs, "tls:index/privateKey:PrivateKey").length, model.dkimSelectors.length + 2);
             const commands = ofType(rs, "command:remote:Command").map((c) => c.name).sort();
-            assert.deepEqual(commands, [...renderServerSteps(model).map((s) => s.name), "machine-ready", "ssh-access"].sort());
+            assert.deepEqual(commands, [...renderServerSteps(model, { dkimSigner: model.dkimSelectors[0] }).map((s) => s.name), "machine-ready", "ssh-access"].sort());
 
             // The Cloudflare records are exactly the pure record set (the lab serves the same data).
             const records = await valueOf(outputs.dnsRecords);
@@ -195,7 +195,9 @@ describe("graph: index.ts, the real entry point", () => {
         const env = { ...process.env, PULUMI_CONFIG: JSON.stringify(Object.fromEntries(Object.entries(config).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]))), PULUMI_CONFIG_SECRET_KEYS: JSON.stringify(secretKeys), ISPMAIL_MOCK_STACK: stack };
         const p = spawnSync(process.execPath, ["--import", "tsx", join(REPO_ROOT, "test", "harness", "run-index.ts")], { env, encoding: "utf8", timeout: 120_000 });
         assert.equal(p.status, 0, p.stderr);
-        return JSON.parse(p.stdout) as { resources: RegisteredResource[]; outputs: Record<string, any>; error: null | { message: string; runError: boolean } };
+        // The engine's log lines (info/warn) come first under mocks; the JSON line is the last one.
+        const last = p.stdout.trim().split("\n").pop() ?? "";
+        return JSON.parse(last) as { resources: RegisteredResource[]; outputs: Record<string, any>; error: null | { message: string; runError: boolean } };
     };
 
     it("graph: index.ts reads PULUMI_CONFIG and PULUMI_CONFIG_SECRET_KEYS and exports what a user needs", () => {
@@ -203,8 +205,10 @@ describe("graph: index.ts, the real entry point", () => {
         raw.users[1].password = "configured-password-for-bob";
         const out = runIndex(withNamespace(raw), "staging", ["ispmail:users"]);
         assert.equal(out.error, null);
-        assert.deepEqual(Object.keys(out.outputs).sort(), ["beforeFirstUse", "clientSettings", "dnsRecords", "ipv4", "ipv6", "mailHost", "userPasswords"]);
+        assert.deepEqual(Object.keys(out.outputs).sort(), ["beforeFirstUse", "clientSettings", "dkimSigning", "dnsRecords", "ipv4", "ipv6", "mailHost", "userPasswords"]);
         assert.equal(out.outputs.mailHost, "mx1.example.org");
+        // The mocked records are long published: the first listed selector signs.
+        assert.deepEqual([out.outputs.dkimSigning.selector, out.outputs.dkimSigning.state], [raw.dkimSelectors[0], "settled"]);
         assert.deepEqual(out.outputs.clientSettings.imap, { host: "mx1.example.org", port: 993, security: "TLS" });
         assert.deepEqual(out.outputs.clientSettings.smtp, { host: "mx1.example.org", port: 465, security: "TLS" });
         assert.match(out.outputs.beforeFirstUse, /port 25/);

@@ -14,7 +14,7 @@ import { validRawConfig } from "../fixtures/config";
 import { CHROOT, chrootSkipReason, inChroot, withStepFiles } from "./mail-chroot";
 
 const model = parseConfig(validRawConfig(), { stack: "test" }).model;
-const [step] = renderRspamdSteps(model);
+const [step] = renderRspamdSteps(model, { dkimSigner: model.dkimSelectors[0] });
 const content = (path: string) => {
     const f = step.files.find((x) => x.path === path);
     assert.ok(f, `${path} is not a file of the rspamd step`);
@@ -40,10 +40,10 @@ describe("rspamd step", () => {
         assert.doesNotMatch(content("/etc/rspamd/local.d/worker-controller.inc"), /^\s*(enable_)?password/m);
     });
 
-    test("rspamd: DKIM signs every managed domain with the active selector's key, never inbound mail", () => {
+    test("rspamd: DKIM signs every managed domain with the signing selector's key, never inbound mail", () => {
         const conf = content("/etc/rspamd/local.d/dkim_signing.conf");
         for (const d of model.domains) {
-            assert.match(conf, new RegExp(`\\b${d.replace(".", "\\.")} \\{\\s*selectors \\[\\s*\\{ path = "${dkimKeyPath(model.activeDkimSelector)}"; selector = "${model.activeDkimSelector}"; \\}`));
+            assert.match(conf, new RegExp(`\\b${d.replace(".", "\\.")} \\{\\s*selectors \\[\\s*\\{ path = "${dkimKeyPath(model.dkimSelectors[0])}"; selector = "${model.dkimSelectors[0]}"; \\}`));
         }
         assert.match(conf, /^sign_inbound = false;$/m);
         assert.match(conf, /^use_domain = "header";$/m);
