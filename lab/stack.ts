@@ -11,10 +11,11 @@ import { PATHS } from "./lab";
 
 export const LAB_STACK = "lab";
 
-export function loadLabStack(deployPublicKey: string): { model: Model; passwords: ConfiguredPasswords } {
+/** `overrides`: keys (without namespace) replaced for a test of a config change. */
+export function loadLabStack(deployPublicKey: string, overrides: Readonly<Record<string, unknown>> = {}): { model: Model; passwords: ConfiguredPasswords } {
     const { raw } = stackFileConfig(readFileSync(PATHS.stackFile, "utf8"));
     const server = { ...(raw.server as Record<string, unknown>), sshPublicKeys: [deployPublicKey] };
-    return parseConfig({ ...raw, server }, { stack: LAB_STACK });
+    return parseConfig({ ...raw, server, ...overrides }, { stack: LAB_STACK });
 }
 
 const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";

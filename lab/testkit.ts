@@ -98,7 +98,12 @@ export function labServerSteps(model: Model = labModel()): Step[] {
 
 /** The lab stack's model, as `npm run lab` renders the steps from it. */
 export function labModel(): Model {
-    return loadLabStack(readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim()).model;
+    return labModelWith({});
+}
+
+/** The lab stack's model with some `ispmail:*` keys (without namespace) replaced, validated as usual. */
+export function labModelWith(overrides: Readonly<Record<string, unknown>>): Model {
+    return loadLabStack(readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim(), overrides).model;
 }
 
 /**

@@ -1,19 +1,27 @@
 /**
- * fail2ban in the lab: repeated failed IMAP logins from one address get that address banned on the
- * mail ports, while another address is still served.
+ * fail2ban in the lab: repeated failed IMAP logins, or failed SMTP AUTH on submission, from one
+ * address get that address banned on the mail ports, while another address is still served.
  *
- * Two client addresses are needed on the host side of the lab bridge: the attacker is a secondary
- * address added to the lab bridge for this test only (192.0.2.50, removed afterwards); the
- * bystander is the host side's own lab address 192.0.2.1. The tests run inside the lab's network
- * namespace (`npm run test:e2e`), so the extra address exists only there.
+ * The client addresses are secondary addresses on the host side of the lab bridge, added for this
+ * suite only and removed afterwards: one attacker per jail and a bystander (192.0.2.51). The
+ * attackers are drawn fresh for every run (192.0.2.100-149 IMAP, 192.0.2.150-199 SMTP): fail2ban
+ * remembers failures for findtime (10 min) even after an unban, so a reused address would be
+ * banned after fewer than maxretry attempts. None is in the lab's adminCidrs (192.0.2.1, which fail2ban never bans),
+ * so the bystander shows that a ban is per address, not an exemption. The tests run inside the
+ * lab's network namespace (`npm run test:e2e`), so the extra addresses exist only there.
  */
 import assert from "node:assert/strict";
+import { randomInt } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { client, ensureLab, guest, LAB } from "../../lab/testkit";
+import { client, ensureLab, guest, LAB, labModel, labSecrets } from "../../lab/testkit";
+import { MX, submit, swaks } from "./clients";
 
 const BRIDGE = LAB.bridge;
-const ATTACKER = "192.0.2.50";
-const BYSTANDER = "192.0.2.1";
+const pick = (from: number) => `192.0.2.${from + randomInt(50)}`;
+const ATTACKER = pick(100);
+const SMTP_ATTACKER = pick(150);
+const BYSTANDER = "192.0.2.51";
+const TEST_ADDRESSES = [ATTACKER, SMTP_ATTACKER, BYSTANDER];
 /** files/fail2ban/jail.d/ispmail.conf: maxretry = 5 within findtime. */
 const MAXRETRY = 5;
 
@@ -61,17 +69,24 @@ async function bannedIn(jail: string): Promise<string[] | undefined> {
 }
 
 describe("fail2ban", { timeout: 300_000 }, () => {
+    const unbanAll = () => guest("mail").exec(`fail2ban-client unban ${TEST_ADDRESSES.join(" ")} || true`);
+
     before(async () => {
         await ensureLab();
-        // The attacker's address exists only for this test, on the lab bridge only.
-        const r = await client("ip", ["addr", "replace", `${ATTACKER}/24`, "dev", BRIDGE]);
-        assert.equal(r.code, 0, r.stderr);
+        const admin = labModel().server.adminCidrs;
+        for (const a of TEST_ADDRESSES) assert.ok(!admin.some((c) => c.startsWith(`${a}/`)), `${a} must not be an admin address`);
+        // The test addresses exist only for this suite, on the lab bridge only.
+        for (const a of TEST_ADDRESSES) {
+            const r = await client("ip", ["addr", "replace", `${a}/24`, "dev", BRIDGE]);
+            assert.equal(r.code, 0, r.stderr);
+        }
+        await unbanAll();
     });
 
     after(async () => {
-        await client("ip", ["addr", "del", `${ATTACKER}/24`, "dev", BRIDGE]);
+        for (const a of TEST_ADDRESSES) await client("ip", ["addr", "del", `${a}/24`, "dev", BRIDGE]);
         // Leave no ban behind for the other suites.
-        await guest("mail").exec(`fail2ban-client unban ${ATTACKER} || true`);
+        await unbanAll();
     });
 
     test("fail2ban: the sshd, postfix-sasl and dovecot jails are running", async () => {
@@ -85,16 +100,15 @@ describe("fail2ban", { timeout: 300_000 }, () => {
         assert.ok(!((await bannedIn("dovecot")) ?? []).includes(ATTACKER), "attacker must not be banned before the test");
 
         // MAXRETRY failures, one connection each (bounded: 5 attempts, 120 s each; Dovecot delays
-        // each failure from the same address longer, up to 15 s). The last one triggers the ban.
+        // each failure by auth_failure_delay, 2 s). The last one triggers the ban.
         const t0 = Date.now();
         let attempts = 0;
         for (let i = 0; i < MAXRETRY; i++) {
             const o = await imapFrom(ATTACKER, "alice@example.org", `wrong-password-${i}`);
-            // Once the ban is in place the connection is rejected, or an established one stalls.
-            if (o.error && i > 0) break;
             assert.equal(o.login, "failed", `attempt ${i}: ${JSON.stringify(o)}`);
             attempts++;
         }
+        assert.equal(attempts, MAXRETRY);
 
         // fail2ban reads the journal asynchronously: poll up to 20 times, 2 s apart (a failed SSH
         // round trip counts as a try).
@@ -113,6 +127,36 @@ describe("fail2ban", { timeout: 300_000 }, () => {
         const bystander = await imapFrom(BYSTANDER, "alice@example.org", "");
         assert.equal(bystander.greeting, true, `another address is still served: ${JSON.stringify(bystander)}`);
         assert.ok(!((await bannedIn("dovecot")) ?? []).includes(BYSTANDER));
+    });
+
+    test("fail2ban: repeated failed SMTP AUTH on submission bans that address (postfix-sasl) while another is still served", async () => {
+        assert.ok(!((await bannedIn("postfix-sasl")) ?? []).includes(SMTP_ATTACKER), "attacker must not be banned before the test");
+        // MAXRETRY failed AUTH PLAIN exchanges on 587 after STARTTLS, one connection each (bounded).
+        const t0 = Date.now();
+        let attempts = 0;
+        for (let i = 0; i < MAXRETRY; i++) {
+            const r = await submit("alice@example.org", `wrong-password-${i}`, { to: "bob@example.org", subject: `fail2ban ${i}`, source: SMTP_ATTACKER });
+            assert.equal(r.code, 535, `attempt ${i}: ${r.transcript}`);
+            attempts++;
+        }
+        assert.equal(attempts, MAXRETRY);
+        let banned: string[] = [];
+        for (let i = 0; i < 20 && !banned.includes(SMTP_ATTACKER); i++) {
+            banned = (await bannedIn("postfix-sasl")) ?? banned;
+            if (!banned.includes(SMTP_ATTACKER)) await new Promise((r) => setTimeout(r, 2000));
+        }
+        assert.ok(banned.includes(SMTP_ATTACKER), `expected ${SMTP_ATTACKER} in the postfix-sasl jail's bans, got ${banned.join(", ") || "none"}`);
+        console.log(`# fail2ban: ${attempts} failed SMTP AUTH attempts, banned after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+
+        // The banned address gets no SMTP greeting on 587 or 465; the bystander does, and its
+        // correct login is accepted.
+        for (const port of ["587", "465"]) {
+            const r = await swaks(["--server", MX, "--port", port, "--local-interface", SMTP_ATTACKER, "--quit-after", "CONNECT", "--timeout", "10", ...(port === "465" ? ["--tlsc"] : [])], undefined, 60_000);
+            assert.ok(!r.replies.some((l) => /\s220[ -]/.test(l)), `port ${port} still greets the banned address:\n${r.transcript}`);
+        }
+        const ok = await submit("alice@example.org", labSecrets()["user:alice@example.org"], { to: "bob@example.org", subject: "fail2ban bystander", source: BYSTANDER });
+        assert.equal(ok.code, 250, ok.transcript);
+        assert.ok(!((await bannedIn("postfix-sasl")) ?? []).includes(BYSTANDER));
     });
 
     test("fail2ban: unbanning lets the address in again", async () => {

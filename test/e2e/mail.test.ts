@@ -19,70 +19,14 @@ import { renderPostfixSteps } from "../../components/services/postfix";
 import { renderRspamdSteps } from "../../components/services/rspamd";
 import { renderTlsSteps } from "../../components/services/tls";
 import type { Step } from "../../components/steps";
-import { run } from "../../lab/proc";
 import { applyOnGuest, client, ensureLab, guest, LAB, labDkimSigning, labModel, labSecrets } from "../../lab/testkit";
+import { eventually, FOREIGN_RCPT, foreignMessage, headerBlock, MX, shellQuote, submit, swaks, token } from "./clients";
 
 const mail = guest("mail");
-const foreign = guest("foreign");
-const MX = LAB.mail.ipv4;
 const FOREIGN_MX = LAB.foreign.ipv4;
-const FOREIGN_RCPT = `${LAB.foreignUser}@${LAB.foreignDomain}`;
 const GTUBE_REJECT = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 /** Rspamd's GTUBE variant for "add header" (enabled by gtube_patterns = all): spam, but below reject. */
 const GTUBE_ADD_HEADER = "YJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
-
-const token = (what: string) => `${what} ${randomBytes(6).toString("hex")}`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `probe` until it returns a value (not undefined), at most `tries` times. */
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, tries = 40, intervalMs = 1500): Promise<T> {
-    for (let i = 0; i < tries; i++) {
-        const v = await probe();
-        if (v !== undefined) return v;
-        await sleep(intervalMs);
-    }
-    throw new Error(`timed out waiting for ${what} (${tries} tries, ${intervalMs} ms apart)`);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Clients
-// ---------------------------------------------------------------------------------------------
-interface SmtpAnswer {
-    /** The last reply code the server gave (e.g. 250 after DATA, or the rejecting code). */
-    readonly code: number;
-    /** Every server reply line. */
-    readonly replies: string[];
-    readonly transcript: string;
-}
-
-/** swaks with the password (if any) in its environment (swaks reads SWAKS_OPT_*), never in argv. */
-async function swaks(args: readonly string[], password?: string, timeoutMs = 180_000): Promise<SmtpAnswer> {
-    const env = password === undefined ? process.env : { ...process.env, SWAKS_OPT_auth_password: password };
-    const r = await run("swaks", ["--timeout", "120", ...args], { env, timeoutMs });
-    const transcript = r.stdout + r.stderr;
-    const replies = transcript.split("\n").filter((l) => /^<[~*-]*\s+\d{3}[ -]/.test(l));
-    const last = replies.length ? Number(/(\d{3})/.exec(replies[replies.length - 1])![1]) : 0;
-    // QUIT's 221 is not the answer we want: take the reply before it.
-    const meaningful = replies.filter((l) => !/\s221[ -]/.test(l));
-    const code = meaningful.length ? Number(/(\d{3})/.exec(meaningful[meaningful.length - 1])![1]) : last;
-    return { code, replies, transcript };
-}
-
-function shellQuote(s: string): string {
-    return `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
-/** A mail user's submission (587 STARTTLS or 465 implicit TLS) with AUTH PLAIN. */
-function submit(user: string, password: string, opts: { port?: 587 | 465; from?: string; headerFrom?: string; to: string; subject: string; body?: string; extraHeaders?: string[] }): Promise<SmtpAnswer> {
-    const port = opts.port ?? 587;
-    const args = ["--server", MX, "--port", String(port), port === 465 ? "--tlsc" : "--tls", "--auth", "PLAIN", "--auth-user", user];
-    args.push("--from", opts.from ?? user, "--to", opts.to, "--h-Subject", opts.subject);
-    if (opts.headerFrom) args.push("--h-From", opts.headerFrom);
-    for (const h of opts.extraHeaders ?? []) args.push("--add-header", h);
-    if (opts.body) args.push("--body", opts.body);
-    args.push("--suppress-data");
-    return swaks(args, password);
-}
 
 const IMAP_CLIENT = String.raw`
 import imaplib, json, ssl, sys
@@ -308,13 +252,9 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
         const subject = token("proof-8");
         const sent = await submit("alice@example.org", pw("alice@example.org"), { to: FOREIGN_RCPT, subject });
         assert.equal(sent.code, 250, sent.transcript);
-        const message = await eventually(`"${subject}" at the foreign MTA`, async () => {
-            const r = await foreign.exec(`grep -l -F -- ${shellQuote(subject)} /home/${LAB.foreignUser}/Maildir/new/* 2>/dev/null | head -n1 | xargs -r cat`);
-            return r.stdout.includes(subject) ? r.stdout : undefined;
-        });
-        const headerBlock = message.split(/\r?\n\r?\n/)[0].replace(/\r?\n[ \t]+/g, " ");
-        const ar = headerBlock.split("\n").filter((l) => /^Authentication-Results:/i.test(l)).join("\n");
-        assert.match(ar, /dkim=pass[^;]*header\.d=example\.org/, ar || headerBlock);
+        const headers = headerBlock(await foreignMessage(subject));
+        const ar = headers.split("\n").filter((l) => /^Authentication-Results:/i.test(l)).join("\n");
+        assert.match(ar, /dkim=pass[^;]*header\.d=example\.org/, ar || headers);
         assert.match(ar, /spf=pass/, ar);
         assert.match(ar, /dmarc=pass/, ar);
     });
