@@ -88,11 +88,12 @@ export async function createGuest(g: GuestPlan, rootfs: string, deployPublicKey:
     symlinkSync("/usr/lib/systemd/system/systemd-networkd.service", join(staging, "etc/systemd/system/multi-user.target.wants/systemd-networkd.service"));
     put(staging, "etc/resolv.conf", `# The lab DNS (knot on the lab bridge).\nnameserver ${LAB.dns}\n`);
     put(staging, "etc/apt/apt.conf.d/00ispmail-lab-proxy", `// Written by the ispmail lab: packages through the host's apt-cacher-ng.\nAcquire::http::Proxy "${LAB.aptProxy.url}";\n`);
-    // Every SSH session as root starts root's systemd user manager (pam_systemd) and stops it when
-    // the last session ends. Inside a container that stop can hang ("Processes still around after
-    // final SIGKILL") and the next login then waits ~90 s for it and fails. Lingering keeps the
-    // user manager running between sessions, as on a server with steady admin sessions.
-    put(staging, "var/lib/systemd/linger/root", "");
+    // Every SSH session as root would start root's systemd user manager (pam_systemd) and stop it
+    // when the last session ends. Inside these containers that manager cannot spawn its executor,
+    // so its stop hangs ("Processes still around after final SIGKILL"): the next login then waits
+    // ~90 s and fails, and a shutdown waits just as long. The lab's root sessions need no user
+    // manager: mask it (pam_systemd is optional in Debian's PAM stack; logins go on without it).
+    symlinkSync("/dev/null", join(staging, "etc/systemd/system/user@0.service"));
     mkdirSync(join(staging, "root/.ssh"), { recursive: true, mode: 0o700 });
     put(staging, "root/.ssh/authorized_keys", `${deployPublicKey}\n`, 0o600);
     // The lab CA signs pebble's HTTPS endpoint: certbot must trust it as it trusts Let's Encrypt's.

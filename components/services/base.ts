@@ -54,7 +54,10 @@ export function renderBaseSteps(model: Model): Step[] {
                 // Debian's Postfix uses /etc/mailname for myorigin; it is the same host.
                 file("/etc/mailname", `${model.mailHost}\n`),
                 file("/etc/timezone", "Etc/UTC\n"),
-                file("/etc/default/locale", "LANG=C.UTF-8\n"),
+                // Debian 13 keeps the system locale in /etc/locale.conf; /etc/default/locale is a
+                // symlink to it that systemd-tmpfiles restores at every boot (tmpfiles.d/debian.conf),
+                // so writing that path would be undone by each reboot and redone by the next apply.
+                file("/etc/locale.conf", "LANG=C.UTF-8\n"),
                 file("/etc/ssh/sshd_config.d/00-ispmail.conf", readStatic("base/sshd-ispmail.conf")),
                 file("/etc/systemd/journald.conf.d/ispmail.conf", readStatic("base/journald-ispmail.conf")),
                 file("/etc/apt/apt.conf.d/20auto-upgrades", readStatic("base/20auto-upgrades")),

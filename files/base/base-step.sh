@@ -1,7 +1,7 @@
 # The `base` step (components/services/base.ts). Runs first on a fresh Debian 13; everything here
 # is checked before it is changed, so a second run changes nothing.
 # Set by base.ts before this file: MAIL_HOST (a validated FQDN).
-# Already in place: /etc/hostname, /etc/mailname, /etc/timezone, /etc/default/locale, the sshd,
+# Already in place: /etc/hostname, /etc/mailname, /etc/timezone, /etc/locale.conf, the sshd,
 # journald and unattended-upgrades drop-ins.
 SHORT_HOST=${MAIL_HOST%%.*}
 DATA_DIR=/srv/ispmail
@@ -33,7 +33,13 @@ if [ "$(readlink /etc/localtime)" != /usr/share/zoneinfo/Etc/UTC ]; then
   ln -sfn /usr/share/zoneinfo/Etc/UTC /etc/localtime
   ispmail_action "set the time zone to UTC"
 fi
-# C.UTF-8 is built in (the system default via /etc/default/locale); en_US.UTF-8 is generated for
+# /etc/default/locale is Debian 13's symlink to ../locale.conf (tmpfiles.d/debian.conf makes it at
+# boot); make it now too, so that programs reading either path see LANG=C.UTF-8 before a reboot.
+if [ "$(readlink /etc/default/locale)" != ../locale.conf ]; then
+  ln -sfn ../locale.conf /etc/default/locale
+  ispmail_action "linked /etc/default/locale to ../locale.conf"
+fi
+# C.UTF-8 is built in (the system default via /etc/locale.conf); en_US.UTF-8 is generated for
 # programs and admins that ask for it by name.
 # (Output captured first: with pipefail, `grep -q` closing the pipe early would fail the pipeline.)
 locales=$(locale -a 2>/dev/null || true)

@@ -50,7 +50,9 @@ describe("base: rendering", () => {
         assert.equal(fileAt("/etc/hostname").content, "mx1.example.org\n");
         assert.equal(fileAt("/etc/mailname").content, "mx1.example.org\n");
         assert.equal(fileAt("/etc/timezone").content, "Etc/UTC\n");
-        assert.equal(fileAt("/etc/default/locale").content, "LANG=C.UTF-8\n");
+        assert.equal(fileAt("/etc/locale.conf").content, "LANG=C.UTF-8\n");
+        assert.ok(!base.files.some((f) => f.path === "/etc/default/locale"), "Debian 13's /etc/default/locale is a symlink made at boot, not a file to write");
+        assert.match(base.script, /ln -sfn \.\.\/locale\.conf \/etc\/default\/locale/);
         assert.match(base.script, /^MAIL_HOST='mx1\.example\.org'$/m);
     });
 
