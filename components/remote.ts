@@ -130,16 +130,19 @@ export class ServerConfig extends pulumi.ComponentResource {
         for (const name of Object.keys(args.deferred ?? {})) {
             if (!args.steps.some((s) => s.name === name)) throw new pulumi.ResourceError(`deferred step ${name} is not one of the steps`, this);
         }
+        // Every step and every deferred variant is checked before the first command exists.
         for (const step of args.steps) {
             check(step);
-            const deferred = args.deferred?.[step.name];
-            for (const candidate of deferred?.candidates ?? []) {
+            for (const candidate of args.deferred?.[step.name]?.candidates ?? []) {
                 check(candidate);
                 // Same name, secrets and order: only the content may wait for the deployment.
                 if (candidate.name !== step.name || secretsOf(candidate).join() !== secretsOf(step).join() || candidate.after.join() !== step.after.join()) {
                     throw new pulumi.ResourceError(`step ${step.name}: a deferred variant differs in name, secrets or order`, this);
                 }
             }
+        }
+        for (const step of args.steps) {
+            const deferred = args.deferred?.[step.name];
             const content: pulumi.Input<Step> = deferred
                 ? deferred.chosen.apply((chosen) => {
                       if (!deferred.candidates.some((c) => stepHash(c) === stepHash(chosen))) throw new Error(`step ${step.name}: the chosen content is none of the checked candidates`);

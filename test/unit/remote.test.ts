@@ -107,3 +107,40 @@ describe("remote: steps as commands", () => {
         assert.match(String(error), /postfix runs after "dovecot", which is not an earlier step/);
     });
 });
+
+describe("remote: steps decided during the deployment (deferred)", () => {
+    const deferredRun = (candidates: Step[], chosen: Step) =>
+        runMocked(() => {
+            const ready = new command.remote.Command("machine-ready", { connection: CONNECTION, create: "true" });
+            return new ServerConfig("config", {
+                steps: STEPS,
+                secretValues: pulumi.secret(SECRETS),
+                secretNames: Object.keys(SECRETS),
+                connection: pulumi.secret(CONNECTION),
+                serverId: "4711",
+                machineReady: ready,
+                deferred: { tls: { candidates, chosen: pulumi.output(chosen) } },
+            });
+        });
+    const tlsA = step("tls", ["base"], { script: 'log "signer a"' });
+    const tlsB = step("tls", ["base"], { script: 'log "signer b"' });
+
+    it("remote: the chosen candidate becomes the step's content and its hash the trigger; other steps stay plain", async () => {
+        const { resources, error } = await deferredRun([tlsA, tlsB], tlsB);
+        assert.equal(error, undefined, String(error));
+        const tls = one(resources, "command:remote:Command", "tls");
+        assert.deepEqual(tls.inputs.triggers, [stepHash(tlsB), "4711"]);
+        assert.match(String(tls.inputs.stdin), /signer b/);
+        assert.deepEqual(one(resources, "command:remote:Command", "base").inputs.triggers, [stepHash(STEPS[0]), "4711"]);
+    });
+
+    it("remote: a candidate that differs in secrets or order is refused up front, before any command exists", async () => {
+        const withSecret = step("tls", ["base"], { files: [{ path: "/etc/ispmail/secrets/x", content: secretRef("db.mailreader"), secret: true }] });
+        const reordered = step("tls", ["postgresql"]);
+        for (const bad of [withSecret, reordered]) {
+            const { error, resources } = await deferredRun([tlsA, bad], tlsA);
+            assert.match(String(error), /deferred variant differs in name, secrets or order/);
+            assert.equal(commandsOf(resources).length, 0);
+        }
+    });
+});
