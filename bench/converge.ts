@@ -6,7 +6,7 @@
  *   - floor: only installing the same Debian packages (with the same debconf answers), one apt run.
  * Target: converge / floor <= 1.5.
  *
- * The guests take the lab mail guest's slot (192.0.2.10, mx1.example.org) one after the other:
+ * The guests take the lab mail guest's slot (198.51.100.10, mx1.example.org) one after the other:
  * ACME validation, DNS and PTR all point there, and the lab has only this one. The lab's own mail
  * guest is stopped (not changed) meanwhile and booted again afterwards, with every step re-applied
  * to prove it is as it was. A journal (.lab/bench/lab-slot.json) marks the slot as lent, so an

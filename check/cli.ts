@@ -35,7 +35,7 @@ async function main(argv: string[]): Promise<number> {
     const opts: RunOptions = { online: values.online };
     if (values.stack === "lab") {
         const lab = await import("../lab/proc");
-        // 192.0.2.0/24 outside the lab's namespace may be a real network: check from inside it.
+        // 198.51.100.0/24 outside the lab's namespace may be a real network: check from inside it.
         if (!lab.inLabNetns()) {
             const [cmd, args] = lab.inLabNet(process.execPath, [...process.execArgv, __filename, ...argv]);
             return spawnSync(cmd, args, { stdio: "inherit" }).status ?? 1;

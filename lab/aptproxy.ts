@@ -1,10 +1,10 @@
 /**
  * Packages for the guests: the lab's own apt-cacher-ng on the host (loopback only), reachable from
- * the lab network as http://192.0.2.1:3142.
+ * the lab network as http://198.51.100.1:3142.
  *
  * The lab namespace has no way out, so the proxy itself runs in the host's namespace and a pair of
  * socat relays joins the two through a Unix socket (a file, which both namespaces see):
- *   guest -> 192.0.2.1:3142 (socat, lab netns) -> /run/ispmail-lab/apt-proxy.sock (socat, host netns)
+ *   guest -> 198.51.100.1:3142 (socat, lab netns) -> /run/ispmail-lab/apt-proxy.sock (socat, host netns)
  *         -> 127.0.0.1:13142 (apt-cacher-ng) -> http://deb.debian.org/debian
  */
 import { mkdirSync } from "node:fs";

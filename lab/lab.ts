@@ -4,8 +4,9 @@
  *
  * The whole lab network lives in a network namespace of its own (`ispmail-lab`): the bridge, the
  * host-side services (DNS, ACME CA, apt proxy) and the guests' links. Nothing of it is reachable
- * from the machine's own namespace, and nothing in it can reach out — which matters here because
- * the documentation range 192.0.2.0/24 may well be the machine's real LAN (it is on this one).
+ * from the machine's own namespace, and nothing in it can reach out. The addresses are TEST-NET-2
+ * (RFC 5737) rather than TEST-NET-1, because 192.0.2.0/24 is this machine's real LAN; and since a
+ * documentation range may be anyone's LAN, the namespace keeps the lab apart all the same.
  */
 import { join } from "node:path";
 
@@ -30,18 +31,18 @@ export const LAB = {
     netns: "ispmail-lab",
     bridge: "isplab0",
     /** The host side of the lab bridge: DNS, ACME CA and apt proxy listen here. */
-    host: { ipv4: "192.0.2.1", ipv6: "2001:db8:2::1" },
+    host: { ipv4: "198.51.100.1", ipv6: "2001:db8:2::1" },
     prefix: { ipv4: 24, ipv6: 64 },
     /** The lab's authoritative DNS server, used as resolver by guests and tests. */
-    dns: "192.0.2.1",
+    dns: "198.51.100.1",
     acme: {
-        directoryUrl: "https://192.0.2.1:14000/dir",
+        directoryUrl: "https://198.51.100.1:14000/dir",
         /** pebble's management interface: /roots/0 is the root that signs issued certificates. */
-        managementUrl: "https://192.0.2.1:15000",
+        managementUrl: "https://198.51.100.1:15000",
     },
-    aptProxy: { url: "http://192.0.2.1:3142", port: 3142 },
-    mail: { name: "mail", machine: "ispmail-mail", fqdn: "mx1.example.org", ipv4: "192.0.2.10", ipv6: "2001:db8:2::10" } as GuestPlan,
-    foreign: { name: "foreign", machine: "ispmail-foreign", fqdn: "mx.example.net", ipv4: "192.0.2.20", ipv6: "2001:db8:2::20" } as GuestPlan,
+    aptProxy: { url: "http://198.51.100.1:3142", port: 3142 },
+    mail: { name: "mail", machine: "ispmail-mail", fqdn: "mx1.example.org", ipv4: "198.51.100.10", ipv6: "2001:db8:2::10" } as GuestPlan,
+    foreign: { name: "foreign", machine: "ispmail-foreign", fqdn: "mx.example.net", ipv4: "198.51.100.20", ipv6: "2001:db8:2::20" } as GuestPlan,
     /** The foreign MTA's own mail domain and the local user that receives its mail. */
     foreignDomain: "example.net",
     foreignUser: "rcpt",

@@ -1,5 +1,5 @@
 /**
- * The lab's ACME test CA: pebble from Debian on https://192.0.2.1:14000/dir (in the lab namespace),
+ * The lab's ACME test CA: pebble from Debian on https://198.51.100.1:14000/dir (in the lab namespace),
  * serving TLS with a certificate of the lab's own CA (made with openssl at run time), resolving
  * through the lab DNS and validating HTTP-01 on port 80 of the guests — as Let's Encrypt would.
  *
@@ -9,7 +9,7 @@
  *  - pebble's issuing root (new on every pebble start) signs the certificates it issues; it is
  *    written to .lab/pebble/issuing-root.pem for tests that verify an issued chain.
  */
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LAB, PATHS } from "./lab";
 import { daemonPid, inLabNet, run, runOk, startDaemon, waitFor } from "./proc";
@@ -29,11 +29,13 @@ export async function ensureLabCa(): Promise<void> {
         ]);
     }
     const cert = join(PATHS.ca, "pebble.pem");
-    if (existsSync(cert)) return;
     const key = join(PATHS.ca, "pebble.key");
     const csr = join(PATHS.ca, "pebble.csr");
     const ext = join(PATHS.ca, "pebble.ext");
-    writeFileSync(ext, `subjectAltName=IP:${LAB.host.ipv4},IP:${LAB.host.ipv6}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n`);
+    // A new certificate only when there is none or the lab's addresses changed.
+    const extensions = `subjectAltName=IP:${LAB.host.ipv4},IP:${LAB.host.ipv6}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n`;
+    if (existsSync(cert) && existsSync(ext) && readFileSync(ext, "utf8") === extensions) return;
+    writeFileSync(ext, extensions);
     await runOk("openssl", ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", `/CN=${LAB.host.ipv4}`]);
     await runOk("openssl", ["x509", "-req", "-in", csr, "-CA", LAB_CA_CERT, "-CAkey", LAB_CA_KEY, "-CAcreateserial", "-days", "825", "-extfile", ext, "-out", cert]);
 }

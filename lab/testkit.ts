@@ -7,7 +7,8 @@
  *
  * Tests run inside the lab's network namespace (`npm run test:e2e` puts them there), so real clients
  * (swaks, openssl s_client, python3, kdig, node:dns) reach the lab addresses and nothing else.
- * Outside it, 192.0.2.x may be a real network (it is this machine's LAN), so {@link ensureLab}
+ * Outside it, 198.51.100.x could be someone's real network (documentation ranges are used as LANs:
+ * 192.0.2.0/24 is this machine's), so {@link ensureLab}
  * refuses to run there.
  */
 import { spawn } from "node:child_process";
@@ -62,7 +63,7 @@ export async function ensureLab(): Promise<void> {
     if (!inLabNetns()) {
         throw new Error(
             `e2e tests must run inside the lab network namespace (${LAB.netns}); use \`npm run test:e2e\` ` +
-                `(192.0.2.0/24 outside it may be a real network).`,
+                `(198.51.100.0/24 outside it may be a real network).`,
         );
     }
     if (labLooksUp()) return;

@@ -3,10 +3,10 @@
  * address get that address banned on the mail ports, while another address is still served.
  *
  * The client addresses are secondary addresses on the host side of the lab bridge, added for this
- * suite only and removed afterwards: one attacker per jail and a bystander (192.0.2.51). The
- * attackers are drawn fresh for every run (192.0.2.100-149 IMAP, 192.0.2.150-199 SMTP): fail2ban
+ * suite only and removed afterwards: one attacker per jail and a bystander (198.51.100.51). The
+ * attackers are drawn fresh for every run (198.51.100.100-149 IMAP, 198.51.100.150-199 SMTP): fail2ban
  * remembers failures for findtime (10 min) even after an unban, so a reused address would be
- * banned after fewer than maxretry attempts. None is in the lab's adminCidrs (192.0.2.1, which fail2ban never bans),
+ * banned after fewer than maxretry attempts. None is in the lab's adminCidrs (198.51.100.1, which fail2ban never bans),
  * so the bystander shows that a ban is per address, not an exemption. The tests run inside the
  * lab's network namespace (`npm run test:e2e`), so the extra addresses exist only there.
  */
@@ -17,10 +17,10 @@ import { client, ensureLab, guest, LAB, labModel, labSecrets } from "../../lab/t
 import { MX, submit, swaks } from "./clients";
 
 const BRIDGE = LAB.bridge;
-const pick = (from: number) => `192.0.2.${from + randomInt(50)}`;
+const pick = (from: number) => `198.51.100.${from + randomInt(50)}`;
 const ATTACKER = pick(100);
 const SMTP_ATTACKER = pick(150);
-const BYSTANDER = "192.0.2.51";
+const BYSTANDER = "198.51.100.51";
 const TEST_ADDRESSES = [ATTACKER, SMTP_ATTACKER, BYSTANDER];
 /** files/fail2ban/jail.d/ispmail.conf: maxretry = 5 within findtime. */
 const MAXRETRY = 5;

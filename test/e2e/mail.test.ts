@@ -156,13 +156,13 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
 
     test("submission: a user sends on 587 (STARTTLS + AUTH), another local user reads it over IMAPS 993, without the client's IP or User-Agent", async () => {
         const subject = token("proof-1");
-        const sent = await submit("alice@example.org", pw("alice@example.org"), { to: "bob@example.org", subject, extraHeaders: ["User-Agent: E2E-Client/1.0", "X-Originating-IP: [192.0.2.1]"] });
+        const sent = await submit("alice@example.org", pw("alice@example.org"), { to: "bob@example.org", subject, extraHeaders: ["User-Agent: E2E-Client/1.0", "X-Originating-IP: [198.51.100.1]"] });
         assert.equal(sent.code, 250, sent.transcript);
         const headers = await imapMessage("bob@example.org", pw("bob@example.org"), "INBOX", subject);
         assert.match(headers, /^DKIM-Signature: .*d=example\.org; s=lab2026;/ms);
         assert.doesNotMatch(headers, /^User-Agent:/im);
         assert.doesNotMatch(headers, /^X-Originating-IP:/im);
-        // The test host submitted from 192.0.2.1: no header may name it.
+        // The test host submitted from 198.51.100.1: no header may name it.
         assert.ok(!headers.includes(LAB.host.ipv4), `client IP in headers:\n${headers}`);
     });
 

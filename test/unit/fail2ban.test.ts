@@ -73,7 +73,7 @@ describe("fail2ban step", () => {
         const setting = (key: string) => new RegExp(`^${key.replace(".", "\\.")}\\s*=\\s*(.+)$`, "m").exec(jail)?.[1].trim();
         assert.equal(setting("backend"), "systemd");
         // lab/stack.yaml's adminCidrs are the lab host's own two addresses.
-        assert.equal(setting("ignoreip"), "127.0.0.0/8 ::1 192.0.2.1/32 2001:db8:2::1/128");
+        assert.equal(setting("ignoreip"), "127.0.0.0/8 ::1 198.51.100.1/32 2001:db8:2::1/128");
         for (const j of ["sshd", "postfix-sasl", "dovecot"]) assert.match(jail, new RegExp(`^\\[${j}\\]\\s*\\nenabled = true`, "m"));
         assert.match(jail, /^filter = postfix\[mode=auth\]$/m);
     });

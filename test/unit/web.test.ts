@@ -263,12 +263,12 @@ describe("certbot", () => {
     });
 
     it("passes the stack's ACME directory, contact address and webroot to the script", () => {
-        const m = model((raw) => (raw.acme = { directoryUrl: "https://192.0.2.1:14000/dir" }));
+        const m = model((raw) => (raw.acme = { directoryUrl: "https://198.51.100.1:14000/dir" }));
         const [step] = renderCertbotSteps(m);
         const vars = execFileSync("bash", ["-c", `${step.script.split("\n").filter((l) => /^[A-Z_]+='/.test(l)).join("\n")}\nprintf '%s\\n' "$CERT_NAME" "$ACME_SERVER" "$ACME_EMAIL" "$ACME_WEBROOT" "$CERT_DOMAINS" "$DEPLOY_HOOK"`], {
             encoding: "utf8",
         });
-        assert.deepEqual(vars.trim().split("\n"), [CERT_NAME, "https://192.0.2.1:14000/dir", "hostmaster@example.org", ACME_WEBROOT, certificateDomains(m).join(" "), DEPLOY_HOOK_PATH]);
+        assert.deepEqual(vars.trim().split("\n"), [CERT_NAME, "https://198.51.100.1:14000/dir", "hostmaster@example.org", ACME_WEBROOT, certificateDomains(m).join(" "), DEPLOY_HOOK_PATH]);
         assert.match(step.script, /certonly --non-interactive --agree-tos --no-eff-email --email "\$ACME_EMAIL"/);
         assert.equal(step.files.find((f) => f.path === DEPLOY_HOOK_PATH)?.mode, "0755");
     });
