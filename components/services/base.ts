@@ -2,7 +2,8 @@
  * The `base` step: what every later step assumes of the machine. Host name and /etc/hosts, UTC,
  * locale, debconf answers for Postfix (set before anyone installs it), the data volume at
  * /srv/ispmail, the vmail user owning /var/vmail (a link onto the volume), SSH with keys only,
- * unattended security upgrades, time sync and a persistent, bounded journal.
+ * unattended security upgrades, time sync, a persistent, bounded journal, and the cloud metadata
+ * service (whose user data carries the SSH host key) for root only.
  *
  * Config files live in files/base/; the script is files/base/data-volume.sh + base-step.sh.
  */
@@ -16,6 +17,8 @@ export const DATA_DIR = "/srv/ispmail";
 /** The data volume's filesystem label; fstab mounts it by this label. */
 export const DATA_VOLUME_LABEL = "ispmail-data";
 export const VMAIL_UID = 5000;
+/** nftables rules that let only root reach the cloud metadata service (the user data holds the SSH host key). */
+export const METADATA_GUARD = "/etc/ispmail/metadata-guard.nft";
 
 /** Tools every step assumes. Service packages are declared by the steps that configure them. */
 export const BASE_PACKAGES = [
@@ -28,6 +31,8 @@ export const BASE_PACKAGES = [
     // The helper scripts of later steps (ispmail-db, ...) are Python.
     "python3",
     "unattended-upgrades",
+    // The metadata guard (files/base/metadata-guard.nft); fail2ban bans through it as well.
+    "nftables",
 ] as const;
 
 /**
@@ -62,6 +67,8 @@ export function renderBaseSteps(model: Model): Step[] {
                 file("/etc/systemd/journald.conf.d/ispmail.conf", readStatic("base/journald-ispmail.conf")),
                 file("/etc/apt/apt.conf.d/20auto-upgrades", readStatic("base/20auto-upgrades")),
                 file("/etc/apt/apt.conf.d/52ispmail-unattended-upgrades", readStatic("base/52ispmail-unattended-upgrades")),
+                file(METADATA_GUARD, readStatic("base/metadata-guard.nft")),
+                file("/etc/systemd/system/ispmail-metadata-guard.service", readStatic("base/ispmail-metadata-guard.service")),
             ],
             // mailHost is a validated FQDN (letters, digits, hyphens, dots): safe in single quotes.
             script: [`MAIL_HOST='${model.mailHost}'`, readStatic("base/data-volume.sh"), readStatic("base/base-step.sh")].join("\n"),

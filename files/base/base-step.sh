@@ -127,3 +127,19 @@ for dir in backup dkim; do
     ispmail_action "created $DATA_DIR/$dir"
   fi
 done
+
+# --- Metadata service for root only ------------------------------------------------------------
+# The user data (SSH host private key) stays readable by root alone: see metadata-guard.nft.
+GUARD_UNIT=/etc/systemd/system/ispmail-metadata-guard.service
+if changed "$GUARD_UNIT"; then
+  systemctl daemon-reload
+  mark_changed
+fi
+if ! systemctl is-enabled --quiet ispmail-metadata-guard; then
+  systemctl enable --quiet ispmail-metadata-guard
+  mark_changed
+fi
+if changed /etc/ispmail/metadata-guard.nft "$GUARD_UNIT" || ! systemctl is-active --quiet ispmail-metadata-guard; then
+  nft -c -f /etc/ispmail/metadata-guard.nft
+  restart ispmail-metadata-guard
+fi

@@ -74,6 +74,29 @@ describe("base system and mail directory (lab)", { timeout: 900_000 }, () => {
         assert.match(effective, /^permitrootlogin (prohibit-password|without-password)$/m);
     });
 
+    test("base: only root reaches the cloud metadata service (its user data holds the SSH host key)", async () => {
+        // A stand-in metadata service on the guest's own loopback, for this test only: the lab has
+        // no cloud, and locally generated packets pass the output hook whatever their destination.
+        const META = "169.254.169.254";
+        const fetch = (asUser: string) =>
+            mail.exec(
+                `${asUser === "root" ? "" : `setpriv --reuid=${asUser} --regid=nogroup --clear-groups `}python3 -c "import urllib.request; print(urllib.request.urlopen('http://${META}:8169/', timeout=5).read().decode())"`,
+            );
+        await mail.execOk(`ip addr replace ${META}/32 dev lo && setsid -f timeout 60 python3 -m http.server --directory /usr/share/doc/nftables --bind ${META} 8169 </dev/null >/dev/null 2>&1 && sleep 1`);
+        try {
+            assert.equal((await mail.execOk("systemctl is-active ispmail-metadata-guard")).trim(), "active");
+            const root = await fetch("root");
+            assert.equal(root.code, 0, `root must reach the metadata service: ${root.stderr}`);
+            for (const user of ["nobody", "www-data", "vmail"]) {
+                const r = await fetch(user);
+                assert.notEqual(r.code, 0, `${user} reached the metadata service`);
+                assert.match(r.stderr, /not permitted|unreachable|no route to host|refused|prohibited/i, r.stderr);
+            }
+        } finally {
+            await mail.exec(`pkill -f 'http.server --bind ${META}' ; ip addr del ${META}/32 dev lo`);
+        }
+    });
+
     test("base: the journal is persistent and unattended-upgrades takes security updates only", async () => {
         assert.equal((await mail.exec("test -d /var/log/journal")).code, 0);
         const origins = await mail.execOk("unattended-upgrade --dry-run -d 2>&1 | grep -i 'allowed origins' || true");

@@ -46,6 +46,18 @@ describe("base: rendering", () => {
         assert.ok(script.indexOf("ispmail_debconf") < script.indexOf("ispmail_packages "), "debconf before packages");
     });
 
+    it("base: the metadata guard lets only root reach 169.254.169.254, in a table of its own, loaded at boot", () => {
+        const nft = fileAt("/etc/ispmail/metadata-guard.nft").content;
+        assert.match(nft, /^table inet ispmail_metadata \{$/m);
+        assert.match(nft, /ip daddr 169\.254\.169\.254 meta skuid != 0 .*reject/);
+        assert.doesNotMatch(nft, /flush ruleset/, "must not flush fail2ban's tables");
+        const unit = fileAt("/etc/systemd/system/ispmail-metadata-guard.service").content;
+        assert.match(unit, /^Before=network-pre\.target$/m);
+        assert.match(unit, /^WantedBy=sysinit\.target$/m);
+        assert.ok(base.packages?.includes("nftables"));
+        assert.match(base.script, /nft -c -f \/etc\/ispmail\/metadata-guard\.nft/);
+    });
+
     it("base: host name, mailname, UTC and locale files carry mailHost and the chosen values", () => {
         assert.equal(fileAt("/etc/hostname").content, "mx1.example.org\n");
         assert.equal(fileAt("/etc/mailname").content, "mx1.example.org\n");
