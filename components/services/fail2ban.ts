@@ -23,6 +23,11 @@ export const FAIL2BAN_WATCHES = ["base", "postfix", "dovecot"] as const;
 const JAIL = "/etc/fail2ban/jail.d/ispmail.conf";
 const DOVECOT_FILTER = "/etc/fail2ban/filter.d/dovecot.local";
 
+/** The admin networks the SSH jail never bans: all of adminCidrs except "everyone" (/0). */
+export function sshExemptNetworks(model: Pick<Model, "server">): string[] {
+    return model.server.adminCidrs.filter((c) => !c.endsWith("/0"));
+}
+
 /** `registeredSteps`: the names of the other steps of this server (see services/index.ts). */
 export function renderFail2banSteps(model: Model, registeredSteps: readonly string[]): Step[] {
     return [
@@ -33,7 +38,7 @@ export function renderFail2banSteps(model: Model, registeredSteps: readonly stri
             // Both are only Recommends of fail2ban, and steps install without recommends.
             packages: ["fail2ban", "python3-systemd", "nftables"],
             files: [
-                { path: JAIL, content: renderTemplate("fail2ban/jail.d/ispmail.conf.mustache", { adminCidrs: model.server.adminCidrs }), mode: "0644" },
+                { path: JAIL, content: renderTemplate("fail2ban/jail.d/ispmail.conf.mustache", { sshExempt: sshExemptNetworks(model) }), mode: "0644" },
                 { path: DOVECOT_FILTER, content: readStatic("fail2ban/filter.d/dovecot.local"), mode: "0644" },
             ],
             script: SCRIPT,

@@ -4,7 +4,8 @@
  *
  * The client addresses are secondary addresses on the host side of the lab bridge, added for this
  * suite only and removed afterwards: one attacker per jail and a bystander (198.51.100.51). The
- * attackers are drawn fresh for every run (198.51.100.100-149 IMAP, 198.51.100.150-199 SMTP): fail2ban
+ * attackers are drawn fresh for every run (198.51.100.100-149 IMAP, .150-199 SMTP, .200-224 SSH, and
+ * .225-249 the SSH bystander): fail2ban
  * remembers failures for findtime (10 min) even after an unban, so a reused address would be
  * banned after fewer than maxretry attempts. None is in the lab's adminCidrs (198.51.100.1, which fail2ban never bans),
  * so the bystander shows that a ban is per address, not an exemption. The tests run inside the
@@ -12,16 +13,24 @@
  */
 import assert from "node:assert/strict";
 import { randomInt } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { client, ensureLab, guest, LAB, labModel, labSecrets } from "../../lab/testkit";
 import { MX, submit, swaks } from "./clients";
 
 const BRIDGE = LAB.bridge;
-const pick = (from: number) => `198.51.100.${from + randomInt(50)}`;
+const pick = (from: number, span = 50) => `198.51.100.${from + randomInt(span)}`;
 const ATTACKER = pick(100);
 const SMTP_ATTACKER = pick(150);
 const BYSTANDER = "198.51.100.51";
-const TEST_ADDRESSES = [ATTACKER, SMTP_ATTACKER, BYSTANDER];
+const SSH_ATTACKER = pick(200, 25);
+/** Fresh too: merely connecting to sshd can count in the SSH jail's aggressive mode. */
+const SSH_BYSTANDER = pick(225, 25);
+const TEST_ADDRESSES = [ATTACKER, SMTP_ATTACKER, BYSTANDER, SSH_ATTACKER, SSH_BYSTANDER];
+/** files/fail2ban/jail.d/ispmail.conf: the SSH jail bans after 3 (OpenSSH refuses a 5th by itself). */
+const SSH_MAXRETRY = 3;
 /** files/fail2ban/jail.d/ispmail.conf: maxretry = 5 within findtime. */
 const MAXRETRY = 5;
 
@@ -151,6 +160,37 @@ describe("fail2ban", { timeout: 300_000 }, () => {
         const ok = await submit("alice@example.org", labSecrets()["user:alice@example.org"], { to: "bob@example.org", subject: "fail2ban bystander", source: BYSTANDER });
         assert.equal(ok.code, 250, ok.transcript);
         assert.ok(!((await bannedIn("postfix-sasl")) ?? []).includes(BYSTANDER));
+    });
+
+    test("fail2ban: repeated failed SSH logins ban that address (sshd) while the admin and another address still reach sshd", async () => {
+        const dir = mkdtempSync(join(tmpdir(), "ispmail-f2b-ssh-"));
+        try {
+            // A key the server does not know: every attempt fails in publickey authentication.
+            const key = join(dir, "stranger");
+            assert.equal((await client("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key])).code, 0);
+            const attempt = (source: string) =>
+                client("ssh", ["-F", "/dev/null", "-b", source, "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", `root@${LAB.mail.ipv4}`, "true"], { timeoutMs: 30_000 });
+            // SSH_MAXRETRY failed logins, then one more connection: fail2ban's multi-line sshd filter
+            // counts a session's failure once a later line arrives (seen here: 3 sessions logged,
+            // 2 counted), and OpenSSH's own penalty may already refuse that extra one.
+            const t0 = Date.now();
+            for (let i = 0; i <= SSH_MAXRETRY; i++) {
+                const r = await attempt(SSH_ATTACKER);
+                if (i === SSH_MAXRETRY) assert.match(r.stderr, /Permission denied \(publickey\)|reset|closed/, `attempt ${i}: ${r.stderr}`);
+                else assert.match(r.stderr, /Permission denied \(publickey\)/, `attempt ${i}: ${r.stderr}`);
+            }
+            await waitForBan("sshd", SSH_ATTACKER);
+            console.log(`# fail2ban: ${SSH_MAXRETRY} failed SSH logins and one more connection, banned after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+            const banned = await attempt(SSH_ATTACKER);
+            assert.doesNotMatch(banned.stderr, /Permission denied/, "the banned address must not reach sshd's authentication");
+            assert.match(banned.stderr, /timed out|refused|unreachable|closed|reset/i, banned.stderr);
+            // Another address still gets sshd's banner; the admin (the lab host) still logs in.
+            const banner = await client("python3", ["-c", `import socket; s = socket.create_connection(("${LAB.mail.ipv4}", 22), 5, source_address=("${SSH_BYSTANDER}", 0)); print(s.recv(64).decode().strip())`]);
+            assert.match(banner.stdout, /^SSH-2\.0-OpenSSH/, banner.stderr);
+            assert.equal((await guest("mail").execOk("echo admin")).trim(), "admin");
+        } finally {
+            rmSync(dir, { recursive: true, force: true });
+        }
     });
 
     test("fail2ban: unbanning lets the address in again", async () => {

@@ -9,7 +9,7 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } 
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { parseConfig, stackFileConfig, type Model } from "../../components/config";
-import { renderFail2banSteps } from "../../components/services/fail2ban";
+import { renderFail2banSteps, sshExemptNetworks } from "../../components/services/fail2ban";
 import { renderServerSteps } from "../../components/services/index";
 import { renderApplyScript } from "../../components/steps";
 import { FILES_DIR } from "../../components/templates";
@@ -68,14 +68,29 @@ describe("fail2ban step", () => {
         }
     });
 
-    test("fail2ban: jails for sshd, postfix-sasl and dovecot read the journal; only loopback and the admin networks are exempt", () => {
+    test("fail2ban: jails for sshd, postfix-sasl and dovecot read the journal; loopback is exempt everywhere, the admin networks from the SSH jail only", () => {
         const jail = renderedJail();
-        const setting = (key: string) => new RegExp(`^${key.replace(".", "\\.")}\\s*=\\s*(.+)$`, "m").exec(jail)?.[1].trim();
-        assert.equal(setting("backend"), "systemd");
+        const section = (name: string) => new RegExp(`^\\[${name}\\]\\n([\\s\\S]*?)(?=^\\[|(?![\\s\\S]))`, "m").exec(jail)?.[1] ?? "";
+        const setting = (text: string, key: string) => new RegExp(`^${key.replace(".", "\\.")}\\s*=\\s*(.+)$`, "m").exec(text)?.[1].trim();
+        assert.equal(setting(section("DEFAULT"), "backend"), "systemd");
+        assert.equal(setting(section("DEFAULT"), "ignoreip"), "127.0.0.0/8 ::1");
         // lab/stack.yaml's adminCidrs are the lab host's own two addresses.
-        assert.equal(setting("ignoreip"), "127.0.0.0/8 ::1 198.51.100.1/32 2001:db8:2::1/128");
+        assert.equal(setting(section("sshd"), "ignoreip"), "127.0.0.0/8 ::1 198.51.100.1/32 2001:db8:2::1/128");
+        for (const mailJail of ["postfix-sasl", "dovecot"]) assert.equal(setting(section(mailJail), "ignoreip"), undefined, `${mailJail} exempts loopback only`);
+        // OpenSSH 10 logs failures from sshd-session; key-only failures count in aggressive mode.
+        assert.equal(setting(section("sshd"), "journalmatch"), "_SYSTEMD_UNIT=ssh.service + _COMM=sshd + _COMM=sshd-session");
+        assert.equal(setting(section("sshd"), "mode"), "aggressive");
         for (const j of ["sshd", "postfix-sasl", "dovecot"]) assert.match(jail, new RegExp(`^\\[${j}\\]\\s*\\nenabled = true`, "m"));
         assert.match(jail, /^filter = postfix\[mode=auth\]$/m);
+    });
+
+    test("fail2ban: an admin network of all addresses (SSH from anywhere) is not exempt from the SSH jail", () => {
+        const model = labModel();
+        const open = { ...model, server: { ...model.server, adminCidrs: ["0.0.0.0/0", "::/0", "203.0.113.0/24"] } };
+        assert.deepEqual(sshExemptNetworks(open), ["203.0.113.0/24"]);
+        const jail = renderFail2banSteps(open, [])[0].files.find((f) => f.path.endsWith("ispmail.conf"))!.content;
+        assert.match(jail, /^ignoreip = 127\.0\.0\.0\/8 ::1 203\.0\.113\.0\/24$/m);
+        assert.doesNotMatch(jail.split("\n").filter((l) => !l.startsWith("#")).join("\n"), /\/0\b/);
     });
 
     test("fail2ban: the apply script is valid bash", () => {
