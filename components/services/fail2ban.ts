@@ -22,6 +22,7 @@ export const FAIL2BAN_WATCHES = ["base", "postfix", "dovecot"] as const;
 
 const JAIL = "/etc/fail2ban/jail.d/ispmail.conf";
 const DOVECOT_FILTER = "/etc/fail2ban/filter.d/dovecot.local";
+const SSHD_FILTER = "/etc/fail2ban/filter.d/sshd.local";
 
 /** The admin networks the SSH jail never bans: all of adminCidrs except "everyone" (/0). */
 export function sshExemptNetworks(model: Pick<Model, "server">): string[] {
@@ -40,6 +41,7 @@ export function renderFail2banSteps(model: Model, registeredSteps: readonly stri
             files: [
                 { path: JAIL, content: renderTemplate("fail2ban/jail.d/ispmail.conf.mustache", { sshExempt: sshExemptNetworks(model) }), mode: "0644" },
                 { path: DOVECOT_FILTER, content: readStatic("fail2ban/filter.d/dovecot.local"), mode: "0644" },
+                { path: SSHD_FILTER, content: readStatic("fail2ban/filter.d/sshd.local"), mode: "0644" },
             ],
             script: SCRIPT,
             after: FAIL2BAN_WATCHES.filter((s) => registeredSteps.includes(s)),

@@ -170,14 +170,15 @@ describe("fail2ban", { timeout: 300_000 }, () => {
             assert.equal((await client("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key])).code, 0);
             const attempt = (source: string) =>
                 client("ssh", ["-F", "/dev/null", "-b", source, "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", `root@${LAB.mail.ipv4}`, "true"], { timeoutMs: 30_000 });
-            // SSH_MAXRETRY failed logins, then one more connection: fail2ban's multi-line sshd filter
-            // counts a session's failure once a later line arrives (seen here: 3 sessions logged,
-            // 2 counted), and OpenSSH's own penalty may already refuse that extra one.
+            // SSH_MAXRETRY failed logins, then one more connection. Without filter.d/sshd.local,
+            // Debian's filter counted none of these sessions (normal mode) or every other one
+            // (aggressive). With it each counts, but fail2ban's journal reader sometimes holds the
+            // last sshd line until the next sshd entry (seen: 3 sessions, 2 found for 45 s); an
+            // attacker's next try delivers it, and OpenSSH's own penalty may refuse that try.
             const t0 = Date.now();
             for (let i = 0; i <= SSH_MAXRETRY; i++) {
                 const r = await attempt(SSH_ATTACKER);
-                if (i === SSH_MAXRETRY) assert.match(r.stderr, /Permission denied \(publickey\)|reset|closed/, `attempt ${i}: ${r.stderr}`);
-                else assert.match(r.stderr, /Permission denied \(publickey\)/, `attempt ${i}: ${r.stderr}`);
+                if (i < SSH_MAXRETRY) assert.match(r.stderr, /Permission denied \(publickey\)/, `attempt ${i}: ${r.stderr}`);
             }
             await waitForBan("sshd", SSH_ATTACKER);
             console.log(`# fail2ban: ${SSH_MAXRETRY} failed SSH logins and one more connection, banned after ${((Date.now() - t0) / 1000).toFixed(1)} s`);

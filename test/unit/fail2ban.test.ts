@@ -51,7 +51,7 @@ describe("fail2ban step", () => {
     test("fail2ban: installs the journal backend and nftables beside fail2ban", () => {
         const [step] = renderFail2banSteps(labModel(), []);
         assert.deepEqual([...(step.packages ?? [])].sort(), ["fail2ban", "nftables", "python3-systemd"]);
-        assert.deepEqual(step.files.map((f) => f.path).sort(), ["/etc/fail2ban/filter.d/dovecot.local", "/etc/fail2ban/jail.d/ispmail.conf"]);
+        assert.deepEqual(step.files.map((f) => f.path).sort(), ["/etc/fail2ban/filter.d/dovecot.local", "/etc/fail2ban/filter.d/sshd.local", "/etc/fail2ban/jail.d/ispmail.conf"]);
         assert.ok(step.files.every((f) => !f.secret && f.mode === "0644"));
     });
 
@@ -79,7 +79,7 @@ describe("fail2ban step", () => {
         for (const mailJail of ["postfix-sasl", "dovecot"]) assert.equal(setting(section(mailJail), "ignoreip"), undefined, `${mailJail} exempts loopback only`);
         // OpenSSH 10 logs failures from sshd-session; key-only failures count in aggressive mode.
         assert.equal(setting(section("sshd"), "journalmatch"), "_SYSTEMD_UNIT=ssh.service + _COMM=sshd + _COMM=sshd-session");
-        assert.equal(setting(section("sshd"), "mode"), "aggressive");
+        assert.equal(setting(section("sshd"), "maxretry"), "3");
         for (const j of ["sshd", "postfix-sasl", "dovecot"]) assert.match(jail, new RegExp(`^\\[${j}\\]\\s*\\nenabled = true`, "m"));
         assert.match(jail, /^filter = postfix\[mode=auth\]$/m);
     });
