@@ -97,9 +97,3 @@ export function planDkimSigning(model: Pick<Model, "dkimSelectors" | "dns">, pub
         reason: `DKIM: ${ready} keeps signing; ${wanted} is listed first but its record has not been public for the ${model.dns.ttl} s TTL yet: run the deployment again ${when} to switch`,
     };
 }
-
-/** The plan when every listed record has long been public (renders, tests, previews of settled stacks). */
-export function settledDkimSigning(model: Pick<Model, "dkimSelectors">): DkimSigningPlan {
-    const [wanted] = model.dkimSelectors;
-    return { selector: wanted, wanted, state: "settled", reason: `DKIM: ${wanted} signs` };
-}

@@ -160,6 +160,7 @@ export async function orphanContainers(): Promise<number[]> {
     );
     if (!ports.size) return [];
     const labNet = statSync(NETNS_PATH).ino;
+    const ownNet = statSync("/proc/self/ns/net").ino;
     const orphans: number[] = [];
     const adoptedByInit = readdirSync("/proc")
         .filter((d) => /^\d+$/.test(d))
@@ -172,7 +173,7 @@ export async function orphanContainers(): Promise<number[]> {
         } catch {
             continue;
         }
-        if (net === labNet || net === statSync("/proc/self/ns/net").ino) continue;
+        if (net === labNet || net === ownNet) continue;
         // host0@ifN: N is the index of its peer, a port of the lab bridge if it is one of ours.
         const r = await run("nsenter", [`--target=${pid}`, "--net", "--", "ip", "-o", "link", "show", "host0"], { timeoutMs: 10_000 });
         const peer = /^\d+: host0@if(\d+):/.exec(r.stdout)?.[1];

@@ -86,8 +86,7 @@ export function applyOnGuest(name: GuestName, steps: readonly Step[], secrets: R
  * and deploy {@link labModel} again afterwards.
  */
 export async function deployLabConfig(model: Model): Promise<LabDeployment & { applied: AppliedStep[] }> {
-    const { passwords } = loadLabStack(readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim());
-    const secrets = ensureSecrets(model, passwords);
+    const secrets = ensureSecrets(model, labStack().passwords);
     const deployment = await labDeployment(model, secrets);
     return { ...deployment, applied: await applySteps(guestPlan("mail"), deployment.steps, secrets) };
 }
@@ -104,7 +103,12 @@ export function labModel(): Model {
 
 /** The lab stack's model with some `ispmail:*` keys (without namespace) replaced, validated as usual. */
 export function labModelWith(overrides: Readonly<Record<string, unknown>>): Model {
-    return loadLabStack(readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim(), overrides).model;
+    return labStack(overrides).model;
+}
+
+/** lab/stack.yaml with the lab's deploy key, as `npm run lab` loads it. */
+function labStack(overrides: Readonly<Record<string, unknown>> = {}): ReturnType<typeof loadLabStack> {
+    return loadLabStack(readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim(), overrides);
 }
 
 /**
@@ -112,7 +116,7 @@ export function labModelWith(overrides: Readonly<Record<string, unknown>>): Mode
  * passwords set in lab/stack.yaml (mailbox passwords are `user:<address>`).
  */
 export function labSecrets(): Record<string, string> {
-    const { model, passwords } = loadLabStack(readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim());
+    const { model, passwords } = labStack();
     return ensureSecrets(model, passwords);
 }
 

@@ -56,10 +56,11 @@ export function renderServerSteps(model: Model, facts: DeploymentFacts): Step[] 
 }
 
 /**
- * The steps for every selector that may sign, split into the ones that are the same whichever
- * signs (`fixed`, plain data known at preview) and the ones that differ (`bySigner`, one rendering
- * per listed selector). A deployment waits for the DNS publication times only for the latter, so a
- * new selector shows as a change of the rspamd step alone, not of every step.
+ * The steps rendered once per selector that may sign. `steps` is the rendering for the first listed
+ * selector (names, order and every step that is the same whichever signs: plain data known at
+ * preview); `bySigner` holds, per selector, only the steps that differ between signers. A
+ * deployment waits for the DNS publication times only for those, so a new selector shows as a
+ * change of the rspamd step alone, not of every step.
  */
 export function renderServerStepVariants(model: Model): { steps: Step[]; bySigner: ReadonlyMap<string, Readonly<Record<string, Step>>> } {
     const renders = model.dkimSelectors.map((signer) => [signer, renderServerSteps(model, { dkimSigner: signer })] as const);

@@ -37,10 +37,9 @@ const LOCAL_D = [
 /** `signer`: the selector that signs now (components/dkim.ts planDkimSigning decides). */
 export function renderDkimSigningConf(model: Model, signer: string): string {
     if (!model.dkimSelectors.includes(signer)) throw new Error(`DKIM signer "${signer}" is not one of ispmail:dkimSelectors (${model.dkimSelectors.join(", ")})`);
-    const selector = signer;
     return renderTemplate("rspamd/local.d/dkim_signing.conf.mustache", {
-        selector,
-        domains: model.domains.map((domain) => ({ domain, selector, keyPath: dkimKeyPath(selector) })),
+        selector: signer,
+        domains: model.domains.map((domain) => ({ domain, selector: signer, keyPath: dkimKeyPath(signer) })),
     });
 }
 

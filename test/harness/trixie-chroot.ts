@@ -1,6 +1,6 @@
 /**
- * Where the trixie tools chroot is (built by test/harness/build-trixie-chroot.sh, which .ci/run
- * calls). Tests that need it skip with the reason when it is missing.
+ * Where the trixie tools chroot is (built by test/harness/build-trixie-chroot.sh, which `npm test`
+ * (test/run.mjs) calls as root). Tests that need it skip with the reason when it is missing.
  */
 import { join } from "node:path";
 
