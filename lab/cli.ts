@@ -5,12 +5,14 @@
  *   tsx lab/cli.ts destroy [--all] stop and remove everything the lab runs (--all: its caches too)
  *   tsx lab/cli.ts status          what runs
  *   tsx lab/cli.ts ssh mail|foreign [command]   a root shell (or command) on a guest
+ *   tsx lab/cli.ts prereqs         install the lab host's missing Debian packages (root on Debian)
  */
 import { spawn } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { GUESTS, guestPlan, LAB, REPO_DIR, type GuestName } from "./lab";
 import { acquireLabLock, LOCK_HELD_ENV } from "./lock";
+import { ensureHostPackages } from "./prereqs";
 import { checkLeftovers, formatUpReport, labDestroy, labLooksUp, labUp } from "./orchestrate";
 import { daemonPid, inLabNet, knownDaemons } from "./proc";
 import { sshArgs } from "./ssh";
@@ -19,6 +21,13 @@ const log = (line: string) => console.log(`[lab] ${line}`);
 
 function requireRoot(): void {
     if (process.getuid?.() !== 0) throw new Error("the lab needs root (network namespaces, systemd-nspawn)");
+}
+
+/** A newcomer's first command must work on a fresh Debian machine: install what the lab needs first. */
+function requireHost(): void {
+    requireRoot();
+    const installed = ensureHostPackages(log);
+    if (installed.length) log(`installed ${installed.length} host packages`);
 }
 
 async function withLock<T>(fn: () => Promise<T>): Promise<T> {
@@ -61,12 +70,15 @@ function runE2e(files: readonly string[]): Promise<number> {
 async function main(argv: readonly string[]): Promise<number> {
     const [command = "up", ...rest] = argv;
     switch (command) {
+        case "prereqs":
+            requireHost();
+            return 0;
         case "up":
-            requireRoot();
+            requireHost();
             await withLock(up);
             return 0;
         case "test": {
-            requireRoot();
+            requireHost();
             // Nothing is printed after the suite: node's test runner summary stays the last lines.
             return withLock(async () => {
                 await up();

@@ -5,7 +5,7 @@
 // Exits non-zero on any failure; the output ends with node's test runner summary (nothing is
 // printed after the last suite: the exit code tells).
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -35,11 +35,24 @@ function onPath(cmd) {
     return (process.env.PATH ?? "").split(":").some((d) => d && existsSync(join(d, cmd)));
 }
 
+/** The lab host's packages and their commands (lab/host-packages.list, also read by lab/prereqs.ts). */
+function hostCommands() {
+    return readFileSync(join(root, "lab", "host-packages.list"), "utf8")
+        .split("\n")
+        .map((l) => l.replace(/#.*/, "").trim().split(/\s+/))
+        .filter(([name, cmd]) => name && cmd && cmd !== "-")
+        .map(([name, cmd]) => ({ name, cmd }));
+}
+
 /** Why the lab cannot run on this machine, or undefined when it can. */
 function labSkipReason() {
     if (process.getuid?.() !== 0) return "not running as root (the lab needs network namespaces and systemd-nspawn)";
-    for (const cmd of ["systemd-nspawn", "mmdebstrap", "knotd", "pebble", "apt-cacher-ng", "socat", "swaks", "kdig"]) {
-        if (!onPath(cmd)) return `${cmd} is not installed (see .ci/run for the apt-get install line)`;
+    // As root on Debian, install what is missing (the same list and code as `npm run lab`).
+    if (existsSync("/etc/debian_version") && hostCommands().some(({ cmd }) => !onPath(cmd))) {
+        step("lab host packages", "npx", ["tsx", "lab/cli.ts", "prereqs"]);
+    }
+    for (const { name, cmd } of hostCommands()) {
+        if (!onPath(cmd)) return `${cmd} is not installed (Debian package ${name}; \`npx tsx lab/cli.ts prereqs\` installs the lab's host packages)`;
     }
     return undefined;
 }
