@@ -23,14 +23,15 @@ export interface GeneratedSecretsArgs {
 }
 
 export class GeneratedSecrets extends pulumi.ComponentResource {
-    /** Every secret value by name (generated and configured). */
-    public readonly values: pulumi.Output<Record<string, string>>;
-    /** selector -> base64 SPKI of the DKIM public key (public data). */
-    public readonly dkimPublicKeys: pulumi.Output<Record<string, string>>;
+    /**
+     * Every secret by name (generated and configured), each its own secret Output: a consumer that
+     * needs one secret waits for that one only, so a new secret leaves the others known in preview.
+     */
+    public readonly byName: Readonly<Record<string, pulumi.Output<string>>>;
+    /** selector -> base64 SPKI of the DKIM public key (public data), one Output per selector. */
+    public readonly dkimPublicKeys: Readonly<Record<string, pulumi.Output<string>>>;
     /** address -> password, for the users whose password was generated (secret; a stack output). */
     public readonly generatedUserPasswords: pulumi.Output<Record<string, string>>;
-    /** The names `values` holds. */
-    public readonly names: readonly string[];
 
     constructor(name: string, args: GeneratedSecretsArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ispmail:secrets:GeneratedSecrets", name, {}, opts);
@@ -67,16 +68,15 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
             }
         }
 
-        const configured: Record<string, string> = {};
-        for (const [address, password] of args.configuredPasswords) configured[userPasswordSecret(address)] = password;
-        this.names = [...specs.map((s) => s.name), ...Object.keys(configured)];
-
-        this.values = pulumi.secret(pulumi.all(generated).apply((g) => ({ ...g, ...configured })));
-        this.dkimPublicKeys = pulumi.all(dkim);
+        const byName: Record<string, pulumi.Output<string>> = {};
+        for (const [secretName, value] of Object.entries(generated)) byName[secretName] = pulumi.secret(value);
+        for (const [address, password] of args.configuredPasswords) byName[userPasswordSecret(address)] = pulumi.secret(password);
+        this.byName = byName;
+        this.dkimPublicKeys = dkim;
         const generatedUsers = model.users.filter((u) => !u.passwordFromConfig);
         this.generatedUserPasswords = pulumi.secret(
             pulumi.all(generated).apply((g) => Object.fromEntries(generatedUsers.map((u) => [u.address, g[userPasswordSecret(u.address)]]))),
         );
-        this.registerOutputs({ dkimPublicKeys: this.dkimPublicKeys });
+        this.registerOutputs({ dkimPublicKeys: pulumi.all(dkim) });
     }
 }

@@ -101,8 +101,7 @@ export class MailServer extends pulumi.ComponentResource {
             {
                 steps: args.steps ?? variants.steps,
                 ...(args.steps ? {} : { deferred }),
-                secretValues: this.secrets.values,
-                secretNames: this.secrets.names,
+                secrets: this.secrets.byName,
                 connection: this.host.connection,
                 serverId: this.host.serverId,
                 machineReady: this.host.ready,

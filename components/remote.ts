@@ -4,7 +4,12 @@
  *
  * Pitfalls this follows (shared/PULUMI-NOTES.md):
  * - the script, with its secrets resolved, travels only on stdin, as a secret Output; the `create`
- *   string is the constant "bash -s", so a failing command's error cannot quote a secret;
+ *   string is the constant {@link remoteApplyCommand}, so a failing command's error cannot quote a
+ *   secret, and it fails a step whose script did not run to its result line;
+ * - each step's stdin is built from the secrets that step references and nothing else, so a new
+ *   secret (a new user's password) leaves every other step's stdin known and unchanged in preview;
+ * - `addPreviousOutputInEnv: false`: the provider would otherwise send the previous stdout as an SSH
+ *   environment variable on every update, which sshd refuses (AcceptEnv) with a warning;
  * - `triggers` = [step content hash, server id]: the hash (placeholders unresolved, so harmless)
  *   makes a changed step visible in `pulumi preview`; the server id re-runs every step on a new
  *   machine, because a changed connection alone is only an update;
@@ -14,7 +19,7 @@
  */
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { renderApplyScript, resolveSecrets, secretsOf, stepHash, type Step } from "./steps";
+import { remoteApplyCommand, renderApplyScript, resolveSecrets, secretsOf, stepHash, type Step } from "./steps";
 
 /** How every command reaches the server. */
 export interface ServerConnection {
@@ -47,10 +52,14 @@ export function waitForMachine(
             connection: pulumi.secret(connection),
             create: "cloud-init status --wait >/dev/null || [ $? -eq 2 ]; echo ready",
             triggers: [args.serverId],
+            addPreviousOutputInEnv: false,
         },
         { ...opts, customTimeouts: { create: "20m", update: "20m" } },
     );
 }
+
+/** Secret values by name, each its own Output: a step waits only for the secrets it uses. */
+export type SecretInputs = Readonly<Record<string, pulumi.Input<string>>>;
 
 /** One step as a command: the helper both ServerConfig and the Host's ssh-access step use. */
 export function stepCommand(
@@ -58,40 +67,50 @@ export function stepCommand(
     args: {
         connection: pulumi.Input<ServerConnection>;
         serverId: pulumi.Input<string>;
-        secretValues: pulumi.Input<Record<string, string>>;
-        /** Known up front when the step is plain data: decides logging and secret outputs. */
-        holdsSecrets: boolean;
+        /** Exactly the secrets the step references (known up front, also for a deferred step). */
+        secrets: SecretInputs;
         /** Content hash of the step (placeholders unresolved). */
         hash: pulumi.Input<string>;
         name: string;
     },
     opts: pulumi.CustomResourceOptions,
 ): command.remote.Command {
-    const stdin = pulumi.all([step, args.secretValues]).apply(([s, values]) => renderApplyScript(resolveSecrets(s as Step, values)));
+    const holdsSecrets = Object.keys(args.secrets).length > 0;
+    const stdin = pulumi.all([step, pulumi.all(args.secrets)]).apply(([s, values]) => renderApplyScript(resolveSecrets(s as Step, values)));
     return new command.remote.Command(
         args.name,
         {
             connection: pulumi.secret(pulumi.output(args.connection)),
-            create: "bash -s",
+            create: remoteApplyCommand({ name: args.name }, { holdsSecrets }),
             stdin: pulumi.secret(stdin),
             triggers: [args.hash, args.serverId],
-            ...(args.holdsSecrets ? { logging: command.types.enums.remote.Logging.None } : {}),
+            addPreviousOutputInEnv: false,
+            ...(holdsSecrets ? { logging: command.types.enums.remote.Logging.None } : {}),
         },
         {
             ...opts,
             customTimeouts: STEP_TIMEOUTS,
-            ...(args.holdsSecrets ? { additionalSecretOutputs: ["stdout", "stderr"] } : {}),
+            ...(holdsSecrets ? { additionalSecretOutputs: ["stdout", "stderr"] } : {}),
         },
+    );
+}
+
+/** The secrets a step references, picked from all of them (an unknown name is a bug: thrown). */
+export function secretsFor(step: Step, all: SecretInputs): SecretInputs {
+    return Object.fromEntries(
+        secretsOf(step).map((name) => {
+            const value = all[name];
+            if (value === undefined) throw new Error(`step ${step.name} references unknown secret ${name}`);
+            return [name, value];
+        }),
     );
 }
 
 export interface ServerConfigArgs {
     /** The ordered steps (renderServerSteps(model)). */
     readonly steps: readonly Step[];
-    /** Every secret value by name (GeneratedSecrets.values). */
-    readonly secretValues: pulumi.Input<Record<string, string>>;
-    /** Names that `secretValues` holds; a step referencing another name is a bug, reported at once. */
-    readonly secretNames: readonly string[];
+    /** Every secret by name (GeneratedSecrets.byName); a step referencing another name is a bug, reported at once. */
+    readonly secrets: SecretInputs;
     readonly connection: pulumi.Input<ServerConnection>;
     /** Changes when the server is replaced: every step re-runs on the new machine. */
     readonly serverId: pulumi.Input<string>;
@@ -118,7 +137,7 @@ export class ServerConfig extends pulumi.ComponentResource {
 
     constructor(name: string, args: ServerConfigArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ispmail:server:ServerConfig", name, {}, opts);
-        const known = new Set(args.secretNames);
+        const known = new Set(Object.keys(args.secrets));
         const commands: Record<string, command.remote.Command> = {};
         const check = (step: Step) => {
             // Render once with placeholders: a bad step (unsafe path, bad mode, unknown step in
@@ -160,8 +179,7 @@ export class ServerConfig extends pulumi.ComponentResource {
                     name: step.name,
                     connection: args.connection,
                     serverId: args.serverId,
-                    secretValues: args.secretValues,
-                    holdsSecrets: secretsOf(step).length > 0,
+                    secrets: secretsFor(step, args.secrets),
                     hash: deferred ? pulumi.output(content).apply((c) => stepHash(c as Step)) : stepHash(step),
                 },
                 { parent: this, dependsOn: [args.machineReady, ...after, ...(args.extraDependsOn?.[step.name] ?? [])] },

@@ -153,6 +153,11 @@ export function renderApplyScript(step: Step): string {
         "export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8",
         `ISPMAIL_STEP=${shellQuote(step.name)}`,
         PRELUDE,
+        // Everything below is one function, called on the last line with stdin from /dev/null:
+        // bash parses the whole body before running any of it, so a child that reads stdin (under
+        // `bash -s` the rest of the script) cannot eat the script, and a script cut short in
+        // transport is a syntax error instead of a shorter script that exits 0.
+        "ispmail_main() {",
     );
     if (step.debconf?.length) {
         lines.push(`ispmail_debconf <<'ISPMAIL_DEBCONF'`, ...step.debconf, "ISPMAIL_DEBCONF");
@@ -172,8 +177,40 @@ export function renderApplyScript(step: Step): string {
         const b64 = Buffer.from(f.content, "utf8").toString("base64").replace(/.{1,76}/g, "$&\n");
         lines.push(`ispmail_file ${f.path} ${owner} ${group} ${mode} <<'ISPMAIL_B64'`, b64.trimEnd(), "ISPMAIL_B64");
     }
-    lines.push("# --- step script ---", step.script.trim(), "# --- end of step script ---", "ispmail_result");
+    lines.push("# --- step script ---", step.script.trim(), "# --- end of step script ---", "ispmail_result", "}", "ispmail_main </dev/null");
     return lines.join("\n") + "\n";
+}
+
+/** Where a step's whole output stays on the server (root only), whatever the transport shows. */
+export const STEP_LOG_DIR = "/var/log/ispmail/steps";
+
+/**
+ * The command both transports run over SSH, with the apply script on its stdin. It is constant per
+ * step (never a secret in it: a failing command's error quotes it) and POSIX sh (root's login shell
+ * runs it). It
+ * - keeps the script's whole stdout and stderr on the server, root only, in {@link STEP_LOG_DIR};
+ * - passes on stdout only the result line, and on stderr the script's output, or for a step that
+ *   holds secrets only the step's own `log` lines (`[name] ...`, which never carry a secret): the
+ *   Pulumi provider puts a failing command's stdout and stderr into its error message even with
+ *   logging off (pulumi-command#260);
+ * - fails when the result line is missing (a script cut short, or one that exited 0 early), since
+ *   a truncated script would otherwise look like success;
+ * - on failure, ends with the exit code and the last lines, and says where the rest is.
+ */
+export function remoteApplyCommand(step: Pick<Step, "name">, opts: { holdsSecrets: boolean; logDir?: string }): string {
+    if (!SAFE_NAME.test(step.name)) throw new Error(`step name ${JSON.stringify(step.name)} is not a safe name`);
+    const logDir = opts.logDir ?? STEP_LOG_DIR;
+    if (!SAFE_PATH.test(logDir)) throw new Error(`unsafe log directory ${logDir}`);
+    const base = `${logDir}/${step.name}`;
+    const show = opts.holdsSecrets ? `grep -E '^\\[${step.name.replace(/\./g, "\\.")}\\] ' "$log"` : `cat "$log"`;
+    return [
+        `umask 077; d=${logDir}; log=${base}.log; out=${base}.out`,
+        `mkdir -p "$d" && chmod 0700 "$d" || exit 1`,
+        `bash -s >"$out" 2>"$log"; rc=$?`,
+        `if ! grep '^${RESULT_PREFIX}' "$out"; then [ "$rc" -ne 0 ] || rc=70; echo "ispmail: step ${step.name} printed no result line: its script did not run to the end" >&2; fi`,
+        `if [ "$rc" -eq 0 ]; then ${show} >&2; else ${show} | tail -n 30 >&2; echo "ispmail: step ${step.name} failed (exit $rc); its whole output is on the server in $log and $out (root only)" >&2; fi`,
+        `exit "$rc"`,
+    ].join("\n");
 }
 
 /** Helpers shared by every apply script; a real shell file so it can be read and linted. */

@@ -3,7 +3,7 @@
  * Pulumi components send) goes over SSH to `bash -s` as root, on stdin — with its secrets resolved
  * just before, as `command.remote` gets them through a secret stdin.
  */
-import { parseStepResult, renderApplyScript, resolveSecrets, type Step, type StepResult } from "../components/steps";
+import { parseStepResult, remoteApplyCommand, renderApplyScript, resolveSecrets, secretsOf, type Step, type StepResult } from "../components/steps";
 import type { GuestPlan } from "./lab";
 import { sshExec } from "./ssh";
 
@@ -47,7 +47,7 @@ export async function applySteps(
         const script = renderApplyScript(resolveSecrets(step, secrets));
         const start = Date.now();
         let pending = "";
-        const r = await sshExec(guest, "bash -s", {
+        const r = await sshExec(guest, remoteApplyCommand(step, { holdsSecrets: secretsOf(step).length > 0 }), {
             input: script,
             timeoutMs: opts.stepTimeoutMs ?? 30 * 60_000,
             onStderr: opts.onLog

@@ -16,12 +16,15 @@
  * (components/generated-secrets.ts).
  *
  * Replacing the server is delete-then-create: a primary IP can be assigned to one server only.
- * Changes of `sshKeys` and `userData` are ignored (both act only at first boot, and Hetzner would
- * replace the server for them); root's authorized_keys is kept in line with the config by the
- * `ssh-access` command instead. Hetzner refuses to store the same public key twice
- * in a project: remove admin keys uploaded by hand before the first `up` (or import them).
+ * The server's `sshKeys` hold only what must be there at first boot: the stack's own generated
+ * deploy key (one `hcloud.SshKey` per stack, named after it, so two stacks in one Hetzner project
+ * never upload the same key). The admins' keys are not Hetzner SSH keys at all: the `ssh-access`
+ * step writes them into root's authorized_keys. So removing an admin key can never break a later
+ * rebuild (with `ignoreChanges: ["sshKeys"]` a replacement would reuse the key ids in state, and a
+ * deleted key fails the create after the old server is gone), and two stacks may list the same
+ * admin key. `userData` changes are ignored (it acts only at first boot; it holds only generated
+ * keys that never change, so the value in state is the right one for a rebuild too).
  */
-import { createHash } from "node:crypto";
 import type * as command from "@pulumi/command";
 import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
@@ -62,11 +65,6 @@ export class Host extends pulumi.ComponentResource {
         const hostKey = new tls.PrivateKey("ssh-host-key", { algorithm: "ED25519" }, { parent: this, additionalSecretOutputs: PRIVATE_KEY_OUTPUTS });
 
         const deploySshKey = new hcloud.SshKey("deploy", { name: `${base}-deploy-${model.stack}`, publicKey: deployKey.publicKeyOpenssh }, { parent: this });
-        // Named by the key itself, so reordering the list in the config changes nothing.
-        const adminSshKeys = cfg.sshPublicKeys.map((key) => {
-            const id = createHash("sha256").update(key.trim().split(/\s+/).slice(0, 2).join(" ")).digest("hex").slice(0, 12);
-            return new hcloud.SshKey(`admin-${id}`, { name: `${base}-admin-${id}`, publicKey: key }, { parent: this });
-        });
 
         const primaryIp = (family: "ipv4" | "ipv6") =>
             new hcloud.PrimaryIp(
@@ -93,15 +91,15 @@ export class Host extends pulumi.ComponentResource {
                 serverType: cfg.type,
                 image: cfg.image,
                 location: cfg.location,
-                sshKeys: [deploySshKey.id, ...adminSshKeys.map((k) => k.id)],
+                sshKeys: [deploySshKey.id],
                 publicNets: [{ ipv4Enabled: true, ipv4: ipv4.id.apply(Number), ipv6Enabled: true, ipv6: ipv6.id.apply(Number) }],
                 firewallIds: [firewall.id.apply(Number)],
                 userData,
                 // Let postfix, dovecot and postgresql stop cleanly before the machine goes away.
                 shutdownBeforeDeletion: true,
             },
-            // Both are read only at first boot: a change must never replace a running mail server.
-            { parent: this, deleteBeforeReplace: true, ignoreChanges: ["sshKeys", "userData"] },
+            // Read only at first boot: a change must never replace a running mail server.
+            { parent: this, deleteBeforeReplace: true, ignoreChanges: ["userData"] },
         );
 
         const volume = new hcloud.Volume(
@@ -110,7 +108,7 @@ export class Host extends pulumi.ComponentResource {
             { name: `${base}-data`, size: cfg.volumeSizeGb, location: cfg.location, deleteProtection: protect },
             { parent: this, protect },
         );
-        new hcloud.VolumeAttachment("data", { serverId: server.id.apply(Number), volumeId: volume.id.apply(Number), automount: false }, { parent: this });
+        const attachment = new hcloud.VolumeAttachment("data", { serverId: server.id.apply(Number), volumeId: volume.id.apply(Number), automount: false }, { parent: this });
 
         this.ipv4 = ipv4.ipAddress;
         this.ipv6 = pulumi.all([ipv6.ipNetwork, ipv6.ipAddress]).apply(([network, address]) => serverIpv6Address(network || address));
@@ -128,7 +126,9 @@ export class Host extends pulumi.ComponentResource {
                 hostKey: hostPublic.trim(),
             })),
         );
-        this.ready = waitForMachine("machine-ready", { connection: this.connection, serverId: this.serverId }, { parent: this, dependsOn: [server] });
+        // The first step (base) formats and mounts the data volume: the machine is ready for it
+        // only once the volume is attached, which the engine may do after the server is up.
+        this.ready = waitForMachine("machine-ready", { connection: this.connection, serverId: this.serverId }, { parent: this, dependsOn: [server, attachment] });
 
         // root's authorized_keys follows the config (adding/removing an admin key needs no new server).
         const access = deployKey.publicKeyOpenssh.apply((k) => sshAccessStep(model, k));
@@ -138,8 +138,7 @@ export class Host extends pulumi.ComponentResource {
                 name: "ssh-access",
                 connection: this.connection,
                 serverId: this.serverId,
-                secretValues: {},
-                holdsSecrets: false,
+                secrets: {},
                 hash: access.apply(stepHash),
             },
             { parent: this, dependsOn: [this.ready] },

@@ -93,8 +93,19 @@ export interface MailDnsArgs {
     readonly ipv4: pulumi.Input<string>;
     /** The server's IPv6 address (::1 of its /64). */
     readonly ipv6: pulumi.Input<string>;
-    /** selector -> base64 SPKI of the DKIM public key. */
-    readonly dkimPublicKeys: pulumi.Input<Record<string, string>>;
+    /** selector -> base64 SPKI of the DKIM public key, one Output per selector. */
+    readonly dkimPublicKeys: Readonly<Record<string, pulumi.Input<string>>>;
+}
+
+/**
+ * The deployment-time values a template record needs, by placeholder key ("ipv4", "ipv6",
+ * "dkim-<selector>"): each record waits for its own inputs only, so in a preview a new DKIM key
+ * leaves the A/AAAA records and the other selectors' records known and unchanged.
+ */
+export function placeholderKeys(record: DnsRecord): string[] {
+    const keys = new Set<string>();
+    for (const m of record.content.matchAll(new RegExp(`${PLACEHOLDER}([a-z0-9-]+)`, "gi"))) keys.add(m[1]);
+    return [...keys].sort();
 }
 
 export class MailDns extends pulumi.ComponentResource {
@@ -114,9 +125,17 @@ export class MailDns extends pulumi.ComponentResource {
         const { model } = args;
         const template = recordTemplate(model);
         const names = recordResourceNames(template);
-        this.records = pulumi
-            .all([args.ipv4, args.ipv6, args.dkimPublicKeys])
-            .apply(([ipv4, ipv6, dkimPublicKeys]) => renderDnsRecords({ model, ipv4, ipv6, dkimPublicKeys }));
+        const values: Record<string, pulumi.Input<string>> = { ipv4: args.ipv4, ipv6: args.ipv6 };
+        for (const selector of model.dkimSelectors) values[`dkim-${selector}`] = args.dkimPublicKeys[selector];
+        /** The record set rendered from the given values, placeholders for the others. */
+        const render = (known: Readonly<Record<string, string>>) =>
+            renderDnsRecords({
+                model,
+                ipv4: known.ipv4 ?? `${PLACEHOLDER}ipv4`,
+                ipv6: known.ipv6 ?? `${PLACEHOLDER}ipv6`,
+                dkimPublicKeys: Object.fromEntries(model.dkimSelectors.map((s) => [s, known[`dkim-${s}`] ?? `${PLACEHOLDER}dkim-${s}`])),
+            });
+        this.records = pulumi.all(values).apply(render);
 
         const zoneIds = new Map<string, pulumi.Input<string>>();
         for (const zone of dnsZones(model)) {
@@ -129,9 +148,10 @@ export class MailDns extends pulumi.ComponentResource {
         template.forEach((t, i) => {
             const fixed = toCloudflareRecord(t);
             // Only A/AAAA/DKIM content waits for deployment-time values; the rest is known in preview.
-            const content = t.content.includes(PLACEHOLDER)
-                ? this.records.apply((rs) => {
-                      const r = rs[i];
+            const needs = placeholderKeys(t);
+            const content = needs.length
+                ? pulumi.all(Object.fromEntries(needs.map((k) => [k, values[k]]))).apply((known) => {
+                      const r = render(known)[i];
                       if (r.name !== t.name || r.type !== t.type) throw new Error(`DNS record ${i} changed identity: ${t.type} ${t.name} -> ${r.type} ${r.name}`);
                       return toCloudflareRecord(r).content!;
                   })

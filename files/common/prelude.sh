@@ -25,10 +25,28 @@ ispmail_debconf() {
   local stamp=/var/lib/ispmail/debconf/$ISPMAIL_STEP want
   want=$(cat)
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
-  printf '%s\n' "$want" | debconf-set-selections
+  printf '%s\n' "$want" | ispmail_apt_locked debconf-set-selections
   install -d -m 0700 /var/lib/ispmail/debconf
   printf '%s' "$want" > "$stamp"
   ispmail_action "preseeded debconf"
+}
+# Package operations of steps that run at the same time (`pulumi up` starts independent steps at
+# once) wait for each other on one lock, and apt itself waits for apt-daily/unattended-upgrades
+# (DPkg::Lock::Timeout) instead of failing at once on a held lock. debconf's database is behind the
+# same lock: debconf-set-selections fails while a package's postinst holds it.
+ISPMAIL_APT_LOCK=/run/lock/ispmail-apt.lock
+ispmail_apt_locked() { flock -w 1800 "$ISPMAIL_APT_LOCK" "$@"; }
+ispmail_apt_get() { ispmail_apt_locked apt-get -o DPkg::Lock::Timeout=900 "$@"; }
+# `apt-get update` cannot wait for the lists lock (DPkg::Lock::Timeout covers dpkg's locks only):
+# apt-daily's own update holds it for a while after boot, so retry for up to two minutes.
+ispmail_apt_update() {
+  local try
+  for try in 1 2 3 4 5 6 7 8 9 10 11 12; do
+    ispmail_apt_get update -q >&2 && return 0
+    log "apt-get update failed (try $try; the lists lock may be held by apt-daily), retrying in 10 s"
+    sleep 10
+  done
+  ispmail_apt_get update -q >&2
 }
 ispmail_packages() {
   local missing=() p
@@ -37,9 +55,9 @@ ispmail_packages() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | head -n1)" ]; then
-    apt-get update -q >&2
+    ispmail_apt_update
   fi
-  apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold "${missing[@]}" >&2
+  ispmail_apt_get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold "${missing[@]}" >&2
   ispmail_action "installed ${missing[*]}"
 }
 # ispmail_file PATH OWNER GROUP MODE < base64: install only when content, owner or mode differ.

@@ -96,14 +96,34 @@ describe("cloud: server and volume", () => {
         assert.equal(typeof attachment.inputs.volumeId, "number");
     });
 
-    it("cloud: the server is replaced delete-first (its primary IPs must be free) and ignores first-boot-only inputs", async () => {
+    it("cloud: the server is replaced delete-first (its primary IPs must be free) and ignores only its user data", async () => {
         const { resources } = await hostRun();
         const server = one(resources, HCLOUD("Server"), "server");
         assert.equal(server.deleteBeforeReplace, true);
-        assert.deepEqual([...server.ignoreChanges].sort(), ["sshKeys", "userData"]);
+        // Not sshKeys: a replacement would reuse the key ids in state, and a deleted key fails it.
+        assert.deepEqual([...server.ignoreChanges].sort(), ["userData"]);
         assert.equal(server.inputs.image, "debian-13");
         assert.deepEqual(server.secretInputs, ["userData"]);
-        assert.equal((server.inputs.sshKeys as string[]).length, 2, "deploy key + one admin key");
+    });
+
+    it("cloud: only the stack's own deploy key is a Hetzner SSH key; admin keys never are (a removed one cannot break a rebuild)", async () => {
+        const { resources } = await hostRun("staging", (raw) => raw.server.sshPublicKeys.push("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKb9zUXqHK3B8t2wB1e3mE3bX3p5ZbqR9N6m1zq2w3xY second-admin"));
+        const server = one(resources, HCLOUD("Server"), "server");
+        const keys = ofType(resources, HCLOUD("SshKey"));
+        assert.deepEqual(keys.map((k) => k.name), ["deploy"]);
+        assert.equal((server.inputs.sshKeys as string[]).length, 1);
+        assert.ok(server.dependencies.includes(keys[0].urn), "the server boots with the deploy key");
+        // The deploy key is generated per stack and named after it: two stacks in one Hetzner
+        // project never upload the same key (Hetzner refuses a duplicate fingerprint).
+        const names = await Promise.all(["staging", "prod"].map(async (stack) => one((await hostRun(stack)).resources, HCLOUD("SshKey"), "deploy").inputs.name));
+        assert.notEqual(names[0], names[1]);
+    });
+
+    it("cloud: the machine is ready for the first step only once the data volume is attached", async () => {
+        const { resources } = await hostRun();
+        const ready = one(resources, "command:remote:Command", "machine-ready");
+        const attachment = one(resources, HCLOUD("VolumeAttachment"), "data");
+        assert.ok(ready.dependencies.includes(attachment.urn), "machine-ready must wait for the volume attachment (base formats and mounts the volume)");
     });
 
     it("cloud: cloud-init only installs the pinned host key and the authorized keys", () => {

@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { ServerConfig, type ServerConnection } from "../../components/remote";
-import { secretRef, stepHash, type Step } from "../../components/steps";
+import { remoteApplyCommand, secretRef, stepHash, type Step } from "../../components/steps";
 import { one, ofType, runMocked, type RegisteredResource } from "../harness/mocks";
 
 const CONNECTION: ServerConnection = { host: "203.0.113.10", user: "root", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n", hostKey: "ssh-ed25519 AAAAhost" };
@@ -33,8 +33,7 @@ async function configRun(steps: readonly Step[] = STEPS, secretNames = Object.ke
         const dnsRecord = new command.remote.Command("dns-stand-in", { connection: CONNECTION, create: "true" });
         return new ServerConfig("config", {
             steps,
-            secretValues: pulumi.secret(SECRETS),
-            secretNames,
+            secrets: Object.fromEntries(secretNames.map((n) => [n, pulumi.secret(SECRETS[n as keyof typeof SECRETS])])),
             connection: pulumi.secret(CONNECTION),
             serverId: "4711",
             machineReady: ready,
@@ -46,12 +45,17 @@ async function configRun(steps: readonly Step[] = STEPS, secretNames = Object.ke
 const commandsOf = (rs: readonly RegisteredResource[]) => ofType(rs, "command:remote:Command").filter((r) => r.parent.endsWith("::config"));
 
 describe("remote: steps as commands", () => {
-    it("remote: each step becomes one command that pipes its apply script into bash -s", async () => {
+    it("remote: each step becomes one command that pipes its apply script into bash -s and checks its result line", async () => {
         const { resources, error } = await configRun();
         assert.equal(error, undefined);
         const commands = commandsOf(resources);
         assert.deepEqual(commands.map((c) => c.name).sort(), ["base", "certbot", "postgresql", "tls"]);
-        for (const c of commands) assert.equal(c.inputs.create, "bash -s");
+        for (const c of commands) {
+            assert.equal(c.inputs.create, remoteApplyCommand({ name: c.name }, { holdsSecrets: c.name === "postgresql" }));
+            assert.match(String(c.inputs.create), /bash -s >"\$out"/);
+            // The provider would send the previous stdout as an SSH environment variable (sshd refuses it).
+            assert.equal(c.inputs.addPreviousOutputInEnv, false, `${c.name}: addPreviousOutputInEnv`);
+        }
     });
 
     it("remote: stdin is secret and carries the script with the secrets resolved; the create string holds none", async () => {
@@ -114,8 +118,7 @@ describe("remote: steps decided during the deployment (deferred)", () => {
             const ready = new command.remote.Command("machine-ready", { connection: CONNECTION, create: "true" });
             return new ServerConfig("config", {
                 steps: STEPS,
-                secretValues: pulumi.secret(SECRETS),
-                secretNames: Object.keys(SECRETS),
+                secrets: Object.fromEntries(Object.entries(SECRETS).map(([n, v]) => [n, pulumi.secret(v)])),
                 connection: pulumi.secret(CONNECTION),
                 serverId: "4711",
                 machineReady: ready,
