@@ -114,8 +114,8 @@ function privateKeyOutputs(name: string, algorithm: string): Record<string, stri
 /** When mocked Cloudflare records were created and last modified, unless a test says otherwise. */
 export const MOCK_RECORD_TIME = "2026-01-01T00:00:00.000Z";
 
-/** Mock outputs per resource type: what the provider would add to the inputs. */
-function mockState(args: pulumi.runtime.MockResourceArgs): { id: string; state: Record<string, unknown> } {
+/** Mock outputs per resource type: what the provider would add to the inputs (also the engine tests' fake providers). */
+export function mockState(args: Pick<pulumi.runtime.MockResourceArgs, "type" | "name" | "inputs" | "custom">): { id: string; state: Record<string, unknown> } {
     const inputs = args.inputs as Record<string, unknown>;
     const key = `${args.type}::${args.name}`;
     switch (args.type) {
@@ -144,7 +144,7 @@ function mockState(args: pulumi.runtime.MockResourceArgs): { id: string; state: 
     }
 }
 
-function mockCall(args: pulumi.runtime.MockCallArgs): Record<string, unknown> {
+export function mockCall(args: Pick<pulumi.runtime.MockCallArgs, "token" | "inputs">): Record<string, unknown> {
     if (args.token === "cloudflare:index/getZone:getZone") {
         const filter = (args.inputs as { filter?: { name?: string } }).filter;
         const name = filter?.name ?? "";

@@ -1,0 +1,170 @@
+/**
+ * The program as the engine runs it (lab/engine.ts), with fake providers: what a second `up`
+ * executes, and what `pulumi preview` shows a reviewer for the typical changes — with the outputs
+ * of new resources unknown, as in a real preview. docs/OPERATIONS.md quotes these plans.
+ */
+import assert from "node:assert/strict";
+import { describe, it, mock } from "node:test";
+import { changes, emptyState, formatPlan, runEngine, type EngineRun, type EngineState, type ProviderRequest } from "../../lab/engine";
+import { validRawConfig } from "../fixtures/config";
+import { mockCall, mockState } from "../harness/mocks";
+
+const INDEX = require.resolve("../../index");
+
+/** index.ts, loaded afresh (it runs the program when imported). */
+function program(): Record<string, unknown> {
+    delete require.cache[INDEX];
+    return require(INDEX) as Record<string, unknown>;
+}
+
+const asConfig = (raw: Record<string, unknown>) => Object.fromEntries(Object.entries(raw).map(([k, v]) => [`ispmail:${k}`, v]));
+
+interface Fake {
+    readonly calls: ProviderRequest[];
+}
+
+async function run(raw: Record<string, unknown>, state: EngineState, preview: boolean, fake: Fake = { calls: [] }): Promise<EngineRun> {
+    const r = await runEngine({
+        program,
+        project: "ispmail",
+        stack: "staging",
+        config: asConfig(raw),
+        preview,
+        state,
+        providers: {
+            async apply(req) {
+                fake.calls.push(req);
+                const { id, state: out } = mockState({ type: req.type, name: req.name, inputs: req.inputs, custom: true });
+                const outputs = Object.fromEntries(Object.entries(out).filter(([k]) => !(k in req.inputs)));
+                return { id: req.type === "hcloud:index/server:Server" ? `${id}${req.newId}` : id, outputs };
+            },
+            call: (token, inputs) => mockCall({ token, inputs }),
+        },
+    });
+    assert.deepEqual(r.errors, [], r.errors.join("\n"));
+    return r;
+}
+
+let applied: EngineState | undefined;
+/** State after one `up` of the fixture config (shared: the program takes a few seconds). */
+async function deployed(): Promise<EngineState> {
+    applied ??= (await run(validRawConfig(), emptyState(), false)).state;
+    return applied;
+}
+
+async function previewOf(change: (raw: Record<string, any>) => void): Promise<EngineRun> {
+    const raw = validRawConfig();
+    change(raw);
+    return run(raw, await deployed(), true);
+}
+
+describe("engine: up and a second up", () => {
+    it("engine: a fresh up creates every resource; a second up with no change executes nothing", async () => {
+        const fake: Fake = { calls: [] };
+        const first = await run(validRawConfig(), emptyState(), false, fake);
+        assert.ok(first.plan.length > 40, `${first.plan.length} resources`);
+        assert.ok(first.plan.every((e) => e.op === "create"));
+        assert.equal(fake.calls.length, first.plan.length);
+        const steps = first.plan.filter((e) => e.type === "command:remote:Command").map((e) => e.name);
+        for (const s of ["machine-ready", "ssh-access", "base", "postgresql", "directory", "dovecot", "postfix", "rspamd", "tls", "web", "certbot"]) assert.ok(steps.includes(s), s);
+
+        const again: Fake = { calls: [] };
+        const second = await run(validRawConfig(), first.state, false, again);
+        assert.deepEqual(changes(second.plan), {});
+        assert.equal(again.calls.length, 0, "nothing runs when nothing changed");
+    });
+
+    it("engine: independent steps run at the same time; a step starts only after those it runs after", async () => {
+        const active = new Set<string>();
+        let overlap = false;
+        const order: string[] = [];
+        await runEngine({
+            program,
+            project: "ispmail",
+            stack: "staging",
+            config: asConfig(validRawConfig()),
+            preview: false,
+            state: emptyState(),
+            providers: {
+                async apply(req) {
+                    if (req.type === "command:remote:Command") {
+                        active.add(req.name);
+                        order.push(`start ${req.name}`);
+                        if (["postgresql", "rspamd", "tls"].filter((n) => active.has(n)).length > 1) overlap = true;
+                        await new Promise((r) => setTimeout(r, 30));
+                        active.delete(req.name);
+                        order.push(`end ${req.name}`);
+                    }
+                    const { id, state: out } = mockState({ type: req.type, name: req.name, inputs: req.inputs, custom: true });
+                    return { id, outputs: Object.fromEntries(Object.entries(out).filter(([k]) => !(k in req.inputs))) };
+                },
+                call: (token, inputs) => mockCall({ token, inputs }),
+            },
+        });
+        assert.ok(overlap, `postgresql, rspamd and tls all follow base only: the engine starts them together\n${order.join("\n")}`);
+        const at = (what: string) => order.indexOf(what);
+        assert.ok(at("end base") < at("start postgresql") && at("end machine-ready") < at("start base"));
+        assert.ok(at("end directory") < at("start dovecot") && at("end dovecot") < at("start postfix"));
+    });
+});
+
+describe("engine: what a preview shows for typical changes", () => {
+    it("engine: adding a user creates its password and re-runs only the directory step", async () => {
+        const r = await previewOf((raw) => raw.users.push({ address: "dave@example.org" }));
+        assert.deepEqual(changes(r.plan), {
+            "random.RandomPassword user:dave@example.org": "create",
+            "Command directory": "replace",
+        });
+        console.log(formatPlan(r.plan));
+    });
+
+    it("engine: adding an alias re-runs only the directory step", async () => {
+        const r = await previewOf((raw) => raw.aliases.push({ source: "info@example.com", destination: "carol@example.com" }));
+        assert.deepEqual(changes(r.plan), { "Command directory": "replace" });
+    });
+
+    it("engine: changing one Postfix setting re-runs only the postfix step", async () => {
+        await deployed();
+        // A developer edits one setting in files/postfix/main.cf.mustache (read at render time).
+        const fs = require("node:fs") as typeof import("node:fs");
+        const real = fs.readFileSync;
+        const m = mock.method(fs, "readFileSync", (...args: Parameters<typeof real>) => {
+            const text = real(...args);
+            return String(args[0]).endsWith("files/postfix/main.cf.mustache") ? `${String(text)}\nsmtpd_helo_required = yes\n` : text;
+        });
+        try {
+            const r = await run(validRawConfig(), await deployed(), true);
+            assert.deepEqual(changes(r.plan), { "Command postfix": "replace" });
+        } finally {
+            m.mock.restore();
+        }
+    });
+
+    it("engine: adding a DKIM selector creates its key and records; only rspamd waits for them; no other record changes", async () => {
+        const r = await previewOf((raw) => raw.dkimSelectors.push("s2027"));
+        assert.deepEqual(changes(r.plan), {
+            "tls.PrivateKey dkim:s2027": "create",
+            "cloudflare.DnsRecord TXT:s2027._domainkey.example.org": "create",
+            "cloudflare.DnsRecord TXT:s2027._domainkey.example.com": "create",
+            "Command rspamd": "replace",
+        });
+        const rspamd = r.plan.find((e) => e.name === "rspamd")!;
+        assert.ok(rspamd.changed.includes("stdin (unknown)"), "its key is known only during up");
+    });
+
+    it("engine: a new image replaces the server, re-attaches the volume and re-runs every step; addresses, DNS, keys stay", async () => {
+        const r = await previewOf((raw) => (raw.server.image = "debian-13-next"));
+        const c = changes(r.plan);
+        assert.equal(c["hcloud.Server server"], "replace");
+        assert.equal(c["hcloud.VolumeAttachment data"], "replace");
+        const commands = r.plan.filter((e) => e.type === "command:remote:Command");
+        for (const e of commands) assert.equal(e.op, "replace", `${e.name} re-runs on the new machine`);
+        const others = Object.keys(c).filter((k) => !k.startsWith("Command ") && !["hcloud.Server server", "hcloud.VolumeAttachment data"].includes(k));
+        assert.deepEqual(others, [], "primary IPs, rDNS, volume, DNS records and secrets are untouched");
+    });
+
+    it("engine: removing an admin key updates only root's authorized_keys (no Hetzner key to delete)", async () => {
+        const r = await previewOf((raw) => (raw.server.sshPublicKeys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKb9zUXqHK3B8t2wB1e3mE3bX3p5ZbqR9N6m1zq2w3xY other@example.org"]));
+        assert.deepEqual(changes(r.plan), { "Command ssh-access": "replace" });
+    });
+});
