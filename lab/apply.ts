@@ -1,7 +1,9 @@
 /**
- * The lab's transport for steps: each step's apply script (components/steps.ts, the very script the
- * Pulumi components send) goes over SSH to `bash -s` as root, on stdin — with its secrets resolved
- * just before, as `command.remote` gets them through a secret stdin.
+ * The lab's sequential transport for steps (the foreign MTA, the benchmarks, and e2e tests of
+ * config changes; `npm run lab` applies the mail server's steps through the program itself, see
+ * lab/engine-lab.ts): each step's apply script (components/steps.ts, the very script the Pulumi
+ * components send) goes over SSH on stdin to the same remoteApplyCommand as root — with its secrets
+ * resolved just before, as `command.remote` gets them through a secret stdin.
  */
 import { parseStepResult, remoteApplyCommand, renderApplyScript, resolveSecrets, secretsOf, type Step, type StepResult } from "../components/steps";
 import type { GuestPlan } from "./lab";

@@ -17,6 +17,11 @@ packages=(
   openssh-server
   # what a Hetzner debian-13 image has and scripts take for granted
   iproute2 netbase ca-certificates openssl curl gnupg procps less cron logrotate sudo python3
+  # a Hetzner debian-13 image boots through cloud-init (host key and root's keys from the user
+  # data); the lab's guests can do the same from a NoCloud seed (createGuest with userData) and
+  # have it disabled otherwise. About 35 packages with its dependencies (python3-*, dhcpcd-base,
+  # fdisk, gdisk, locales); ds-identify needs nothing beyond them and the essential set.
+  cloud-init
 )
 
 # --variant=minbase: essential + apt only; everything else is listed above on purpose.

@@ -1,6 +1,9 @@
 /**
  * The lab's command line (run as root):
- *   tsx lab/cli.ts up              build/boot what is missing, serve DNS/ACME/apt, apply all steps
+ *   tsx lab/cli.ts up              build/boot what is missing, serve DNS/ACME/apt, then `pulumi up` of
+ *                                  index.ts through the engine harness (lab/engine.ts)
+ *   tsx lab/cli.ts preview [KEY=JSON ...]   `pulumi preview` of index.ts against the lab's state, with
+ *                                  ispmail:KEY replaced (e.g. 'dkimSelectors=["lab2026","lab2027"]')
  *   tsx lab/cli.ts test [files]    up, then the e2e suite (test/e2e/*.test.ts) inside the lab network
  *   tsx lab/cli.ts destroy [--all] stop and remove everything the lab runs (--all: its caches too)
  *   tsx lab/cli.ts status          what runs
@@ -13,7 +16,11 @@ import { join } from "node:path";
 import { GUESTS, guestPlan, LAB, REPO_DIR, type GuestName } from "./lab";
 import { acquireLabLock, LOCK_HELD_ENV } from "./lock";
 import { ensureHostPackages } from "./prereqs";
+import { formatEngineRun, labEngine } from "./engine-lab";
 import { checkLeftovers, formatUpReport, labDestroy, labLooksUp, labUp } from "./orchestrate";
+import { rootfsDir } from "./rootfs";
+import { ensureDeployKey } from "./ssh";
+import { ensureSecrets, loadLabStack } from "./stack";
 import { daemonPid, inLabNet, knownDaemons } from "./proc";
 import { sshArgs } from "./ssh";
 
@@ -48,6 +55,21 @@ async function up(): Promise<void> {
     console.log(`[lab] up in ${((Date.now() - start) / 1000).toFixed(1)} s (${parts.join(", ")})`);
 }
 
+/** `pulumi preview` of the program against the lab's state: what an up with these changes would do. */
+async function preview(assignments: readonly string[]): Promise<number> {
+    const overrides: Record<string, unknown> = {};
+    for (const a of assignments) {
+        const eq = a.indexOf("=");
+        if (eq < 1) throw new Error(`usage: lab preview [KEY=JSON ...], e.g. 'users=[{"address":"dave@example.org"}]' (got ${a})`);
+        overrides[a.slice(0, eq).replace(/^ispmail:/, "")] = JSON.parse(a.slice(eq + 1));
+    }
+    const deployKey = await ensureDeployKey();
+    const { model, passwords } = loadLabStack(deployKey, overrides);
+    const r = await labEngine({ preview: true, deployPublicKey: deployKey, secrets: ensureSecrets(model, passwords), rootfs: rootfsDir(), overrides, log });
+    console.log(formatEngineRun("pulumi preview (engine harness):", r));
+    return r.errors.length ? 1 : 0;
+}
+
 function e2eFiles(args: readonly string[]): string[] {
     if (args.length) return [...args];
     const dir = join(REPO_DIR, "test", "e2e");
@@ -77,6 +99,9 @@ async function main(argv: readonly string[]): Promise<number> {
             requireHost();
             await withLock(up);
             return 0;
+        case "preview":
+            requireRoot();
+            return withLock(() => preview(rest));
         case "test": {
             requireHost();
             // Nothing is printed after the suite: node's test runner summary stays the last lines.

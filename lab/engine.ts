@@ -57,6 +57,9 @@ export interface PlanEntry {
     /** The changed inputs that force the replacement. */
     readonly replaceBecause: readonly string[];
     seconds?: number;
+    /** When the provider operation started and ended (ms since the epoch; `up` only). */
+    startedAt?: number;
+    endedAt?: number;
     /** What the provider reported (a step's result line), or its error. */
     detail?: string;
     error?: string;
@@ -167,6 +170,8 @@ export interface EngineRunOptions {
     readonly preview: boolean;
     readonly state: EngineState;
     readonly providers: Providers;
+    /** `type::name` of resources to replace even when unchanged (`pulumi up --replace`). */
+    readonly replace?: readonly string[];
     /** Called as each resource's operation starts and ends (progress lines). */
     readonly onEvent?: (entry: PlanEntry, phase: "start" | "end") => void;
 }
@@ -220,7 +225,9 @@ export async function runEngine(opts: EngineRunOptions): Promise<EngineRun> {
                     registered.add(key);
                     const inputs = unwrapSecrets(args.inputs) as Record<string, unknown>;
                     const old = state.resources[key];
-                    const c = classify(args.type, inputs, old, ignoreChangesOf.get(key));
+                    const classified = classify(args.type, inputs, old, ignoreChangesOf.get(key));
+                    const forced = old !== undefined && opts.replace?.includes(key) === true;
+                    const c: Classified = forced ? { ...classified, op: "replace", replaceBecause: ["--replace"] } : classified;
                     const entry: PlanEntry = { key, type: args.type, name: args.name, op: c.op, changed: c.changed, replaceBecause: c.replaceBecause };
                     plan.push(entry);
                     if (c.op === "same") return { id: old!.id, state: { ...old!.inputs, ...old!.outputs } };
@@ -228,6 +235,7 @@ export async function runEngine(opts: EngineRunOptions): Promise<EngineRun> {
                     if (opts.preview) return { id: c.op === "update" ? old!.id : "", state: c.inputs };
                     opts.onEvent?.(entry, "start");
                     const began = Date.now();
+                    entry.startedAt = began;
                     try {
                         const newId = String(state.nextId++);
                         const r = await opts.providers.apply({ type: args.type, name: args.name, op: c.op, inputs: c.inputs, old, newId });
@@ -240,7 +248,8 @@ export async function runEngine(opts: EngineRunOptions): Promise<EngineRun> {
                         errors.push(`${key}: ${entry.error}`);
                         throw e;
                     } finally {
-                        entry.seconds = (Date.now() - began) / 1000;
+                        entry.endedAt = Date.now();
+                        entry.seconds = (entry.endedAt - began) / 1000;
                         opts.onEvent?.(entry, "end");
                     }
                 },

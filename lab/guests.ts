@@ -6,6 +6,11 @@
  * cloud-init do on a real server (network, resolver, host key, authorized deploy key) plus the
  * lab's own plumbing (apt proxy, lab CA). None of it is a step: the steps must work on top of it
  * exactly as on a fresh Hetzner machine.
+ *
+ * A guest can instead do its first boot through cloud-init itself (`createGuest(..., { userData })`):
+ * the user data the program gives `hcloud.Server` goes into a NoCloud seed, and cloud-init installs
+ * the host key and root's authorized_keys, as on Hetzner. Network, resolver, apt proxy and lab CA
+ * stay the lab's either way (Hetzner's network and metadata service have no other stand-in here).
  */
 import { randomBytes } from "node:crypto";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
@@ -56,8 +61,39 @@ function put(root: string, path: string, content: string, mode = 0o644): void {
     chmodSync(file, mode);
 }
 
+/** How a guest does its first boot. */
+export interface CreateGuestOptions {
+    /**
+     * cloud-init user data (what `cloudInit()` renders for `hcloud.Server`): written as a NoCloud
+     * seed, and cloud-init, not the lab, installs the host key and root's authorized_keys. The
+     * caller pins the host key it put in there ({@link pinHostKeyLine}) and boots with
+     * `waitFor: "port"` (the lab's deploy key is not authorized). Without it cloud-init is disabled
+     * and the lab writes both itself.
+     */
+    readonly userData?: string;
+    /** NoCloud `instance-id` (cloud-init runs its per-instance modules once per id); default random. */
+    readonly instanceId?: string;
+}
+
+/**
+ * Lab-wide cloud-init settings, written by createGuest rather than built into the rootfs: they are
+ * the lab's stand-in for Hetzner (whose image reads its metadata service and configures the
+ * network itself), not part of the image, and changing them must not rebuild the rootfs.
+ * - NoCloud only: the seed directory is the lab's metadata service; no network datasource is probed.
+ * - no network configuration: the lab's systemd-networkd file (static address on the bridge) is the
+ *   stand-in for Hetzner's network, and cloud-init must not write a DHCP config over it.
+ * ds-identify (the systemd generator that decides whether cloud-init runs) reads datasource_list
+ * line by line, so it stays on one line.
+ */
+const CLOUD_CFG_DROP_IN = [
+    "# Written by the ispmail lab: the seed directory is the metadata service, networkd owns the network.",
+    "datasource_list: [ NoCloud, None ]",
+    "network: {config: disabled}",
+    "",
+].join("\n");
+
 /** Creates a guest's root from the cached rootfs. */
-export async function createGuest(g: GuestPlan, rootfs: string, deployPublicKey: string, place = labPlace(g)): Promise<void> {
+export async function createGuest(g: GuestPlan, rootfs: string, deployPublicKey: string, place = labPlace(g), opts: CreateGuestOptions = {}): Promise<void> {
     const root = join(place.dir, "root");
     const staging = `${root}.new`;
     rmSync(staging, { recursive: true, force: true });
@@ -94,20 +130,69 @@ export async function createGuest(g: GuestPlan, rootfs: string, deployPublicKey:
     // ~90 s and fails, and a shutdown waits just as long. The lab's root sessions need no user
     // manager: mask it (pam_systemd is optional in Debian's PAM stack; logins go on without it).
     symlinkSync("/dev/null", join(staging, "etc/systemd/system/user@0.service"));
-    mkdirSync(join(staging, "root/.ssh"), { recursive: true, mode: 0o700 });
-    put(staging, "root/.ssh/authorized_keys", `${deployPublicKey}\n`, 0o600);
     // The lab CA signs pebble's HTTPS endpoint: certbot must trust it as it trusts Let's Encrypt's.
     copyFileSync(LAB_CA_CERT, join(staging, "usr/local/share/ca-certificates/ispmail-lab-ca.crt"));
     await runOk("chroot", [staging, "update-ca-certificates"], { timeoutMs: 60_000 });
-    await installHostKey(g, staging);
+    put(staging, "etc/cloud/cloud.cfg.d/99-ispmail-lab.cfg", CLOUD_CFG_DROP_IN);
+    if (opts.userData === undefined) {
+        // The lab's own bootstrap: cloud-init must not run at all (no seed; it would otherwise
+        // fall back to the None datasource, create the image's default user, and so on).
+        put(staging, "etc/cloud/cloud-init.disabled", "# Written by the ispmail lab: this guest is bootstrapped by the lab, not by cloud-init.\n");
+        mkdirSync(join(staging, "root/.ssh"), { recursive: true, mode: 0o700 });
+        put(staging, "root/.ssh/authorized_keys", `${deployPublicKey}\n`, 0o600);
+        await installHostKey(g, staging);
+    } else {
+        // First boot through cloud-init: the user data is all it gets, as from Hetzner's metadata
+        // service. It holds the host's private key: root-only, as the metadata guard keeps it there.
+        if (!existsSync(join(staging, "usr/bin/cloud-init"))) throw new Error(`createGuest(${g.name}): user data given, but ${rootfs} has no cloud-init (a rootfs older than lab/build-rootfs.sh?)`);
+        const seed = "var/lib/cloud/seed/nocloud";
+        mkdirSync(join(staging, dirname(seed)), { recursive: true });
+        mkdirSync(join(staging, seed), { recursive: true, mode: 0o700 });
+        chmodSync(join(staging, seed), 0o700);
+        put(staging, `${seed}/user-data`, opts.userData, 0o600);
+        const instanceId = opts.instanceId ?? `iid-ispmail-lab-${randomBytes(8).toString("hex")}`;
+        put(staging, `${seed}/meta-data`, `instance-id: ${JSON.stringify(instanceId)}\nlocal-hostname: ${JSON.stringify(g.fqdn)}\n`, 0o600);
+        // No host key and no authorized_keys from the lab: cloud-init installs both.
+        const sshDir = join(staging, "etc/ssh");
+        for (const f of readdirSync(sshDir)) if (f.startsWith("ssh_host_")) rmSync(join(sshDir, f), { force: true });
+        rmSync(join(staging, "root/.ssh/authorized_keys"), { force: true });
+        // cloud-init's network stage is ordered after systemd-networkd-wait-online, as on Hetzner
+        // it runs after the image's network setup: enable that (as `systemctl enable
+        // systemd-networkd` would; cloud-config.service pulls in network-online.target), so that
+        // cloud-init finds host0 configured, not still down.
+        mkdirSync(join(staging, "etc/systemd/system/network-online.target.wants"), { recursive: true });
+        symlinkSync("/usr/lib/systemd/system/systemd-networkd-wait-online.service", join(staging, "etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service"));
+    }
 
     rmSync(root, { recursive: true, force: true });
     renameSync(staging, root);
     writeFileSync(join(place.dir, "rootfs-hash"), `${rootfsHash()}\n`);
 }
 
-/** Boots a guest (detached) and waits until SSH answers; returns the seconds from start to SSH. */
-export async function bootGuest(g: GuestPlan, place = labPlace(g)): Promise<number> {
+export interface BootGuestOptions {
+    /**
+     * What "booted" means: "ssh" (default) waits until SSH with the lab's deploy key works; "port"
+     * only until TCP port 22 on the guest's IPv4 accepts connections (a cloud-init guest authorizes
+     * the keys of its user data, not necessarily the lab's). On a cloud-init guest sshd starts after
+     * cloud-init's network stage (host key in place) and is restarted once more by its config stage
+     * (`ssh_pwauth` writes sshd_config.d/50-cloud-init.conf), so the first connection after "port"
+     * may be reset or refused: retry it, as Pulumi's waitForMachine retries its dial.
+     */
+    readonly waitFor?: "ssh" | "port";
+}
+
+/** True when TCP port 22 on the guest accepts a connection (tried from inside the lab namespace). */
+async function sshPortOpen(g: GuestPlan): Promise<boolean> {
+    const [cmd, args] = inLabNet("bash", ["-c", 'exec 3<>"/dev/tcp/$1/22"', "port-check", g.ipv4]);
+    return (await run(cmd, args, { timeoutMs: 5_000 })).code === 0;
+}
+
+/**
+ * Boots a guest (detached) and waits until SSH answers (or, with `waitFor: "port"`, until port 22
+ * accepts connections); returns the seconds from start to then.
+ */
+export async function bootGuest(g: GuestPlan, place = labPlace(g), opts: BootGuestOptions = {}): Promise<number> {
+    const waitForWhat = opts.waitFor ?? "ssh";
     const args = [
         "--register=no", // no systemd-machined on this host
         "--keep-unit", // no transient scope unit either: stay in our own cgroup
@@ -130,9 +215,10 @@ export async function bootGuest(g: GuestPlan, place = labPlace(g)): Promise<numb
     // The host mounts cgroup v1 + v2 (hybrid); trixie's systemd needs the unified hierarchy.
     startDaemon(place.daemon, cmd, nsArgs, { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1" });
     await waitFor(
-        `SSH on the ${g.name} guest (${g.ipv4})`,
+        waitForWhat === "ssh" ? `SSH on the ${g.name} guest (${g.ipv4})` : `port 22 on the ${g.name} guest (${g.ipv4})`,
         async () => {
             if (daemonPid(place.daemon) === undefined) throw new Error(`the ${g.name} guest stopped while booting; see .lab/logs/${place.daemon}.log`);
+            if (waitForWhat === "port") return sshPortOpen(g);
             return (await sshExec(g, "true", { timeoutMs: 8_000 })).code === 0;
         },
         { tries: 240, intervalMs: 250, timeoutMs: 120_000 },

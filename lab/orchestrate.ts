@@ -9,6 +9,8 @@ import { planDkimSigning, selectorPublishedAt, type DkimSigningPlan } from "../c
 import { renderServerSteps, renderServerStepVariants } from "../components/services";
 import type { Step } from "../components/steps";
 import { applySteps, formatApplyTable, StepFailed, type AppliedStep } from "./apply";
+import type { EngineRun } from "./engine";
+import { ENGINE_STATE_FILE, formatEngineRun, labEngine } from "./engine-lab";
 import { APT_PROXY_DAEMONS, ensureAptProxy } from "./aptproxy";
 import { ensureDns, KNOT_DAEMON, labPublishedAt } from "./dns";
 import { renderForeignMtaSteps } from "./foreign";
@@ -25,7 +27,8 @@ export type Log = (line: string) => void;
 
 export interface UpReport {
     readonly timings: Record<string, number>;
-    readonly mail: readonly AppliedStep[];
+    /** The program's `up` against the mail server (undefined when it could not run). */
+    readonly engine?: EngineRun;
     readonly foreign: readonly AppliedStep[];
 }
 
@@ -58,18 +61,25 @@ export async function labUp(log: Log): Promise<UpReport> {
     refuseOtherCheckoutsLab();
     if (await ensureNetwork()) log(`network: namespace ${LAB.netns}, bridge ${LAB.bridge} ${LAB.host.ipv4}/${LAB.prefix.ipv4} ${LAB.host.ipv6}/${LAB.prefix.ipv6}`);
     log(`apt proxy: ${await timed(timings, "aptProxy", ensureAptProxy)} (${LAB.aptProxy.url})`);
-    const deployment = await timed(timings, "dns", () => labDeployment(model, secrets));
-    log(`dns: ${deployment.dns} (knot on ${LAB.dns})`);
-    log(deployment.dkim.reason);
-    const serverSteps = deployment.steps;
+    // The records the program publishes at Cloudflare, served by the lab DNS (the program itself
+    // decides the DKIM signer from its records' times, as in `pulumi up`).
+    const dns = await timed(timings, "dns", () => ensureDns({ model, dkimPublicKeys: dkimPublicKeys(model, secrets) }));
+    log(`dns: ${dns} (knot on ${LAB.dns})`);
     log(`acme: ${await timed(timings, "pebble", ensurePebble)} (pebble on ${LAB.acme.directoryUrl})`);
 
     if (!GUESTS.every(guestRunning)) {
         const orphans = await removeOrphanContainers();
         if (orphans.length) log(`removed orphaned lab containers (their nspawn was killed): init pids ${orphans.join(", ")}`);
     }
+    if (guestExists(LAB.mail) && !existsSync(ENGINE_STATE_FILE)) {
+        // A mail guest from before the engine harness (bootstrapped by the lab, not by cloud-init):
+        // the program's first up makes its server anew; the data directory stays.
+        log("guest mail: made by an older lab; the program's server replaces it");
+    }
+    // The foreign MTA is lab infrastructure (the lab bootstraps it); the mail server is the
+    // program's hcloud.Server, which the engine harness below makes from its own user data.
     await Promise.all(
-        GUESTS.map(async (g) => {
+        [LAB.foreign].map(async (g) => {
             if (!guestExists(g)) {
                 await timed(timings, `create-${g.name}`, () => createGuest(g, rootfs.dir, deployKey));
                 log(`guest ${g.name}: created from the cached rootfs in ${timings[`create-${g.name}`].toFixed(1)} s`);
@@ -84,19 +94,21 @@ export async function labUp(log: Log): Promise<UpReport> {
         }),
     );
 
-    // The two guests are independent: apply both at once.
-    const onLog = (prefix: string) => (line: string) => log(`${prefix} ${line}`);
-    const [mail, foreign] = await Promise.allSettled([
-        timed(timings, "apply-mail", () => applySteps(LAB.mail, serverSteps, secrets, { onLog: onLog("mail") })),
-        timed(timings, "apply-foreign", () => applySteps(LAB.foreign, foreignSteps, {}, { onLog: onLog("foreign") })),
+    // The two guests are independent: the foreign MTA's steps and the program's `up` at once.
+    const [engine, foreign] = await Promise.allSettled([
+        timed(timings, "up-mail", () => labEngine({ preview: false, deployPublicKey: deployKey, secrets, rootfs: rootfs.dir, log })),
+        timed(timings, "apply-foreign", () => applySteps(LAB.foreign, foreignSteps, {}, { onLog: (line) => log(`foreign ${line}`) })),
     ]);
-    const done = (r: PromiseSettledResult<AppliedStep[]>) => (r.status === "fulfilled" ? r.value : r.reason instanceof StepFailed ? r.reason.applied : []);
-    const report = { timings, mail: done(mail), foreign: done(foreign) };
-    const failed = [mail, foreign].find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failed) {
+    const report: UpReport = {
+        timings,
+        engine: engine.status === "fulfilled" ? engine.value : undefined,
+        foreign: foreign.status === "fulfilled" ? foreign.value : foreign.reason instanceof StepFailed ? foreign.reason.applied : [],
+    };
+    const failure = engine.status === "rejected" ? engine.reason : engine.value.errors.length ? new Error(`pulumi up (engine harness) failed:\n  ${engine.value.errors.join("\n  ")}`) : foreign.status === "rejected" ? foreign.reason : undefined;
+    if (failure) {
         // Show how far each guest got before saying what failed.
         console.log(formatUpReport(report));
-        throw failed.reason;
+        throw failure;
     }
     return report;
 }
@@ -143,7 +155,8 @@ function refuseOtherCheckoutsLab(): void {
 }
 
 export function formatUpReport(r: UpReport): string {
-    return [formatApplyTable(`foreign MTA (${LAB.foreign.fqdn}):`, r.foreign), formatApplyTable(`mail server (${LAB.mail.fqdn}):`, r.mail)].join("\n");
+    const mail = r.engine ? formatEngineRun(`mail server (${LAB.mail.fqdn}), pulumi up of index.ts through the engine harness:`, r.engine) : `mail server (${LAB.mail.fqdn}): the program did not run`;
+    return [formatApplyTable(`foreign MTA (${LAB.foreign.fqdn}):`, r.foreign), mail].join("\n");
 }
 
 /** True when the lab looks up: namespace, DNS and both guests running. */

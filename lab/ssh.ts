@@ -26,9 +26,22 @@ export async function installHostKey(guest: GuestPlan, root: string): Promise<vo
 
 /** Pins the host key found in a guest's root in the lab's known_hosts (replacing that guest's line). */
 export function pinHostKey(guest: GuestPlan, root: string): void {
-    const keyFile = `${root}/etc/ssh/ssh_host_ed25519_key`;
-    const pub = readFileSync(`${keyFile}.pub`, "utf8").trim().split(" ").slice(0, 2).join(" ");
+    pinHostKeyLine(guest, readFileSync(`${root}/etc/ssh/ssh_host_ed25519_key.pub`, "utf8"));
+}
+
+/**
+ * Pins a host public key ("ssh-ed25519 AAAA... [comment]") for a guest in the lab's known_hosts,
+ * replacing that guest's line: e.g. the key a cloud-init guest gets from its user data, known
+ * before it boots (as Pulumi pins the `tls.PrivateKey` host key).
+ */
+export function pinHostKeyLine(guest: GuestPlan, publicKeyLine: string): void {
+    const fields = publicKeyLine.trim().split(/\s+/);
+    if (fields.length < 2 || !/^[a-z0-9@.-]+$/.test(fields[0]) || !/^AAAA[A-Za-z0-9+/]+=*$/.test(fields[1])) {
+        throw new Error(`pinHostKeyLine(${guest.name}): not an OpenSSH public key line: ${publicKeyLine.trim().slice(0, 40)}`);
+    }
+    const pub = fields.slice(0, 2).join(" ");
     const names = [guest.ipv4, guest.ipv6, guest.fqdn];
+    mkdirSync(PATHS.sshDir, { recursive: true, mode: 0o700 });
     const others = existsSync(PATHS.knownHosts)
         ? readFileSync(PATHS.knownHosts, "utf8")
               .split("\n")

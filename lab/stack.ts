@@ -11,11 +11,19 @@ import { PATHS } from "./lab";
 
 export const LAB_STACK = "lab";
 
-/** `overrides`: keys (without namespace) replaced for a test of a config change. */
-export function loadLabStack(deployPublicKey: string, overrides: Readonly<Record<string, unknown>> = {}): { model: Model; passwords: ConfiguredPasswords } {
+/**
+ * The lab stack's raw `ispmail:*` keys (without namespace): lab/stack.yaml with the lab's deploy key
+ * as the one admin key (so the lab and its tests can log in once ssh-access ran). `overrides`: keys
+ * replaced for a test of a config change.
+ */
+export function labStackRaw(deployPublicKey: string, overrides: Readonly<Record<string, unknown>> = {}): Record<string, unknown> {
     const { raw } = stackFileConfig(readFileSync(PATHS.stackFile, "utf8"));
     const server = { ...(raw.server as Record<string, unknown>), sshPublicKeys: [deployPublicKey] };
-    return parseConfig({ ...raw, server, ...overrides }, { stack: LAB_STACK });
+    return { ...raw, server, ...overrides };
+}
+
+export function loadLabStack(deployPublicKey: string, overrides: Readonly<Record<string, unknown>> = {}): { model: Model; passwords: ConfiguredPasswords } {
+    return parseConfig(labStackRaw(deployPublicKey, overrides), { stack: LAB_STACK });
 }
 
 const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";

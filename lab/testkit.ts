@@ -24,6 +24,9 @@ import type { Model } from "../components/config";
 import { renderServerSteps } from "../components/services";
 import type { Step } from "../components/steps";
 import { ensureSecrets, loadLabStack } from "./stack";
+import type { EngineRun } from "./engine";
+import { labEngine } from "./engine-lab";
+import { rootfsDir } from "./rootfs";
 
 export { LAB, PATHS, labDkimSigning };
 export type { GuestName, RunResult };
@@ -118,6 +121,16 @@ function labStack(overrides: Readonly<Record<string, unknown>> = {}): ReturnType
 export function labSecrets(): Record<string, string> {
     const { model, passwords } = labStack();
     return ensureSecrets(model, passwords);
+}
+
+/**
+ * `pulumi up` (or preview) of index.ts against the lab through the engine harness, as `npm run lab`
+ * runs it, with stack keys replaced or resources forced to be replaced (`pulumi up --replace`).
+ */
+export function labEngineRun(opts: { preview: boolean; overrides?: Readonly<Record<string, unknown>>; replace?: readonly string[] }): Promise<EngineRun> {
+    const deployPublicKey = readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim();
+    const { model, passwords } = labStack(opts.overrides);
+    return labEngine({ ...opts, deployPublicKey, secrets: ensureSecrets(model, passwords), rootfs: rootfsDir(), log: () => undefined });
 }
 
 /** Runs a client program on the test host (inside the lab namespace), bounded. */

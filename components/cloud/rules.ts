@@ -64,13 +64,16 @@ export interface CloudInitArgs {
  */
 export function cloudInit(args: CloudInitArgs): string {
     const config = {
-        // Remove the image's keys and generate none: the only host key is the pinned ED25519 one.
+        // Remove the image's keys; with ssh_keys given cloud-init generates none (ssh_genkeytypes
+        // applies only without ssh_keys, and an empty list fails cloud-init's schema: status 2).
         ssh_deletekeys: true,
-        ssh_genkeytypes: [] as string[],
         ssh_keys: { ed25519_private: args.hostPrivateKeyOpenssh.trim() + "\n", ed25519_public: args.hostPublicKeyOpenssh.trim() },
         // Root logs in with keys (the deploy key drives the steps); cloud-init must not lock it.
         disable_root: false,
         ssh_pwauth: false,
+        // No default user (Debian's cloud-init config would add `debian` with passwordless sudo
+        // and the same keys): root is the only login, and its keys are the steps' business.
+        users: [] as string[],
         ssh_authorized_keys: args.authorizedKeys.map((k) => k.trim()),
     };
     return `#cloud-config\n${YAML.stringify(config, { lineWidth: 0 })}`;

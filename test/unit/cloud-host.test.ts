@@ -130,8 +130,8 @@ describe("cloud: server and volume", () => {
         const text = cloudInit({ hostPrivateKeyOpenssh: "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n", hostPublicKeyOpenssh: "ssh-ed25519 AAAAhost\n", authorizedKeys: ["ssh-ed25519 AAAAdeploy\n", "ssh-ed25519 AAAAadmin admin"] });
         assert.ok(text.startsWith("#cloud-config\n"));
         const doc = YAML.parse(text);
-        assert.deepEqual(Object.keys(doc).sort(), ["disable_root", "ssh_authorized_keys", "ssh_deletekeys", "ssh_genkeytypes", "ssh_keys", "ssh_pwauth"]);
-        assert.deepEqual(doc.ssh_genkeytypes, []);
+        assert.deepEqual(Object.keys(doc).sort(), ["disable_root", "ssh_authorized_keys", "ssh_deletekeys", "ssh_keys", "ssh_pwauth", "users"]);
+        assert.deepEqual(doc.users, [], "no default user besides root");
         assert.equal(doc.ssh_keys.ed25519_public, "ssh-ed25519 AAAAhost");
         assert.equal(doc.ssh_keys.ed25519_private, "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n");
         assert.deepEqual(doc.ssh_authorized_keys, ["ssh-ed25519 AAAAdeploy", "ssh-ed25519 AAAAadmin admin"]);
