@@ -86,6 +86,8 @@ export async function labEngine(opts: LabEngineOptions): Promise<EngineRun> {
         providers: labProviders(opts),
         replace: opts.replace,
         onEvent: (e, phase) => {
+            // Progress for what takes time (the server and the steps); the table lists the rest.
+            if (e.type !== "command:remote:Command" && e.type !== SERVER_TYPE) return;
             if (phase === "start") opts.log(`engine: ${e.op} ${e.name} ...`);
             else opts.log(`engine: ${e.op} ${e.name} ${e.error ? "FAILED" : "done"} in ${e.seconds?.toFixed(1)} s${e.detail ? ` (${e.detail})` : ""}`);
         },

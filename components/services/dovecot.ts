@@ -97,7 +97,12 @@ export function renderDovecotSteps(model: Model): Step[] {
             packages: ["dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "dovecot-pgsql", "dovecot-sieve", "dovecot-managesieved"],
             files,
             script: readStatic("dovecot/apply.sh"),
-            after: ["directory", "tls"],
+            // After postfix: Dovecot's LMTP and SASL sockets live in Postfix's spool and belong to
+            // the postfix user, which only the postfix package creates. Before it, Dovecot's reload
+            // fails ("User doesn't exist: postfix") while systemctl reports success, and Postfix
+            // then finds neither socket (found when the engine ran dovecot before postfix and no
+            // later certbot reload happened to fix it). Postfix itself starts without them.
+            after: ["directory", "tls", "postfix"],
         },
     ];
 }

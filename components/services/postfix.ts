@@ -48,7 +48,7 @@ export function renderPostfixSteps(model: Model): Step[] {
             packages: ["postfix", "postfix-pgsql"],
             files,
             script: readStatic("postfix/apply.sh"),
-            after: ["directory", "tls", "dovecot", "rspamd"],
+            after: ["directory", "tls", "rspamd"],
         },
     ];
 }

@@ -21,6 +21,12 @@ if [ -e "$PENDING" ]; then
     exit 1
   fi
   rm -f "$check"
+  # The LMTP and SASL sockets in Postfix's spool belong to the postfix user (conf.d/10-master.conf).
+  # Without it Dovecot's reload fails inside the running master while systemctl reports success.
+  if ! getent passwd postfix >/dev/null; then
+    log "the postfix user does not exist yet: the postfix step must run before this one"
+    exit 1
+  fi
 fi
 if ! systemctl is-enabled --quiet dovecot; then systemctl enable --quiet dovecot; mark_changed; fi
 if [ -e "$PENDING" ]; then

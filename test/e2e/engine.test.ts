@@ -64,6 +64,8 @@ describe("engine in the lab", () => {
         assert.deepEqual(keys.trim().split("\n").slice(1), ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]);
         assert.equal((await guest("mail").execOk("cat /srv/ispmail/.engine-rebuild-marker")).trim(), marker, "the data volume survives the rebuild");
         await guest("mail").execOk("rm -f /srv/ispmail/.engine-rebuild-marker");
+        // Dovecot's sockets in Postfix's spool exist: they need the postfix user at Dovecot's reload.
+        await guest("mail").execOk("test -S /var/spool/postfix/private/dovecot-lmtp && test -S /var/spool/postfix/private/auth");
         const lockErrors = await guest("mail").exec("grep -l 'Could not get lock' /var/log/ispmail/steps/*.log");
         assert.equal(lockErrors.stdout.trim(), "", "no step met a held apt lock");
 

@@ -104,7 +104,7 @@ describe("engine: up and a second up", () => {
         assert.ok(overlap, `postgresql, rspamd and tls all follow base only: the engine starts them together\n${order.join("\n")}`);
         const at = (what: string) => order.indexOf(what);
         assert.ok(at("end base") < at("start postgresql") && at("end machine-ready") < at("start base"));
-        assert.ok(at("end directory") < at("start dovecot") && at("end dovecot") < at("start postfix"));
+        assert.ok(at("end directory") < at("start postfix") && at("end postfix") < at("start dovecot"), "dovecot's sockets belong to the postfix user");
     });
 });
 
