@@ -339,7 +339,8 @@ export function formatPlan(plan: readonly PlanEntry[], opts: { showSame?: boolea
     const width = Math.max(10, ...rows.map((e) => `${shortType(e.type)} ${e.name}`.length));
     const lines = rows.map((e) => {
         const what = `${shortType(e.type)} ${e.name}`.padEnd(width);
-        const why = e.op === "replace" ? `replace: ${e.replaceBecause.join(", ")}; ${e.changed.join(", ")}` : e.changed.join(", ");
+        const diff = e.changed.length ? `[diff: ${e.changed.map((k) => `~${k}`).join(", ")}]` : "";
+        const why = e.op === "replace" ? `${diff} replaced for: ${e.replaceBecause.join(", ")}`.trim() : diff;
         const time = e.seconds !== undefined ? `${e.seconds.toFixed(1).padStart(6)} s` : "";
         const detail = e.error ? `FAILED: ${e.error.split("\n")[0]}` : (e.detail ?? "");
         return `  ${SYMBOL[e.op].padEnd(2)} ${e.op.padEnd(7)} ${what}  ${[time, why, detail].filter(Boolean).join("  ")}`.trimEnd();

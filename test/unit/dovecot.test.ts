@@ -37,8 +37,8 @@ const doveconf = (s: Step, args: readonly string[]) => dovecotTool(s, "doveconf"
 const skipDovecot = chrootSkipReason("usr/bin/doveconf");
 
 describe("dovecot step", () => {
-    test("dovecot: runs after directory and tls", () => {
-        assert.deepEqual([...step.after].sort(), ["directory", "tls"]);
+    test("dovecot: runs after directory, tls and postfix (its sockets belong to the postfix user)", () => {
+        assert.deepEqual([...step.after].sort(), ["directory", "postfix", "tls"]);
     });
 
     test("dovecot: the SQL connection file is the only secret, root:dovecot 0640", () => {

@@ -35,8 +35,8 @@ function postconf(args: readonly string[]): { out: string; warnings: string } {
 }
 
 describe("postfix step", () => {
-    test("postfix: runs after directory, tls, dovecot and rspamd", () => {
-        assert.deepEqual([...step.after].sort(), ["directory", "dovecot", "rspamd", "tls"]);
+    test("postfix: runs after directory, tls and rspamd (dovecot follows it)", () => {
+        assert.deepEqual([...step.after].sort(), ["directory", "rspamd", "tls"]);
         assert.equal(step.name, "postfix");
     });
 
