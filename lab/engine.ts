@@ -111,8 +111,14 @@ export const REPLACE_ON: Readonly<Record<string, readonly string[]>> = {
 // ---------------------------------------------------------------------------------------------
 // Classification (pure)
 // ---------------------------------------------------------------------------------------------
+// How the SDK marks a secret value on the wire (@pulumi/pulumi runtime/rpc specialSecretSig).
 const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
 const SIG_KEY = "4dabf18193072939515e22adb298388d";
+
+/** Whether a value as the mock monitor receives it is a secret envelope. */
+export function isSecretEnvelope(value: unknown): boolean {
+    return typeof value === "object" && value !== null && (value as Record<string, unknown>)[SIG_KEY] === SECRET_SIG;
+}
 
 /** Whether a value holds a preview's unknown somewhere. */
 export function hasUnknown(value: unknown): boolean {
@@ -128,7 +134,7 @@ export function unwrapSecrets(value: unknown): unknown {
     if (Array.isArray(value)) return value.map(unwrapSecrets);
     if (value && typeof value === "object" && value.constructor?.name !== "Unknown") {
         const o = value as Record<string, unknown>;
-        if (o[SIG_KEY] === SECRET_SIG) return unwrapSecrets(o.value);
+        if (isSecretEnvelope(o)) return unwrapSecrets(o.value);
         return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, unwrapSecrets(v)]));
     }
     return value;
@@ -312,14 +318,19 @@ function knownValue(o: pulumi.Output<unknown>): Promise<unknown> {
     );
 }
 
-/** Waits until the runtime's RPC queue has drained and no registration is in flight. */
-async function settle(inFlight: () => number): Promise<void> {
+/**
+ * Waits until the runtime's RPC queue has drained and no registration is in flight; throws after
+ * `timeoutMs` (the unit-test mocks bound it; the engine's provider operations may take minutes).
+ */
+export async function settle(inFlight: () => number, timeoutMs = Infinity): Promise<void> {
     const settings = require("@pulumi/pulumi/runtime/settings") as { waitForRPCs?: () => Promise<void> };
-    for (let quiet = 0; quiet < 3; ) {
+    const deadline = Date.now() + timeoutMs;
+    for (let quiet = 0; quiet < 3 && Date.now() < deadline; ) {
         if (settings.waitForRPCs) await settings.waitForRPCs().catch(() => undefined);
         await new Promise((r) => setTimeout(r, 20));
         quiet = inFlight() === 0 ? quiet + 1 : 0;
     }
+    if (inFlight() !== 0) throw new Error(`the program did not settle within ${timeoutMs / 1000} s`);
 }
 
 // ---------------------------------------------------------------------------------------------

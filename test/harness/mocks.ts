@@ -12,6 +12,7 @@
  */
 import { createHash, generateKeyPairSync } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
+import { isSecretEnvelope, settle, unwrapSecrets } from "../../lab/engine";
 
 export interface RegisteredResource {
     readonly urn: string;
@@ -156,20 +157,6 @@ export function mockCall(args: Pick<pulumi.runtime.MockCallArgs, "token" | "inpu
 // ---------------------------------------------------------------------------------------------
 // Running
 // ---------------------------------------------------------------------------------------------
-const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
-const SIG_KEY = "4dabf18193072939515e22adb298388d";
-
-/** Inputs with the secret envelopes removed (which keys were secret is recorded separately). */
-function unwrapSecrets(value: unknown): unknown {
-    if (Array.isArray(value)) return value.map(unwrapSecrets);
-    if (value && typeof value === "object") {
-        const o = value as Record<string, unknown>;
-        if (o[SIG_KEY] === SECRET_SIG) return unwrapSecrets(o.value);
-        return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, unwrapSecrets(v)]));
-    }
-    return value;
-}
-
 interface RequestLike {
     getType(): string;
     getName(): string;
@@ -228,7 +215,7 @@ async function runOnce<T>(fn: () => T, opts: MockRunOptions): Promise<MockRun<T>
         inFlight++;
         const object = req.getObject()?.toJavaScript() ?? {};
         const secretInputs = Object.entries(object)
-            .filter(([, v]) => typeof v === "object" && v !== null && (v as Record<string, unknown>)[SIG_KEY] === SECRET_SIG)
+            .filter(([, v]) => isSecretEnvelope(v))
             .map(([k]) => k);
         return original(req, (err, response) => {
             inFlight--;
@@ -259,21 +246,9 @@ async function runOnce<T>(fn: () => T, opts: MockRunOptions): Promise<MockRun<T>
     } catch (e) {
         error = e;
     }
-    await settle(() => inFlight);
+    await settle(() => inFlight, 60_000);
     const resources = pending.map(({ inputsKey, ...r }) => ({ ...r, inputs: inputsByKey.get(inputsKey) ?? {} }));
     return { ...(error === undefined ? { result } : { error }), resources, invokes };
-}
-
-/** Waits until the runtime's RPC queue has drained and no registration is in flight (bounded). */
-async function settle(inFlight: () => number): Promise<void> {
-    const settings = require("@pulumi/pulumi/runtime/settings") as { waitForRPCs?: () => Promise<void> };
-    const deadline = Date.now() + 60_000;
-    for (let quiet = 0; quiet < 3 && Date.now() < deadline; ) {
-        if (settings.waitForRPCs) await settings.waitForRPCs();
-        await new Promise((r) => setTimeout(r, 20));
-        quiet = inFlight() === 0 ? quiet + 1 : 0;
-    }
-    if (inFlight() !== 0) throw new Error("mocked program did not settle within 60 s");
 }
 
 /** The value of an Output (tests only; the program never does this). */
