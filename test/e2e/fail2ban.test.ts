@@ -77,17 +77,27 @@ async function bannedIn(jail: string): Promise<string[] | undefined> {
     return r.stdout.split(/\s+/).filter(Boolean);
 }
 
+/** Whether the address is in the nftables ruleset (fail2ban's ban action adds it to its set). */
+async function inNftables(address: string): Promise<boolean> {
+    const r = await guest("mail").exec("nft list ruleset", { timeoutMs: 20_000 });
+    return r.code === 0 && r.stdout.split(/[\s,{}]+/).includes(address);
+}
+
 /**
- * fail2ban reads the journal asynchronously: polls the jail up to 20 times, 2 s apart (a failed SSH
- * round trip counts as a try), and fails unless `address` is banned by then.
+ * fail2ban reads the journal asynchronously, and runs its ban action after the jail has recorded
+ * the ban: polls up to 20 times, 2 s apart (a failed SSH round trip counts as a try), and fails
+ * unless `address` is banned in the jail and in the nftables ruleset by then.
  */
 async function waitForBan(jail: string, address: string): Promise<void> {
     let banned: string[] = [];
-    for (let i = 0; i < 20 && !banned.includes(address); i++) {
+    let dropped = false;
+    for (let i = 0; i < 20 && !(banned.includes(address) && dropped); i++) {
         banned = (await bannedIn(jail)) ?? banned;
-        if (!banned.includes(address)) await new Promise((r) => setTimeout(r, 2000));
+        dropped = banned.includes(address) && (await inNftables(address));
+        if (!dropped) await new Promise((r) => setTimeout(r, 2000));
     }
     assert.ok(banned.includes(address), `expected ${address} in the ${jail} jail's bans, got ${banned.join(", ") || "none"}`);
+    assert.ok(dropped, `${address} is banned in the ${jail} jail but not (yet) in the nftables ruleset`);
 }
 
 describe("fail2ban", { timeout: 300_000 }, () => {
