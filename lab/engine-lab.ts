@@ -85,6 +85,7 @@ export async function labEngine(opts: LabEngineOptions): Promise<EngineRun> {
         state,
         providers: labProviders(opts),
         replace: opts.replace,
+        ...(opts.preview ? {} : { onCheckpoint: saveEngineState }),
         onEvent: (e, phase) => {
             // Progress for what takes time (the server and the steps); the table lists the rest.
             if (e.type !== "command:remote:Command" && e.type !== SERVER_TYPE) return;

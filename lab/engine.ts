@@ -176,6 +176,11 @@ export interface EngineRunOptions {
     readonly preview: boolean;
     readonly state: EngineState;
     readonly providers: Providers;
+    /**
+     * Called with the state after each completed operation, as the engine checkpoints: an `up`
+     * cut short keeps what was done (a rerun does not make the server again).
+     */
+    readonly onCheckpoint?: (state: EngineState) => void;
     /** `type::name` of resources to replace even when unchanged (`pulumi up --replace`). */
     readonly replace?: readonly string[];
     /** Called as each resource's operation starts and ends (progress lines). */
@@ -247,6 +252,7 @@ export async function runEngine(opts: EngineRunOptions): Promise<EngineRun> {
                         const r = await opts.providers.apply({ type: args.type, name: args.name, op: c.op, inputs: c.inputs, old, newId });
                         const id = r.id ?? (c.op === "update" ? old!.id : newId);
                         state.resources[key] = { type: args.type, name: args.name, id, inputs: c.inputs, outputs: r.outputs };
+                        opts.onCheckpoint?.(state);
                         entry.detail = r.detail;
                         return { id, state: { ...c.inputs, ...r.outputs } };
                     } catch (e) {
@@ -301,6 +307,7 @@ export async function runEngine(opts: EngineRunOptions): Promise<EngineRun> {
             if (opts.preview) continue;
             await opts.providers.delete?.(r);
             delete state.resources[entry.key];
+            opts.onCheckpoint?.(state);
         }
         return { plan, state: opts.preview ? opts.state : state, outputs, errors, seconds: (Date.now() - start) / 1000 };
     } finally {

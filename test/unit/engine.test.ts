@@ -23,8 +23,9 @@ interface Fake {
     readonly calls: ProviderRequest[];
 }
 
-async function run(raw: Record<string, unknown>, state: EngineState, preview: boolean, fake: Fake = { calls: [] }): Promise<EngineRun> {
+async function run(raw: Record<string, unknown>, state: EngineState, preview: boolean, fake: Fake = { calls: [] }, onCheckpoint?: (s: EngineState) => void): Promise<EngineRun> {
     const r = await runEngine({
+        onCheckpoint,
         program,
         project: "ispmail",
         stack: "staging",
@@ -61,12 +62,16 @@ async function previewOf(change: (raw: Record<string, any>) => void): Promise<En
 describe("engine: up and a second up", () => {
     it("engine: a fresh up creates every resource; a second up with no change executes nothing", async () => {
         const fake: Fake = { calls: [] };
-        const first = await run(validRawConfig(), emptyState(), false, fake);
+        const checkpoints: EngineState[] = [];
+        const first = await run(validRawConfig(), emptyState(), false, fake, (s) => checkpoints.push(structuredClone(s)));
         assert.ok(first.plan.length > 40, `${first.plan.length} resources`);
         assert.ok(first.plan.every((e) => e.op === "create"));
         assert.equal(fake.calls.length, first.plan.length);
         const steps = first.plan.filter((e) => e.type === "command:remote:Command").map((e) => e.name);
         for (const s of ["machine-ready", "ssh-access", "base", "postgresql", "directory", "dovecot", "postfix", "rspamd", "tls", "web", "certbot"]) assert.ok(steps.includes(s), s);
+
+        assert.equal(checkpoints.length, first.plan.length, "a checkpoint after every operation");
+        assert.deepEqual(checkpoints.at(-1), first.state);
 
         const again: Fake = { calls: [] };
         const second = await run(validRawConfig(), first.state, false, again);
