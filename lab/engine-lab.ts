@@ -18,7 +18,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { join } from "node:path";
 import YAML from "yaml";
 import { parseStepResult } from "../components/steps";
-import { emptyState, formatPlan, runEngine, type EngineRun, type EngineState, type PlanEntry, type ProviderRequest, type ProviderResult, type Providers } from "./engine";
+import { emptyState, formatPlan, runEngine, type EngineRun, type EngineState, type ProviderRequest, type ProviderResult, type Providers } from "./engine";
 import { bootGuest, createGuest, guestExists, guestRunning, labPlace, removeGuest, stopGuest } from "./guests";
 import { LAB, PATHS, REPO_DIR, STATE_DIR } from "./lab";
 import { inLabNet, run, runOk } from "./proc";
@@ -242,4 +242,3 @@ async function runCommand(req: ProviderRequest): Promise<ProviderResult> {
     }
 }
 
-export type { PlanEntry };
