@@ -95,15 +95,9 @@ export function stepCommand(
     );
 }
 
-/** The secrets a step references, picked from all of them (an unknown name is a bug: thrown). */
-export function secretsFor(step: Step, all: SecretInputs): SecretInputs {
-    return Object.fromEntries(
-        secretsOf(step).map((name) => {
-            const value = all[name];
-            if (value === undefined) throw new Error(`step ${step.name} references unknown secret ${name}`);
-            return [name, value];
-        }),
-    );
+/** The secrets a step references, picked from all of them (ServerConfig has checked every name). */
+function secretsFor(step: Step, all: SecretInputs): SecretInputs {
+    return Object.fromEntries(secretsOf(step).map((name) => [name, all[name]]));
 }
 
 export interface ServerConfigArgs {

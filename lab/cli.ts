@@ -16,11 +16,8 @@ import { join } from "node:path";
 import { GUESTS, guestPlan, LAB, REPO_DIR, type GuestName } from "./lab";
 import { acquireLabLock, LOCK_HELD_ENV } from "./lock";
 import { ensureHostPackages } from "./prereqs";
-import { formatEngineRun, labEngine } from "./engine-lab";
+import { formatEngineRun, labEngineFromStack } from "./engine-lab";
 import { checkLeftovers, formatUpReport, labDestroy, labLooksUp, labUp } from "./orchestrate";
-import { rootfsDir } from "./rootfs";
-import { ensureDeployKey } from "./ssh";
-import { ensureSecrets, loadLabStack } from "./stack";
 import { daemonPid, inLabNet, knownDaemons } from "./proc";
 import { sshArgs } from "./ssh";
 
@@ -63,9 +60,7 @@ async function preview(assignments: readonly string[]): Promise<number> {
         if (eq < 1) throw new Error(`usage: lab preview [KEY=JSON ...], e.g. 'users=[{"address":"dave@example.org"}]' (got ${a})`);
         overrides[a.slice(0, eq).replace(/^ispmail:/, "")] = JSON.parse(a.slice(eq + 1));
     }
-    const deployKey = await ensureDeployKey();
-    const { model, passwords } = loadLabStack(deployKey, overrides);
-    const r = await labEngine({ preview: true, deployPublicKey: deployKey, secrets: ensureSecrets(model, passwords), rootfs: rootfsDir(), overrides, log });
+    const r = await labEngineFromStack({ preview: true, overrides, log });
     console.log(formatEngineRun("pulumi preview (engine harness):", r));
     return r.errors.length ? 1 : 0;
 }

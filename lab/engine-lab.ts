@@ -13,17 +13,18 @@
  *   renderDnsRecords with the lab's addresses, lab/dns.ts); the rest: recorded only.
  * The state lives in .lab/engine-state.json (root only: it holds secrets, as Pulumi's state does).
  */
-import { createHash, createPublicKey } from "node:crypto";
+import { createPublicKey } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import YAML from "yaml";
 import { parseStepResult } from "../components/steps";
-import { emptyState, formatPlan, runEngine, type EngineRun, type EngineState, type ProviderRequest, type ProviderResult, type Providers } from "./engine";
+import { emptyState, fakeCall, formatPlan, runEngine, type EngineRun, type EngineState, type ProviderRequest, type ProviderResult, type Providers } from "./engine";
 import { bootGuest, createGuest, guestExists, guestRunning, labPlace, removeGuest, stopGuest } from "./guests";
 import { LAB, PATHS, REPO_DIR, STATE_DIR } from "./lab";
 import { inLabNet, run, runOk } from "./proc";
-import { pinHostKeyLine } from "./ssh";
-import { LAB_STACK, labStackRaw } from "./stack";
+import { ensureDeployKey, pinHostKeyLine, sshClientArgs } from "./ssh";
+import { rootfsDir } from "./rootfs";
+import { ensureSecrets, LAB_STACK, labStackRaw, loadLabStack } from "./stack";
 
 export const ENGINE_STATE_FILE = join(STATE_DIR, "engine-state.json");
 const SERVER_TYPE = "hcloud:index/server:Server";
@@ -85,6 +86,7 @@ export async function labEngine(opts: LabEngineOptions): Promise<EngineRun> {
         state,
         providers: labProviders(opts),
         replace: opts.replace,
+        // The state is written after every operation (and only then: a run that changes nothing writes nothing).
         ...(opts.preview ? {} : { onCheckpoint: saveEngineState }),
         onEvent: (e, phase) => {
             // Progress for what takes time (the server and the steps); the table lists the rest.
@@ -93,8 +95,17 @@ export async function labEngine(opts: LabEngineOptions): Promise<EngineRun> {
             else opts.log(`engine: ${e.op} ${e.name} ${e.error ? "FAILED" : "done"} in ${e.seconds?.toFixed(1)} s${e.detail ? ` (${e.detail})` : ""}`);
         },
     });
-    if (!opts.preview) saveEngineState(result.state);
     return result;
+}
+
+/**
+ * {@link labEngine} with the lab stack's own deploy key, secrets and rootfs: `lab preview` and the
+ * e2e tests, which change stack keys or force replacements.
+ */
+export async function labEngineFromStack(opts: Pick<LabEngineOptions, "preview" | "overrides" | "replace" | "log">): Promise<EngineRun> {
+    const deployPublicKey = await ensureDeployKey();
+    const { model, passwords } = loadLabStack(deployPublicKey, opts.overrides);
+    return labEngine({ ...opts, deployPublicKey, secrets: ensureSecrets(model, passwords), rootfs: rootfsDir() });
 }
 
 export function formatEngineRun(title: string, r: EngineRun): string {
@@ -132,13 +143,7 @@ function labProviders(opts: LabEngineOptions): Providers {
         async delete(old) {
             if (old.type === SERVER_TYPE) await removeMailGuest();
         },
-        call(token, inputs) {
-            if (token === "cloudflare:index/getZone:getZone") {
-                const name = String((inputs.filter as { name?: string } | undefined)?.name ?? "");
-                return { id: createHash("sha256").update(`zone:${name}`).digest("hex").slice(0, 32), name, status: "active" };
-            }
-            return inputs;
-        },
+        call: fakeCall,
     };
 }
 
@@ -208,16 +213,7 @@ async function runCommand(req: ProviderRequest): Promise<ProviderResult> {
     writeFileSync(keyFile, c.privateKey, { mode: 0o600 });
     writeFileSync(knownHosts, c.hostKey ? `${c.host} ${c.hostKey}\n` : "", { mode: 0o600 });
     const args = [
-        "-F", "/dev/null",
-        "-i", keyFile,
-        "-o", "IdentitiesOnly=yes",
-        "-o", `UserKnownHostsFile=${knownHosts}`,
-        "-o", `StrictHostKeyChecking=${c.hostKey ? "yes" : "no"}`,
-        "-o", "BatchMode=yes",
-        "-o", `ConnectTimeout=${c.perDialTimeout ?? 15}`,
-        "-o", "ServerAliveInterval=15",
-        "-o", "LogLevel=ERROR",
-        `${c.user}@${c.host}`,
+        ...sshClientArgs({ user: c.user, host: c.host, keyFile, knownHosts, checkHostKey: Boolean(c.hostKey), connectTimeoutSeconds: c.perDialTimeout ?? 15 }),
         String(req.inputs.create),
     ];
     const limit = c.dialErrorLimit ?? 10;

@@ -50,21 +50,37 @@ export function pinHostKeyLine(guest: GuestPlan, publicKeyLine: string): void {
     writeFileSync(PATHS.knownHosts, [...others, `${names.join(",")} ${pub}`].join("\n") + "\n", { mode: 0o600 });
 }
 
-/** ssh arguments for a non-interactive root session on a guest (no user ssh config is read). */
-export function sshArgs(guest: GuestPlan, opts: { tty?: boolean } = {}): string[] {
+/** Who to reach and with what: the lab's own sessions and the engine's command resources. */
+export interface SshTarget {
+    readonly user: string;
+    readonly host: string;
+    readonly keyFile: string;
+    readonly knownHosts: string;
+    /** false: the host key is not checked (a command resource without `hostKey`). */
+    readonly checkHostKey: boolean;
+    readonly connectTimeoutSeconds: number;
+}
+
+/** ssh arguments for a non-interactive session (no user ssh config is read), command to follow. */
+export function sshClientArgs(t: SshTarget, opts: { tty?: boolean } = {}): string[] {
     return [
         "-F", "/dev/null",
-        "-i", PATHS.deployKey,
+        "-i", t.keyFile,
         "-o", "IdentitiesOnly=yes",
-        "-o", `UserKnownHostsFile=${PATHS.knownHosts}`,
-        "-o", "StrictHostKeyChecking=yes",
+        "-o", `UserKnownHostsFile=${t.knownHosts}`,
+        "-o", `StrictHostKeyChecking=${t.checkHostKey ? "yes" : "no"}`,
         "-o", opts.tty ? "BatchMode=no" : "BatchMode=yes",
-        "-o", "ConnectTimeout=5",
+        "-o", `ConnectTimeout=${t.connectTimeoutSeconds}`,
         "-o", "ServerAliveInterval=15",
         "-o", "LogLevel=ERROR",
         ...(opts.tty ? ["-t"] : []),
-        `root@${guest.ipv4}`,
+        `${t.user}@${t.host}`,
     ];
+}
+
+/** ssh arguments for a non-interactive root session on a guest with the lab's deploy key. */
+export function sshArgs(guest: GuestPlan, opts: { tty?: boolean } = {}): string[] {
+    return sshClientArgs({ user: "root", host: guest.ipv4, keyFile: PATHS.deployKey, knownHosts: PATHS.knownHosts, checkHostKey: true, connectTimeoutSeconds: 5 }, opts);
 }
 
 /** Runs a command on a guest over SSH (inside the lab namespace); `input` goes to its stdin. */

@@ -25,8 +25,7 @@ import { renderServerSteps } from "../components/services";
 import type { Step } from "../components/steps";
 import { ensureSecrets, loadLabStack } from "./stack";
 import type { EngineRun } from "./engine";
-import { labEngine } from "./engine-lab";
-import { rootfsDir } from "./rootfs";
+import { labEngineFromStack } from "./engine-lab";
 
 export { LAB, PATHS, labDkimSigning };
 export type { GuestName, RunResult };
@@ -128,9 +127,7 @@ export function labSecrets(): Record<string, string> {
  * runs it, with stack keys replaced or resources forced to be replaced (`pulumi up --replace`).
  */
 export function labEngineRun(opts: { preview: boolean; overrides?: Readonly<Record<string, unknown>>; replace?: readonly string[] }): Promise<EngineRun> {
-    const deployPublicKey = readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim();
-    const { model, passwords } = labStack(opts.overrides);
-    return labEngine({ ...opts, deployPublicKey, secrets: ensureSecrets(model, passwords), rootfs: rootfsDir(), log: () => undefined });
+    return labEngineFromStack({ ...opts, log: () => undefined });
 }
 
 /** Runs a client program on the test host (inside the lab namespace), bounded. */

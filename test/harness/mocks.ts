@@ -12,7 +12,7 @@
  */
 import { createHash, generateKeyPairSync } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
-import { isSecretEnvelope, settle, unwrapSecrets } from "../../lab/engine";
+import { fakeCall, isSecretEnvelope, settle, unwrapSecrets } from "../../lab/engine";
 
 export interface RegisteredResource {
     readonly urn: string;
@@ -146,12 +146,7 @@ export function mockState(args: Pick<pulumi.runtime.MockResourceArgs, "type" | "
 }
 
 export function mockCall(args: Pick<pulumi.runtime.MockCallArgs, "token" | "inputs">): Record<string, unknown> {
-    if (args.token === "cloudflare:index/getZone:getZone") {
-        const filter = (args.inputs as { filter?: { name?: string } }).filter;
-        const name = filter?.name ?? "";
-        return { id: digest(`zone:${name}`).toString("hex").slice(0, 32), name, status: "active" };
-    }
-    return args.inputs as Record<string, unknown>;
+    return fakeCall(args.token, args.inputs as Record<string, unknown>);
 }
 
 // ---------------------------------------------------------------------------------------------
