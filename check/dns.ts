@@ -17,8 +17,13 @@ export function expectedValue(r: DnsRecord): string {
         case "MX":
         case "CNAME":
             return r.content.toLowerCase().replace(/\.$/, "");
-        default:
+        case "CAA":
+        case "SRV":
             return r.content;
+        default: {
+            const unknown: never = r.type;
+            throw new Error(`no expected value for record type ${String(unknown)}`);
+        }
     }
 }
 

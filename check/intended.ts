@@ -11,8 +11,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { isIP } from "node:net";
-import { parseDocument, isMap, isScalar, isSeq, type Node } from "yaml";
-import { parseConfig, stackFileConfig, type Model } from "../components/config";
+import { parseConfig, stackFileConfig, type Model, type StackFile } from "../components/config";
 import { type DnsRecord, renderDnsRecords } from "../components/dns/records";
 
 export const REPO_DIR = join(__dirname, "..");
@@ -52,25 +51,8 @@ interface StackOutputs {
  * none of them (they are passwords). They are replaced by a stand-in, and their keys reported as
  * secret so that the config contract (passwords must be secret) still holds.
  */
-export function withoutEncryptedValues(yamlText: string): { yamlText: string; secretKeys: string[] } {
-    const doc = parseDocument(yamlText);
-    const secretKeys = new Set<string>();
-    const visit = (node: Node | null | undefined, topKey: string): Node | null | undefined => {
-        if (isMap(node)) {
-            const secure = node.items.find((p) => isScalar(p.key) && p.key.value === "secure");
-            if (secure && node.items.length === 1) {
-                secretKeys.add(topKey);
-                return doc.createNode("encrypted-value-not-read-by-check");
-            }
-            for (const pair of node.items) pair.value = visit(pair.value as Node, topKey) ?? null;
-        } else if (isSeq(node)) {
-            node.items = node.items.map((n) => visit(n as Node, topKey) ?? null);
-        }
-        return node;
-    };
-    const config = doc.get("config", true);
-    if (isMap(config)) for (const pair of config.items) pair.value = visit(pair.value as Node, String((pair.key as { value?: unknown }).value ?? pair.key)) ?? null;
-    return { yamlText: doc.toString(), secretKeys: [...secretKeys] };
+export function stackFileForCheck(yamlText: string): StackFile {
+    return stackFileConfig(yamlText, { encryptedStandIn: "encrypted-value-not-read-by-check" });
 }
 
 function requireAddress(value: string | undefined, family: 4 | 6, what: string): string {
@@ -85,8 +67,8 @@ const UNKNOWN_DKIM_KEY = "unknown";
 export async function loadIntended(opts: IntendedOptions): Promise<Intended> {
     if (opts.stack === "lab") return loadLab();
     const file = join(REPO_DIR, `Pulumi.${opts.stack}.yaml`);
-    const { yamlText, secretKeys } = withoutEncryptedValues(readFileSync(file, "utf8"));
-    const { model } = parseConfig(stackFileConfig(yamlText).raw, { stack: opts.stack, secretKeys });
+    const { raw, secretKeys } = stackFileForCheck(readFileSync(file, "utf8"));
+    const { model } = parseConfig(raw, { stack: opts.stack, secretKeys });
     const outputs: StackOutputs = opts.outputsFile ? (JSON.parse(readFileSync(opts.outputsFile, "utf8")) as StackOutputs) : {};
     const ipv4 = requireAddress(opts.ipv4 ?? outputs.ipv4, 4, opts.stack);
     const ipv6 = requireAddress(opts.ipv6 ?? outputs.ipv6, 6, opts.stack);

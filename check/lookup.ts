@@ -52,6 +52,11 @@ export function dnsLookup(opts: { servers?: readonly string[]; timeoutMs?: numbe
                         return (await resolver.resolveCname(name)).map(stripDot);
                     case "PTR":
                         return (await resolver.reverse(name)).map(stripDot);
+                    default: {
+                        // A new record type fails to compile here until it is looked up and normalised.
+                        const unknown: never = type;
+                        throw new Error(`no lookup for record type ${String(unknown)}`);
+                    }
                 }
             } catch (e) {
                 if (NO_ANSWER.has((e as NodeJS.ErrnoException).code ?? "")) return [];

@@ -7,26 +7,12 @@ import { checkDkim, checkDmarc, checkMtaSts, checkMx, checkSpf } from "./consist
 import { type Finding, ok, problem, skipped } from "./findings";
 import type { Intended } from "./intended";
 import { dnsLookup, type Lookup } from "./lookup";
+import { publicPorts, type Service } from "../components/services";
 import { httpsGet, readGreeting, tcpProbe, tlsCertificate } from "./net";
 
 /** Below this many days a certificate is a problem: certbot renews 30 days ahead, so renewal is failing. */
 export const CERT_MIN_DAYS = 14;
 
-const PORTS: ReadonlyArray<{ port: number; what: string; daemon: string }> = [
-    { port: 25, what: "SMTP", daemon: "postfix" },
-    { port: 80, what: "HTTP (ACME challenges, redirects)", daemon: "apache2" },
-    { port: 443, what: "HTTPS", daemon: "apache2" },
-    { port: 465, what: "submissions", daemon: "postfix" },
-    { port: 587, what: "submission", daemon: "postfix" },
-    { port: 993, what: "IMAPS", daemon: "dovecot" },
-    { port: 4190, what: "ManageSieve", daemon: "dovecot" },
-];
-
-const TLS_PORTS: ReadonlyArray<{ port: number; daemon: string }> = [
-    { port: 443, daemon: "apache2" },
-    { port: 465, daemon: "postfix" },
-    { port: 993, daemon: "dovecot" },
-];
 
 /** Public DNS blocklists that answer A 127.0.0.x for a listed IPv4 address. */
 const BLOCKLISTS = ["zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org"];
@@ -40,6 +26,8 @@ export interface RunOptions {
     readonly onServer?: (command: string) => Promise<{ code: number; stdout: string; stderr: string }>;
     /** An address of another MTA the server should reach on port 25 (the lab's foreign MTA). */
     readonly outboundTarget?: string;
+    /** The services whose public ports are probed; the program's list when left out (tests give their own). */
+    readonly services?: readonly Service[];
 }
 
 /** A check that cannot complete (resolver down, timeout) is itself a problem, not a crash. */
@@ -64,11 +52,13 @@ export async function runChecks(intended: Intended, opts: RunOptions = {}): Prom
     findings.push(...(await guarded("dmarc", () => checkDmarc(model, lookup, intended.fixDns))));
     findings.push(...(await guarded("dkim", () => checkDkim(model, lookup, intended.fixDns))));
 
+    // The ports the stack's services open (the same list the firewall is made from).
+    const ports = publicPorts(model, opts.services);
     for (const address of [ipv4, ipv6]) {
-        for (const p of PORTS) {
+        for (const p of ports) {
             const err = await tcpProbe(address, p.port);
-            if (err) findings.push(problem("port", `${p.port} (${p.what}) on ${address} is not reachable (${err})`, `allow it in the firewall (the stack's hcloud firewall) and check \`systemctl status ${p.daemon}\``));
-            else findings.push(ok("port", `${p.port} (${p.what}) on ${address} is reachable`));
+            if (err) findings.push(problem("port", `${p.port} (${p.name}) on ${address} is not reachable (${err})`, `allow it in the firewall (the stack's hcloud firewall) and check \`systemctl status ${p.daemon}\``));
+            else findings.push(ok("port", `${p.port} (${p.name}) on ${address} is reachable`));
         }
     }
 
@@ -81,7 +71,7 @@ export async function runChecks(intended: Intended, opts: RunOptions = {}): Prom
         findings.push(problem("smtp", `no SMTP greeting on ${ipv4}:25 (${(e as Error).message})`, "check `systemctl status postfix`"));
     }
 
-    for (const t of TLS_PORTS) {
+    for (const t of ports.filter((p) => p.implicitTls)) {
         try {
             const cert = await tlsCertificate(ipv4, t.port, model.mailHost);
             if (cert.nameError) findings.push(problem("tls", `${t.port}: certificate does not cover ${model.mailHost} (${cert.subjectAltNames.join(", ")})`, "the certbot step requests one certificate for every web name: check `journalctl -u certbot`"));

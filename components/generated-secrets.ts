@@ -14,12 +14,15 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
 import type { ConfiguredPasswords, Model } from "./config";
-import { dkimPublicKeyFromPem, secretSpecs, userPasswordSecret, type SecretSpec } from "./secrets";
+import { DKIM_SECRET_PREFIX, dkimPublicKeyFromPem, userPasswordSecret, type SecretSpec } from "./secrets";
+import { secretSpecs, type Service } from "./services";
 
 export interface GeneratedSecretsArgs {
     readonly model: Model;
     /** Passwords set in stack config (address -> password); provided under `user:<address>`. */
     readonly configuredPasswords: ConfiguredPasswords;
+    /** The services whose secrets are generated; the program's list when left out. */
+    readonly services?: readonly Service[];
 }
 
 export class GeneratedSecrets extends pulumi.ComponentResource {
@@ -36,7 +39,7 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
     constructor(name: string, args: GeneratedSecretsArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ispmail:secrets:GeneratedSecrets", name, {}, opts);
         const { model } = args;
-        const specs = secretSpecs(model);
+        const specs = secretSpecs(model, args.services);
         const generated: Record<string, pulumi.Output<string>> = {};
         const dkim: Record<string, pulumi.Output<string>> = {};
         const optsFor = (spec: SecretSpec, parameters: string[]): pulumi.CustomResourceOptions => ({
@@ -58,7 +61,7 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
                         additionalSecretOutputs: ["privateKeyPem", "privateKeyOpenssh", "privateKeyPemPkcs8"],
                     });
                     generated[spec.name] = key.privateKeyPem;
-                    dkim[spec.name.slice("dkim:".length)] = key.publicKeyPem.apply(dkimPublicKeyFromPem);
+                    dkim[spec.name.slice(DKIM_SECRET_PREFIX.length)] = key.publicKeyPem.apply(dkimPublicKeyFromPem);
                     break;
                 }
                 default: {

@@ -4,8 +4,8 @@
  *   config model ──► GeneratedSecrets (passwords, DKIM keys)
  *                ──► Host (primary IPs, firewall, server, volume, rDNS, "machine ready")
  *                ──► MailDns (every record, from the host's addresses and the DKIM public keys)
- *                ──► ServerConfig (one command per step of renderServerSteps(model, facts); the
- *                    DKIM signer among the facts comes from the DKIM records' ages, components/dkim.ts)
+ *                ──► ServerConfig (one command per step of renderServerSteps(model, facts); only the
+ *                    dkim-signer step waits for the DKIM records' ages, components/dkim.ts)
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Host } from "./cloud/host";
@@ -15,7 +15,7 @@ import type { DnsRecord } from "./dns/records";
 import { GeneratedSecrets } from "./generated-secrets";
 import { planDkimSigning, selectorPublishedAt, type DkimSigningPlan } from "./dkim";
 import { ServerConfig, type DeferredStep } from "./remote";
-import { renderServerStepVariants } from "./services";
+import { factStepCandidates, renderServerSteps, settledFacts, type Service } from "./services";
 import type { Step } from "./steps";
 
 export interface MailServerArgs {
@@ -23,6 +23,8 @@ export interface MailServerArgs {
     readonly configuredPasswords: ConfiguredPasswords;
     /** The steps to apply; renderServerSteps(model, ...) unless a test gives its own. */
     readonly steps?: readonly Step[];
+    /** The services (components/services SERVICES unless a test gives its own list). */
+    readonly services?: readonly Service[];
     /** The clock the DKIM rotation gate reads (tests set it). */
     readonly now?: () => Date;
 }
@@ -72,14 +74,14 @@ export class MailServer extends pulumi.ComponentResource {
 
     constructor(name: string, args: MailServerArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ispmail:MailServer", name, {}, opts);
-        const { model } = args;
-        this.secrets = new GeneratedSecrets("secrets", { model, configuredPasswords: args.configuredPasswords }, { parent: this });
-        this.host = new Host("host", { model }, { parent: this });
-        this.dns = new MailDns("dns", { model, ipv4: this.host.ipv4, ipv6: this.host.ipv6, dkimPublicKeys: this.secrets.dkimPublicKeys }, { parent: this });
+        const { model, services } = args;
+        this.secrets = new GeneratedSecrets("secrets", { model, configuredPasswords: args.configuredPasswords, services }, { parent: this });
+        this.host = new Host("host", { model, services }, { parent: this });
+        this.dns = new MailDns("dns", { model, ipv4: this.host.ipv4, ipv6: this.host.ipv6, dkimPublicKeys: this.secrets.dkimPublicKeys, services }, { parent: this });
 
         // DKIM rotation: the signer is decided from how long each selector's records have been
-        // public (Cloudflare's timestamps) and the config order. Only the steps that differ by
-        // signer (rspamd) wait for that; the others are plain data known at preview.
+        // public (Cloudflare's timestamps) and the config order. Only the steps that use the
+        // deployment facts (dkim-signer) wait for that; the others are plain data known at preview.
         const now = args.now ?? (() => new Date());
         this.dkimSigning = this.dns.dkimPublishedAt.apply((times) => {
             const publishedAt = selectorPublishedAt(model, (name) => (times[name] ? new Date(times[name]) : undefined));
@@ -88,18 +90,15 @@ export class MailServer extends pulumi.ComponentResource {
             else pulumi.log.warn(plan.reason, this);
             return plan;
         });
-        const variants = renderServerStepVariants(model);
         const deferred: Record<string, DeferredStep> = {};
-        for (const name of Object.keys(variants.bySigner.get(model.dkimSelectors[0]) ?? {})) {
-            deferred[name] = {
-                candidates: [...variants.bySigner.values()].map((steps) => steps[name]),
-                chosen: this.dkimSigning.apply((plan) => variants.bySigner.get(plan.selector)![name]),
-            };
+        for (const [name, bySigner] of factStepCandidates(model, services)) {
+            // With one selector there is nothing to choose: the step is plain data, known at preview.
+            if (bySigner.size > 1) deferred[name] = { candidates: [...bySigner.values()], chosen: this.dkimSigning.apply((plan) => bySigner.get(plan.selector)!) };
         }
         this.config = new ServerConfig(
             "config",
             {
-                steps: args.steps ?? variants.steps,
+                steps: args.steps ?? renderServerSteps(model, settledFacts(model), services),
                 ...(args.steps ? {} : { deferred }),
                 secrets: this.secrets.byName,
                 connection: this.host.connection,

@@ -1,10 +1,11 @@
 /**
- * The secrets a stack needs, as data. Pulumi turns each spec into a `random.RandomPassword` or a
- * `tls.PrivateKey` (components/generated-secrets.ts); the lab generates the same names locally and keeps them in
- * its state directory. Steps reference them with `secretRef(name)`.
+ * Secrets as data: their kinds, names and the spec a service gives for each one it needs. The list
+ * of a stack's secrets is derived from its services (components/services secretSpecs). Pulumi turns
+ * each spec into a `random.RandomPassword` or a `tls.PrivateKey` (components/generated-secrets.ts);
+ * the lab generates the same names locally and keeps them in its state directory. Steps reference
+ * them with `secretRef(name)`; on the server each is a root-only file (components/paths.ts secretPath).
  */
 import { createPublicKey } from "node:crypto";
-import type { Model } from "./config";
 
 export type SecretKind =
     /** 32 letters and digits: safe inside every config syntax we render (no quoting needed). */
@@ -32,27 +33,14 @@ export const DB_ROLES = {
     nextcloud: "nextcloud",
 } as const;
 
+/** Secret names: each service's `secrets` lists the ones it needs (components/services). */
+export const RSPAMD_CONTROLLER_SECRET = "rspamd.controller";
+export const NEXTCLOUD_ADMIN_SECRET = "nextcloud.admin";
+export const BACKUP_PASSWORD_SECRET = "backup.restic";
 export const userPasswordSecret = (address: string) => `user:${address}`;
-export const dkimKeySecret = (selector: string) => `dkim:${selector}`;
+export const DKIM_SECRET_PREFIX = "dkim:";
+export const dkimKeySecret = (selector: string) => `${DKIM_SECRET_PREFIX}${selector}`;
 export const dbPasswordSecret = (role: string) => `db.${role}`;
-
-export function secretSpecs(model: Model): SecretSpec[] {
-    const specs: SecretSpec[] = [];
-    for (const role of Object.values(DB_ROLES)) {
-        specs.push({ name: dbPasswordSecret(role), kind: "password", description: `PostgreSQL role ${role}`, stateful: false });
-    }
-    specs.push({ name: "rspamd.controller", kind: "password", description: "Rspamd controller (web UI) password", stateful: false });
-    if (model.nextcloud.enabled) specs.push({ name: "nextcloud.admin", kind: "password", description: "Nextcloud admin user", stateful: false });
-    if (model.backup) specs.push({ name: "backup.restic", kind: "password", description: "restic repository password", stateful: true });
-    for (const u of model.users) {
-        // Users with a password in stack config get it from there (a secret), not generated.
-        if (!u.passwordFromConfig) specs.push({ name: userPasswordSecret(u.address), kind: "password", description: `mailbox ${u.address}`, stateful: false });
-    }
-    for (const s of model.dkimSelectors) {
-        specs.push({ name: dkimKeySecret(s), kind: "dkim-rsa2048", description: `DKIM key for selector ${s}`, stateful: true });
-    }
-    return specs;
-}
 
 /**
  * base64 of the DER SubjectPublicKeyInfo: the `p=` value of a DKIM record (RFC 6376 §3.6.1).

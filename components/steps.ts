@@ -9,6 +9,8 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { SECRETS_DIR, STATE_DIR } from "./paths";
+import { shellQuote } from "./shell";
 
 export interface StepFile {
     /** Absolute path on the server. */
@@ -128,10 +130,6 @@ const SAFE_NAME = /^[a-z0-9][a-z0-9_.-]*$/i;
 const SAFE_ACCOUNT = /^[a-z_][a-z0-9_.-]*$/i;
 const SAFE_PATH = /^\/[A-Za-z0-9_.@+/-]+$/;
 
-function shellQuote(s: string): string {
-    return `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
 /** sha256 (hex) of a step's rendered data, placeholders unresolved: safe to show in a preview. */
 export function stepHash(step: Step): string {
     return createHash("sha256").update(JSON.stringify(step)).digest("hex");
@@ -152,6 +150,8 @@ export function renderApplyScript(step: Step): string {
         "umask 077",
         "export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8",
         `ISPMAIL_STEP=${shellQuote(step.name)}`,
+        `ISPMAIL_SECRETS_DIR=${shellQuote(SECRETS_DIR)}`,
+        `ISPMAIL_STATE_DIR=${shellQuote(STATE_DIR)}`,
         PRELUDE,
         // Everything below is one function, called on the last line with stdin from /dev/null:
         // bash parses the whole body before running any of it, so a child that reads stdin (under

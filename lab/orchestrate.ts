@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import type { Model } from "../components/config";
 import { planDkimSigning, selectorPublishedAt, type DkimSigningPlan } from "../components/dkim";
-import { renderServerSteps, renderServerStepVariants } from "../components/services";
+import { factStepCandidates, renderServerSteps, settledFacts } from "../components/services";
 import type { Step } from "../components/steps";
 import { applySteps, formatApplyTable, StepFailed, type AppliedStep } from "./apply";
 import type { EngineRun } from "./engine";
@@ -50,9 +50,10 @@ export async function labUp(log: Log): Promise<UpReport> {
     const { model, passwords } = loadLabStack(deployKey);
     if (model.mailHost !== LAB.mail.fqdn) throw new Error(`lab/stack.yaml: mailHost must be ${LAB.mail.fqdn} (the lab's plan and tests use it), not ${model.mailHost}`);
     const secrets = ensureSecrets(model, passwords);
-    // Rendering can fail on a bad service module: find out before booting anything (every
-    // selector that may sign is rendered once).
-    renderServerStepVariants(model);
+    // Rendering can fail on a bad service module: find out before booting anything (the steps
+    // that use deployment facts once per selector that may sign).
+    renderServerSteps(model, settledFacts(model));
+    factStepCandidates(model);
     const foreignSteps = renderForeignMtaSteps();
 
     await ensureLabCa();

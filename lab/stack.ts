@@ -6,7 +6,8 @@
 import { generateKeyPairSync, randomInt } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { parseConfig, stackFileConfig, type ConfiguredPasswords, type Model } from "../components/config";
-import { dkimKeySecret, dkimPublicKeyFromPem, secretSpecs, userPasswordSecret, type SecretSpec } from "../components/secrets";
+import { dkimKeySecret, dkimPublicKeyFromPem, userPasswordSecret, type SecretSpec } from "../components/secrets";
+import { secretSpecs } from "../components/services";
 import { PATHS } from "./lab";
 
 export const LAB_STACK = "lab";

@@ -113,6 +113,12 @@ function labStack(overrides: Readonly<Record<string, unknown>> = {}): ReturnType
     return loadLabStack(readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim(), overrides);
 }
 
+/** What most e2e suites start with: the lab up, its model and its secrets. */
+export async function labSession(): Promise<{ model: Model; secrets: Record<string, string> }> {
+    await ensureLab();
+    return { model: labModel(), secrets: labSecrets() };
+}
+
 /**
  * The lab stack's secrets by name, as the steps got them: generated ones from .lab/secrets.json and
  * passwords set in lab/stack.yaml (mailbox passwords are `user:<address>`).

@@ -10,7 +10,7 @@
  * - the deploy key and the SSH host key are generated in the graph and kept in the state.
  *
  * Protection: in a protected stack (`prod`, `prod-*`, `production`: see isProtectedStack in
- * components/config.ts) the primary IPs and the volume are `protect`ed in Pulumi and have Hetzner's
+ * components/config/) the primary IPs and the volume are `protect`ed in Pulumi and have Hetzner's
  * delete protection on, so neither `pulumi destroy` nor a click in the console can lose them; other
  * stacks (staging, lab, dev) can be torn down freely. The DKIM keys are protected the same way
  * (components/generated-secrets.ts).
@@ -32,10 +32,13 @@ import * as tls from "@pulumi/tls";
 import type { Model } from "../config";
 import { stepCommand, waitForMachine, type ServerConnection } from "../remote";
 import { stepHash } from "../steps";
+import type { Service } from "../services";
 import { cloudInit, firewallRules, serverIpv6Address, sshAccessStep } from "./rules";
 
 export interface HostArgs {
     readonly model: Model;
+    /** The services whose public ports the firewall opens; the program's list when left out. */
+    readonly services?: readonly Service[];
 }
 
 const PRIVATE_KEY_OUTPUTS = ["privateKeyPem", "privateKeyOpenssh", "privateKeyPemPkcs8"];
@@ -75,7 +78,7 @@ export class Host extends pulumi.ComponentResource {
         const ipv4 = primaryIp("ipv4");
         const ipv6 = primaryIp("ipv6");
 
-        const firewall = new hcloud.Firewall("firewall", { name: base, rules: firewallRules(model) }, { parent: this });
+        const firewall = new hcloud.Firewall("firewall", { name: base, rules: firewallRules(model, args.services) }, { parent: this });
 
         const userData = pulumi.secret(
             pulumi.all([hostKey.privateKeyOpenssh, hostKey.publicKeyOpenssh, deployKey.publicKeyOpenssh]).apply(([hostPrivate, hostPublic, deployPublic]) =>

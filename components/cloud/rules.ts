@@ -5,6 +5,7 @@
 import * as ipaddr from "ipaddr.js";
 import YAML from "yaml";
 import type { Model } from "../config";
+import { publicPorts, type Service } from "../services";
 import type { Step } from "../steps";
 
 export interface FirewallRule {
@@ -17,22 +18,14 @@ export interface FirewallRule {
 
 const ANYWHERE = ["0.0.0.0/0", "::/0"];
 
-/** Public services: SMTP (MX), HTTP (ACME http-01, MTA-STS, autoconfig), HTTPS, submissions, submission, IMAPS, ManageSieve. */
-export const PUBLIC_TCP_PORTS: ReadonlyArray<{ port: number; service: string }> = [
-    { port: 25, service: "SMTP from other mail servers" },
-    { port: 80, service: "HTTP: ACME http-01 challenges and redirects to HTTPS" },
-    { port: 443, service: "HTTPS: webmail, groupware, MTA-STS policy, autoconfig" },
-    { port: 465, service: "SMTP submission over implicit TLS (RFC 8314)" },
-    { port: 587, service: "SMTP submission with STARTTLS" },
-    { port: 993, service: "IMAP over implicit TLS" },
-    { port: 4190, service: "ManageSieve (filter rules)" },
-];
-
-/** Inbound rules of the one firewall; everything else is dropped by Hetzner's firewall. */
-export function firewallRules(model: Pick<Model, "server">): FirewallRule[] {
+/**
+ * Inbound rules of the one firewall; everything else is dropped by Hetzner's firewall. SSH from the
+ * admin networks, and the public ports of the stack's services (components/services publicPorts).
+ */
+export function firewallRules(model: Model, services?: readonly Service[]): FirewallRule[] {
     return [
         { direction: "in", protocol: "tcp", port: "22", sourceIps: [...model.server.adminCidrs], description: "SSH from admin networks only" },
-        ...PUBLIC_TCP_PORTS.map(({ port, service }) => ({ direction: "in" as const, protocol: "tcp" as const, port: String(port), sourceIps: [...ANYWHERE], description: service })),
+        ...publicPorts(model, services).map(({ port, description }) => ({ direction: "in" as const, protocol: "tcp" as const, port: String(port), sourceIps: [...ANYWHERE], description })),
         // Path MTU discovery and IPv6 neighbour handling need ICMP; ping helps diagnose.
         { direction: "in", protocol: "icmp", sourceIps: [...ANYWHERE], description: "ICMP (path MTU discovery, ping)" },
     ];

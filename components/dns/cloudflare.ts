@@ -19,6 +19,7 @@ import * as cloudflare from "@pulumi/cloudflare";
 import * as pulumi from "@pulumi/pulumi";
 import type { Model } from "../config";
 import { dkimRecordName } from "../dkim";
+import type { Service } from "../services";
 import { dnsZones, renderDnsRecords, type DnsRecord } from "./records";
 
 /** The arguments of one `cloudflare.DnsRecord`, without zoneId. */
@@ -71,9 +72,9 @@ export function toCloudflareRecord(r: DnsRecord): CloudflareRecordArgs {
 const PLACEHOLDER = "@@ispmail-dns-placeholder@@";
 
 /** The record set with placeholders for the values known only after deployment. */
-export function recordTemplate(model: Model): DnsRecord[] {
+export function recordTemplate(model: Model, services?: readonly Service[]): DnsRecord[] {
     const dkimPublicKeys = Object.fromEntries(model.dkimSelectors.map((s) => [s, `${PLACEHOLDER}dkim-${s}`]));
-    return renderDnsRecords({ model, ipv4: `${PLACEHOLDER}ipv4`, ipv6: `${PLACEHOLDER}ipv6`, dkimPublicKeys });
+    return renderDnsRecords({ model, ipv4: `${PLACEHOLDER}ipv4`, ipv6: `${PLACEHOLDER}ipv6`, dkimPublicKeys, services });
 }
 
 /** Stable resource names, one per template record (see the module comment). */
@@ -95,6 +96,8 @@ export interface MailDnsArgs {
     readonly ipv6: pulumi.Input<string>;
     /** selector -> base64 SPKI of the DKIM public key, one Output per selector. */
     readonly dkimPublicKeys: Readonly<Record<string, pulumi.Input<string>>>;
+    /** The services whose names and ports are published; the program's list when left out. */
+    readonly services?: readonly Service[];
 }
 
 /**
@@ -123,7 +126,7 @@ export class MailDns extends pulumi.ComponentResource {
     constructor(name: string, args: MailDnsArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ispmail:dns:MailDns", name, {}, opts);
         const { model } = args;
-        const template = recordTemplate(model);
+        const template = recordTemplate(model, args.services);
         const names = recordResourceNames(template);
         const values: Record<string, pulumi.Input<string>> = { ipv4: args.ipv4, ipv6: args.ipv6 };
         for (const selector of model.dkimSelectors) values[`dkim-${selector}`] = args.dkimPublicKeys[selector];
@@ -131,6 +134,7 @@ export class MailDns extends pulumi.ComponentResource {
         const render = (known: Readonly<Record<string, string>>) =>
             renderDnsRecords({
                 model,
+                services: args.services,
                 ipv4: known.ipv4 ?? `${PLACEHOLDER}ipv4`,
                 ipv6: known.ipv6 ?? `${PLACEHOLDER}ipv6`,
                 dkimPublicKeys: Object.fromEntries(model.dkimSelectors.map((s) => [s, known[`dkim-${s}`] ?? `${PLACEHOLDER}dkim-${s}`])),

@@ -12,6 +12,7 @@
  */
 import { dkimRecordName } from "../dkim";
 import type { Model } from "../config";
+import { publicPorts, webHosts, type Service } from "../services";
 import { mtaStsPolicy } from "./mta-sts";
 
 export { mtaStsPolicy } from "./mta-sts";
@@ -40,6 +41,8 @@ export interface DnsInput {
     readonly ipv6: string;
     /** selector -> base64 SPKI (DER) of the DKIM public key. */
     readonly dkimPublicKeys: Readonly<Record<string, string>>;
+    /** The services whose web names and ports are published; the program's list when left out. */
+    readonly services?: readonly Service[];
 }
 
 /** RFC 1035 §3.3.14: a TXT character-string holds at most 255 octets. */
@@ -86,24 +89,17 @@ export function txtText(content: string): string {
     return strings.join("");
 }
 
-/** Ports announced through SRV (RFC 6186, RFC 8314). Target "." = service decidedly not offered. */
-const MAIL_SRV: ReadonlyArray<{ service: string; port: number; offered: boolean }> = [
-    { service: "_submissions._tcp", port: 465, offered: true },
-    { service: "_submission._tcp", port: 587, offered: true },
-    { service: "_imaps._tcp", port: 993, offered: true },
-    { service: "_imap._tcp", port: 0, offered: false },
-    { service: "_pop3._tcp", port: 0, offered: false },
-    { service: "_pop3s._tcp", port: 0, offered: false },
-];
+/** Mail services announced as decidedly not offered (SRV target "."): clients must not try them. */
+const NOT_OFFERED_SRV = ["_imap._tcp", "_pop3._tcp", "_pop3s._tcp"] as const;
 
 export function renderDnsRecords(input: DnsInput): DnsRecord[] {
-    const { model, ipv4, ipv6, dkimPublicKeys } = input;
+    const { model, ipv4, ipv6, dkimPublicKeys, services } = input;
     const ttl = model.dns.ttl;
     const zones = dnsZones(model);
     const out: DnsRecord[] = [];
     const add = (name: string, type: DnsRecordType, content: string) => out.push({ zone: zoneOf(name, zones), name, type, ttl, content });
 
-    for (const host of model.webHosts) {
+    for (const host of webHosts(model, services)) {
         add(host, "A", ipv4);
         add(host, "AAAA", ipv6);
     }
@@ -117,6 +113,7 @@ export function renderDnsRecords(input: DnsInput): DnsRecord[] {
     }
 
     const sts = mtaStsPolicy(model);
+    const srvPorts = publicPorts(model, services).filter((p) => p.srv);
     for (const domain of model.domains) {
         add(domain, "MX", `10 ${model.mailHost}`);
         add(domain, "TXT", txtContent("v=spf1 mx -all"));
@@ -128,9 +125,9 @@ export function renderDnsRecords(input: DnsInput): DnsRecord[] {
         }
         add(`_mta-sts.${domain}`, "TXT", txtContent(`v=STSv1; id=${sts.id}`));
         add(`_smtp._tls.${domain}`, "TXT", txtContent(`v=TLSRPTv1; rua=mailto:${model.adminEmail}`));
-        for (const srv of MAIL_SRV) {
-            add(`${srv.service}.${domain}`, "SRV", srv.offered ? `0 1 ${srv.port} ${model.mailHost}` : "0 0 0 .");
-        }
+        // RFC 6186 / RFC 8314: the ports the services announce (components/services publicPorts).
+        for (const p of srvPorts) add(`${p.srv}.${domain}`, "SRV", `0 1 ${p.port} ${model.mailHost}`);
+        for (const service of NOT_OFFERED_SRV) add(`${service}.${domain}`, "SRV", "0 0 0 .");
         if (model.nextcloud.enabled) {
             // RFC 6764: CalDAV/CardDAV clients find the groupware server from the mail address.
             add(`_caldavs._tcp.${domain}`, "SRV", `0 1 443 ${model.nextcloud.host}`);

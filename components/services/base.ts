@@ -1,19 +1,21 @@
 /**
  * The `base` step: what every later step assumes of the machine. Host name and /etc/hosts, UTC,
- * locale, debconf answers for Postfix (set before anyone installs it), the data volume at
- * /srv/ispmail, the vmail user owning /var/vmail (a link onto the volume), SSH with keys only,
- * unattended security upgrades, time sync, a persistent, bounded journal, and the cloud metadata
- * service (whose user data carries the SSH host key) for root only.
+ * locale, the data volume at /srv/ispmail, the vmail user owning /var/vmail (a link onto the
+ * volume), SSH with keys only, unattended security upgrades, time sync, a persistent, bounded
+ * journal, and the cloud metadata service (whose user data carries the SSH host key) for root only.
+ * (Postfix's debconf answers belong to the postfix step.)
  *
- * Config files live in files/base/; the script is files/base/data-volume.sh + base-step.sh.
+ * Config files live in files/base/; the script is files/base/data-volume.sh (the data volume, kept
+ * apart so that its tests can run it alone) followed by files/base/apply.sh.
  */
 import type { Model } from "../config";
-import type { Step, StepFile } from "../steps";
+import { DATA_DIR } from "../paths";
+import type { StepFile } from "../steps";
 import { readStatic } from "../templates";
+import { STEP } from "./names";
+import type { Service, StepBody } from "./service";
 
-export const BASE_STEP = "base";
-/** Everything stateful lives below this mountpoint (conventions: the data volume). */
-export const DATA_DIR = "/srv/ispmail";
+export { DATA_DIR };
 /** The data volume's filesystem label; fstab mounts it by this label. */
 export const DATA_VOLUME_LABEL = "ispmail-data";
 export const VMAIL_UID = 5000;
@@ -35,44 +37,33 @@ export const BASE_PACKAGES = [
     "nftables",
 ] as const;
 
-/**
- * debconf answers, set before any package is installed: Postfix's postinst then configures an
- * "Internet Site" for mailHost instead of asking (or picking "No configuration").
- */
-export function postfixPreseed(model: Model): string[] {
-    return [`postfix postfix/main_mailer_type select Internet Site`, `postfix postfix/mailname string ${model.mailHost}`];
-}
-
 function file(path: string, content: string, mode = "0644"): StepFile {
     return { path, content, owner: "root", group: "root", mode };
 }
 
-export function renderBaseSteps(model: Model): Step[] {
-    return [
-        {
-            name: BASE_STEP,
-            description: "Base system: host name, UTC, locale, debconf preseeds, data volume, vmail, SSH keys only, security upgrades, time sync, journal",
-            debconf: postfixPreseed(model),
-            packages: BASE_PACKAGES,
-            files: [
-                file("/etc/hostname", `${model.mailHost}\n`),
-                // Debian's Postfix uses /etc/mailname for myorigin; it is the same host.
-                file("/etc/mailname", `${model.mailHost}\n`),
-                file("/etc/timezone", "Etc/UTC\n"),
-                // Debian 13 keeps the system locale in /etc/locale.conf; /etc/default/locale is a
-                // symlink to it that systemd-tmpfiles restores at every boot (tmpfiles.d/debian.conf),
-                // so writing that path would be undone by each reboot and redone by the next apply.
-                file("/etc/locale.conf", "LANG=C.UTF-8\n"),
-                file("/etc/ssh/sshd_config.d/00-ispmail.conf", readStatic("base/sshd-ispmail.conf")),
-                file("/etc/systemd/journald.conf.d/ispmail.conf", readStatic("base/journald-ispmail.conf")),
-                file("/etc/apt/apt.conf.d/20auto-upgrades", readStatic("base/20auto-upgrades")),
-                file("/etc/apt/apt.conf.d/52ispmail-unattended-upgrades", readStatic("base/52ispmail-unattended-upgrades")),
-                file(METADATA_GUARD, readStatic("base/metadata-guard.nft")),
-                file("/etc/systemd/system/ispmail-metadata-guard.service", readStatic("base/ispmail-metadata-guard.service")),
-            ],
-            // mailHost is a validated FQDN (letters, digits, hyphens, dots): safe in single quotes.
-            script: [`MAIL_HOST='${model.mailHost}'`, readStatic("base/data-volume.sh"), readStatic("base/base-step.sh")].join("\n"),
-            after: [],
-        },
-    ];
+function render(model: Model): StepBody {
+    return {
+        description: "Base system: host name, UTC, locale, data volume, vmail, SSH keys only, security upgrades, time sync, journal",
+        packages: BASE_PACKAGES,
+        files: [
+            file("/etc/hostname", `${model.mailHost}\n`),
+            // Debian's Postfix uses /etc/mailname for myorigin; it is the same host.
+            file("/etc/mailname", `${model.mailHost}\n`),
+            file("/etc/timezone", "Etc/UTC\n"),
+            // Debian 13 keeps the system locale in /etc/locale.conf; /etc/default/locale is a
+            // symlink to it that systemd-tmpfiles restores at every boot (tmpfiles.d/debian.conf),
+            // so writing that path would be undone by each reboot and redone by the next apply.
+            file("/etc/locale.conf", "LANG=C.UTF-8\n"),
+            file("/etc/ssh/sshd_config.d/00-ispmail.conf", readStatic("base/sshd-ispmail.conf")),
+            file("/etc/systemd/journald.conf.d/ispmail.conf", readStatic("base/journald-ispmail.conf")),
+            file("/etc/apt/apt.conf.d/20auto-upgrades", readStatic("base/20auto-upgrades")),
+            file("/etc/apt/apt.conf.d/52ispmail-unattended-upgrades", readStatic("base/52ispmail-unattended-upgrades")),
+            file(METADATA_GUARD, readStatic("base/metadata-guard.nft")),
+            file("/etc/systemd/system/ispmail-metadata-guard.service", readStatic("base/ispmail-metadata-guard.service")),
+        ],
+        // mailHost is a validated FQDN (letters, digits, hyphens, dots): safe in single quotes.
+        script: [`MAIL_HOST='${model.mailHost}'`, readStatic("base/data-volume.sh"), readStatic("base/apply.sh")].join("\n"),
+    };
 }
+
+export const base: Service = { name: STEP.base, after: [], render };

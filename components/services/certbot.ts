@@ -8,24 +8,26 @@
  * when there is none with exactly the wanted names from the configured server (idempotent).
  */
 import type { Model } from "../config";
-import type { Step } from "../steps";
+import { ACME_WEBROOT } from "../paths";
+import { shellAssignments } from "../shell";
 import { readStatic } from "../templates";
-import { ACME_WEBROOT, shellAssignments } from "./web";
+import { STEP } from "./names";
+import type { RenderContext, Service, StepBody } from "./service";
 
 /** certbot's lineage name: /etc/letsencrypt/live/ispmail. */
 export const CERT_NAME = "ispmail";
 export const DEPLOY_HOOK_PATH = "/etc/letsencrypt/renewal-hooks/deploy/ispmail";
 
 /** The certificate's names (SANs): mailHost and every web host, each once, sorted. */
-export function certificateDomains(model: Pick<Model, "mailHost" | "webHosts">): string[] {
-    return [...new Set([model.mailHost, ...model.webHosts])].sort();
+export function certificateDomains(model: Pick<Model, "mailHost">, webHosts: readonly string[]): string[] {
+    return [...new Set([model.mailHost, ...webHosts])].sort();
 }
 
-export function renderCertbotSteps(model: Model): Step[] {
+function render(model: Model, { webHosts }: RenderContext): StepBody {
     const script = [
         shellAssignments({
             CERT_NAME,
-            CERT_DOMAINS: certificateDomains(model).join(" "),
+            CERT_DOMAINS: certificateDomains(model, webHosts).join(" "),
             ACME_SERVER: model.acme.directoryUrl,
             ACME_EMAIL: model.adminEmail,
             ACME_WEBROOT,
@@ -33,15 +35,13 @@ export function renderCertbotSteps(model: Model): Step[] {
         }),
         readStatic("certbot/apply.sh"),
     ].join("\n");
-    return [
-        {
-            name: "certbot",
-            description: `ACME certificate "${CERT_NAME}" for ${certificateDomains(model).length} names from ${model.acme.directoryUrl}, installed into /etc/ispmail/tls`,
-            // openssl: reading the current certificate's names; ssl-cert: the group of the private key.
-            packages: ["certbot", "openssl", "ssl-cert"],
-            files: [{ path: DEPLOY_HOOK_PATH, content: readStatic("certbot/deploy-hook.sh"), owner: "root", group: "root", mode: "0755" }],
-            script,
-            after: ["web"],
-        },
-    ];
+    return {
+        description: `ACME certificate "${CERT_NAME}" for ${certificateDomains(model, webHosts).length} names from ${model.acme.directoryUrl}, installed into /etc/ispmail/tls`,
+        // openssl: reading the current certificate's names; ssl-cert: the group of the private key.
+        packages: ["certbot", "openssl", "ssl-cert"],
+        files: [{ path: DEPLOY_HOOK_PATH, content: readStatic("certbot/deploy-hook.sh"), owner: "root", group: "root", mode: "0755" }],
+        script,
+    };
 }
+
+export const certbot: Service = { name: STEP.certbot, after: [STEP.web], render };

@@ -14,13 +14,14 @@ import { createHash } from "node:crypto";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Model } from "../config";
-import { userPasswordSecret } from "../secrets";
-import type { Step, StepFile } from "../steps";
+import { SECRETS_DIR } from "../paths";
+import { userPasswordSecret, type SecretSpec } from "../secrets";
+import type { StepFile } from "../steps";
 import { secretRef } from "../steps";
 import { FILES_DIR, readStatic } from "../templates";
-import { POSTGRESQL_STEP, SECRETS_DIR } from "./postgresql";
+import { STEP } from "./names";
+import type { Service, StepBody } from "./service";
 
-export const DIRECTORY_STEP = "directory";
 export const DESIRED_DIRECTORY_FILE = "/etc/ispmail/directory.json";
 export const MIGRATIONS_DIR = "/usr/local/share/ispmail/migrations";
 const MIGRATION_NAME = /^[0-9]{3}_[a-z0-9_]+\.sql$/;
@@ -97,7 +98,7 @@ export function migrationFiles(): Array<{ name: string; sql: string }> {
     return names.map((name) => ({ name, sql: readStatic(`postgresql/migrations/${name}`) }));
 }
 
-export function renderDirectorySteps(model: Model): Step[] {
+function render(model: Model): StepBody {
     const desired = renderDesiredDirectory(model);
     const migrations: StepFile[] = migrationFiles().map((m) => ({ path: `${MIGRATIONS_DIR}/${m.name}`, content: m.sql, owner: "root", group: "root", mode: "0644" }));
     const passwords: StepFile[] = desired.users.map((u) => ({
@@ -109,20 +110,22 @@ export function renderDirectorySteps(model: Model): Step[] {
         mode: "0600",
         secret: true,
     }));
-    return [
-        {
-            name: DIRECTORY_STEP,
-            description: `Mail directory: schema migrations, then ${desired.domains.length} domain(s), ${desired.users.length} mailbox(es), ${desired.aliases.length} alias(es), ${desired.shares.length} share(s) synced`,
-            // argon2-cffi for the {ARGON2ID} hashes (python3-psycopg comes with the postgresql step).
-            packages: ["python3-argon2"],
-            files: [
-                ...migrations,
-                // Addresses only, but nobody else needs to read them.
-                { path: DESIRED_DIRECTORY_FILE, content: JSON.stringify(desired, null, 2) + "\n", owner: "root", group: "root", mode: "0600" },
-                ...passwords,
-            ],
-            script: readStatic("postgresql/directory-step.sh"),
-            after: [POSTGRESQL_STEP],
-        },
-    ];
+    return {
+        description: `Mail directory: schema migrations, then ${desired.domains.length} domain(s), ${desired.users.length} mailbox(es), ${desired.aliases.length} alias(es), ${desired.shares.length} share(s) synced`,
+        // argon2-cffi for the {ARGON2ID} hashes (python3-psycopg comes with the postgresql step).
+        packages: ["python3-argon2"],
+        files: [
+            ...migrations,
+            // Addresses only, but nobody else needs to read them.
+            { path: DESIRED_DIRECTORY_FILE, content: JSON.stringify(desired, null, 2) + "\n", owner: "root", group: "root", mode: "0600" },
+            ...passwords,
+        ],
+        script: readStatic("directory/apply.sh"),
+    };
 }
+
+/** A generated password for every mailbox whose password is not set in the stack config. */
+const secrets = (model: Model): SecretSpec[] =>
+    model.users.filter((u) => !u.passwordFromConfig).map((u) => ({ name: userPasswordSecret(u.address), kind: "password", description: `mailbox ${u.address}`, stateful: false }));
+
+export const directory: Service = { name: STEP.directory, after: [STEP.postgresql], secrets, render };

@@ -9,11 +9,18 @@
  */
 import type { Model, SharedMailbox } from "../config";
 import { DB_ROLES, dbPasswordSecret } from "../secrets";
-import type { Step, StepFile } from "../steps";
+import type { StepFile } from "../steps";
 import { secretRef } from "../steps";
 import { readStatic, renderTemplate } from "../templates";
+import { STEP } from "./names";
+import type { PublicPort, Service, StepBody } from "./service";
 
-export const DOVECOT_STEP = "dovecot";
+/** The ports Dovecot serves to the internet (the firewall, `check` and the SRV records are made from them). */
+const DOVECOT_PORTS: readonly PublicPort[] = [
+    { port: 993, name: "IMAPS", description: "IMAP over implicit TLS", daemon: "dovecot", implicitTls: true, srv: "_imaps._tcp" },
+    { port: 4190, name: "ManageSieve", description: "ManageSieve (filter rules)", daemon: "dovecot" },
+];
+
 export const DOVECOT_SQL_CONF = "/etc/dovecot/ispmail-sql.conf.ext";
 export const SHARES_FILE = "/etc/ispmail/dovecot/shares";
 
@@ -79,7 +86,7 @@ export function renderQuotaConf(model: Model): string {
     });
 }
 
-export function renderDovecotSteps(model: Model): Step[] {
+function render(model: Model): StepBody {
     const files: StepFile[] = [
         { path: "/etc/dovecot/dovecot.conf", content: readStatic("dovecot/dovecot.conf"), mode: "0644" },
         ...CONF_D.map((name) => ({ path: `/etc/dovecot/conf.d/${name}`, content: readStatic(`dovecot/conf.d/${name}`), mode: "0644" })),
@@ -90,19 +97,17 @@ export function renderDovecotSteps(model: Model): Step[] {
         ...PIPE_PROGRAMS.map((name) => ({ path: `/etc/dovecot/sieve/pipe/${name}`, content: readStatic(`dovecot/sieve/pipe/${name}`), mode: "0755" })),
         { path: SHARES_FILE, content: renderSharesFile(model.sharedMailboxes), mode: "0644" },
     ];
-    return [
-        {
-            name: DOVECOT_STEP,
-            description: "Dovecot 2.4: IMAPS, LMTP, SASL for Postfix, SQL users, quota, Sieve/ManageSieve, shared mailboxes",
-            packages: ["dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "dovecot-pgsql", "dovecot-sieve", "dovecot-managesieved"],
-            files,
-            script: readStatic("dovecot/apply.sh"),
-            // After postfix: Dovecot's LMTP and SASL sockets live in Postfix's spool and belong to
-            // the postfix user, which only the postfix package creates. Before it, Dovecot's reload
-            // fails ("User doesn't exist: postfix") while systemctl reports success, and Postfix
-            // then finds neither socket (found when the engine ran dovecot before postfix and no
-            // later certbot reload happened to fix it). Postfix itself starts without them.
-            after: ["directory", "tls", "postfix"],
-        },
-    ];
+    return {
+        description: "Dovecot 2.4: IMAPS, LMTP, SASL for Postfix, SQL users, quota, Sieve/ManageSieve, shared mailboxes",
+        packages: ["dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "dovecot-pgsql", "dovecot-sieve", "dovecot-managesieved"],
+        files,
+        script: readStatic("dovecot/apply.sh"),
+    };
 }
+
+// After postfix: Dovecot's LMTP and SASL sockets live in Postfix's spool and belong to the postfix
+// user, which only the postfix package creates. Before it, Dovecot's reload fails ("User doesn't
+// exist: postfix") while systemctl reports success, and Postfix then finds neither socket (found
+// when the engine ran dovecot before postfix and no later certbot reload happened to fix it).
+// Postfix itself starts without them.
+export const dovecot: Service = { name: STEP.dovecot, after: [STEP.directory, STEP.tls, STEP.postfix], publicPorts: DOVECOT_PORTS, render };

@@ -1,75 +1,107 @@
 /**
- * Every service module renders `Model -> Step[]`. This list is the whole server configuration,
- * applied by Pulumi (components/remote.ts) and by the lab (lab/) alike.
+ * The list of services: the whole server configuration, and the one place everything about the
+ * services is derived from (steps, secrets, public ports, web names). Applied by Pulumi
+ * (components/remote.ts) and by the lab (lab/) alike.
+ *
+ * Adding a service: components/services/<name>.ts exporting one {@link Service}, its config files
+ * in files/<name>/ (with apply.sh), its name in ./names.ts and one line in SERVICES below
+ * (docs/ARCHITECTURE.md, "How to add a service").
  */
 import type { Model } from "../config";
+import type { SecretSpec } from "../secrets";
 import type { Step } from "../steps";
-import { orderSteps, stepHash } from "../steps";
-import { renderBackupSteps } from "./backup";
-import { renderBaseSteps } from "./base";
-import { renderCertbotSteps } from "./certbot";
-import { renderDirectorySteps } from "./directory";
-import { renderDovecotSteps } from "./dovecot";
-import { renderFail2banSteps } from "./fail2ban";
-import { renderNextcloudSteps } from "./nextcloud";
-import { renderPostfixSteps } from "./postfix";
-import { renderPostgresqlSteps } from "./postgresql";
-import { renderRspamdSteps } from "./rspamd";
-import { renderTlsSteps } from "./tls";
-import { renderWebSteps } from "./web";
+import { orderSteps } from "../steps";
+import { backup } from "./backup";
+import { base } from "./base";
+import { certbot } from "./certbot";
+import { directory } from "./directory";
+import { dkimSigner } from "./dkim-signer";
+import { dovecot } from "./dovecot";
+import { fail2ban } from "./fail2ban";
+import { nextcloud } from "./nextcloud";
+import { postfix } from "./postfix";
+import { postgresql } from "./postgresql";
+import { rspamd } from "./rspamd";
+import { isEnabled, type DeploymentFacts, type PublicPort, type RenderContext, type Service } from "./service";
+import { tls } from "./tls";
+import { web } from "./web";
 
-/**
- * What the server's configuration depends on besides the stack config: facts that are known only
- * during a deployment. Pulumi and the lab both derive them with the same pure functions.
- */
-export interface DeploymentFacts {
-    /** The DKIM selector that signs now (components/dkim.ts planDkimSigning). */
-    readonly dkimSigner: string;
+export type { DeploymentFacts, PublicPort, RenderContext, Service, StepBody } from "./service";
+export { STEP } from "./names";
+
+/** Every service by its module's name (tests and tools pick one: `stepsOf(SERVICE.postfix, model)`). */
+export const SERVICE = { base, postgresql, directory, tls, rspamd, dkimSigner, dovecot, postfix, web, certbot, nextcloud, fail2ban, backup } as const;
+
+/** Every service, in a stable order (the steps are then ordered by their `after` and `follows`). */
+export const SERVICES: readonly Service[] = Object.values(SERVICE);
+
+/** The services of this stack (optional ones only when enabled). */
+export function enabledServices(model: Model, services: readonly Service[] = SERVICES): Service[] {
+    return services.filter((s) => isEnabled(s, model));
 }
 
-/** One entry per service module (files/<service>/ holds its config files). */
-const SERVICES: ReadonlyArray<(model: Model, facts: DeploymentFacts) => Step[]> = [
-    renderBaseSteps,
-    renderPostgresqlSteps,
-    renderDirectorySteps,
-    renderTlsSteps,
-    renderRspamdSteps,
-    renderDovecotSteps,
-    renderPostfixSteps,
-    renderWebSteps,
-    renderCertbotSteps,
-    renderNextcloudSteps,
-];
+/** The facts of a settled deployment: the first listed DKIM selector signs. */
+export const settledFacts = (model: Pick<Model, "dkimSelectors">): DeploymentFacts => ({ dkimSigner: model.dkimSelectors[0] });
 
-/**
- * Day-two services that come after whatever else is registered (fail2ban watches the daemons'
- * logins, backup dumps their data). They get the names of the steps above, so that they can
- * name in `after` exactly the ones that exist.
- */
-const FOLLOWERS: ReadonlyArray<(model: Model, registeredSteps: readonly string[]) => Step[]> = [renderFail2banSteps, renderBackupSteps];
-
-/** All steps for the server, ordered so that `after` is respected. */
-export function renderServerSteps(model: Model, facts: DeploymentFacts): Step[] {
-    const steps = SERVICES.flatMap((render) => render(model, facts));
-    const registered = steps.map((s) => s.name);
-    return orderSteps([...steps, ...FOLLOWERS.flatMap((render) => render(model, registered))]);
+/** Every name the server serves over HTTP(S): mailHost first, then each service's web names, each once. */
+export function webHosts(model: Model, services: readonly Service[] = SERVICES): string[] {
+    return [...new Set([model.mailHost, ...enabledServices(model, services).flatMap((s) => s.webNames?.(model) ?? [])])];
 }
 
-/**
- * The steps rendered once per selector that may sign. `steps` is the rendering for the first listed
- * selector (names, order and every step that is the same whichever signs: plain data known at
- * preview); `bySigner` holds, per selector, only the steps that differ between signers. A
- * deployment waits for the DNS publication times only for those, so a new selector shows as a
- * change of the rspamd step alone, not of every step.
- */
-export function renderServerStepVariants(model: Model): { steps: Step[]; bySigner: ReadonlyMap<string, Readonly<Record<string, Step>>> } {
-    const renders = model.dkimSelectors.map((signer) => [signer, renderServerSteps(model, { dkimSigner: signer })] as const);
-    const [[, first]] = renders;
-    const order = (steps: readonly Step[]) => steps.map((s) => s.name).join(" ");
-    for (const [signer, steps] of renders) {
-        if (order(steps) !== order(first)) throw new Error(`the steps differ in name or order when ${signer} signs: ${order(steps)}`);
+/** The public TCP ports of the stack's services, by port number. */
+export function publicPorts(model: Model, services: readonly Service[] = SERVICES): PublicPort[] {
+    const ports = enabledServices(model, services).flatMap((s) => s.publicPorts ?? []);
+    const seen = new Set<number>();
+    for (const p of ports) {
+        if (seen.has(p.port)) throw new Error(`port ${p.port} is opened by more than one service`);
+        seen.add(p.port);
     }
-    const varies = new Set(first.filter((step, i) => renders.some(([, steps]) => stepHash(steps[i]) !== stepHash(step))).map((s) => s.name));
-    const bySigner = new Map(renders.map(([signer, steps]) => [signer, Object.fromEntries(steps.filter((s) => varies.has(s.name)).map((s) => [s.name, s]))] as const));
-    return { steps: first, bySigner };
+    return ports.sort((a, b) => a.port - b.port);
+}
+
+/** Every secret the stack's services need; Pulumi generates each once (components/generated-secrets.ts). */
+export function secretSpecs(model: Model, services: readonly Service[] = SERVICES): SecretSpec[] {
+    const specs = enabledServices(model, services).flatMap((s) => s.secrets?.(model) ?? []);
+    const names = specs.map((s) => s.name);
+    const twice = names.filter((n, i) => names.indexOf(n) !== i);
+    if (twice.length) throw new Error(`secrets named by more than one service: ${[...new Set(twice)].join(", ")}`);
+    return specs;
+}
+
+export interface RenderOptions {
+    /** Deployment facts; those of a settled deployment when left out. */
+    readonly facts?: DeploymentFacts;
+    /** The service list (a test may add its own); the real one when left out. */
+    readonly services?: readonly Service[];
+}
+
+/**
+ * One service's step with the context of the whole server, or none when it is disabled. For tests
+ * and single-step tools; a deployment uses {@link renderServerSteps}.
+ */
+export function stepsOf(service: Service, model: Model, opts: RenderOptions = {}): Step[] {
+    const services = opts.services ?? SERVICES;
+    if (!isEnabled(service, model)) return [];
+    const present = enabledServices(model, services).map((s) => s.name);
+    const context: RenderContext = { facts: opts.facts ?? settledFacts(model), webHosts: webHosts(model, services) };
+    const follows = (service.follows ?? []).filter((name) => present.includes(name));
+    return [{ name: service.name, ...service.render(model, context), after: [...service.after, ...follows] }];
+}
+
+/** All steps of the server, ordered so that `after` is respected. */
+export function renderServerSteps(model: Model, facts: DeploymentFacts, services: readonly Service[] = SERVICES): Step[] {
+    return orderSteps(enabledServices(model, services).flatMap((s) => stepsOf(s, model, { facts, services })));
+}
+
+/**
+ * The steps whose content depends on the deployment facts (the DKIM signer), each rendered for
+ * every selector that may sign: Pulumi checks all of them up front and applies the one the DNS
+ * records' ages choose (components/mail-server.ts). By step name, in selector order.
+ */
+export function factStepCandidates(model: Model, services: readonly Service[] = SERVICES): ReadonlyMap<string, ReadonlyMap<string, Step>> {
+    const out = new Map<string, ReadonlyMap<string, Step>>();
+    for (const service of enabledServices(model, services).filter((s) => s.usesFacts)) {
+        out.set(service.name, new Map(model.dkimSelectors.map((signer) => [signer, stepsOf(service, model, { facts: { dkimSigner: signer }, services })[0]] as const)));
+    }
+    return out;
 }

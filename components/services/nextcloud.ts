@@ -10,17 +10,20 @@
  * the e2e tests (test/e2e/web.test.ts), with PHP's PDO and password_verify as the app uses them.
  */
 import type { Model } from "../config";
-import { DB_ROLES, dbPasswordSecret } from "../secrets";
-import { secretRef, type Step, type StepFile } from "../steps";
+import { NEXTCLOUD_ROOT, secretPath } from "../paths";
+import { DB_ROLES, dbPasswordSecret, NEXTCLOUD_ADMIN_SECRET } from "../secrets";
+import { shellAssignments } from "../shell";
+import { secretRef, type StepFile } from "../steps";
 import { readStatic, renderTemplate } from "../templates";
-import { NEXTCLOUD_ROOT, shellAssignments } from "./web";
+import { STEP } from "./names";
+import type { Service, StepBody } from "./service";
 
 /** Nextcloud's data directory: on the data volume with the other state (conventions). */
 export const NEXTCLOUD_DATA = "/srv/ispmail/nextcloud";
 /** Our settings, merged by Nextcloud over the installer's config.php. */
 export const NEXTCLOUD_CONFIG_PATH = `${NEXTCLOUD_ROOT}/config/ispmail.config.php`;
 /** Root-only file with the two passwords occ asks for at installation (database, then admin). */
-export const NEXTCLOUD_INSTALL_SECRETS = "/etc/ispmail/secrets/nextcloud.install";
+export const NEXTCLOUD_INSTALL_SECRETS = secretPath("nextcloud.install");
 export const NEXTCLOUD_ADMIN_USER = "admin";
 /** The directory database and the view that role nextcloudauth may read (PostgreSQL contract). */
 export const DIRECTORY_DATABASE = "mailserver";
@@ -71,8 +74,9 @@ export function renderNextcloudConfig(model: Model): string {
     });
 }
 
-export function renderNextcloudSteps(model: Model): Step[] {
-    if (!model.nextcloud.enabled || !model.nextcloud.version || !model.nextcloud.sha256) return [];
+function render(model: Model): StepBody {
+    // The config schema requires both when Nextcloud is enabled.
+    if (!model.nextcloud.version || !model.nextcloud.sha256) throw new Error("ispmail:nextcloud.version and sha256 are required when Nextcloud is enabled");
     const placeholder = renderTemplate("apache/placeholder.html.mustache", {
         host: model.nextcloud.host,
         domainList: model.domains.join(", "),
@@ -84,7 +88,7 @@ export function renderNextcloudSteps(model: Model): Step[] {
         { path: NEXTCLOUD_CONFIG_PATH, content: renderNextcloudConfig(model), owner: "www-data", group: "www-data", mode: "0640", secret: true },
         {
             path: NEXTCLOUD_INSTALL_SECRETS,
-            content: `${secretRef(dbPasswordSecret(DB_ROLES.nextcloud))}\n${secretRef("nextcloud.admin")}\n`,
+            content: `${secretRef(dbPasswordSecret(DB_ROLES.nextcloud))}\n${secretRef(NEXTCLOUD_ADMIN_SECRET)}\n`,
             owner: "root",
             group: "root",
             mode: "0600",
@@ -113,28 +117,32 @@ export function renderNextcloudSteps(model: Model): Step[] {
         }),
         readStatic("nextcloud/apply.sh"),
     ].join("\n");
-    return [
-        {
-            name: "nextcloud",
-            description: `Nextcloud ${model.nextcloud.version} on https://${model.nextcloud.host}/ with mail-directory logins (skipped while the archive is unreachable)`,
-            // Nextcloud's required and recommended PHP modules (admin manual, "System requirements").
-            packages: [
-                "php8.4-apcu",
-                "php8.4-bcmath",
-                "php8.4-curl",
-                "php8.4-gd",
-                "php8.4-gmp",
-                "php8.4-intl",
-                "php8.4-mbstring",
-                "php8.4-pgsql",
-                "php8.4-xml",
-                "php8.4-zip",
-                "bzip2",
-                "curl",
-            ],
-            files,
-            script,
-            after: ["web", "directory"],
-        },
-    ];
+    return {
+        description: `Nextcloud ${model.nextcloud.version} on https://${model.nextcloud.host}/ with mail-directory logins (skipped while the archive is unreachable)`,
+        // Nextcloud's required and recommended PHP modules (admin manual, "System requirements").
+        packages: [
+            "php8.4-apcu",
+            "php8.4-bcmath",
+            "php8.4-curl",
+            "php8.4-gd",
+            "php8.4-gmp",
+            "php8.4-intl",
+            "php8.4-mbstring",
+            "php8.4-pgsql",
+            "php8.4-xml",
+            "php8.4-zip",
+            "bzip2",
+            "curl",
+        ],
+        files,
+        script,
+    };
 }
+
+export const nextcloud: Service = {
+    name: STEP.nextcloud,
+    after: [STEP.web, STEP.directory],
+    enabled: (model) => model.nextcloud.enabled,
+    secrets: () => [{ name: NEXTCLOUD_ADMIN_SECRET, kind: "password", description: "Nextcloud admin user", stateful: false }],
+    render,
+};

@@ -8,11 +8,26 @@
  */
 import type { Model } from "../config";
 import { DB_ROLES, dbPasswordSecret } from "../secrets";
-import type { Step, StepFile } from "../steps";
+import type { StepFile } from "../steps";
 import { secretRef } from "../steps";
 import { readStatic, renderTemplate } from "../templates";
+import { STEP } from "./names";
+import type { PublicPort, Service, StepBody } from "./service";
 
-export const POSTFIX_STEP = "postfix";
+/** The ports Postfix serves to the internet (the firewall, `check` and the SRV records are made from them). */
+const POSTFIX_PORTS: readonly PublicPort[] = [
+    { port: 25, name: "SMTP", description: "SMTP from other mail servers", daemon: "postfix" },
+    { port: 465, name: "submissions", description: "SMTP submission over implicit TLS (RFC 8314)", daemon: "postfix", implicitTls: true, srv: "_submissions._tcp" },
+    { port: 587, name: "submission", description: "SMTP submission with STARTTLS", daemon: "postfix", srv: "_submission._tcp" },
+];
+
+/**
+ * debconf answers set before Postfix is installed: "No configuration", or Debian's postinst would
+ * write its own main.cf on first install. This step is the only one that answers Postfix's questions.
+ */
+export function postfixPreseed(model: Pick<Model, "mailHost">): string[] {
+    return [`postfix postfix/main_mailer_type select No configuration`, `postfix postfix/mailname string ${model.mailHost}`];
+}
 
 /** The pgsql lookup tables (each holds the mailreader password). */
 export const PGSQL_MAPS = ["pgsql-virtual-mailbox-domains", "pgsql-virtual-mailbox-maps", "pgsql-virtual-alias-maps", "pgsql-sender-login-maps"] as const;
@@ -31,7 +46,7 @@ export function renderPgsqlMap(name: (typeof PGSQL_MAPS)[number]): string {
     return renderTemplate(`postfix/${name}.cf.mustache`, { password: secretRef(dbPasswordSecret(DB_ROLES.reader)) });
 }
 
-export function renderPostfixSteps(model: Model): Step[] {
+function render(model: Model): StepBody {
     const files: StepFile[] = [
         { path: "/etc/postfix/main.cf", content: renderMainCf(model), mode: "0644" },
         { path: "/etc/postfix/master.cf", content: readStatic("postfix/master.cf"), mode: "0644" },
@@ -39,16 +54,13 @@ export function renderPostfixSteps(model: Model): Step[] {
         // Readable by the postfix group only: proxymap reads them, nobody else needs the password.
         ...PGSQL_MAPS.map((name) => ({ path: `/etc/postfix/${name}.cf`, content: renderPgsqlMap(name), owner: "root", group: "postfix", mode: "0640", secret: true })),
     ];
-    return [
-        {
-            name: POSTFIX_STEP,
-            description: "Postfix: MTA on 25, submission on 587/465, virtual users from PostgreSQL, LMTP to Dovecot, Rspamd milter",
-            // Without this Debian's postinst would write its own main.cf on first install.
-            debconf: [`postfix postfix/main_mailer_type select No configuration`, `postfix postfix/mailname string ${model.mailHost}`],
-            packages: ["postfix", "postfix-pgsql"],
-            files,
-            script: readStatic("postfix/apply.sh"),
-            after: ["directory", "tls", "rspamd"],
-        },
-    ];
+    return {
+        description: "Postfix: MTA on 25, submission on 587/465, virtual users from PostgreSQL, LMTP to Dovecot, Rspamd milter",
+        debconf: postfixPreseed(model),
+        packages: ["postfix", "postfix-pgsql"],
+        files,
+        script: readStatic("postfix/apply.sh"),
+    };
 }
+
+export const postfix: Service = { name: STEP.postfix, after: [STEP.directory, STEP.tls, STEP.rspamd], publicPorts: POSTFIX_PORTS, render };

@@ -9,13 +9,14 @@
  * (hashed on the client side) only when they differ, so a no-op apply writes nothing.
  */
 import type { Model } from "../config";
-import { dbPasswordSecret, DB_ROLES } from "../secrets";
-import type { Step, StepFile } from "../steps";
+import { SECRETS_DIR, secretPath } from "../paths";
+import { dbPasswordSecret, DB_ROLES, type SecretSpec } from "../secrets";
+import type { StepFile } from "../steps";
 import { secretRef } from "../steps";
 import { readStatic } from "../templates";
-import { BASE_STEP } from "./base";
+import { STEP } from "./names";
+import type { Service, StepBody } from "./service";
 
-export const POSTGRESQL_STEP = "postgresql";
 export const PG_MAJOR = 17;
 export const PG_DATA_DIR = `/srv/ispmail/postgresql/${PG_MAJOR}/main`;
 /** The directory database of the contract (Postfix, Dovecot, Nextcloud's user backend). */
@@ -23,11 +24,11 @@ export const MAIL_DATABASE = "mailserver";
 export const NEXTCLOUD_DATABASE = "nextcloud";
 /** The helper that creates roles, runs migrations and syncs the directory (files/postgresql/ispmail-db.py). */
 export const ISPMAIL_DB_TOOL = "/usr/local/sbin/ispmail-db";
-export const SECRETS_DIR = "/etc/ispmail/secrets";
+export { SECRETS_DIR };
 
 /** The secret file a role's password is written to. */
 export function rolePasswordFile(role: string): string {
-    return `${SECRETS_DIR}/${dbPasswordSecret(role)}`;
+    return secretPath(dbPasswordSecret(role));
 }
 
 function rolePasswordFiles(): StepFile[] {
@@ -42,23 +43,24 @@ function rolePasswordFiles(): StepFile[] {
     }));
 }
 
-export function renderPostgresqlSteps(_model: Model): Step[] {
-    return [
-        {
-            name: POSTGRESQL_STEP,
-            description: `PostgreSQL ${PG_MAJOR}: cluster on the data volume, localhost only, SCRAM, roles ${Object.values(DB_ROLES).join(", ")}, databases ${MAIL_DATABASE} and ${NEXTCLOUD_DATABASE}`,
-            // No `packages`: they are installed by the script, after the createcluster drop-in
-            // below is in place (a package list is installed before the step's files).
-            files: [
-                { path: "/etc/postgresql-common/createcluster.d/ispmail.conf", content: readStatic("postgresql/createcluster.conf"), owner: "root", group: "root", mode: "0644" },
-                { path: "/etc/ispmail/postgresql/postgresql.conf", content: readStatic("postgresql/postgresql.conf"), owner: "root", group: "root", mode: "0644" },
-                // No secrets inside; readable by postgres, which may not exist yet when it is written.
-                { path: "/etc/ispmail/postgresql/pg_hba.conf", content: readStatic("postgresql/pg_hba.conf"), owner: "root", group: "root", mode: "0644" },
-                { path: ISPMAIL_DB_TOOL, content: readStatic("postgresql/ispmail-db.py"), owner: "root", group: "root", mode: "0755" },
-                ...rolePasswordFiles(),
-            ],
-            script: readStatic("postgresql/postgresql-step.sh"),
-            after: [BASE_STEP],
-        },
-    ];
+function render(_model: Model): StepBody {
+    return {
+        description: `PostgreSQL ${PG_MAJOR}: cluster on the data volume, localhost only, SCRAM, roles ${Object.values(DB_ROLES).join(", ")}, databases ${MAIL_DATABASE} and ${NEXTCLOUD_DATABASE}`,
+        // No `packages`: they are installed by the script, after the createcluster drop-in
+        // below is in place (a package list is installed before the step's files).
+        files: [
+            { path: "/etc/postgresql-common/createcluster.d/ispmail.conf", content: readStatic("postgresql/createcluster.conf"), owner: "root", group: "root", mode: "0644" },
+            { path: "/etc/ispmail/postgresql/postgresql.conf", content: readStatic("postgresql/postgresql.conf"), owner: "root", group: "root", mode: "0644" },
+            // No secrets inside; readable by postgres, which may not exist yet when it is written.
+            { path: "/etc/ispmail/postgresql/pg_hba.conf", content: readStatic("postgresql/pg_hba.conf"), owner: "root", group: "root", mode: "0644" },
+            { path: ISPMAIL_DB_TOOL, content: readStatic("postgresql/ispmail-db.py"), owner: "root", group: "root", mode: "0755" },
+            ...rolePasswordFiles(),
+        ],
+        script: readStatic("postgresql/apply.sh"),
+    };
 }
+
+/** Every role of the directory contract has a generated password (the roles exist with or without Nextcloud). */
+const secrets = (): SecretSpec[] => Object.values(DB_ROLES).map((role) => ({ name: dbPasswordSecret(role), kind: "password", description: `PostgreSQL role ${role}`, stateful: false }));
+
+export const postgresql: Service = { name: STEP.postgresql, after: [STEP.base], secrets, render };

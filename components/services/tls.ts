@@ -5,32 +5,30 @@
  * apply. The script never replaces an existing certificate.
  */
 import type { Model } from "../config";
-import type { Step } from "../steps";
 import { readStatic } from "../templates";
+import { STEP } from "./names";
+import type { RenderContext, Service, StepBody } from "./service";
 
-export const TLS_STEP = "tls";
 export const TLS_DIR = "/etc/ispmail/tls";
 export const TLS_CERT = `${TLS_DIR}/fullchain.pem`;
 export const TLS_KEY = `${TLS_DIR}/privkey.pem`;
 
 /** The names the self-signed certificate covers: mailHost first, then every web host. */
-export function certificateNames(model: Model): string[] {
-    return [...new Set([model.mailHost, ...model.webHosts])];
+export function certificateNames(model: Pick<Model, "mailHost">, webHosts: readonly string[]): string[] {
+    return [...new Set([model.mailHost, ...webHosts])];
 }
 
-export function renderTlsSteps(model: Model): Step[] {
-    const names = certificateNames(model);
+function render(model: Model, { webHosts }: RenderContext): StepBody {
+    const names = certificateNames(model, webHosts);
     // Host names are validated FQDNs (letters, digits, hyphens, dots): safe inside single quotes.
     const sans = names.map((n) => `DNS:${n}`).join(",");
-    return [
-        {
-            name: TLS_STEP,
-            description: "TLS: a self-signed certificate for mailHost and the web hosts until certbot installs the ACME one",
-            // ssl-cert provides the group that may read private keys.
-            packages: ["openssl", "ssl-cert"],
-            files: [],
-            script: [`ISPMAIL_TLS_SUBJECT='${model.mailHost}'`, `ISPMAIL_TLS_SANS='${sans}'`, readStatic("tls/self-signed.sh")].join("\n"),
-            after: ["base"],
-        },
-    ];
+    return {
+        description: "TLS: a self-signed certificate for mailHost and the web hosts until certbot installs the ACME one",
+        // ssl-cert provides the group that may read private keys.
+        packages: ["openssl", "ssl-cert"],
+        files: [],
+        script: [`ISPMAIL_TLS_SUBJECT='${model.mailHost}'`, `ISPMAIL_TLS_SANS='${sans}'`, readStatic("tls/apply.sh")].join("\n"),
+    };
 }
+
+export const tls: Service = { name: STEP.tls, after: [STEP.base], render };

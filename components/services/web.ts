@@ -7,14 +7,21 @@
  * names. The certificate is the convention's /etc/ispmail/tls pair (tls step, then certbot).
  */
 import type { Model } from "../config";
-import { mtaStsPolicy } from "../dns/records";
-import type { Step, StepFile } from "../steps";
+import { mtaStsPolicy } from "../dns/mta-sts";
+import { ACME_WEBROOT, NEXTCLOUD_ROOT } from "../paths";
+import { shellAssignments } from "../shell";
+import type { StepFile } from "../steps";
 import { readStatic, renderTemplate } from "../templates";
+import { STEP } from "./names";
+import type { PublicPort, RenderContext, Service, StepBody } from "./service";
 
-/** certbot --webroot writes http-01 challenges below this directory; port 80 serves them. */
-export const ACME_WEBROOT = "/var/www/acme";
-/** Nextcloud's code (the nextcloud step unpacks the release archive here). */
-export const NEXTCLOUD_ROOT = "/var/www/nextcloud";
+/** The ports Apache serves to the internet (the firewall, `check` and the SRV records are made from them). */
+const WEB_PORTS: readonly PublicPort[] = [
+    { port: 80, name: "HTTP", description: "HTTP: ACME http-01 challenges and redirects to HTTPS", daemon: "apache2" },
+    { port: 443, name: "HTTPS", description: "HTTPS: webmail, groupware, MTA-STS policy, autoconfig", daemon: "apache2", implicitTls: true },
+];
+
+export { ACME_WEBROOT };
 /** Static page for the groupware host while Nextcloud is disabled. */
 export const PLACEHOLDER_ROOT = "/var/www/ispmail";
 export const MTA_STS_ROOT = "/var/www/mta-sts";
@@ -29,16 +36,6 @@ export const AUTOCONFIG_XML_PATH = `${AUTOCONFIG_ROOT}/mail/config-v1.1.xml`;
 export const AUTODISCOVER_PHP_PATH = `${AUTOCONFIG_ROOT}/autodiscover/autodiscover.php`;
 
 const APACHE_SITES = "/etc/apache2/sites-available";
-
-/** `NAME='value'` lines for a step script: values are single-quoted, so nothing in them expands. */
-export function shellAssignments(vars: Readonly<Record<string, string>>): string {
-    return Object.entries(vars)
-        .map(([name, value]) => {
-            if (!/^[A-Z_][A-Z0-9_]*$/.test(name)) throw new Error(`bad shell variable name ${name}`);
-            return `${name}='${value.replace(/'/g, `'\\''`)}'`;
-        })
-        .join("\n");
-}
 
 /** The names on mta-sts.<domain>, one per mail domain. */
 export const mtaStsHosts = (model: Pick<Model, "domains">) => model.domains.map((d) => `mta-sts.${d}`);
@@ -63,14 +60,14 @@ interface ApacheSite {
 }
 
 /** The Apache sites (vhosts) of the stack, in load order: the first *:443 one is the default. */
-export function renderApacheSites(model: Model): ApacheSite[] {
+export function renderApacheSites(model: Model, webHosts: readonly string[]): ApacheSite[] {
     const groupwareHost = model.nextcloud.host;
     const sites: ApacheSite[] = [
         {
             name: "ispmail-00-http",
             content: renderTemplate("apache/sites/ispmail-00-http.conf.mustache", {
                 mailHost: model.mailHost,
-                aliases: model.webHosts.filter((h) => h !== model.mailHost),
+                aliases: webHosts.filter((h) => h !== model.mailHost),
                 acmeWebroot: ACME_WEBROOT,
             }),
         },
@@ -112,8 +109,8 @@ function placeholderPage(model: Model, host: string, reason: string): string {
 
 const file = (path: string, content: string, extra: Partial<StepFile> = {}): StepFile => ({ path, content, owner: "root", group: "root", mode: "0644", ...extra });
 
-export function renderWebSteps(model: Model): Step[] {
-    const sites = renderApacheSites(model);
+function render(model: Model, { webHosts }: RenderContext): StepBody {
+    const sites = renderApacheSites(model, webHosts);
     const files: StepFile[] = [
         file("/etc/apache2/conf-available/ispmail.conf", readStatic("apache/ispmail.conf")),
         file("/etc/apache2/ispmail/https-vhost.conf", readStatic("apache/https-vhost.conf")),
@@ -132,17 +129,23 @@ export function renderWebSteps(model: Model): Step[] {
         shellAssignments({ WEB_SITES: sites.map((s) => s.name).join(" "), ACME_WEBROOT }),
         readStatic("apache/apply.sh"),
     ].join("\n");
-    return [
-        {
-            name: "web",
-            description: "Apache 2.4 + PHP 8.4-FPM: HTTPS vhosts (groupware, MTA-STS, autoconfig/autodiscover), ACME webroot, loopback-only Adminer",
-            // php8.4-xml: SimpleXML for the autodiscover responder; php8.4-pgsql: Adminer on PostgreSQL;
-            // php8.4-cli: `php -l` checks. Listed before adminer so apt satisfies its PHP dependencies
-            // with FPM instead of pulling in mod_php.
-            packages: ["apache2", "ssl-cert", "php8.4-fpm", "php8.4-cli", "php8.4-xml", "php8.4-pgsql", "php-pgsql", "adminer"],
-            files,
-            script,
-            after: ["base", "tls"],
-        },
-    ];
+    return {
+        description: "Apache 2.4 + PHP 8.4-FPM: HTTPS vhosts (groupware, MTA-STS, autoconfig/autodiscover), ACME webroot, loopback-only Adminer",
+        // php8.4-xml: SimpleXML for the autodiscover responder; php8.4-pgsql: Adminer on PostgreSQL;
+        // php8.4-cli: `php -l` checks. Listed before adminer so apt satisfies its PHP dependencies
+        // with FPM instead of pulling in mod_php.
+        packages: ["apache2", "ssl-cert", "php8.4-fpm", "php8.4-cli", "php8.4-xml", "php8.4-pgsql", "php-pgsql", "adminer"],
+        files,
+        script,
+    };
 }
+
+export const web: Service = {
+    name: STEP.web,
+    after: [STEP.base, STEP.tls],
+    publicPorts: WEB_PORTS,
+    // The groupware host (Nextcloud or its placeholder page), then each mail domain's MTA-STS and
+    // autoconfig names.
+    webNames: (model) => [model.nextcloud.host, ...model.domains.flatMap((d) => [`mta-sts.${d}`, `autoconfig.${d}`])],
+    render,
+};

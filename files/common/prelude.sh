@@ -1,6 +1,8 @@
 # Helpers shared by every apply script (components/steps.ts renderApplyScript prepends this file).
-# Step scripts rely on: log, mark_changed, changed PATH..., reload SERVICE, restart SERVICE, secret_file NAME.
-# Runs under `set -euo pipefail` and `umask 077`.
+# Step scripts rely on: log, mark_changed, changed PATH..., reload SERVICE, restart SERVICE,
+# reload_when_changed SERVICE PATH... [-- CHECK...], mark_pending SERVICE, secret_file NAME.
+# Runs under `set -euo pipefail` and `umask 077`, after ISPMAIL_STEP, ISPMAIL_SECRETS_DIR and
+# ISPMAIL_STATE_DIR are set (components/steps.ts, from components/paths.ts).
 ISPMAIL_CHANGED_FILES=()
 ISPMAIL_ACTIONS=()
 ISPMAIL_DIRTY=0
@@ -19,14 +21,36 @@ changed() {
 }
 reload() { systemctl reload-or-restart "$1"; ispmail_action "reloaded $1"; }
 restart() { systemctl restart "$1"; ispmail_action "restarted $1"; }
-secret_file() { printf '/etc/ispmail/secrets/%s' "$1"; }
+secret_file() { printf '%s/%s' "$ISPMAIL_SECRETS_DIR" "$1"; }
+# A changed configuration is remembered on disk until its daemon has reloaded it, so a run that
+# failed after installing the files still reloads on the next one (which sees no file change).
+mark_pending() { install -d -m 0700 "$ISPMAIL_STATE_DIR/pending-reload"; touch "$ISPMAIL_STATE_DIR/pending-reload/$1"; }
+# reload_when_changed SERVICE PATH... [-- CHECK...]: when any PATH changed in this run or a reload
+# is pending, run CHECK (a configuration the daemon finds broken never replaces the running one:
+# under `set -e` a failing check ends the step) and reload SERVICE; otherwise start it if it is
+# not running. Without a change and with the daemon up it does nothing.
+reload_when_changed() {
+  local service=$1 paths=() marker
+  shift
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do paths+=("$1"); shift; done
+  [ $# -eq 0 ] || shift
+  marker=$ISPMAIL_STATE_DIR/pending-reload/$service
+  if [ ${#paths[@]} -gt 0 ] && changed "${paths[@]}"; then mark_pending "$service"; fi
+  if [ -e "$marker" ]; then
+    [ $# -eq 0 ] || "$@"
+    reload "$service"
+    rm -f "$marker"
+  elif ! systemctl is-active --quiet "$service"; then
+    restart "$service"
+  fi
+}
 # ispmail_debconf < selections: preseed debconf when the wanted selections differ from the last ones set.
 ispmail_debconf() {
-  local stamp=/var/lib/ispmail/debconf/$ISPMAIL_STEP want
+  local stamp=$ISPMAIL_STATE_DIR/debconf/$ISPMAIL_STEP want
   want=$(cat)
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
   printf '%s\n' "$want" | ispmail_apt_locked debconf-set-selections
-  install -d -m 0700 /var/lib/ispmail/debconf
+  install -d -m 0700 "$ISPMAIL_STATE_DIR/debconf"
   printf '%s' "$want" > "$stamp"
   ispmail_action "preseeded debconf"
 }

@@ -9,12 +9,9 @@ if ! getent passwd vmail >/dev/null; then
 fi
 if [ ! -d /var/vmail ]; then install -d -o vmail -g vmail -m 0770 /var/vmail; mark_changed; fi
 
-# A changed configuration is remembered until Dovecot has reloaded it, so a run that failed after
-# installing the files still reloads on the next apply (which sees no file change).
-PENDING=/var/lib/ispmail/pending-reload/dovecot
-if changed /etc/dovecot; then install -d -m 0700 "${PENDING%/*}"; touch "$PENDING"; fi
-if [ -e "$PENDING" ]; then
-  # A configuration Dovecot warns about (or cannot parse) never replaces the running one.
+# A configuration Dovecot warns about (or cannot parse) never replaces the running one.
+dovecot_config_ok() {
+  local check
   check=$(mktemp)
   if ! doveconf -n >/dev/null 2>"$check" || [ -s "$check" ]; then
     log "doveconf -n is not clean:"; cat "$check" >&2; rm -f "$check"
@@ -27,14 +24,9 @@ if [ -e "$PENDING" ]; then
     log "the postfix user does not exist yet: the postfix step must run before this one"
     exit 1
   fi
-fi
+}
 if ! systemctl is-enabled --quiet dovecot; then systemctl enable --quiet dovecot; mark_changed; fi
-if [ -e "$PENDING" ]; then
-  reload dovecot
-  rm -f "$PENDING"
-elif ! systemctl is-active --quiet dovecot; then
-  restart dovecot
-fi
+reload_when_changed dovecot /etc/dovecot -- dovecot_config_ok
 
 # Sieve scripts run as vmail, which cannot write next to them: compile as root now (after the
 # reload: Dovecot's tools take their settings from the running config service). sievec treats
@@ -58,7 +50,7 @@ done
 # directory's read-only view (filled from the same config), so its dict is switched off here.
 DOVEADM_ACL=(doveadm -o "acl_sharing_map/dict_driver=" acl)
 SHARES=/etc/ispmail/dovecot/shares
-APPLIED=/var/lib/ispmail/dovecot-shares.applied
+APPLIED=$ISPMAIL_STATE_DIR/dovecot-shares.applied
 if ! { [ -f "$APPLIED" ] && cmp -s "$SHARES" "$APPLIED"; }; then
   if [ -f "$APPLIED" ]; then
     while read -r owner grantee _rights; do
@@ -75,6 +67,6 @@ if ! { [ -f "$APPLIED" ] && cmp -s "$SHARES" "$APPLIED"; }; then
     "${DOVEADM_ACL[@]}" set -u "$owner" INBOX "user=$grantee" $rights </dev/null
     ispmail_action "shared INBOX of $owner with $grantee ($rights)"
   done < "$SHARES"
-  install -d -m 0700 /var/lib/ispmail
+  install -d -m 0700 "$ISPMAIL_STATE_DIR"
   cp "$SHARES" "$APPLIED"
 fi

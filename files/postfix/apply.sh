@@ -10,15 +10,5 @@ if [ ! -e /etc/aliases.db ] || [ /etc/aliases -nt /etc/aliases.db ]; then
   newaliases
   ispmail_action "rebuilt /etc/aliases.db"
 fi
-# A changed configuration is remembered until Postfix has reloaded it, so a run that failed after
-# installing the files still reloads on the next apply (which sees no file change).
-PENDING=/var/lib/ispmail/pending-reload/postfix
-if changed /etc/postfix; then install -d -m 0700 "${PENDING%/*}"; touch "$PENDING"; fi
-if [ -e "$PENDING" ]; then
-  # Never reload into a configuration Postfix itself finds broken (it prints what is wrong).
-  postfix check
-  reload postfix
-  rm -f "$PENDING"
-elif ! systemctl is-active --quiet postfix; then
-  restart postfix
-fi
+# Never reload into a configuration Postfix itself finds broken (it prints what is wrong).
+reload_when_changed postfix /etc/postfix -- postfix check

@@ -2,14 +2,12 @@
 
 # The DKIM key directory on the data volume (created root-only by the base step): Rspamd must be
 # able to enter it; the keys themselves are _rspamd 0600.
-DKIM_DIR=/srv/ispmail/dkim
-DKIM_DIR_CHANGED=0
+# (DKIM_DIR and CONTROLLER_SECRET are set in front of this script by components/services/rspamd.ts.)
 if [ "$(stat -c '%U:%G %a' "$DKIM_DIR")" != "root:_rspamd 750" ]; then
   chown root:_rspamd "$DKIM_DIR"; chmod 0750 "$DKIM_DIR"
   ispmail_action "set owner root:_rspamd and mode 0750 on $DKIM_DIR"
-  DKIM_DIR_CHANGED=1
+  mark_pending rspamd
 fi
-CONTROLLER_SECRET=$(secret_file rspamd.controller)
 CONTROLLER_HASH=/etc/rspamd/override.d/worker-controller.inc
 
 # The controller password, hashed (PBKDF, random salt) by Rspamd's own Lua binding. The password
@@ -44,15 +42,5 @@ for unit in valkey-server rspamd; do
 done
 systemctl is-active --quiet valkey-server || restart valkey-server
 
-# A changed configuration is remembered until Rspamd has reloaded it, so a run that failed after
-# installing the files still reloads on the next apply (which sees no file change).
-PENDING=/var/lib/ispmail/pending-reload/rspamd
-if changed /etc/rspamd "$DKIM_DIR" || [ "$DKIM_DIR_CHANGED" -eq 1 ]; then install -d -m 0700 "${PENDING%/*}"; touch "$PENDING"; fi
-if [ -e "$PENDING" ]; then
-  # Never replace a running configuration with one Rspamd cannot load.
-  rspamadm configtest >/dev/null
-  reload rspamd
-  rm -f "$PENDING"
-elif ! systemctl is-active --quiet rspamd; then
-  restart rspamd
-fi
+# Never replace a running configuration with one Rspamd cannot load.
+reload_when_changed rspamd /etc/rspamd "$DKIM_DIR" -- rspamadm configtest -q

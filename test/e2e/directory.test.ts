@@ -7,10 +7,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Model } from "../../components/config";
-import { renderBaseSteps } from "../../components/services/base";
-import { renderDirectorySteps } from "../../components/services/directory";
-import { renderPostgresqlSteps } from "../../components/services/postgresql";
-import { applyOnGuest, ensureLab, guest, labModel, labSecrets } from "../../lab/testkit";
+import { applyOnGuest, guest, labSession } from "../../lab/testkit";
+import { SERVICE, stepsOf } from "../../components/services";
 
 const mail = guest("mail");
 const PGPASS = "/root/.ispmail-e2e-pgpass";
@@ -45,9 +43,7 @@ describe("base system and mail directory (lab)", { timeout: 900_000 }, () => {
     let secrets: Record<string, string>;
 
     before(async () => {
-        await ensureLab();
-        model = labModel();
-        secrets = labSecrets();
+        ({ model, secrets } = await labSession());
         const lines = ["mailreader", "mailadmin", "nextcloudauth"].map((r) => `127.0.0.1:5432:*:${r}:${secrets[`db.${r}`]}`).join("\n");
         await mail.execOk(`umask 077; cat > ${PGPASS}`, { input: lines + "\n" });
     });
@@ -157,7 +153,7 @@ describe("base system and mail directory (lab)", { timeout: 900_000 }, () => {
 
     test("directory: a second apply of base, postgresql and directory reports unchanged and restarts nothing", async () => {
         const pids = await daemonPids();
-        const steps = [...renderBaseSteps(model), ...renderPostgresqlSteps(model), ...renderDirectorySteps(model)];
+        const steps = [...stepsOf(SERVICE.base, model), ...stepsOf(SERVICE.postgresql, model), ...stepsOf(SERVICE.directory, model)];
         const applied = await applyOnGuest("mail", steps, secrets);
         for (const a of applied) {
             assert.equal(a.result, "unchanged", `${a.name}: ${a.actions.join("; ")} ${a.changedFiles.join(" ")}`);
@@ -171,7 +167,7 @@ describe("base system and mail directory (lab)", { timeout: 900_000 }, () => {
         const before = await userRowVersions();
         const changed = withDisplayName(model, "bob@example.org", "Bob (e2e)");
         try {
-            const [applied] = await applyOnGuest("mail", renderDirectorySteps(changed), secrets);
+            const [applied] = await applyOnGuest("mail", stepsOf(SERVICE.directory, changed), secrets);
             assert.equal(applied.result, "changed");
             assert.deepEqual(applied.actions, ["synced directory: users +0 ~1 -0"]);
             assert.deepEqual(applied.changedFiles, ["/etc/ispmail/directory.json"]);
@@ -183,17 +179,17 @@ describe("base system and mail directory (lab)", { timeout: 900_000 }, () => {
             assert.equal(await sql("SELECT display_name FROM users WHERE local = 'bob' AND domain = 'example.org'"), "Bob (e2e)");
             assert.equal(await daemonPids(), pids, "no daemon restarted");
         } finally {
-            const [restored] = await applyOnGuest("mail", renderDirectorySteps(model), secrets);
+            const [restored] = await applyOnGuest("mail", stepsOf(SERVICE.directory, model), secrets);
             assert.deepEqual(restored.actions, ["synced directory: users +0 ~1 -0"]);
         }
-        const [again] = await applyOnGuest("mail", renderDirectorySteps(model), secrets);
+        const [again] = await applyOnGuest("mail", stepsOf(SERVICE.directory, model), secrets);
         assert.equal(again.result, "unchanged");
     });
 
     test("directory: rows added by hand survive a sync", async () => {
         await sql("INSERT INTO aliases (source_local, source_domain, destination) VALUES ('e2e-hand', 'example.org', 'alice@example.org')");
         try {
-            const [applied] = await applyOnGuest("mail", renderDirectorySteps(model), secrets);
+            const [applied] = await applyOnGuest("mail", stepsOf(SERVICE.directory, model), secrets);
             assert.equal(applied.result, "unchanged");
             assert.equal(await sql("SELECT count(*) FROM aliases WHERE source_local = 'e2e-hand' AND NOT managed"), "1");
         } finally {

@@ -13,13 +13,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Model } from "../../components/config";
-import { renderDirectorySteps } from "../../components/services/directory";
-import { renderDovecotSteps } from "../../components/services/dovecot";
-import { renderPostfixSteps } from "../../components/services/postfix";
-import { renderRspamdSteps } from "../../components/services/rspamd";
-import { renderTlsSteps } from "../../components/services/tls";
+import { SERVICE, stepsOf } from "../../components/services";
 import type { Step } from "../../components/steps";
-import { applyOnGuest, client, ensureLab, guest, LAB, labDkimSigning, labModel, labSecrets } from "../../lab/testkit";
+import { applyOnGuest, client, guest, LAB, labDkimSigning, labSession } from "../../lab/testkit";
 import { eventually, FOREIGN_RCPT, foreignMessage, headerBlock, MX, shellQuote, submit, swaks, token } from "./clients";
 
 const mail = guest("mail");
@@ -125,7 +121,7 @@ async function daemonPids(): Promise<Record<string, string>> {
 }
 
 function mailSteps(model: Model): Step[] {
-    return [...renderTlsSteps(model), ...renderRspamdSteps(model, { dkimSigner: labDkimSigning(model).selector }), ...renderDovecotSteps(model), ...renderPostfixSteps(model)];
+    return [...stepsOf(SERVICE.tls, model), ...stepsOf(SERVICE.rspamd, model), ...stepsOf(SERVICE.dkimSigner, model, { facts: { dkimSigner: labDkimSigning(model).selector } }), ...stepsOf(SERVICE.dovecot, model), ...stepsOf(SERVICE.postfix, model)];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -142,9 +138,7 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
     let journalSince: string;
 
     before(async () => {
-        await ensureLab();
-        model = labModel();
-        secrets = labSecrets();
+        ({ model, secrets } = await labSession());
         scratch = mkdtempSync(join(tmpdir(), "ispmail-mail-e2e-"));
         journalSince = (await mail.execOk("date '+%Y-%m-%d %H:%M:%S'")).trim();
     });
@@ -270,12 +264,12 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
 
         const unshared: Model = { ...model, sharedMailboxes: model.sharedMailboxes.filter((s) => !(s.mailbox === "alice@example.org" && s.sharedTo === "bob@example.org")) };
         try {
-            await applyOnGuest("mail", [...renderDirectorySteps(unshared), ...renderDovecotSteps(unshared)], secrets);
+            await applyOnGuest("mail", [...stepsOf(SERVICE.directory, unshared), ...stepsOf(SERVICE.dovecot, unshared)], secrets);
             const without = await imap("bob@example.org", bob, { mailbox: sharedInbox });
             assert.ok(!without.list.some((l) => l.includes("shared/alice@example.org")), `still listed: ${without.list.join(" | ")}`);
             assert.notEqual(without.select, "OK", "bob can still open alice's INBOX");
         } finally {
-            await applyOnGuest("mail", [...renderDirectorySteps(model), ...renderDovecotSteps(model)], secrets);
+            await applyOnGuest("mail", [...stepsOf(SERVICE.directory, model), ...stepsOf(SERVICE.dovecot, model)], secrets);
         }
         const restored = await imap("bob@example.org", bob, { mailbox: sharedInbox });
         assert.equal(restored.select, "OK");
@@ -328,7 +322,7 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
         // fill the 1 MB, so it goes first (and the quota is counted again).
         await mail.execOk("doveadm expunge -u carol@example.com mailbox INBOX subject quota && doveadm quota recalc -u carol@example.com");
         try {
-            await applyOnGuest("mail", renderDirectorySteps(tiny), secrets);
+            await applyOnGuest("mail", stepsOf(SERVICE.directory, tiny), secrets);
             const lmtpVerdict = async (subject: string, body?: string) => {
                 const sent = await submit("alice@example.org", pw("alice@example.org"), { to: "carol@example.com", subject: token(subject), ...(body ? { body } : {}) });
                 assert.equal(sent.code, 250, sent.replies.join("\n"));
@@ -345,7 +339,7 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
             const line = await lmtpVerdict("quota over");
             assert.match(line, /status=bounced .*552 5\.2\.2/, line);
         } finally {
-            await applyOnGuest("mail", renderDirectorySteps(model), secrets);
+            await applyOnGuest("mail", stepsOf(SERVICE.directory, model), secrets);
         }
     });
 
@@ -368,7 +362,7 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
 
         const pidsBefore = await daemonPids();
         const since = (await mail.execOk("date '+%Y-%m-%d %H:%M:%S'")).trim();
-        const [postfix] = renderPostfixSteps(model);
+        const [postfix] = stepsOf(SERVICE.postfix, model);
         const changedPostfix: Step = {
             ...postfix,
             files: postfix.files.map((f) => (f.path === "/etc/postfix/main.cf" ? { ...f, content: f.content + "\n# e2e: one changed setting\ndelay_warning_time = 2h\n" } : f)),

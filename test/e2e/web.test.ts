@@ -14,13 +14,14 @@ import { readFileSync } from "node:fs";
 import { X509Certificate } from "node:crypto";
 import { before, describe, it } from "node:test";
 import { XMLParser, XMLValidator } from "fast-xml-parser";
-import { parseConfig, stackFileConfig, type Model } from "../../components/config";
+import type { Model } from "../../components/config";
 import { mtaStsPolicy } from "../../components/dns/records";
-import { certificateDomains, renderCertbotSteps } from "../../components/services/certbot";
+import { certificateDomains } from "../../components/services/certbot";
 import { renderNextcloudConfig, SQL_RAW_QUERIES } from "../../components/services/nextcloud";
 import { DB_ADMIN_PORT } from "../../components/services/web";
 import { resolveSecrets, type Step } from "../../components/steps";
-import { applyOnGuest, client, ensureLab, guest, LAB, labModel, labSecrets, PATHS } from "../../lab/testkit";
+import { applyOnGuest, client, guest, LAB, labModelWith, PATHS, labSession } from "../../lab/testkit";
+import { SERVICE, stepsOf, webHosts } from "../../components/services";
 
 const MAIL = LAB.mail;
 const resolver = new Resolver({ timeout: 3000, tries: 2 });
@@ -30,9 +31,7 @@ let model: Model;
 let secrets: Record<string, string>;
 
 before(async () => {
-    await ensureLab();
-    model = labModel();
-    secrets = labSecrets();
+    ({ model, secrets } = await labSession());
 });
 
 interface Answer {
@@ -125,7 +124,7 @@ async function servedSerial(port: number, starttls: readonly string[]): Promise<
 
 describe("web: apache", () => {
     it("web: plain HTTP is redirected to the same URL over HTTPS, for every web host", async () => {
-        for (const host of model.webHosts) {
+        for (const host of webHosts(model)) {
             const r = await request(`http://${host}/some/path?x=1`);
             assert.equal(r.status, 301, host);
             assert.equal(r.headers.location, `https://${host}/some/path?x=1`, host);
@@ -148,7 +147,7 @@ describe("web: apache", () => {
     });
 
     it("web: HTTPS answers carry HSTS and the security headers on every web host", async () => {
-        for (const host of model.webHosts) {
+        for (const host of webHosts(model)) {
             const r = await request(`https://${host}/`);
             const hsts = String(r.headers["strict-transport-security"] ?? "");
             assert.ok(Number(/max-age=(\d+)/.exec(hsts)?.[1]) >= 31536000, `${host}: HSTS ${hsts}`);
@@ -287,7 +286,7 @@ describe("web: certificate", () => {
         const pem = await guest("mail").execOk("cat /etc/letsencrypt/live/ispmail/cert.pem");
         const cert = new X509Certificate(pem);
         const names = (cert.subjectAltName ?? "").split(", ").map((n) => n.replace(/^DNS:/, "")).sort();
-        assert.deepEqual(names, certificateDomains(model));
+        assert.deepEqual(names, certificateDomains(model, webHosts(model)));
         assert.equal(await servedSerial(443, []), cert.serialNumber.toUpperCase());
         const renewal = await guest("mail").execOk("cat /etc/letsencrypt/renewal/ispmail.conf");
         assert.match(renewal, new RegExp(`^server = ${model.acme.directoryUrl.replace(/[.]/g, "\\.")}$`, "m"));
@@ -315,14 +314,14 @@ describe("web: certificate", () => {
 
     it("certbot: the served chain verifies against pebble's issuing root for every web host", async () => {
         const ca = readFileSync(PATHS.pebbleIssuingRoot, "utf8");
-        for (const host of model.webHosts) {
+        for (const host of webHosts(model)) {
             const r = await request(`https://${host}/`, { ca });
             assert.ok(r.status > 0, host);
         }
     });
 
     it("certbot: a second apply of the certbot step changes nothing", async () => {
-        const [result] = await applyOnGuest("mail", renderCertbotSteps(model), secrets);
+        const [result] = await applyOnGuest("mail", stepsOf(SERVICE.certbot, model), secrets);
         assert.equal(result.result, "unchanged", JSON.stringify(result));
     });
 });
@@ -333,14 +332,9 @@ describe("nextcloud: SQL user backend against the mail directory", () => {
      * stack), secrets resolved: the very queries and credentials Nextcloud would use.
      */
     function backendConfigPhp(): string {
-        const m = parseConfig(stackRawWithNextcloud(), { stack: "lab" }).model;
+        const m = labModelWith({ nextcloud: { enabled: true, version: "31.0.9", sha256: "0".repeat(64) } });
         const step: Step = { name: "nextcloud-config", description: "", files: [{ path: "/x", content: renderNextcloudConfig(m), secret: true }], script: "", after: [] };
         return resolveSecrets(step, secrets).files[0].content;
-    }
-
-    function stackRawWithNextcloud(): Record<string, unknown> {
-        const { raw } = stackFileConfig(readFileSync(PATHS.stackFile, "utf8"));
-        return { ...raw, server: { ...(raw.server as object), sshPublicKeys: model.server.sshPublicKeys }, nextcloud: { enabled: true, version: "31.0.9", sha256: "0".repeat(64) } };
     }
 
     /**

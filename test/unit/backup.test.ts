@@ -7,23 +7,20 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { parseConfig, stackFileConfig, type Model } from "../../components/config";
-import { secretSpecs } from "../../components/secrets";
-import { renderBackupSteps } from "../../components/services/backup";
-import { renderServerSteps } from "../../components/services/index";
+import { parseConfig, type Model } from "../../components/config";
+import { renderServerSteps, SERVICE, secretSpecs, stepsOf } from "../../components/services";
 import { renderApplyScript, resolveSecrets, secretsOf } from "../../components/steps";
 import { FILES_DIR } from "../../components/templates";
+import { labModel, labRawConfig } from "../fixtures/config";
 
-const ROOT = join(__dirname, "..", "..");
-const labRaw = () => stackFileConfig(readFileSync(join(ROOT, "lab", "stack.yaml"), "utf8")).raw;
-const model = (overrides: Record<string, unknown> = {}): Model => parseConfig({ ...labRaw(), ...overrides }, { stack: "lab" }).model;
+const model = labModel;
 const withoutBackup = (): Model => {
-    const raw = labRaw();
+    const raw = labRawConfig();
     delete raw.backup;
     return parseConfig(raw, { stack: "lab" }).model;
 };
 const file = (m: Model, path: string) => {
-    const f = renderBackupSteps(m, [])[0].files.find((x) => x.path === path);
+    const f = stepsOf(SERVICE.backup, m)[0].files.find((x) => x.path === path);
     assert.ok(f, `no file ${path}`);
     return f;
 };
@@ -31,13 +28,13 @@ const file = (m: Model, path: string) => {
 describe("backup step", () => {
     test("backup: no step without ispmail:backup, and no restic secret either", () => {
         const m = withoutBackup();
-        assert.deepEqual(renderBackupSteps(m, ["postgresql"]), []);
+        assert.deepEqual(stepsOf(SERVICE.backup, m), []);
         assert.ok(!secretSpecs(m).some((s) => s.name === "backup.restic"));
     });
 
     test("backup: the restic password is only in a root-only secret file", () => {
         const m = model();
-        const [step] = renderBackupSteps(m, []);
+        const [step] = stepsOf(SERVICE.backup, m);
         assert.deepEqual(secretsOf(step), ["backup.restic"]);
         const pw = file(m, "/etc/ispmail/secrets/backup.restic");
         assert.equal(pw.secret, true);
@@ -86,7 +83,7 @@ describe("backup step", () => {
     });
 
     test("backup: the apply script and both tools are valid bash", () => {
-        const [step] = renderBackupSteps(model(), []);
+        const [step] = stepsOf(SERVICE.backup, model());
         for (const [name, text] of [["apply", renderApplyScript(resolveSecrets(step, { "backup.restic": "x".repeat(32) }))], ...step.files.filter((f) => f.path.startsWith("/usr/local/sbin/")).map((f) => [f.path, f.content])]) {
             const r = spawnSync("bash", ["-n"], { input: text, encoding: "utf8" });
             assert.equal(r.status, 0, `${name}: ${r.stderr}`);
@@ -95,8 +92,9 @@ describe("backup step", () => {
 
     test("backup: comes after the database steps that exist, and is in the server's steps", () => {
         const m = model();
-        assert.deepEqual(renderBackupSteps(m, ["base", "postgresql", "directory", "dovecot"])[0].after, ["base", "postgresql", "directory"]);
-        assert.deepEqual(renderBackupSteps(m, [])[0].after, []);
+        assert.deepEqual(stepsOf(SERVICE.backup, m)[0].after, ["base", "postgresql", "directory"]);
+        // Only the steps the server has: a server of base and backup alone.
+        assert.deepEqual(stepsOf(SERVICE.backup, m, { services: [SERVICE.base, SERVICE.backup] })[0].after, ["base"]);
         const names = renderServerSteps(m, { dkimSigner: m.dkimSelectors[0] }).map((s) => s.name);
         assert.ok(names.includes("backup"));
         for (const dep of ["postgresql", "directory"]) if (names.includes(dep)) assert.ok(names.indexOf(dep) < names.indexOf("backup"));

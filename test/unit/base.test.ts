@@ -10,13 +10,13 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { renderBaseSteps, postfixPreseed } from "../../components/services/base";
 import { renderApplyScript } from "../../components/steps";
 import { FILES_DIR } from "../../components/templates";
 import { fixtureModel } from "../fixtures/config";
+import { SERVICE, stepsOf } from "../../components/services";
 
 const model = fixtureModel();
-const [base] = renderBaseSteps(model);
+const [base] = stepsOf(SERVICE.base, model);
 const fileAt = (path: string) => {
     const f = base.files.find((x) => x.path === path);
     assert.ok(f, `base step has no file ${path}`);
@@ -36,13 +36,14 @@ const settings = (text: string, separator: RegExp) =>
     );
 
 describe("base: rendering", () => {
-    it("base: runs first and preseeds Postfix as an Internet Site for mailHost", () => {
+    it("base: runs first; Postfix's debconf answers come from the postfix step alone, before it installs Postfix", () => {
         assert.equal(base.name, "base");
         assert.deepEqual(base.after, []);
-        assert.deepEqual(postfixPreseed(model), ["postfix postfix/main_mailer_type select Internet Site", "postfix postfix/mailname string mx1.example.org"]);
-        assert.deepEqual(base.debconf, postfixPreseed(model));
+        assert.equal(base.debconf, undefined, "base answers no package's questions");
+        const [postfix] = stepsOf(SERVICE.postfix, model);
+        assert.deepEqual(postfix.debconf, ["postfix postfix/main_mailer_type select No configuration", "postfix postfix/mailname string mx1.example.org"]);
         // The apply script preseeds before it installs anything.
-        const script = renderApplyScript(base);
+        const script = renderApplyScript(postfix);
         assert.ok(script.indexOf("ispmail_debconf") < script.indexOf("ispmail_packages "), "debconf before packages");
     });
 

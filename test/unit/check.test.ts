@@ -4,19 +4,17 @@
  */
 import assert from "node:assert/strict";
 import { generateKeyPairSync } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { describe, test } from "node:test";
-import { parseConfig, stackFileConfig, type Model } from "../../components/config";
+import type { Model } from "../../components/config";
 import { mtaStsPolicy, renderDnsRecords, txtContent, type DnsRecord } from "../../components/dns/records";
 import { checkDkim, checkMtaSts, checkSpf, mxPatternMatches, policyId } from "../../check/consistency";
 import { checkPtr, compareRecords, expectedValue } from "../../check/dns";
 import { formatFinding, type Finding } from "../../check/findings";
-import { loadIntended, withoutEncryptedValues } from "../../check/intended";
+import { loadIntended, stackFileForCheck } from "../../check/intended";
 import type { Lookup, LookupType } from "../../check/lookup";
+import { labModel } from "../fixtures/config";
 
-const ROOT = join(__dirname, "..", "..");
-const model: Model = parseConfig(stackFileConfig(readFileSync(join(ROOT, "lab", "stack.yaml"), "utf8")).raw, { stack: "lab" }).model;
+const model: Model = labModel();
 const IPV4 = "192.0.2.10";
 const IPV6 = "2001:db8:2::10";
 const dkimKey = (bits: number) => generateKeyPairSync("rsa", { modulusLength: bits }).publicKey.export({ type: "spki", format: "der" }).toString("base64");
@@ -98,9 +96,9 @@ describe("check", () => {
     });
 
     test("check: a real stack file with encrypted values loads, with addresses given on the command line", async () => {
-        const { yamlText, secretKeys } = withoutEncryptedValues("config:\n  ispmail:users:\n    - address: a@example.org\n      password:\n        secure: v1:abc\n");
+        const { raw, secretKeys } = stackFileForCheck("config:\n  ispmail:users:\n    - address: a@example.org\n      password:\n        secure: v1:abc\n");
         assert.deepEqual(secretKeys, ["ispmail:users"]);
-        assert.ok(!yamlText.includes("v1:abc"));
+        assert.ok(!JSON.stringify(raw).includes("v1:abc"));
         const intended = await loadIntended({ stack: "prod", ipv4: "203.0.113.7", ipv6: "2001:db8:7::1" });
         assert.equal(intended.dkimKnown, false);
         assert.ok(intended.records.some((r) => r.type === "MX"));

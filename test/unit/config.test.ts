@@ -1,5 +1,5 @@
 /**
- * The stack-config contract (components/config.ts): a wrong setting is refused before anything is
+ * The stack-config contract (components/config/): a wrong setting is refused before anything is
  * created, with the full key path and what is allowed; a right one becomes a frozen, normalised model.
  */
 import assert from "node:assert/strict";
@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { ConfigError, isProtectedStack, parseConfig, stackFileConfig } from "../../components/config";
 import { REPO_ROOT, modelFromStackFile, rawFromStackFile, validRawConfig } from "../fixtures/config";
+import { webHosts } from "../../components/services";
 
 type Raw = Record<string, any>;
 
@@ -241,7 +242,7 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
         assert.deepEqual(model.mtaSts, { mode: "enforce", maxAge: 604800 });
         assert.deepEqual(model.dns, { ttl: 3600, zoneIds: {} });
         assert.equal(model.backup, undefined);
-        assert.deepEqual(model.webHosts, ["mx1.example.org", "mta-sts.example.org", "autoconfig.example.org", "mta-sts.example.com", "autoconfig.example.com"]);
+        assert.deepEqual(webHosts(model), ["mx1.example.org", "mta-sts.example.org", "autoconfig.example.org", "mta-sts.example.com", "autoconfig.example.com"]);
 
         const bare = validRawConfig();
         delete bare.users;

@@ -5,13 +5,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parseConfig } from "../../components/config";
-import { DESIRED_DIRECTORY_FILE, migrationFiles, renderDesiredDirectory, renderDirectorySteps, userPasswordFile } from "../../components/services/directory";
+import { DESIRED_DIRECTORY_FILE, migrationFiles, renderDesiredDirectory, userPasswordFile } from "../../components/services/directory";
 import { renderServerSteps } from "../../components/services";
 import { renderApplyScript, resolveSecrets, secretsOf } from "../../components/steps";
 import { fixtureModel, validRawConfig } from "../fixtures/config";
+import { SERVICE, stepsOf } from "../../components/services";
 
 const model = fixtureModel();
-const [step] = renderDirectorySteps(model);
+const [step] = stepsOf(SERVICE.directory, model);
 
 describe("directory: rendering", () => {
     it("directory: runs after postgresql; the whole server orders base -> postgresql -> directory", () => {
@@ -74,7 +75,7 @@ describe("directory: rendering", () => {
         assert.notEqual(userPasswordFile("o&brien@example.org"), odd);
         const raw = validRawConfig();
         raw.users.push({ address: "o'brien@example.org" });
-        const [withOdd] = renderDirectorySteps(parseConfig(raw, { stack: "test" }).model);
+        const [withOdd] = stepsOf(SERVICE.directory, parseConfig(raw, { stack: "test" }).model);
         const resolved = resolveSecrets(withOdd, Object.fromEntries(secretsOf(withOdd).map((n) => [n, "pw"])));
         assert.doesNotThrow(() => renderApplyScript(resolved));
     });

@@ -102,7 +102,7 @@ interface Deployment {
     readonly resources: RegisteredResource[];
     /** Command name -> its triggers (the content hash decides whether the step runs). */
     readonly triggers: Map<string, string>;
-    /** The dkim_signing.conf the rspamd step installs. */
+    /** The dkim_signing.conf the dkim-signer step installs. */
     readonly signingConf: string;
     /** DKIM TXT record names and their content. */
     readonly dkimRecords: Map<string, string>;
@@ -117,10 +117,12 @@ async function deploy(cloudflare: FakeCloudflare, selectors: string[], now: Date
     const records = ofType(run.resources, "cloudflare:index/dnsRecord:DnsRecord");
     cloudflare.keepOnly(records.map((r) => r.name));
     const commands = ofType(run.resources, "command:remote:Command");
+    const signer = commands.find((c) => c.name === "dkim-signer");
+    assert.ok(signer, "a dkim-signer command");
+    const signingConf = filesIn(String(signer.inputs.stdin)).find((f) => f.includes("sign_authenticated"));
+    assert.ok(signingConf, "the dkim-signer step installs dkim_signing.conf");
     const rspamd = commands.find((c) => c.name === "rspamd");
-    assert.ok(rspamd, "an rspamd command");
-    const signingConf = filesIn(String(rspamd.inputs.stdin)).find((f) => f.includes("sign_authenticated"));
-    assert.ok(signingConf, "the rspamd step installs dkim_signing.conf");
+    assert.ok(rspamd && !filesIn(String(rspamd.inputs.stdin)).some((f) => f.includes("sign_authenticated")), "the rspamd step leaves the signer alone");
     return {
         plan: await valueOf(run.result!.dkimSigning),
         resources: run.resources,
@@ -157,11 +159,11 @@ describe("dkim: rotation as a sequence of config changes (mocks)", () => {
         assert.deepEqual(changedCommands(added, early), [], "the server is left as it is");
         assert.deepEqual(early.dkimRecords, added.dkimRecords, "the records are left as they are");
 
-        // 3. The same config deployed again after the TTL: only the rspamd step changes, to s2027.
+        // 3. The same config deployed again after the TTL: only the dkim-signer step changes, to s2027.
         const later = await deploy(cf, ["s2027", "s2026"], at(t1, minutes(61)));
         assert.deepEqual([later.plan.selector, later.plan.state], ["s2027", "settled"]);
         assert.deepEqual(signsWith(later.signingConf), ["s2027", "s2027"]);
-        assert.deepEqual(changedCommands(early, later), ["rspamd"]);
+        assert.deepEqual(changedCommands(early, later), ["dkim-signer"]);
         assert.deepEqual(later.dkimRecords, added.dkimRecords, "the old record stays published");
         const again = await deploy(cf, ["s2027", "s2026"], at(t1, minutes(62)));
         assert.deepEqual(changedCommands(later, again), [], "settled: a further deployment changes nothing");
@@ -176,7 +178,7 @@ describe("dkim: rotation as a sequence of config changes (mocks)", () => {
         assert.ok(keys.includes("dkim:s2027") && !keys.includes("dkim:s2026"), keys.join(", "));
     });
 
-    it("dkim: with one selector the rspamd step does not wait for DNS; with several only rspamd does", async () => {
+    it("dkim: with one selector no step waits for DNS; with several only the dkim-signer step does", async () => {
         const depsOf = async (selectors: string[]) => {
             const run = await runMocked(() => new MailServer("ispmail", { model: model(selectors), configuredPasswords: new Map(), now: () => T0 }), { stack: "staging" });
             const byUrn = new Map(run.resources.map((r) => [r.urn, r]));
@@ -184,6 +186,6 @@ describe("dkim: rotation as a sequence of config changes (mocks)", () => {
             return ofType(run.resources, "command:remote:Command").filter(waitsForDkim).map((c) => c.name);
         };
         assert.deepEqual(await depsOf(["s2026"]), []);
-        assert.deepEqual(await depsOf(["s2027", "s2026"]), ["rspamd"]);
+        assert.deepEqual(await depsOf(["s2027", "s2026"]), ["dkim-signer"]);
     });
 });

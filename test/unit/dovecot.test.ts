@@ -8,13 +8,14 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { parseConfig } from "../../components/config";
-import { aclRightNames, DOVECOT_SQL_CONF, renderDovecotSteps, renderSharesFile, SHARES_FILE } from "../../components/services/dovecot";
+import { aclRightNames, DOVECOT_SQL_CONF, renderSharesFile, SHARES_FILE } from "../../components/services/dovecot";
 import { secretsOf, type Step } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
 import { chrootSkipReason, inChroot, withStepFiles } from "./mail-chroot";
+import { SERVICE, stepsOf } from "../../components/services";
 
 const model = parseConfig(validRawConfig(), { stack: "test" }).model;
-const [step] = renderDovecotSteps(model);
+const [step] = stepsOf(SERVICE.dovecot, model);
 const content = (path: string) => {
     const f = step.files.find((x) => x.path === path);
     assert.ok(f, `${path} is not a file of the dovecot step`);
@@ -73,7 +74,7 @@ describe("dovecot step", () => {
         const size = doveconf(step, ["-h", "quota_mail_size"]);
         assert.equal(size.out.trim(), `${model.messageSizeLimitMb + 1}M`);
         const other = parseConfig({ ...validRawConfig(), defaultQuotaMb: 512 }, { stack: "test" }).model;
-        const [otherStep] = renderDovecotSteps(other);
+        const [otherStep] = stepsOf(SERVICE.dovecot, other);
         assert.equal(doveconf(otherStep, ["-h", "quota_storage_size"]).out.trim(), "512M");
     });
 

@@ -145,16 +145,21 @@ describe("engine: what a preview shows for typical changes", () => {
         }
     });
 
-    it("engine: adding a DKIM selector creates its key and records; only rspamd waits for them; no other record changes", async () => {
+    it("engine: adding a DKIM selector creates its key and records; rspamd installs the key, the signer waits for the records; no other record changes", async () => {
         const r = await previewOf((raw) => raw.dkimSelectors.push("s2027"));
         assert.deepEqual(changes(r.plan), {
             "tls.PrivateKey dkim:s2027": "create",
             "cloudflare.DnsRecord TXT:s2027._domainkey.example.org": "create",
             "cloudflare.DnsRecord TXT:s2027._domainkey.example.com": "create",
             "Command rspamd": "replace",
+            // With two selectors the signer is decided from the records' ages, which a new record
+            // has only during up: the preview can only say "may change" (the up keeps s2026: dkim.test.ts).
+            "Command dkim-signer": "replace",
         });
         const rspamd = r.plan.find((e) => e.name === "rspamd")!;
         assert.ok(rspamd.changed.includes("stdin (unknown)"), "its key is known only during up");
+        const signer = r.plan.find((e) => e.name === "dkim-signer")!;
+        assert.ok(signer.changed.includes("stdin (unknown)"), "the signer is decided during up");
     });
 
     it("engine: a new image replaces the server, re-attaches the volume and re-runs every step; addresses, DNS, keys stay", async () => {

@@ -5,18 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { parseConfig, stackFileConfig, type Model } from "../../components/config";
-import { renderFail2banSteps, sshExemptNetworks } from "../../components/services/fail2ban";
-import { renderServerSteps } from "../../components/services/index";
+import { renderServerSteps, SERVICE, stepsOf } from "../../components/services";
+import { sshExemptNetworks } from "../../components/services/fail2ban";
 import { renderApplyScript } from "../../components/steps";
 import { FILES_DIR } from "../../components/templates";
+import { labModel } from "../fixtures/config";
 import { TRIXIE_CHROOT } from "../harness/trixie-chroot";
-
-const ROOT = join(__dirname, "..", "..");
-const labModel = (): Model => parseConfig(stackFileConfig(readFileSync(join(ROOT, "lab", "stack.yaml"), "utf8")).raw, { stack: "lab" }).model;
 
 const CHROOT = TRIXIE_CHROOT;
 const chrootReason = (): string | undefined => {
@@ -44,12 +41,12 @@ function fail2banRegex(line: string, filter: string): { matched: number } {
 
 /** The jail file as the step installs it (rendered for the lab stack). */
 function renderedJail(): string {
-    return renderFail2banSteps(labModel(), [])[0].files.find((f) => f.path === "/etc/fail2ban/jail.d/ispmail.conf")!.content;
+    return stepsOf(SERVICE.fail2ban, labModel())[0].files.find((f) => f.path === "/etc/fail2ban/jail.d/ispmail.conf")!.content;
 }
 
 describe("fail2ban step", () => {
     test("fail2ban: installs the journal backend and nftables beside fail2ban", () => {
-        const [step] = renderFail2banSteps(labModel(), []);
+        const [step] = stepsOf(SERVICE.fail2ban, labModel());
         assert.deepEqual([...(step.packages ?? [])].sort(), ["fail2ban", "nftables", "python3-systemd"]);
         assert.deepEqual(step.files.map((f) => f.path).sort(), ["/etc/fail2ban/filter.d/dovecot.local", "/etc/fail2ban/filter.d/sshd.local", "/etc/fail2ban/jail.d/ispmail.conf"]);
         assert.ok(step.files.every((f) => !f.secret && f.mode === "0644"));
@@ -57,9 +54,9 @@ describe("fail2ban step", () => {
 
     test("fail2ban: comes after base, postfix and dovecot when they are registered, and names no other step", () => {
         const model = labModel();
-        assert.deepEqual(renderFail2banSteps(model, ["base", "postgresql", "directory", "dovecot", "postfix", "web"])[0].after, ["base", "postfix", "dovecot"]);
-        assert.deepEqual(renderFail2banSteps(model, ["base"])[0].after, ["base"]);
-        assert.deepEqual(renderFail2banSteps(model, [])[0].after, []);
+        assert.deepEqual(stepsOf(SERVICE.fail2ban, model)[0].after, ["base", "postfix", "dovecot"]);
+        assert.deepEqual(stepsOf(SERVICE.fail2ban, model, { services: [SERVICE.base, SERVICE.fail2ban] })[0].after, ["base"]);
+        assert.deepEqual(stepsOf(SERVICE.fail2ban, model, { services: [SERVICE.fail2ban] })[0].after, []);
         // In the real service list: fail2ban is there, and follows every daemon it watches.
         const names = renderServerSteps(model, { dkimSigner: model.dkimSelectors[0] }).map((s) => s.name);
         assert.ok(names.includes("fail2ban"));
@@ -88,13 +85,13 @@ describe("fail2ban step", () => {
         const model = labModel();
         const open = { ...model, server: { ...model.server, adminCidrs: ["0.0.0.0/0", "::/0", "203.0.113.0/24"] } };
         assert.deepEqual(sshExemptNetworks(open), ["203.0.113.0/24"]);
-        const jail = renderFail2banSteps(open, [])[0].files.find((f) => f.path.endsWith("ispmail.conf"))!.content;
+        const jail = stepsOf(SERVICE.fail2ban, open)[0].files.find((f) => f.path.endsWith("ispmail.conf"))!.content;
         assert.match(jail, /^ignoreip = 127\.0\.0\.0\/8 ::1 203\.0\.113\.0\/24$/m);
         assert.doesNotMatch(jail.split("\n").filter((l) => !l.startsWith("#")).join("\n"), /\/0\b/);
     });
 
     test("fail2ban: the apply script is valid bash", () => {
-        const script = renderApplyScript(renderFail2banSteps(labModel(), [])[0]);
+        const script = renderApplyScript(stepsOf(SERVICE.fail2ban, labModel())[0]);
         const r = spawnSync("bash", ["-n"], { input: script, encoding: "utf8" });
         assert.equal(r.status, 0, r.stderr);
     });

@@ -8,7 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { parseConfig } from "../../components/config";
 import { txtText } from "../../components/dns/records";
 import { program, type ProgramOutputs } from "../../components/program";
-import { secretSpecs } from "../../components/secrets";
+import { secretSpecs } from "../../components/services";
 import { renderServerSteps } from "../../components/services";
 import { isSecret, ofType, one, runMocked, valueOf, type RegisteredResource } from "../harness/mocks";
 import { loadStackFile } from "../harness/stack-file";

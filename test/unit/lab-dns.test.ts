@@ -12,10 +12,9 @@ import { describe, it } from "node:test";
 import { renderDnsRecords } from "../../components/dns/records";
 import { labZones, renderZoneFile, reverseName, reverseZone, writeZoneIfChanged } from "../../lab/dns";
 import { LAB } from "../../lab/lab";
-import { loadLabStack } from "../../lab/stack";
+import { labModel } from "../fixtures/config";
 
-const DEPLOY_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBoDuSFg6pCkzN8yW4lMHIhgSgbzBs4H1RyCxfMZl8zE unit-test";
-const { model } = loadLabStack(DEPLOY_KEY);
+const model = labModel();
 const dkimPublicKeys = Object.fromEntries(
     model.dkimSelectors.map((s) => [s, generateKeyPairSync("rsa", { modulusLength: 2048 }).publicKey.export({ type: "spki", format: "der" }).toString("base64")]),
 );

@@ -10,12 +10,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { parseConfig } from "../../components/config";
-import { certificateNames, renderTlsSteps, TLS_DIR } from "../../components/services/tls";
+import { certificateNames, TLS_DIR } from "../../components/services/tls";
 import { renderApplyScript } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
+import { SERVICE, stepsOf, webHosts } from "../../components/services";
 
 const model = parseConfig(validRawConfig(), { stack: "test" }).model;
-const [step] = renderTlsSteps(model);
+const [step] = stepsOf(SERVICE.tls, model);
 
 /** The apply script with its TLS directory moved into `dir` and package installation left out. */
 function runScript(dir: string): { result: string; stderr: string } {
@@ -42,7 +43,7 @@ describe("tls step", () => {
             assert.match(first.result, /"result":"changed".*created a self-signed certificate/);
             const text = execFileSync("openssl", ["x509", "-in", join(dir, "fullchain.pem"), "-noout", "-subject", "-ext", "subjectAltName"], { encoding: "utf8" });
             assert.match(text, new RegExp(`CN ?= ?${model.mailHost}`));
-            for (const name of certificateNames(model)) assert.ok(text.includes(`DNS:${name}`), `SAN lacks ${name}`);
+            for (const name of certificateNames(model, webHosts(model))) assert.ok(text.includes(`DNS:${name}`), `SAN lacks ${name}`);
             assert.equal(statSync(join(dir, "privkey.pem")).mode & 0o777, 0o640);
             assert.equal(statSync(join(dir, "fullchain.pem")).mode & 0o777, 0o644);
 

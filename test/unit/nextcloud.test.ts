@@ -7,20 +7,11 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { describe, it } from "node:test";
 import { parseConfig, type Model } from "../../components/config";
-import {
-    LOGIN_VIEW,
-    NEXTCLOUD_APPS,
-    NEXTCLOUD_CONFIG_PATH,
-    NEXTCLOUD_DATA,
-    NEXTCLOUD_INSTALL_SECRETS,
-    nextcloudArchiveUrl,
-    renderNextcloudConfig,
-    renderNextcloudSteps,
-    SQL_RAW_QUERIES,
-} from "../../components/services/nextcloud";
-import { secretSpecs } from "../../components/secrets";
+import { LOGIN_VIEW, NEXTCLOUD_APPS, NEXTCLOUD_CONFIG_PATH, NEXTCLOUD_DATA, NEXTCLOUD_INSTALL_SECRETS, nextcloudArchiveUrl, renderNextcloudConfig, SQL_RAW_QUERIES } from "../../components/services/nextcloud";
+import { secretSpecs } from "../../components/services";
 import { renderApplyScript, resolveSecrets, secretRef, secretsOf, type Step } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
+import { SERVICE, stepsOf } from "../../components/services";
 
 function model(nextcloud?: Record<string, unknown>): Model {
     const raw = validRawConfig();
@@ -31,15 +22,15 @@ function model(nextcloud?: Record<string, unknown>): Model {
 const enabled = (extra: Record<string, unknown> = {}) => model({ enabled: true, version: "31.0.9", sha256: "cd".repeat(32), ...extra });
 
 function step(m: Model): Step {
-    const steps = renderNextcloudSteps(m);
+    const steps = stepsOf(SERVICE.nextcloud, m);
     assert.equal(steps.length, 1);
     return steps[0];
 }
 
 describe("nextcloud: step", () => {
     it("is not rendered while nextcloud is disabled", () => {
-        assert.deepEqual(renderNextcloudSteps(model()), []);
-        assert.deepEqual(renderNextcloudSteps(model({ enabled: false, version: "31.0.9" })), []);
+        assert.deepEqual(stepsOf(SERVICE.nextcloud, model()), []);
+        assert.deepEqual(stepsOf(SERVICE.nextcloud, model({ enabled: false, version: "31.0.9" })), []);
     });
 
     it("runs after web and directory (it needs Apache/PHP and the login view)", () => {

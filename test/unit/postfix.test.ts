@@ -7,13 +7,14 @@ import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { parseConfig } from "../../components/config";
-import { PGSQL_MAPS, renderPostfixSteps } from "../../components/services/postfix";
+import { PGSQL_MAPS } from "../../components/services/postfix";
 import { renderApplyScript, resolveSecrets, secretsOf } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
 import { CHROOT, chrootSkipReason, inChroot, withStepFiles } from "./mail-chroot";
+import { SERVICE, stepsOf } from "../../components/services";
 
 const model = parseConfig(validRawConfig(), { stack: "test" }).model;
-const [step] = renderPostfixSteps(model);
+const [step] = stepsOf(SERVICE.postfix, model);
 const file = (path: string) => {
     const f = step.files.find((x) => x.path === path);
     assert.ok(f, `${path} is not a file of the postfix step`);
@@ -112,9 +113,7 @@ describe("postfix step", () => {
 
     test("postfix: the script checks the configuration before reloading and reloads only on change", () => {
         const script = readFileSync(join(__dirname, "..", "..", "files", "postfix", "apply.sh"), "utf8");
-        const check = script.indexOf("postfix check");
-        const reload = script.indexOf("reload postfix");
-        assert.ok(check > 0 && reload > check, "postfix check must come before reload");
-        assert.match(script, /if changed \/etc\/postfix; then/);
+        // reload_when_changed runs the check first and reloads only on a change (test/unit/prelude.test.ts).
+        assert.match(script, /^reload_when_changed postfix \/etc\/postfix -- postfix check$/m);
     });
 });

@@ -5,13 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { DB_ROLES, secretSpecs } from "../../components/secrets";
-import { renderPostgresqlSteps, PG_DATA_DIR, rolePasswordFile } from "../../components/services/postgresql";
+import { DB_ROLES } from "../../components/secrets";
+import { secretSpecs } from "../../components/services";
+import { PG_DATA_DIR, rolePasswordFile } from "../../components/services/postgresql";
 import { renderApplyScript, resolveSecrets, secretsOf } from "../../components/steps";
 import { fixtureModel } from "../fixtures/config";
+import { SERVICE, stepsOf } from "../../components/services";
 
 const model = fixtureModel();
-const [step] = renderPostgresqlSteps(model);
+const [step] = stepsOf(SERVICE.postgresql, model);
 const fileAt = (path: string) => {
     const f = step.files.find((x) => x.path === path);
     assert.ok(f, `postgresql step has no file ${path}`);

@@ -8,13 +8,16 @@ import { cpSync, readdirSync, readFileSync, statSync, writeFileSync } from "node
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { parseConfig } from "../../components/config";
-import { dkimKeyPath, renderRspamdSteps } from "../../components/services/rspamd";
+import { SERVICE, stepsOf } from "../../components/services";
+import { DKIM_SIGNING_CONF } from "../../components/services/dkim-signer";
+import { dkimKeyPath } from "../../components/services/rspamd";
 import { secretsOf } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
 import { CHROOT, chrootSkipReason, inChroot, withStepFiles } from "./mail-chroot";
 
 const model = parseConfig(validRawConfig(), { stack: "test" }).model;
-const [step] = renderRspamdSteps(model, { dkimSigner: model.dkimSelectors[0] });
+const [step] = stepsOf(SERVICE.rspamd, model);
+const [signer] = stepsOf(SERVICE.dkimSigner, model);
 const content = (path: string) => {
     const f = step.files.find((x) => x.path === path);
     assert.ok(f, `${path} is not a file of the rspamd step`);
@@ -40,8 +43,11 @@ describe("rspamd step", () => {
         assert.doesNotMatch(content("/etc/rspamd/local.d/worker-controller.inc"), /^\s*(enable_)?password/m);
     });
 
-    test("rspamd: DKIM signs every managed domain with the signing selector's key, never inbound mail", () => {
-        const conf = content("/etc/rspamd/local.d/dkim_signing.conf");
+    test("dkim-signer: DKIM signs every managed domain with the signing selector's key, never inbound mail; its own step after rspamd", () => {
+        assert.deepEqual(signer.after, ["rspamd"]);
+        assert.ok(!step.files.some((f) => f.path === DKIM_SIGNING_CONF), "the rspamd step leaves the signer to the dkim-signer step");
+        assert.deepEqual(signer.files.map((f) => f.path), [DKIM_SIGNING_CONF]);
+        const conf = signer.files[0].content;
         for (const d of model.domains) {
             assert.match(conf, new RegExp(`\\b${d.replace(".", "\\.")} \\{\\s*selectors \\[\\s*\\{ path = "${dkimKeyPath(model.dkimSelectors[0])}"; selector = "${model.dkimSelectors[0]}"; \\}`));
         }
@@ -61,7 +67,7 @@ describe("rspamd step", () => {
     });
 
     test("rspamd: Debian 13's Rspamd 3.12 accepts the configuration", { skip: chrootSkipReason("usr/bin/rspamadm") }, () => {
-        withStepFiles([step], (inside, host) => {
+        withStepFiles([step, signer], (inside, host) => {
             // Debian's tree with our local.d on top, every $CONFDIR/$LOCAL_CONFDIR include pointed at
             // the copy (rspamd's own variables would point at the chroot's /etc/rspamd).
             const conf = join(host, "conf");

@@ -266,3 +266,72 @@ describe("steps: results and failures", () => {
         for (const [what, s, error] of bad) assert.throws(() => renderApplyScript(s), error, what);
     });
 });
+
+describe("steps: reload_when_changed (files/common/prelude.sh), the one reload convention of postfix, dovecot, rspamd and dkim-signer", () => {
+    let dir: string, conf: string, checkLog: string, stateDir: string;
+    before(() => {
+        dir = join(root, "reload");
+        conf = join(dir, "etc/fake/fake.conf");
+        checkLog = join(dir, "checks.log");
+        stateDir = join(dir, "state");
+    });
+    const marker = () => join(stateDir, "pending-reload/fake");
+    /** A step whose check records that it ran and passes unless CHECK_FAILS exists. */
+    const reloadStep = (content: string) =>
+        step("reloader", [{ path: conf, content }], [
+            // The state directory of the test, not the host's /var/lib/ispmail.
+            `ISPMAIL_STATE_DIR=${stateDir}`,
+            `fake_check() { echo check >> ${checkLog}; [ ! -e ${join(dir, "CHECK_FAILS")} ]; }`,
+            `reload_when_changed fake ${join(dir, "etc/fake")} -- fake_check`,
+        ].join("\n"));
+    const calls = () => readLines(systemctlLog).filter((l) => !l.startsWith("is-active"));
+    const checks = () => readLines(checkLog).length;
+
+    test("reload: a changed file is checked, then its daemon reloads, once", () => {
+        writeFileSync(systemctlLog, "");
+        const run = apply(reloadStep("a = 1\n"));
+        assert.equal(run.code, 0, run.stderr);
+        assert.deepEqual(run.result?.actions, ["reloaded fake"]);
+        assert.deepEqual(calls(), ["reload-or-restart fake"]);
+        assert.equal(checks(), 1);
+        assert.equal(existsSync(marker()), false, "nothing left pending");
+    });
+
+    test("reload: no change, daemon up: no check, no reload, unchanged", () => {
+        writeFileSync(systemctlLog, "");
+        const run = apply(reloadStep("a = 1\n"));
+        assert.equal(run.code, 0, run.stderr);
+        assert.deepEqual(run.result, { result: "unchanged", changedFiles: [], actions: [] });
+        assert.deepEqual(calls(), []);
+        assert.equal(checks(), 1, "the check ran only in the first run");
+    });
+
+    test("reload: a failing check stops the step before the reload and keeps it pending; the next run reloads without a file change", () => {
+        writeFileSync(systemctlLog, "");
+        writeFileSync(join(dir, "CHECK_FAILS"), "");
+        const failed = apply(reloadStep("a = 2\n"));
+        assert.notEqual(failed.code, 0);
+        assert.deepEqual(calls(), [], "no reload into a configuration the check refused");
+        assert.equal(existsSync(marker()), true, "the change stays pending");
+        rmSync(join(dir, "CHECK_FAILS"));
+        const retried = apply(reloadStep("a = 2\n"));
+        assert.equal(retried.code, 0, retried.stderr);
+        assert.deepEqual(retried.result?.changedFiles, [], "the file was already in place");
+        assert.deepEqual(retried.result?.actions, ["reloaded fake"]);
+        assert.equal(existsSync(marker()), false);
+    });
+
+    test("reload: without a change a stopped daemon is started (restart), not reloaded", () => {
+        // systemctl's recorder answers is-active with failure for this run only.
+        const recorder = readFileSync(join(fakeBin, "systemctl"), "utf8");
+        writeFileSync(join(fakeBin, "systemctl"), `#!/bin/bash\necho "$*" >> ${systemctlLog}\n[ "$1" != is-active ]\n`, { mode: 0o755 });
+        try {
+            writeFileSync(systemctlLog, "");
+            const run = apply(reloadStep("a = 2\n"));
+            assert.equal(run.code, 0, run.stderr);
+            assert.deepEqual(calls(), ["restart fake"]);
+        } finally {
+            writeFileSync(join(fakeBin, "systemctl"), recorder, { mode: 0o755 });
+        }
+    });
+});

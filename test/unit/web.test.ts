@@ -11,24 +11,15 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { XMLParser, XMLValidator } from "fast-xml-parser";
 import { parseConfig, type Model } from "../../components/config";
-import { certificateDomains, renderCertbotSteps, CERT_NAME, DEPLOY_HOOK_PATH } from "../../components/services/certbot";
-import {
-    ACME_WEBROOT,
-    AUTOCONFIG_XML_PATH,
-    DB_ADMIN_PORT,
-    MTA_STS_POLICY_PATH,
-    NEXTCLOUD_ROOT,
-    PLACEHOLDER_ROOT,
-    renderApacheSites,
-    renderAutoconfigXml,
-    renderAutodiscoverPhp,
-    renderWebSteps,
-    shellAssignments,
-} from "../../components/services/web";
+import { certificateDomains, CERT_NAME, DEPLOY_HOOK_PATH } from "../../components/services/certbot";
+import { ACME_WEBROOT, AUTOCONFIG_XML_PATH, DB_ADMIN_PORT, MTA_STS_POLICY_PATH, PLACEHOLDER_ROOT, renderApacheSites, renderAutoconfigXml, renderAutodiscoverPhp } from "../../components/services/web";
 import { mtaStsPolicy } from "../../components/dns/records";
 import { renderApplyScript, type Step } from "../../components/steps";
 import { readStatic } from "../../components/templates";
 import { validRawConfig } from "../fixtures/config";
+import { SERVICE, stepsOf, webHosts } from "../../components/services";
+import { NEXTCLOUD_ROOT } from "../../components/paths";
+import { shellAssignments } from "../../components/shell";
 
 function model(change: (raw: Record<string, any>) => void = () => {}): Model {
     const raw = validRawConfig();
@@ -42,7 +33,7 @@ const withNextcloud = (host?: string) =>
     });
 
 function webStep(m: Model): Step {
-    const steps = renderWebSteps(m);
+    const steps = stepsOf(SERVICE.web, m);
     assert.equal(steps.length, 1);
     return steps[0];
 }
@@ -63,7 +54,7 @@ interface VirtualHost {
 /** The <VirtualHost> blocks of the rendered sites, with their addresses and names. */
 function virtualHosts(m: Model): VirtualHost[] {
     const out: VirtualHost[] = [];
-    for (const site of renderApacheSites(m)) {
+    for (const site of renderApacheSites(m, webHosts(m))) {
         for (const match of site.content.matchAll(/^<VirtualHost ([^>]+)>\n([\s\S]*?)^<\/VirtualHost>/gm)) {
             const body = match[2];
             const names = [...body.matchAll(/^\s*Server(?:Name|Alias)\s+(\S+)/gm)].map((n) => n[1]);
@@ -76,11 +67,11 @@ function virtualHosts(m: Model): VirtualHost[] {
 describe("web: step shape", () => {
     it("web runs after base and tls; certbot after web", () => {
         assert.deepEqual(webStep(model()).after, ["base", "tls"]);
-        assert.deepEqual(renderCertbotSteps(model()).map((s) => [s.name, s.after]), [["certbot", ["web"]]]);
+        assert.deepEqual(stepsOf(SERVICE.certbot, model()).map((s) => [s.name, s.after]), [["certbot", ["web"]]]);
     });
 
     it("apply scripts are valid bash (bash -n)", () => {
-        for (const step of [webStep(withNextcloud("cloud.example.org")), ...renderCertbotSteps(model())]) {
+        for (const step of [webStep(withNextcloud("cloud.example.org")), ...stepsOf(SERVICE.certbot, model())]) {
             execFileSync("bash", ["-n"], { input: renderApplyScript(step) });
         }
     });
@@ -102,14 +93,14 @@ describe("apache: names and vhosts", () => {
         it(`every web host has exactly one HTTPS vhost (${label})`, () => {
             const https = virtualHosts(m).filter((v) => v.addresses.includes("*:443"));
             const names = https.flatMap((v) => v.names);
-            assert.deepEqual([...names].sort(), [...m.webHosts].sort());
+            assert.deepEqual([...names].sort(), [...webHosts(m)].sort());
             assert.equal(new Set(names).size, names.length, "a name is served by two vhosts");
         });
 
         it(`port 80 answers every web host and redirects all but ACME challenges (${label})`, () => {
             const http = virtualHosts(m).filter((v) => v.addresses.includes("*:80"));
             assert.equal(http.length, 1);
-            assert.deepEqual([...http[0].names].sort(), [...m.webHosts].sort());
+            assert.deepEqual([...http[0].names].sort(), [...webHosts(m)].sort());
             assert.match(http[0].body, new RegExp(`Alias /\\.well-known/acme-challenge/ ${ACME_WEBROOT}/\\.well-known/acme-challenge/`));
             assert.match(http[0].body, /RewriteCond %\{REQUEST_URI\} !\^\/\\\.well-known\/acme-challenge\//);
             assert.match(http[0].body, /RewriteRule \^ https:\/\/%\{SERVER_NAME\}%\{REQUEST_URI\} \[R=301,L\]/);
@@ -126,7 +117,7 @@ describe("apache: names and vhosts", () => {
         const m = withNextcloud("cloud.example.org");
         const https = virtualHosts(m).filter((v) => v.addresses.includes("*:443"));
         assert.equal(https[0].names[0], "cloud.example.org");
-        const order = renderApacheSites(m).map((s) => s.name);
+        const order = renderApacheSites(m, webHosts(m)).map((s) => s.name);
         assert.deepEqual(order, [...order].sort(), "site names sort in load order (sites-enabled/ is read alphabetically)");
     });
 
@@ -150,7 +141,7 @@ describe("apache: names and vhosts", () => {
     });
 
     it("the database admin listens on the loopback addresses only and is not in any public vhost", () => {
-        const sites = renderApacheSites(model());
+        const sites = renderApacheSites(model(), webHosts(model()));
         const listens = sites.flatMap((s) => [...s.content.matchAll(/^Listen (\S+)/gm)].map((l) => l[1]));
         assert.deepEqual(listens.sort(), [`127.0.0.1:${DB_ADMIN_PORT}`, `[::1]:${DB_ADMIN_PORT}`].sort());
         const dbadmin = virtualHosts(model()).filter((v) => v.body.includes("adminer"));
@@ -256,19 +247,19 @@ describe("autoconfig and autodiscover", () => {
 describe("certbot", () => {
     it("asks for one certificate naming mailHost and every web host, each once", () => {
         const m = withNextcloud("cloud.example.org");
-        const names = certificateDomains(m);
-        assert.deepEqual(names, [...new Set(m.webHosts)].sort());
+        const names = certificateDomains(m, webHosts(m));
+        assert.deepEqual(names, [...new Set(webHosts(m))].sort());
         assert.ok(names.includes("mx1.example.org") && names.includes("cloud.example.org"));
         assert.ok(names.includes("mta-sts.example.com") && names.includes("autoconfig.example.org"));
     });
 
     it("passes the stack's ACME directory, contact address and webroot to the script", () => {
         const m = model((raw) => (raw.acme = { directoryUrl: "https://198.51.100.1:14000/dir" }));
-        const [step] = renderCertbotSteps(m);
+        const [step] = stepsOf(SERVICE.certbot, m);
         const vars = execFileSync("bash", ["-c", `${step.script.split("\n").filter((l) => /^[A-Z_]+='/.test(l)).join("\n")}\nprintf '%s\\n' "$CERT_NAME" "$ACME_SERVER" "$ACME_EMAIL" "$ACME_WEBROOT" "$CERT_DOMAINS" "$DEPLOY_HOOK"`], {
             encoding: "utf8",
         });
-        assert.deepEqual(vars.trim().split("\n"), [CERT_NAME, "https://198.51.100.1:14000/dir", "hostmaster@example.org", ACME_WEBROOT, certificateDomains(m).join(" "), DEPLOY_HOOK_PATH]);
+        assert.deepEqual(vars.trim().split("\n"), [CERT_NAME, "https://198.51.100.1:14000/dir", "hostmaster@example.org", ACME_WEBROOT, certificateDomains(m, webHosts(m)).join(" "), DEPLOY_HOOK_PATH]);
         assert.match(step.script, /certonly --non-interactive --agree-tos --no-eff-email --email "\$ACME_EMAIL"/);
         assert.equal(step.files.find((f) => f.path === DEPLOY_HOOK_PATH)?.mode, "0755");
     });

@@ -1,0 +1,19 @@
+/**
+ * Step names, one constant each. A name is a Pulumi resource name (renaming one needs an alias) and
+ * the `after` of other services; code and tests refer to steps only through these.
+ */
+export const STEP = {
+    base: "base",
+    postgresql: "postgresql",
+    directory: "directory",
+    tls: "tls",
+    rspamd: "rspamd",
+    dkimSigner: "dkim-signer",
+    dovecot: "dovecot",
+    postfix: "postfix",
+    web: "web",
+    certbot: "certbot",
+    nextcloud: "nextcloud",
+    fail2ban: "fail2ban",
+    backup: "backup",
+} as const;

@@ -1,0 +1,17 @@
+# ispmail backup step script (after the files are in place).
+# The backup area on the data volume: dumps, restore staging, and the repository in the lab.
+if [ ! -d /srv/ispmail/backup ]; then
+  install -d -m 0700 /srv/ispmail/backup
+  mark_changed
+fi
+if changed /etc/systemd/system/ispmail-backup.service /etc/systemd/system/ispmail-backup.timer; then
+  systemctl daemon-reload
+  mark_changed
+fi
+if ! systemctl is-enabled --quiet ispmail-backup.timer; then
+  systemctl enable --quiet ispmail-backup.timer
+  mark_changed
+fi
+if ! systemctl is-active --quiet ispmail-backup.timer || changed /etc/systemd/system/ispmail-backup.timer; then
+  restart ispmail-backup.timer
+fi
