@@ -15,7 +15,7 @@ import type { DnsRecord } from "./dns/records";
 import { GeneratedSecrets } from "./generated-secrets";
 import { planDkimSigning, selectorPublishedAt, type DkimSigningPlan } from "./dkim";
 import { ServerConfig, type DeferredStep } from "./remote";
-import { factStepCandidates, renderServerSteps, settledFacts, type Service } from "./services";
+import { factStepCandidates, publicPorts, renderServerSteps, settledFacts, type Service } from "./services";
 import type { Step } from "./steps";
 
 export interface MailServerArgs {
@@ -37,15 +37,21 @@ export interface ClientSettings {
     readonly manageSieve: { readonly host: string; readonly port: number; readonly security: "STARTTLS" };
 }
 
-/** What a mail client needs (RFC 8314: implicit TLS first). */
-export function clientSettings(model: Pick<Model, "mailHost">): ClientSettings {
+/** What a mail client needs (RFC 8314: implicit TLS first), from the services' public ports. */
+export function clientSettings(model: Model): ClientSettings {
     const host = model.mailHost;
+    const ports = publicPorts(model);
+    const port = (name: string) => {
+        const found = ports.find((p) => p.name === name);
+        if (!found) throw new Error(`no public port named ${name}`);
+        return found.port;
+    };
     return {
         username: "the full e-mail address",
-        imap: { host, port: 993, security: "TLS" },
-        smtp: { host, port: 465, security: "TLS" },
-        smtpStartTls: { host, port: 587, security: "STARTTLS" },
-        manageSieve: { host, port: 4190, security: "STARTTLS" },
+        imap: { host, port: port("IMAPS"), security: "TLS" },
+        smtp: { host, port: port("submissions"), security: "TLS" },
+        smtpStartTls: { host, port: port("submission"), security: "STARTTLS" },
+        manageSieve: { host, port: port("ManageSieve"), security: "STARTTLS" },
     };
 }
 
