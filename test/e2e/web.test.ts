@@ -10,13 +10,15 @@ import { Resolver } from "node:dns/promises";
 import * as http from "node:http";
 import * as https from "node:https";
 import { connect as netConnect } from "node:net";
-import { readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
-import { before, describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 import { XMLParser, XMLValidator } from "fast-xml-parser";
 import type { Model } from "../../components/config";
 import { mtaStsPolicy } from "../../components/dns/records";
-import { certificateDomains } from "../../components/services/certbot";
 import { renderNextcloudConfig, SQL_RAW_QUERIES } from "../../components/services/nextcloud";
 import { DB_ADMIN_PORT } from "../../components/services/web";
 import { resolveSecrets, type Step } from "../../components/steps";
@@ -103,8 +105,8 @@ const TLS_PORTS = [
 ] as const;
 
 /** An openssl s_client handshake against the mail server; `ok` when a session was established. */
-async function handshake(port: number, starttls: readonly string[], extra: readonly string[]): Promise<{ ok: boolean; out: string }> {
-    const r = await client("openssl", ["s_client", "-connect", `${MAIL.ipv4}:${port}`, "-servername", model.mailHost, ...starttls, ...extra], {
+async function handshake(port: number, starttls: readonly string[], extra: readonly string[], host: string = MAIL.ipv4): Promise<{ ok: boolean; out: string }> {
+    const r = await client("openssl", ["s_client", "-connect", `${host}:${port}`, "-servername", model.mailHost, ...starttls, ...extra], {
         input: "",
         timeoutMs: 20_000,
     });
@@ -112,6 +114,39 @@ async function handshake(port: number, starttls: readonly string[], extra: reado
     // A session that was established names its cipher; "Cipher is (NONE)" / "0000" means no session.
     const cipher = /Cipher is (\S+)/.exec(out)?.[1] ?? /Cipher\s+:\s+(\S+)/.exec(out)?.[1];
     return { ok: r.code === 0 && cipher !== undefined && cipher !== "(NONE)" && cipher !== "0000", out };
+}
+
+/**
+ * testssl.sh's protocol scan (its own sockets, so SSLv2 and SSLv3 are tried too, which Debian's
+ * OpenSSL cannot speak): finding per protocol id (SSLv2, SSLv3, TLS1, TLS1_1, TLS1_2, TLS1_3).
+ */
+async function testsslProtocols(target: string, opts: { ip?: string; starttls?: string } = {}): Promise<Record<string, string>> {
+    const dir = mkdtempSync(join(tmpdir(), "ispmail-testssl-"));
+    try {
+        const json = join(dir, "scan.json");
+        const args = ["-p", "--quiet", "--color", "0", "--warnings", "off", "--jsonfile", json, ...(opts.starttls ? ["--starttls", opts.starttls] : []), ...(opts.ip ? ["--ip", opts.ip] : []), target];
+        const r = await client("testssl", args, { timeoutMs: 180_000 });
+        assert.ok(existsSync(json), `testssl.sh ${target} wrote no result (exit ${r.code}):\n${(r.stdout + r.stderr).slice(-800)}`);
+        const findings = JSON.parse(readFileSync(json, "utf8")) as Array<{ id: string; finding: string }>;
+        return Object.fromEntries(findings.filter((f) => /^(SSLv[23]|TLS1(_[123])?)$/.test(f.id)).map((f) => [f.id, f.finding]));
+    } finally {
+        rmSync(dir, { recursive: true, force: true });
+    }
+}
+
+/** openssl s_server on loopback offering TLS 1.0 and every cipher at security level 0 (the tests' positive control). */
+async function startOldTlsServer(): Promise<{ port: number; stop: () => void; scan: Promise<Record<string, string>> }> {
+    const dir = mkdtempSync(join(tmpdir(), "ispmail-oldtls-"));
+    const made = await client("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"), "-days", "1", "-subj", "/CN=old-tls.invalid"]);
+    assert.equal(made.code, 0, made.stderr);
+    const port = 40000 + Math.floor(Math.random() * 20000);
+    const server = spawn("openssl", ["s_server", "-accept", `127.0.0.1:${port}`, "-cert", join(dir, "cert.pem"), "-key", join(dir, "key.pem"), "-cipher", "ALL:@SECLEVEL=0", "-min_protocol", "TLSv1", "-max_protocol", "TLSv1.2", "-www", "-quiet"], { stdio: "ignore" });
+    for (let i = 0; i < 50 && (await tcpOutcome("127.0.0.1", port)) !== "connected"; i++) await new Promise((r) => setTimeout(r, 100));
+    const stop = () => {
+        server.kill();
+        rmSync(dir, { recursive: true, force: true });
+    };
+    return { port, stop, scan: Promise.resolve({}) };
 }
 
 /** The serial number of the certificate served on a port (hex, upper case). */
@@ -174,23 +209,59 @@ describe("web: apache", () => {
 describe("web: TLS policy on every TLS port", () => {
     // Everything OpenSSL can offer in TLS 1.2 that is not forward-secret AEAD (Mozilla intermediate).
     const WEAK_TLS12 = "aNULL:eNULL:EXPORT:LOW:DES:3DES:RC4:MD5:SHA1:SHA256:SHA384:kRSA:PSK:SRP:@SECLEVEL=0";
+    /** The scanned ports (testssl.sh speaks STARTTLS smtp, not sieve: 4190 is checked with openssl below). */
+    const SCANNED = [
+        { port: 25, starttls: "smtp", what: "smtp (STARTTLS, opportunistic)" },
+        { port: 443, starttls: undefined, what: "https" },
+        { port: 465, starttls: undefined, what: "submissions" },
+        { port: 587, starttls: "smtp", what: "submission (STARTTLS)" },
+        { port: 993, starttls: undefined, what: "imaps" },
+    ] as const;
+    const scans = new Map<number, Promise<Record<string, string>>>();
+    let control: { port: number; stop: () => void; scan: Promise<Record<string, string>> };
 
-    for (const { port, starttls, what } of TLS_PORTS.filter((p) => p.port !== 587)) {
-        it(`tls: ${what} (${port}) refuses SSLv3/TLS 1.0/TLS 1.1`, async () => {
-            for (const proto of ["-tls1", "-tls1_1"]) {
-                const r = await handshake(port, starttls, [proto, "-cipher", "ALL:@SECLEVEL=0"]);
-                assert.equal(r.ok, false, `${port} accepted ${proto}:\n${r.out.slice(0, 600)}`);
-            }
+    before(async () => {
+        // The positive control: a local server that offers TLS 1.0 and a weak TLS 1.2 cipher, so
+        // that the scanner and the openssl client are shown to find what the server must refuse.
+        control = await startOldTlsServer();
+        // testssl.sh takes ~20 s a port: scan them all at once.
+        control.scan = testsslProtocols(`127.0.0.1:${control.port}`);
+        for (const p of SCANNED) scans.set(p.port, testsslProtocols(`${model.mailHost}:${p.port}`, { ip: MAIL.ipv4, starttls: p.starttls }));
+    });
+    after(() => control?.stop());
+
+    it("tls (control): the scanner and the client find TLS 1.0 and a weak cipher where a server offers them", async () => {
+        const found = await control.scan;
+        assert.match(found.TLS1 ?? "", /^offered/, JSON.stringify(found));
+        assert.ok((await handshake(control.port, [], ["-tls1", "-cipher", "ALL:@SECLEVEL=0"], "127.0.0.1")).ok, "openssl speaks TLS 1.0 here");
+        assert.ok((await handshake(control.port, [], ["-tls1_2", "-cipher", WEAK_TLS12], "127.0.0.1")).ok, "openssl offers the weak TLS 1.2 suites here");
+    });
+
+    for (const { port, what } of SCANNED) {
+        it(`tls: ${what} (${port}) offers TLS 1.2 and 1.3 only: no SSLv2, SSLv3, TLS 1.0 or 1.1 (testssl.sh)`, async () => {
+            const found = await scans.get(port)!;
+            for (const old of ["SSLv2", "SSLv3", "TLS1", "TLS1_1"]) assert.match(found[old] ?? "", /^not offered/, `${port} ${old}: ${found[old]}`);
+            for (const current of ["TLS1_2", "TLS1_3"]) assert.match(found[current] ?? "", /^offered/, `${port} ${current}: ${found[current]}`);
         });
+    }
 
-        it(`tls: ${what} (${port}) speaks TLS 1.2 and 1.3`, async () => {
-            assert.ok((await handshake(port, starttls, ["-tls1_2"])).ok, `${port}: no TLS 1.2`);
-            assert.ok((await handshake(port, starttls, ["-tls1_3"])).ok, `${port}: no TLS 1.3`);
-        });
+    it("tls: managesieve (4190, STARTTLS) refuses TLS 1.0 and 1.1 with the server's alert, and speaks 1.2 and 1.3", async () => {
+        for (const proto of ["-tls1", "-tls1_1"]) {
+            const r = await handshake(4190, ["-starttls", "sieve"], [proto, "-cipher", "ALL:@SECLEVEL=0"]);
+            assert.equal(r.ok, false, `4190 accepted ${proto}`);
+            assert.match(r.out, /alert protocol version|unsupported protocol/i, `4190 ${proto}: refused by the server, not by the client:\n${r.out.slice(0, 600)}`);
+        }
+        assert.ok((await handshake(4190, ["-starttls", "sieve"], ["-tls1_2"])).ok, "4190: no TLS 1.2");
+        assert.ok((await handshake(4190, ["-starttls", "sieve"], ["-tls1_3"])).ok, "4190: no TLS 1.3");
+    });
 
+    // Port 25 keeps Postfix's broader opportunistic cipher list on purpose (files/postfix/main.cf:
+    // the alternative for an old peer is clear text); the mandatory-TLS ports do not.
+    for (const { port, starttls, what } of [...TLS_PORTS, { port: 4190, starttls: ["-starttls", "sieve"], what: "managesieve" }]) {
         it(`tls: ${what} (${port}) accepts no weak TLS 1.2 cipher (CBC, RSA key exchange, RC4, 3DES, NULL, export)`, async () => {
             const r = await handshake(port, starttls, ["-tls1_2", "-cipher", WEAK_TLS12]);
             assert.equal(r.ok, false, `${port} accepted a weak cipher:\n${/Cipher is \S+/.exec(r.out)?.[0] ?? r.out.slice(0, 600)}`);
+            assert.match(r.out, /alert handshake failure|no shared cipher|handshake failure/i, `${port}: refused by the server:\n${r.out.slice(0, 600)}`);
         });
     }
 });
@@ -286,7 +357,8 @@ describe("web: certificate", () => {
         const pem = await guest("mail").execOk("cat /etc/letsencrypt/live/ispmail/cert.pem");
         const cert = new X509Certificate(pem);
         const names = (cert.subjectAltName ?? "").split(", ").map((n) => n.replace(/^DNS:/, "")).sort();
-        assert.deepEqual(names, certificateDomains(model, webHosts(model)));
+        // lab/stack.yaml: mailHost (also the groupware host) and each domain's MTA-STS and autoconfig names.
+        assert.deepEqual(names, ["autoconfig.example.com", "autoconfig.example.org", "mta-sts.example.com", "mta-sts.example.org", "mx1.example.org"]);
         assert.equal(await servedSerial(443, []), cert.serialNumber.toUpperCase());
         const renewal = await guest("mail").execOk("cat /etc/letsencrypt/renewal/ispmail.conf");
         assert.match(renewal, new RegExp(`^server = ${model.acme.directoryUrl.replace(/[.]/g, "\\.")}$`, "m"));
@@ -326,6 +398,12 @@ describe("web: certificate", () => {
     });
 });
 
+/**
+ * Nextcloud's archive cannot be fetched in the lab, so the app itself never runs here. What is real:
+ * the rendered config parsed by the guest's PHP 8.4, and each of its queries prepared by PostgreSQL
+ * as the role Nextcloud connects with. The logins and the search then run through a re-implementation
+ * of user_backend_sql_raw's calls (its DSN, prepare/execute and password_verify), said so in the names.
+ */
 describe("nextcloud: SQL user backend against the mail directory", () => {
     /**
      * The user backend's config as the nextcloud step renders it (with Nextcloud enabled on the lab
@@ -378,7 +456,53 @@ echo json_encode($out), "\\n";
         return JSON.parse(stdout.trim().split("\n").pop()!);
     }
 
-    it("nextcloud: the right mail password is accepted, a wrong one and an unknown user refused", async () => {
+    it("nextcloud: the guest's PHP 8.4 parses the rendered config; user_backend_sql_raw's settings are all there", async () => {
+        const version = await guest("mail").execOk("php -r 'echo PHP_MAJOR_VERSION, \".\", PHP_MINOR_VERSION;'");
+        assert.equal(version.trim(), "8.4");
+        const dir = (await guest("mail").execOk("mktemp -d")).trim();
+        try {
+            // The file with its secrets goes over stdin into a root-only temp dir, never into argv.
+            await guest("mail").execOk(`umask 077; cat > ${dir}/config.php`, { input: backendConfigPhp() });
+            const lint = await guest("mail").exec(`php -l ${dir}/config.php`);
+            assert.equal(lint.code, 0, lint.stdout + lint.stderr);
+            const keys = await guest("mail").execOk(`php -r 'include "${dir}/config.php"; echo json_encode(array_keys($CONFIG["user_backend_sql_raw"])), "\\n", json_encode(array_keys($CONFIG["user_backend_sql_raw"]["queries"]));'`);
+            const [settings, queries] = keys.trim().split("\n").map((l) => JSON.parse(l) as string[]);
+            for (const k of ["db_type", "db_host", "db_port", "db_name", "db_user", "db_password", "queries"]) assert.ok(settings.includes(k), `${k} missing: ${settings.join(", ")}`);
+            assert.deepEqual(queries.sort(), ["count_users", "get_display_name", "get_email_address", "get_password_hash_for_user", "get_users", "user_exists"]);
+        } finally {
+            await guest("mail").exec(`rm -rf ${dir}`);
+        }
+    });
+
+    it("nextcloud: PostgreSQL prepares and runs every query as nextcloudauth, and nothing beyond its view", async () => {
+        const pgpass = "/root/.ispmail-e2e-nextcloud-pgpass";
+        await guest("mail").execOk(`umask 077; cat > ${pgpass}`, { input: `127.0.0.1:5432:mailserver:nextcloudauth:${secrets["db.nextcloudauth"]}\n` });
+        const psql = (sql: string) => guest("mail").exec(`PGPASSFILE=${pgpass} psql -X -A -t -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U nextcloudauth -d mailserver`, { input: sql });
+        try {
+            for (const [name, query] of Object.entries(SQL_RAW_QUERIES)) {
+                // Named parameters (:username, :search) become $1, $2 as PDO sends them; get_users
+                // gets the LIMIT/OFFSET the app appends.
+                const names: string[] = [];
+                const positional = (name === "get_users" ? `${query} LIMIT :limit OFFSET :offset` : query).replace(/:([a-z_]+)/g, (_, n: string) => {
+                    if (!names.includes(n)) names.push(n);
+                    return `$${names.indexOf(n) + 1}`;
+                });
+                const types = names.map((n) => (n === "limit" || n === "offset" ? "int" : "text"));
+                const values = names.map((n) => (n === "limit" ? "1" : n === "offset" ? "0" : n === "search" ? "'%example%'" : "'alice@example.org'"));
+                // PostgreSQL checks privileges when a statement runs, not when it is prepared: both.
+                const r = await psql(`PREPARE q${types.length ? `(${types.join(", ")})` : ""} AS ${positional};\nEXECUTE q${values.length ? `(${values.join(", ")})` : ""};\n`);
+                assert.equal(r.code, 0, `${name}: ${r.stderr}`);
+            }
+            // Control: the same session, the same way, on the users table: refused.
+            const denied = await psql("PREPARE q AS SELECT password_hash FROM users;\nEXECUTE q;\n");
+            assert.notEqual(denied.code, 0);
+            assert.match(denied.stderr, /permission denied for table users/);
+        } finally {
+            await guest("mail").exec(`rm -f ${pgpass}`);
+        }
+    });
+
+    it("nextcloud (a re-implementation of user_backend_sql_raw's calls in the guest's PHP): the right mail password is accepted, a wrong one and an unknown user refused", async () => {
         const [alice, bob] = model.users;
         const report = await runBackend(
             [
@@ -401,10 +525,11 @@ echo json_encode($out), "\\n";
             ],
         );
         assert.equal(report.login[0].display, alice.displayName ?? alice.address);
-        assert.deepEqual(report.queries, SQL_RAW_QUERIES);
+        // What the config hands the app reads the login view only (written out, not the constant it was made from).
+        for (const [name, q] of Object.entries(report.queries as Record<string, string>)) assert.match(q, /\bFROM nextcloud_users\b/, name);
     });
 
-    it("nextcloud: user search and count see the mail users, the role cannot read the users table", async () => {
+    it("nextcloud (a re-implementation of user_backend_sql_raw's calls in the guest's PHP): user search and count see the mail users, the role cannot read the users table", async () => {
         const report = await runBackend([], "example.org");
         const expected = model.users.filter((u) => u.address.includes("example.org")).map((u) => u.address).sort();
         assert.deepEqual(report.search, expected);

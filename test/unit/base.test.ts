@@ -8,12 +8,13 @@ import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { renderApplyScript } from "../../components/steps";
 import { FILES_DIR } from "../../components/templates";
 import { fixtureModel } from "../fixtures/config";
 import { SERVICE, stepsOf } from "../../components/services";
+import { needsRoot } from "../harness/needs";
 
 const model = fixtureModel();
 const [base] = stepsOf(SERVICE.base, model);
@@ -71,8 +72,9 @@ describe("base: rendering", () => {
 
     it("ssh: the drop-in allows keys only and is read before cloud-init's", () => {
         const f = fileAt("/etc/ssh/sshd_config.d/00-ispmail.conf");
-        // sshd takes the first value per keyword; files are read in name order.
-        assert.ok("00-ispmail.conf" < "50-cloud-init.conf");
+        // sshd takes the first value per keyword; files are read in name order, so ours must sort
+        // before the drop-in cloud-init writes on Hetzner's Debian images.
+        assert.ok(basename(f.path) < "50-cloud-init.conf", `${basename(f.path)} is read after 50-cloud-init.conf`);
         const s = settings(f.content, /\s+/);
         assert.equal(s.get("PasswordAuthentication"), "no");
         assert.equal(s.get("KbdInteractiveAuthentication"), "no");
@@ -109,7 +111,8 @@ describe("base: rendering", () => {
 // ---------------------------------------------------------------------------------------------
 // The data volume, for real.
 // ---------------------------------------------------------------------------------------------
-const volumeSkip = process.getuid?.() !== 0 ? "needs root (loop devices, mount namespace)" : !existsSync("/dev/loop-control") ? "no loop device support" : undefined;
+const volumeSkip =
+    needsRoot("loop devices and a private mount namespace") ?? (existsSync("/dev/loop-control") ? undefined : "no loop device support: /dev/loop-control is missing (modprobe loop)");
 
 describe("base: data volume", { skip: volumeSkip }, () => {
     const label = `ispmail-t${randomBytes(3).toString("hex")}`;

@@ -20,6 +20,7 @@ import { renderDesiredDirectory } from "../../components/services/directory";
 import { FILES_DIR } from "../../components/templates";
 import { validRawConfig } from "../fixtures/config";
 import { TRIXIE_CHROOT } from "../harness/trixie-chroot";
+import { chrootSkipReason } from "./mail-chroot";
 
 const CHROOT = TRIXIE_CHROOT;
 const PG_BIN = "/usr/lib/postgresql/17/bin";
@@ -36,9 +37,8 @@ function inChroot(args: readonly string[], input?: string, timeoutMs = 60_000): 
 }
 
 function whyUnavailable(): string | undefined {
-    if (process.getuid?.() !== 0) return "needs root (chroot)";
-    if (!existsSync(join(CHROOT, PG_BIN, "initdb"))) return `no PostgreSQL 17 in ${CHROOT}`;
-    if (!existsSync(join(CHROOT, "usr/bin/doveadm"))) return `no doveadm in ${CHROOT}`;
+    const missing = chrootSkipReason(`${PG_BIN.slice(1)}/initdb`) ?? chrootSkipReason("usr/bin/doveadm");
+    if (missing) return missing;
     const py = inChroot(["python3", "-c", "import argon2, psycopg"]);
     if (py.code !== 0) return `python3-argon2 and python3-psycopg are not installed in ${CHROOT}`;
     return undefined;

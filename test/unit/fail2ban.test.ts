@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { renderServerSteps, SERVICE, stepsOf } from "../../components/services";
@@ -14,13 +14,10 @@ import { renderApplyScript } from "../../components/steps";
 import { FILES_DIR } from "../../components/templates";
 import { labModel } from "../fixtures/config";
 import { TRIXIE_CHROOT } from "../harness/trixie-chroot";
+import { chrootSkipReason } from "./mail-chroot";
 
 const CHROOT = TRIXIE_CHROOT;
-const chrootReason = (): string | undefined => {
-    if (process.getuid?.() !== 0) return "needs root to chroot";
-    if (!existsSync(join(CHROOT, "usr/bin/fail2ban-regex"))) return `no trixie chroot with fail2ban at ${CHROOT}`;
-    return undefined;
-};
+const chrootReason = () => chrootSkipReason("usr/bin/fail2ban-regex");
 
 /** Runs fail2ban-regex inside the trixie chroot with Debian's config plus ours. */
 function fail2banRegex(line: string, filter: string): { matched: number } {

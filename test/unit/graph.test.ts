@@ -9,7 +9,6 @@ import { parseConfig } from "../../components/config";
 import { txtText } from "../../components/dns/records";
 import { program, type ProgramOutputs } from "../../components/program";
 import { secretSpecs } from "../../components/services";
-import { renderServerSteps } from "../../components/services";
 import { isSecret, ofType, one, runMocked, valueOf, type RegisteredResource } from "../harness/mocks";
 import { loadStackFile } from "../harness/stack-file";
 import { REPO_ROOT, validRawConfig } from "../fixtures/config";
@@ -26,12 +25,18 @@ const byKey = (rs: readonly RegisteredResource[]) => new Map(rs.map((r) => [`${r
 const filesIn = (script: string) => [...script.matchAll(/<<'ISPMAIL_B64'\n([A-Za-z0-9+/=\n]*?)\nISPMAIL_B64/g)].map((m) => Buffer.from(m[1].replace(/\n/g, ""), "base64").toString("utf8"));
 const short = (r: RegisteredResource) => `${r.type.split(":").pop()}:${r.name}`;
 
+/** The server steps of each example stack, written out: staging runs without Nextcloud and backups. */
+const STEPS_OF_STACK: Record<string, string[]> = {
+    "Pulumi.prod.yaml": ["base", "postgresql", "directory", "tls", "rspamd", "dkim-signer", "postfix", "dovecot", "web", "certbot", "nextcloud", "fail2ban", "backup"],
+    "Pulumi.staging.yaml": ["base", "postgresql", "directory", "tls", "rspamd", "dkim-signer", "postfix", "dovecot", "web", "certbot", "fail2ban"],
+};
+
 describe("graph: the example stacks", () => {
-    for (const file of ["Pulumi.prod.yaml", "Pulumi.staging.yaml"]) {
+    for (const [file, steps] of Object.entries(STEPS_OF_STACK)) {
         const stack = file.split(".")[1];
-        it(`graph: ${file} runs under mocks and registers the whole graph`, async (t) => {
+        it(`graph: ${file} runs under mocks and registers the whole graph`, async () => {
             const path = join(REPO_ROOT, file);
-            if (!existsSync(path)) return t.skip(`${file} is not in the repo yet`);
+            assert.ok(existsSync(path), `the example stack ${file} is missing`);
             const { config, secretKeys } = loadStackFile(path);
             const run = await runMocked(program, { stack, config, secretKeys });
             assert.equal(run.error, undefined, String(run.error));
@@ -49,8 +54,9 @@ describe("graph: the example stacks", () => {
             assert.equal(ofType(rs, "hcloud:index/sshKey:SshKey").length, 1, "the deploy key only; admin keys go through ssh-access");
             assert.equal(ofType(rs, "random:index/randomPassword:RandomPassword").length, secretSpecs(model).filter((s) => s.kind === "password").length);
             assert.equal(ofType(rs, "tls:index/privateKey:PrivateKey").length, model.dkimSelectors.length + 2);
+            // One command per server step, plus the two that prepare the machine.
             const commands = ofType(rs, "command:remote:Command").map((c) => c.name).sort();
-            assert.deepEqual(commands, [...renderServerSteps(model, { dkimSigner: model.dkimSelectors[0] }).map((s) => s.name), "machine-ready", "ssh-access"].sort());
+            assert.deepEqual(commands, [...steps, "machine-ready", "ssh-access"].sort());
 
             // The Cloudflare records are exactly the pure record set (the lab serves the same data).
             const records = await valueOf(outputs.dnsRecords);

@@ -6,15 +6,17 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { needsRoot } from "../harness/needs";
 import { TRIXIE_CHROOT } from "../harness/trixie-chroot";
 import type { Step } from "../../components/steps";
 
 export const CHROOT = TRIXIE_CHROOT;
 
-/** Why a chroot test must be skipped here (undefined: it can run). */
+/** Why a test that runs `tool` (a path inside the chroot) must be skipped here (undefined: it can run). */
 export function chrootSkipReason(tool: string): string | undefined {
-    if (process.getuid?.() !== 0) return "needs root to chroot";
-    if (!existsSync(join(CHROOT, tool))) return `no trixie chroot with ${tool} at ${CHROOT}`;
+    const root = needsRoot(`chroot into the trixie tools chroot to run ${tool}`);
+    if (root) return root;
+    if (!existsSync(join(CHROOT, tool))) return `no trixie chroot with ${tool} at ${CHROOT} (\`npm test\` builds it as root where mmdebstrap is installed: test/harness/build-trixie-chroot.sh)`;
     return undefined;
 }
 

@@ -5,13 +5,16 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { parseConfig, type Model } from "../../components/config";
-import { LOGIN_VIEW, NEXTCLOUD_APPS, NEXTCLOUD_CONFIG_PATH, NEXTCLOUD_DATA, NEXTCLOUD_INSTALL_SECRETS, nextcloudArchiveUrl, renderNextcloudConfig, SQL_RAW_QUERIES } from "../../components/services/nextcloud";
+import { NEXTCLOUD_CONFIG_PATH, NEXTCLOUD_INSTALL_SECRETS, nextcloudArchiveUrl, renderNextcloudConfig, SQL_RAW_QUERIES } from "../../components/services/nextcloud";
 import { secretSpecs } from "../../components/services";
 import { renderApplyScript, resolveSecrets, secretRef, secretsOf, type Step } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
 import { SERVICE, stepsOf } from "../../components/services";
+import { FILES_DIR } from "../../components/templates";
 
 function model(nextcloud?: Record<string, unknown>): Model {
     const raw = validRawConfig();
@@ -44,7 +47,7 @@ describe("nextcloud: step", () => {
         const mirrored = enabled({ url: "https://mirror.example.org/nc/nextcloud-31.0.9.tar.bz2" });
         assert.equal(nextcloudArchiveUrl(mirrored.nextcloud), "https://mirror.example.org/nc/nextcloud-31.0.9.tar.bz2");
         const vars = execFileSync("bash", ["-c", `${step(mirrored).script.split("\n").filter((l) => /^[A-Z_0-9]+='/.test(l)).join("\n")}\nprintf '%s\\n' "$NC_URL" "$NC_SHA256" "$NC_VERSION" "$NC_DATA"`], { encoding: "utf8" });
-        assert.deepEqual(vars.trim().split("\n"), ["https://mirror.example.org/nc/nextcloud-31.0.9.tar.bz2", "cd".repeat(32), "31.0.9", NEXTCLOUD_DATA]);
+        assert.deepEqual(vars.trim().split("\n"), ["https://mirror.example.org/nc/nextcloud-31.0.9.tar.bz2", "cd".repeat(32), "31.0.9", "/srv/ispmail/nextcloud"]);
     });
 
     it("its apply script is valid bash once secrets are resolved", () => {
@@ -83,7 +86,10 @@ describe("nextcloud: step", () => {
     });
 
     it("enables the SQL user backend first, then Mail, Calendar and Contacts", () => {
-        assert.deepEqual([...NEXTCLOUD_APPS], ["user_backend_sql_raw", "mail", "calendar", "contacts"]);
+        const s = step(enabled());
+        const apps = execFileSync("bash", ["-c", `${s.script.split("\n").filter((l) => /^NC_APPS='/.test(l)).join("\n")}\nprintf '%s\\n' $NC_APPS`], { encoding: "utf8" });
+        assert.deepEqual(apps.trim().split("\n"), ["user_backend_sql_raw", "mail", "calendar", "contacts"]);
+        assert.match(s.script, /for app in \$NC_APPS; do/, "enabled in that order");
     });
 });
 
@@ -93,7 +99,7 @@ describe("nextcloud: config file", () => {
     it("trusts the groupware host and localhost, and stores data on the data volume", () => {
         assert.match(config, /'trusted_domains' => \[\n\s+'cloud\.example\.org',\n\s+'localhost',\n\s+\]/);
         assert.match(config, /'overwrite\.cli\.url' => 'https:\/\/cloud\.example\.org\/'/);
-        assert.match(config, new RegExp(`'datadirectory' => '${NEXTCLOUD_DATA}'`));
+        assert.match(config, /'datadirectory' => '\/srv\/ispmail\/nextcloud'/);
         assert.match(config, /'memcache\.local' => '\\OC\\Memcache\\APCu'/);
     });
 
@@ -109,13 +115,27 @@ describe("nextcloud: config file", () => {
     });
 });
 
+/** What the directory's migrations let role nextcloudauth select (their GRANT SELECT statements). */
+function grantedToNextcloudauth(): string[] {
+    const dir = join(FILES_DIR, "postgresql", "migrations");
+    const sql = readdirSync(dir)
+        .filter((f) => f.endsWith(".sql"))
+        .map((f) => readFileSync(join(dir, f), "utf8").replace(/--.*$/gm, ""))
+        .join("\n");
+    return [...sql.matchAll(/\bGRANT\s+SELECT\s+ON\s+([^;]+?)\s+TO\s+([^;]+);/gi)]
+        .filter((m) => m[2].split(",").some((role) => role.trim() === "nextcloudauth"))
+        .flatMap((m) => m[1].split(",").map((t) => t.trim()));
+}
+
 describe("nextcloud: user backend queries", () => {
     it("only read, and only from the login view nextcloudauth may select", () => {
+        const granted = grantedToNextcloudauth();
+        assert.deepEqual(granted, ["nextcloud_users"], "the migrations grant nextcloudauth the login view alone");
         for (const [name, sql] of Object.entries(SQL_RAW_QUERIES)) {
             assert.match(sql, /^SELECT /, name);
             assert.doesNotMatch(sql, /\b(INSERT|UPDATE|DELETE|DROP|ALTER|CREATE|GRANT)\b/i, name);
             const tables = [...sql.matchAll(/\bFROM\s+([a-z_]+)/gi)].map((m) => m[1]);
-            assert.deepEqual([...new Set(tables)], [LOGIN_VIEW], name);
+            assert.deepEqual([...new Set(tables)], granted, name);
         }
     });
 

