@@ -51,6 +51,7 @@ function render(model: Model): StepBody {
         { path: "/etc/postfix/main.cf", content: renderMainCf(model), mode: "0644" },
         { path: "/etc/postfix/master.cf", content: readStatic("postfix/master.cf"), mode: "0644" },
         { path: "/etc/postfix/submission_header_cleanup", content: readStatic("postfix/submission_header_cleanup"), mode: "0644" },
+        { path: "/etc/postfix/non-ascii-sender.regexp", content: readStatic("postfix/non-ascii-sender.regexp"), mode: "0644" },
         // Readable by the postfix group only: proxymap reads them, nobody else needs the password.
         ...PGSQL_MAPS.map((name) => ({ path: `/etc/postfix/${name}.cf`, content: renderPgsqlMap(name), owner: "root", group: "postfix", mode: "0640", secret: true })),
     ];

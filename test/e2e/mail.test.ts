@@ -193,6 +193,33 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
         await imapMessage("bob@example.org", pw("bob@example.org"), "INBOX", alias);
     });
 
+    test("utf8: a non-ASCII envelope sender is refused in the SMTP dialogue (553 5.6.7), never accepted and then bounced; an ASCII sender from the same client passes", async () => {
+        // Dovecot's LMTP does not offer SMTPUTF8: a message from jörg@... would be accepted on port 25
+        // and then bounced by Postfix ("SMTPUTF8 is required, but was not offered"). From the
+        // foreign MTA's host, as its Postfix would try it; no DATA, so nothing is ever queued.
+        const probe = String.raw`
+import json, smtplib, sys
+out = {}
+s = smtplib.SMTP("${LAB.mail.ipv4}", 25, local_hostname="${LAB.foreign.fqdn}", timeout=30)
+s.ehlo(); out["smtputf8"] = s.has_extn("smtputf8")
+for sender in sys.argv[1:]:
+    s.mail(sender, ["SMTPUTF8"] if not sender.isascii() else [])
+    code, text = s.rcpt("carol@example.com")
+    out[sender] = [code, text.decode("utf-8", "replace")]
+    s.rset()
+s.quit()
+print(json.dumps(out))
+`;
+        const r = await guest("foreign").execOk(`python3 - 'jörg@example.net' 'rcpt@example.net'`, { input: probe });
+        const answers = JSON.parse(r.trim()) as Record<string, [number, string] | boolean>;
+        assert.equal(answers.smtputf8, true, "port 25 still offers SMTPUTF8 (UTF-8 in headers is fine)");
+        const [code, text] = answers["jörg@example.net"] as [number, string];
+        assert.equal(code, 553, text);
+        assert.match(text, /5\.6\.7 .*Non-ASCII sender/);
+        // Control: the same client and recipient with an ASCII sender get past RCPT.
+        assert.equal((answers["rcpt@example.net"] as [number, string])[0], 250, JSON.stringify(answers));
+    });
+
     test("postfix: refuses unauthenticated relay (foreign to foreign) with 554 and queues nothing", async () => {
         const subject = token("proof-5");
         const r = await swaks(["--server", MX, "--port", "25", "--ehlo", "probe.example.net", "--from", FOREIGN_RCPT, "--to", `someone-else@${LAB.foreignDomain}`, "--h-Subject", subject]);
