@@ -4,7 +4,7 @@
  * (components/remote.ts) and by the lab (lab/) alike.
  *
  * Adding a service: components/services/<name>.ts exporting one {@link Service}, its config files
- * in files/<name>/ (with apply.sh), its name in ./names.ts and one line in SERVICES below
+ * in files/<name>/ (with apply.sh), its name in ./names.ts and one entry in SERVICE below
  * (docs/ARCHITECTURE.md, "How to add a service").
  */
 import type { Model } from "../config";
@@ -75,22 +75,29 @@ export interface RenderOptions {
     readonly services?: readonly Service[];
 }
 
+/** What every step of one server is rendered with: its context, and the names of its services (for `follows`). */
+function serverView(model: Model, facts: DeploymentFacts, services: readonly Service[]): { context: RenderContext; present: readonly string[] } {
+    return { context: { facts, webHosts: webHosts(model, services) }, present: enabledServices(model, services).map((s) => s.name) };
+}
+
+function renderStep(service: Service, model: Model, view: ReturnType<typeof serverView>): Step {
+    const follows = (service.follows ?? []).filter((name) => view.present.includes(name));
+    return { name: service.name, ...service.render(model, view.context), after: [...service.after, ...follows] };
+}
+
 /**
  * One service's step with the context of the whole server, or none when it is disabled. For tests
  * and single-step tools; a deployment uses {@link renderServerSteps}.
  */
 export function stepsOf(service: Service, model: Model, opts: RenderOptions = {}): Step[] {
-    const services = opts.services ?? SERVICES;
     if (!isEnabled(service, model)) return [];
-    const present = enabledServices(model, services).map((s) => s.name);
-    const context: RenderContext = { facts: opts.facts ?? settledFacts(model), webHosts: webHosts(model, services) };
-    const follows = (service.follows ?? []).filter((name) => present.includes(name));
-    return [{ name: service.name, ...service.render(model, context), after: [...service.after, ...follows] }];
+    return [renderStep(service, model, serverView(model, opts.facts ?? settledFacts(model), opts.services ?? SERVICES))];
 }
 
 /** All steps of the server, ordered so that `after` is respected. */
 export function renderServerSteps(model: Model, facts: DeploymentFacts, services: readonly Service[] = SERVICES): Step[] {
-    return orderSteps(enabledServices(model, services).flatMap((s) => stepsOf(s, model, { facts, services })));
+    const view = serverView(model, facts, services);
+    return orderSteps(enabledServices(model, services).map((s) => renderStep(s, model, view)));
 }
 
 /**
