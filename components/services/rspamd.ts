@@ -34,6 +34,7 @@ const LOCAL_D = [
     "actions.conf",
     "milter_headers.conf",
     "options.inc",
+    "headers_group.conf",
 ] as const;
 
 function render(model: Model): StepBody {

@@ -38,7 +38,11 @@ if req.get("mailbox"):
     out["select"] = typ
     out["selectText"] = data[0].decode() if data and data[0] else ""
     if typ == "OK" and req.get("subject"):
-        typ, ids = m.search("UTF-8", "SUBJECT", '"%s"' % req["subject"])
+        if req["subject"].isascii():
+            typ, ids = m.search("UTF-8", "SUBJECT", '"%s"' % req["subject"])
+        else:  # sent as an IMAP literal: imaplib only quotes ASCII
+            m.literal = req["subject"].encode("utf-8")
+            typ, ids = m.search("UTF-8", "SUBJECT")
         found = ids[0].split() if typ == "OK" and ids[0] else []
         out["headers"] = []
         for i in found:
@@ -218,6 +222,27 @@ print(json.dumps(out))
         assert.match(text, /5\.6\.7 .*Non-ASCII sender/);
         // Control: the same client and recipient with an ASCII sender get past RCPT.
         assert.equal((answers["rcpt@example.net"] as [number, string])[0], 250, JSON.stringify(answers));
+    });
+
+    test("utf8: a message with raw UTF-8 headers, relayed by the foreign Postfix with SMTPUTF8, lands in the INBOX with its subject intact; nothing bounces", async () => {
+        // The foreign MTA's sendmail detects the UTF-8 headers and requests SMTPUTF8 for the relay
+        // (our Received header then says "with UTF8SMTPS"). Before the fix, Postfix accepted it on
+        // port 25 and then bounced it at the LMTP hop ("SMTPUTF8 is required, but was not offered").
+        const subject = token("Grüße aus Köln");
+        const message = [`From: Jörg Müller <${FOREIGN_RCPT}>`, "To: carol@example.com", `Subject: ${subject}`, "MIME-Version: 1.0",
+            "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit", "", "Schöne Grüße.", ""].join("\n");
+        await guest("foreign").execOk(`/usr/sbin/sendmail -f ${FOREIGN_RCPT} carol@example.com`, { input: message });
+        const headers = await imapMessage("carol@example.com", pw("carol@example.com"), "INBOX", subject);
+        assert.ok(headers.includes(`Subject: ${subject}\r\n`), headers);
+        assert.ok(headers.includes("From: Jörg Müller <"), headers);
+        assert.match(headers, /by mx1\.example\.org \(Postfix\) with UTF8SMTPS id (\w+)/, "the relay did not use SMTPUTF8, so this proves nothing");
+        const queueId = /with UTF8SMTPS id (\w+)/.exec(headers)![1];
+        const log = await eventually(`the delivery of ${queueId} in the mail log`, async () => {
+            const lines = await mail.execOk(`journalctl --no-pager -o cat --since -10min | grep -F '${queueId}: ' || true`);
+            return /status=/.test(lines) ? lines : undefined;
+        });
+        assert.match(log, /status=sent/, log);
+        assert.doesNotMatch(log, /status=(bounced|deferred)/, log);
     });
 
     test("postfix: refuses unauthenticated relay (foreign to foreign) with 554 and queues nothing", async () => {

@@ -95,6 +95,10 @@ describe("postfix step", () => {
             "submissions/inet/smtpd_sasl_auth_enable = yes",
             "submissions/inet/cleanup_service_name = header_cleanup",
             "header_cleanup/unix/header_checks = regexp:/etc/postfix/submission_header_cleanup",
+            // No SMTPUTF8 autodetection in either cleanup: it would make raw UTF-8 headers require
+            // SMTPUTF8 at Dovecot's LMTP, which does not offer it (bounce after acceptance).
+            "cleanup/unix/smtputf8_enable = no",
+            "header_cleanup/unix/smtputf8_enable = no",
         ]) {
             assert.ok(params.has(p), `master.cf lacks ${p}`);
         }

@@ -84,6 +84,11 @@ describe("rspamd step", () => {
             assert.match(dump.stdout, /reject = 15/);
             assert.match(dump.stdout, /add_header = 6/);
             assert.match(dump.stdout, /greylist = 4/);
+            // RFC 6532 headers (raw UTF-8) are scored like RFC 2047 ones.
+            const options = inChroot(["rspamadm", "configdump", "-c", `${inside}/conf/rspamd.conf`, "options"]);
+            assert.match(options.stdout, /enable_mime_utf = true/);
+            const headers = inChroot(["rspamadm", "configdump", "-c", `${inside}/conf/rspamd.conf`, "group"]);
+            assert.match(headers.stdout, /"?R_MIXED_CHARSET"? \{[^}]*weight = 1/);
         });
     });
 
