@@ -7,7 +7,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ipaddr from "ipaddr.js";
 import type { Model } from "../components/config";
-import { renderDnsRecords, type DnsRecord } from "../components/dns/records";
+import { renderDnsRecords, txtContent, type DnsRecord } from "../components/dns/records";
+import { dkimPublicKeyFromPem } from "../components/secrets";
+import { ensureForeignDkimKey, FOREIGN_DKIM_SELECTOR } from "./foreign";
 import { labTemplate, writeIfChanged } from "./files";
 import { LAB, PATHS } from "./lab";
 import { daemonPid, inLabNet, run, runOk, startDaemon, waitFor } from "./proc";
@@ -49,10 +51,12 @@ export function reverseZone(address: string, prefixLength: number): string {
 export interface LabZoneInput {
     readonly model: Model;
     readonly dkimPublicKeys: Readonly<Record<string, string>>;
+    /** The foreign MTA's DKIM public key (base64 SPKI); ensureDns fills it in from .lab. */
+    readonly foreignDkimPublicKey?: string;
 }
 
 /** Every zone the lab serves. Pure: the unit tests check it without a running server. */
-export function labZones({ model, dkimPublicKeys }: LabZoneInput): Zone[] {
+export function labZones({ model, dkimPublicKeys, foreignDkimPublicKey }: LabZoneInput): Zone[] {
     const zones = new Map<string, ZoneRecord[]>();
     const add = (zone: string, r: ZoneRecord) => {
         if (!zones.has(zone)) zones.set(zone, []);
@@ -66,6 +70,11 @@ export function labZones({ model, dkimPublicKeys }: LabZoneInput): Zone[] {
     const f = LAB.foreign;
     add(LAB.foreignDomain, { name: LAB.foreignDomain, type: "MX", ttl: LAB_TTL, content: `10 ${f.fqdn}` });
     add(LAB.foreignDomain, { name: LAB.foreignDomain, type: "TXT", ttl: LAB_TTL, content: '"v=spf1 mx -all"' });
+    // Like a large provider: it signs its mail and asks receivers to reject what fails DMARC.
+    add(LAB.foreignDomain, { name: `_dmarc.${LAB.foreignDomain}`, type: "TXT", ttl: LAB_TTL, content: `"v=DMARC1; p=reject; rua=mailto:postmaster@${LAB.foreignDomain}"` });
+    if (foreignDkimPublicKey) {
+        add(LAB.foreignDomain, { name: `${FOREIGN_DKIM_SELECTOR}._domainkey.${LAB.foreignDomain}`, type: "TXT", ttl: LAB_TTL, content: txtContent(`v=DKIM1; k=rsa; p=${foreignDkimPublicKey}`) });
+    }
     add(LAB.foreignDomain, { name: f.fqdn, type: "A", ttl: LAB_TTL, content: f.ipv4 });
     add(LAB.foreignDomain, { name: f.fqdn, type: "AAAA", ttl: LAB_TTL, content: f.ipv6 });
     add(LAB.foreignDomain, { name: NS_HOST, type: "A", ttl: LAB_TTL, content: LAB.host.ipv4 });
@@ -158,7 +167,7 @@ export async function labDig(name: string, type: string): Promise<string[]> {
  * when something changed. Returns what it did.
  */
 export async function ensureDns(input: LabZoneInput): Promise<"started" | "reloaded" | "unchanged"> {
-    const zones = labZones(input);
+    const zones = labZones({ foreignDkimPublicKey: dkimPublicKeyFromPem(ensureForeignDkimKey()), ...input });
     const zoneDir = join(PATHS.dns, "zones");
     mkdirSync(zoneDir, { recursive: true });
     mkdirSync(join(PATHS.dns, "db"), { recursive: true });

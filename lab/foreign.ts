@@ -1,27 +1,47 @@
 /**
- * The foreign MTA (lab-only): mx.example.net, a plain Postfix for example.net that the ispmail
- * server delivers to and receives from. It checks DKIM, SPF and DMARC of what it receives with
- * rspamd as a milter, which records the verdicts in an Authentication-Results header on each stored
- * message (~rcpt/Maildir/new/). It is configured with the same Step machinery as the server, so it
- * is idempotent in the same way.
+ * The foreign MTA (lab-only): mx.example.net, a Postfix for example.net that the ispmail server
+ * delivers to and receives from, strict like a large provider. Its Rspamd (as a milter) checks
+ * DKIM, SPF and DMARC of what it receives and records the verdicts in an Authentication-Results
+ * header on each stored message (~rcpt/Maildir/new/); it enforces DMARC (p=reject is refused at
+ * SMTP time, p=quarantine gets X-Spam) and DKIM-signs its own domain's mail. The lab host counts as
+ * its users' network (mynetworks, Rspamd's local_addrs): mail the tests inject there is relayed and
+ * signed like a logged-in user's, not judged as inbound. It is configured with the same Step
+ * machinery as the server, so it is idempotent in the same way.
  */
+import { generateKeyPairSync } from "node:crypto";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import type { Step } from "../components/steps";
 import { labFile, labTemplate } from "./files";
-import { LAB } from "./lab";
+import { LAB, PATHS } from "./lab";
 
-export function renderForeignMtaSteps(): Step[] {
+export const FOREIGN_DKIM_SELECTOR = "lab";
+const FOREIGN_DKIM_KEY_PATH = `/var/lib/rspamd/dkim/${LAB.foreignDomain}.${FOREIGN_DKIM_SELECTOR}.key`;
+
+/** example.net's DKIM private key (PEM), generated once into .lab (0600), as a provider keeps one. */
+export function ensureForeignDkimKey(): string {
+    if (!existsSync(PATHS.foreignDkimKey)) {
+        const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048, privateKeyEncoding: { type: "pkcs1", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } });
+        writeFileSync(PATHS.foreignDkimKey, privateKey, { mode: 0o600 });
+    }
+    return readFileSync(PATHS.foreignDkimKey, "utf8");
+}
+
+export function renderForeignMtaSteps(dkimKeyPem: string = ensureForeignDkimKey()): Step[] {
     const view = {
         fqdn: LAB.foreign.fqdn,
         domain: LAB.foreignDomain,
         user: LAB.foreignUser,
         labHostIpv4: LAB.host.ipv4,
         labHostIpv6: LAB.host.ipv6,
+        dkimSelector: FOREIGN_DKIM_SELECTOR,
+        dkimKeyPath: FOREIGN_DKIM_KEY_PATH,
     };
     const rspamdLocal = (name: string) => ({ path: `/etc/rspamd/local.d/${name}`, content: labFile(`foreign/rspamd/${name}`) });
+    const rspamdTemplate = (name: string) => ({ path: `/etc/rspamd/local.d/${name}`, content: labTemplate(`foreign/rspamd/${name}.mustache`, view) });
     return [
         {
             name: "foreign-mta",
-            description: `Postfix for ${LAB.foreignDomain} with rspamd recording DKIM/SPF/DMARC verdicts`,
+            description: `Postfix for ${LAB.foreignDomain} with rspamd enforcing DMARC, recording verdicts and DKIM-signing`,
             packages: ["postfix", "rspamd", "ssl-cert"],
             // main.cf is ours: the package must not write one of its own.
             debconf: ["postfix postfix/main_mailer_type select No configuration", `postfix postfix/mailname string ${LAB.foreignDomain}`],
@@ -32,6 +52,10 @@ export function renderForeignMtaSteps(): Step[] {
                 rspamdLocal("milter_headers.conf"),
                 rspamdLocal("actions.conf"),
                 rspamdLocal("fuzzy_check.conf"),
+                rspamdLocal("dmarc.conf"),
+                rspamdTemplate("options.inc"),
+                rspamdTemplate("dkim_signing.conf"),
+                { path: FOREIGN_DKIM_KEY_PATH, content: dkimKeyPem, owner: "_rspamd", group: "_rspamd", mode: "0600" },
             ],
             script: `
 if ! id ${LAB.foreignUser} >/dev/null 2>&1; then
@@ -42,7 +66,7 @@ if changed /etc/aliases || [ ! -f /etc/aliases.db ]; then
   newaliases
   ispmail_action "rebuilt /etc/aliases.db"
 fi
-if changed /etc/rspamd/local.d; then
+if changed /etc/rspamd/local.d ${FOREIGN_DKIM_KEY_PATH}; then
   rspamadm configtest >&2
   restart rspamd
 fi

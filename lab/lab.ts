@@ -68,6 +68,8 @@ export const PATHS = {
     deployKey: join(STATE_DIR, "ssh", "deploy_ed25519"),
     knownHosts: join(STATE_DIR, "ssh", "known_hosts"),
     secrets: join(STATE_DIR, "secrets.json"),
+    /** The foreign MTA's DKIM key for example.net (lab/foreign.ts), generated once. */
+    foreignDkimKey: join(STATE_DIR, "foreign-dkim.pem"),
     ca: join(STATE_DIR, "ca"),
     dns: join(STATE_DIR, "dns"),
     pebble: join(STATE_DIR, "pebble"),

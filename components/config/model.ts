@@ -54,6 +54,7 @@ export interface Model {
     readonly mtaSts: Readonly<Parsed["mtaSts"]>;
     readonly dns: Readonly<Parsed["dns"]>;
     readonly backup?: Readonly<NonNullable<Parsed["backup"]>>;
+    readonly mailPolicy: Readonly<Parsed["mailPolicy"]>;
 }
 
 /** Passwords given in stack config (secret values), by address. Kept out of the model on purpose. */
@@ -112,6 +113,7 @@ export function buildModel(c: Parsed, stack: string): { model: Model; passwords:
         mtaSts: c.mtaSts,
         dns: c.dns,
         ...(c.backup ? { backup: c.backup } : {}),
+        mailPolicy: c.mailPolicy,
     };
     return { model: deepFreeze(model), passwords };
 }

@@ -214,6 +214,21 @@ const backupSchema = z
     })
     .describe("a mapping {repository, keepDaily?, keepWeekly?, keepMonthly?}");
 
+const mailPolicySchema = z
+    .strictObject({
+        /** Inbound mail failing DMARC is refused (p=reject) or filed as spam (p=quarantine). */
+        enforceDmarc: z.boolean().default(true).describe("true or false (default true): refuse mail that fails DMARC of a p=reject domain (ours included), file p=quarantine failures as spam"),
+        /** What one authenticated login may send (Rspamd ratelimit), against a stolen password. */
+        sendLimit: z
+            .strictObject({
+                perHour: z.number().int().min(1).max(100000).default(200).describe("a whole number of messages from 1 to 100000 (default 200)"),
+                perDay: z.number().int().min(1).max(1000000).default(1000).describe("a whole number of messages from 1 to 1000000 (default 1000)"),
+            })
+            .default({ perHour: 200, perDay: 1000 })
+            .describe("a mapping {perHour?, perDay?}: messages one login may send"),
+    })
+    .describe("a mapping {enforceDmarc?, sendLimit?}");
+
 const SELECTOR_ALLOWED = "a DKIM selector: lowercase letters, digits and inner hyphens, no dots or underscores, such as s2026";
 const selectorList = z
     .array(
@@ -244,6 +259,7 @@ export const configSchema = z.strictObject({
     mtaSts: mtaStsSchema.default({ mode: "enforce", maxAge: 604800 }),
     dns: dnsSchema.default({ ttl: 3600, zoneIds: {} }),
     backup: backupSchema.optional(),
+    mailPolicy: mailPolicySchema.default({ enforceDmarc: true, sendLimit: { perHour: 200, perDay: 1000 } }),
 });
 
 export type RawConfig = z.input<typeof configSchema>;

@@ -8,6 +8,9 @@
  *   strict alignment; one DKIM TXT per selector (the first signs, the others stay published for
  *   rotation); `_mta-sts` (RFC 8461) and `_smtp._tls` TLS-RPT (RFC 8460); SRV records per RFC 6186
  *   and RFC 8314 (implicit TLS preferred; plain IMAP and POP3 explicitly "not offered" with ".").
+ * - SPF `v=spf1 a -all` on mailHost: bounces and the server's own mail pass SPF and DMARC there.
+ * - `<domain>._report._dmarc.<admin's domain>` (RFC 7489 §7.1) when DMARC reports go to another
+ *   domain whose zone is ours.
  * - CAA on every zone apex (RFC 8659): only Let's Encrypt may issue, no wildcards, reports to admin.
  */
 import { dkimRecordName } from "../dkim";
@@ -112,12 +115,25 @@ export function renderDnsRecords(input: DnsInput): DnsRecord[] {
         add(zone, "CAA", `0 iodef "mailto:${model.adminEmail}"`);
     }
 
+    // The server's own mail (bounces from MAILER-DAEMON@mailHost with an empty envelope, cron and
+    // alert mail from root@mailHost) is checked by SPF against the HELO name / mailHost, and DMARC
+    // (our p=reject covers subdomains) needs that to pass. Skipped when mailHost is itself a mail
+    // domain, which already has its SPF record (two would be a permerror).
+    if (!model.domains.includes(model.mailHost)) add(model.mailHost, "TXT", txtContent("v=spf1 a -all"));
+
+    // RFC 7489 §7.1: a domain whose reports go to an address in another domain needs that domain's
+    // consent, <domain>._report._dmarc.<report domain>. Published when we hold that zone; for an
+    // address elsewhere (a mailbox provider) its owner must publish it, or reports are dropped.
+    const reportDomain = model.adminEmail.slice(model.adminEmail.lastIndexOf("@") + 1);
+    const reportZoneIsOurs = zones.some((z) => isUnder(reportDomain, z));
+
     const sts = mtaStsPolicy(model);
     const srvPorts = publicPorts(model, services).filter((p) => p.srv);
     for (const domain of model.domains) {
         add(domain, "MX", `10 ${model.mailHost}`);
         add(domain, "TXT", txtContent("v=spf1 mx -all"));
         add(`_dmarc.${domain}`, "TXT", txtContent(`v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:${model.adminEmail}`));
+        if (reportZoneIsOurs && !isUnder(reportDomain, domain)) add(`${domain}._report._dmarc.${reportDomain}`, "TXT", txtContent("v=DMARC1"));
         for (const selector of model.dkimSelectors) {
             const key = dkimPublicKeys[selector];
             if (!key) throw new Error(`no DKIM public key for selector "${selector}"`);

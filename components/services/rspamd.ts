@@ -13,7 +13,7 @@ import { dkimKeySecret, RSPAMD_CONTROLLER_SECRET, type SecretSpec } from "../sec
 import type { StepFile } from "../steps";
 import { secretRef } from "../steps";
 import { shellAssignments } from "../shell";
-import { readStatic } from "../templates";
+import { readStatic, renderTemplate } from "../templates";
 import { STEP } from "./names";
 import type { Service, StepBody } from "./service";
 
@@ -40,6 +40,12 @@ const LOCAL_D = [
 function render(model: Model): StepBody {
     const files: StepFile[] = [
         ...LOCAL_D.map((name) => ({ path: `/etc/rspamd/local.d/${name}`, content: readStatic(`rspamd/local.d/${name}`), mode: "0644" })),
+        { path: "/etc/rspamd/local.d/dmarc.conf", content: renderTemplate("rspamd/local.d/dmarc.conf.mustache", { enforceDmarc: model.mailPolicy.enforceDmarc }), mode: "0644" },
+        {
+            path: "/etc/rspamd/local.d/ratelimit.conf",
+            content: renderTemplate("rspamd/local.d/ratelimit.conf.mustache", { ...model.mailPolicy.sendLimit, hourSeconds: Math.round(3600 / model.mailPolicy.sendLimit.perHour) }),
+            mode: "0644",
+        },
         { path: "/etc/rspamd/lua.local.d/ispmail_from_header.lua", content: readStatic("rspamd/lua.local.d/ispmail_from_header.lua"), mode: "0644" },
         // Every selector's key stays installed (rotation switches the signer), readable by Rspamd
         // only; sorted, so that reordering the list (the rotation's switch) changes only the signer.

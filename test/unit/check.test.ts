@@ -35,6 +35,8 @@ function labZone(): Served {
     const add = (type: string, name: string, ...values: string[]) => zone.set(`${type} ${name}`, values);
     add("A", "mx1.example.org", IPV4);
     add("AAAA", "mx1.example.org", IPV6);
+    add("TXT", "mx1.example.org", "v=spf1 a -all");
+    add("TXT", "example.com._report._dmarc.example.org", "v=DMARC1");
     for (const d of ["example.org", "example.com"]) {
         for (const host of [`mta-sts.${d}`, `autoconfig.${d}`]) {
             add("A", host, IPV4);

@@ -64,9 +64,13 @@ describe("dns: record set", () => {
             ...caa("example.com"),
             ...perDomain("example.org"),
             ...perDomain("example.com"),
+            // Issue 13: the server's own mail (bounces from MAILER-DAEMON@mx1, root's alerts) passes
+            // SPF on the host name; example.com's DMARC reports may go to example.org (RFC 7489 §7.1).
+            r("example.org", "mx1.example.org", "TXT", '"v=spf1 a -all"'),
+            r("example.org", "example.com._report._dmarc.example.org", "TXT", '"v=DMARC1"'),
         ];
         assert.deepEqual(sorted(render()), sorted(expected));
-        assert.equal(render().length, 42);
+        assert.equal(render().length, 44);
     });
 
     it("dns: adding users, aliases and shares changes no record", () => {
@@ -152,6 +156,17 @@ describe("dns: zones", () => {
         });
         assert.deepEqual(dnsZones(m), ["example.com", "example.org", "provider.net"]);
         assert.equal(render(m).find((x) => x.name === "mail.provider.net" && x.type === "A")?.zone, "provider.net");
+    });
+
+    it("dns: a mailHost that is itself a mail domain keeps one SPF record; reports to a foreign address get no authorisation record here", () => {
+        const m = model((raw) => {
+            raw.mailHost = "example.org";
+            raw.adminEmail = "reports@dmarc-service.example";
+        });
+        const spf = render(m).filter((x) => x.name === "example.org" && x.type === "TXT" && x.content.startsWith('"v=spf1'));
+        assert.deepEqual(spf.map((x) => x.content), ['"v=spf1 mx -all"']);
+        // dmarc-service.example is not our zone: its owner must publish the consent (docs/OPERATIONS.md).
+        assert.deepEqual(render(m).filter((x) => x.name.includes("._report._dmarc.")), []);
     });
 });
 

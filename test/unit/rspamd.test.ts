@@ -92,6 +92,21 @@ describe("rspamd step", () => {
         });
     });
 
+    test("rspamd: mailPolicy decides DMARC enforcement and the per-login sending limits", () => {
+        const rendered = (raw: (r: Record<string, unknown>) => void) => {
+            const config = validRawConfig();
+            raw(config as Record<string, unknown>);
+            const [s] = stepsOf(SERVICE.rspamd, parseConfig(config, { stack: "test" }).model);
+            return (path: string) => s.files.find((f) => f.path === path)!.content;
+        };
+        const off = rendered((r) => (r.mailPolicy = { enforceDmarc: false, sendLimit: { perHour: 5, perDay: 50 } }));
+        assert.doesNotMatch(off("/etc/rspamd/local.d/dmarc.conf"), /actions/);
+        assert.match(off("/etc/rspamd/local.d/ratelimit.conf"), /burst = 5;\s*rate = "5 \/ 1h";/);
+        assert.match(off("/etc/rspamd/local.d/ratelimit.conf"), /burst = 50;\s*rate = "50 \/ 1d";/);
+        const on = rendered(() => {});
+        assert.match(on("/etc/rspamd/local.d/dmarc.conf"), /^actions \{\n  reject = "reject";\n  quarantine = "add header";\n\}$/m);
+    });
+
     test("rspamd: the controller password is hashed from the secret file, never from an argument", () => {
         const script = step.script;
         assert.match(script, /ISPMAIL_SECRET_PATH=\$CONTROLLER_SECRET rspamadm lua -e/);

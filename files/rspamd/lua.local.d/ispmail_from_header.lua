@@ -1,7 +1,7 @@
 -- ispmail: an authenticated user may only send with a From header that is the envelope sender.
 --
 -- Postfix checks the envelope sender against the directory (smtpd_sender_login_maps +
--- reject_sender_login_mismatch), but never looks at the From: header, which is what recipients
+-- reject_authenticated_sender_login_mismatch on 587/465), but never looks at the From: header, which is what recipients
 -- see and what DMARC aligns with. Requiring From == MAIL FROM for authenticated mail extends the
 -- ownership check to the header. Unauthenticated and local (sendmail) mail is left alone.
 local rspamd_logger = require "rspamd_logger"
