@@ -21,6 +21,7 @@ interface ListPart<T> {
 /** What parsed of each key, for the relation checks. */
 export interface RelationInput {
     mailHost?: string;
+    adminEmail?: string;
     domains: ListPart<string>;
     users: ListPart<ElementOf<Parsed["users"]>>;
     /** The address of every user entry whose address parses, even when another field of it does not. */
@@ -38,6 +39,7 @@ function whole<T>(list: readonly T[]): ListPart<T> {
 export function fromComplete(c: Parsed): RelationInput {
     return {
         mailHost: c.mailHost,
+        adminEmail: c.adminEmail,
         domains: whole(c.domains),
         users: whole(c.users),
         mailboxAddresses: whole(c.users.map((u) => u.address)),
@@ -82,9 +84,11 @@ export function partialParse(decoded: Record<string, unknown>, undecodable: Read
     const values: Record<string, unknown> = { ...decoded };
     for (const key of undecodable) values[key] = UNKNOWN;
     const mailHost = configSchema.shape.mailHost.safeParse(values.mailHost);
+    const adminEmail = configSchema.shape.adminEmail.safeParse(values.adminEmail);
     const nextcloud = configSchema.shape.nextcloud.safeParse(values.nextcloud);
     return {
         ...(mailHost.success ? { mailHost: mailHost.data } : {}),
+        ...(adminEmail.success ? { adminEmail: adminEmail.data } : {}),
         domains: partialList(values, "domains"),
         users: partialList(values, "users"),
         mailboxAddresses: partialAddresses(values.users),
@@ -133,6 +137,14 @@ export function checkRelations(c: RelationInput, secretKeys: ReadonlySet<string>
         const key = `${a.source}>${a.destination}`;
         if (aliasPairs.has(key)) problems.push(`${keyPath(["aliases", index])}: the alias ${a.source} -> ${a.destination} is listed twice; each pair may appear once`);
         aliasPairs.add(key);
+    }
+    // Alerts, bounces' reports and DMARC/TLS reports go to adminEmail: on a managed domain it must
+    // be an address that receives mail here, or they would be refused as an unknown user.
+    const admin = c.adminEmail;
+    if (admin && domainsKnown && mailboxesKnown && c.aliases.complete && managed.has(splitAddress(admin).domain)) {
+        const { domain } = splitAddress(admin);
+        const receives = mailboxes.has(admin) || c.aliases.items.some(({ value: a }) => a.source === admin || a.source === `@${domain}`);
+        if (!receives) problems.push(`${keyPath(["adminEmail"])}: "${admin}" is in managed domain ${domain} but is neither a mailbox in ispmail:users nor an alias source in ispmail:aliases; alerts and reports sent there would be refused. Add it as an alias (e.g. {source: ${admin}, destination: <your mailbox>}) or use an address elsewhere`);
     }
     const shares = new Set<string>();
     for (const { index, value: s } of c.sharedMailboxes.items) {

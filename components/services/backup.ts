@@ -16,6 +16,7 @@ import { BACKUP_PASSWORD_SECRET } from "../secrets";
 import { shellQuote } from "../shell";
 import { secretRef } from "../steps";
 import { readStatic, renderTemplate } from "../templates";
+import { ALERT_ON_FAILURE } from "./base";
 import { STEP } from "./names";
 import type { Service, StepBody } from "./service";
 
@@ -51,6 +52,8 @@ function render(model: Model): StepBody {
             { path: "/usr/local/sbin/ispmail-restore", content: readStatic("backup/ispmail-restore.sh"), mode: "0755" },
             { path: `${UNIT_DIR}/ispmail-backup.service`, content: readStatic("backup/ispmail-backup.service"), mode: "0644" },
             { path: `${UNIT_DIR}/ispmail-backup.timer`, content: readStatic("backup/ispmail-backup.timer"), mode: "0644" },
+            // A failed backup mails the administrator.
+            { path: `${UNIT_DIR}/ispmail-backup.service.d/ispmail-alert.conf`, content: ALERT_ON_FAILURE, mode: "0644" },
         ],
         script: readStatic("backup/apply.sh"),
     };

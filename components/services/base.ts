@@ -37,6 +37,9 @@ export const BASE_PACKAGES = [
     "nftables",
 ] as const;
 
+/** A systemd drop-in that mails the administrator when its unit fails (`<unit>.d/ispmail-alert.conf`). */
+export const ALERT_ON_FAILURE = readStatic("base/ispmail-alert.conf");
+
 function file(path: string, content: string, mode = "0644"): StepFile {
     return { path, content, owner: "root", group: "root", mode };
 }
@@ -60,6 +63,9 @@ function render(model: Model): StepBody {
             file("/etc/apt/apt.conf.d/52ispmail-unattended-upgrades", readStatic("base/52ispmail-unattended-upgrades")),
             file(METADATA_GUARD, readStatic("base/metadata-guard.nft")),
             file("/etc/systemd/system/ispmail-metadata-guard.service", readStatic("base/ispmail-metadata-guard.service")),
+            // Failures mail a person: units name ispmail-alert@ in OnFailure= (ALERT_ON_FAILURE).
+            file("/etc/systemd/system/ispmail-alert@.service", readStatic("base/ispmail-alert@.service")),
+            file("/usr/local/sbin/ispmail-alert", readStatic("base/ispmail-alert"), "0755"),
         ],
         // mailHost is a validated FQDN (letters, digits, hyphens, dots): safe in single quotes.
         script: [`MAIL_HOST='${model.mailHost}'`, readStatic("base/data-volume.sh"), readStatic("base/apply.sh")].join("\n"),

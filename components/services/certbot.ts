@@ -11,6 +11,7 @@ import type { Model } from "../config";
 import { ACME_WEBROOT } from "../paths";
 import { shellAssignments } from "../shell";
 import { readStatic } from "../templates";
+import { ALERT_ON_FAILURE } from "./base";
 import { STEP } from "./names";
 import type { RenderContext, Service, StepBody } from "./service";
 
@@ -39,7 +40,11 @@ function render(model: Model, { webHosts }: RenderContext): StepBody {
         description: `ACME certificate "${CERT_NAME}" for ${certificateDomains(model, webHosts).length} names from ${model.acme.directoryUrl}, installed into /etc/ispmail/tls`,
         // openssl: reading the current certificate's names; ssl-cert: the group of the private key.
         packages: ["certbot", "openssl", "ssl-cert"],
-        files: [{ path: DEPLOY_HOOK_PATH, content: readStatic("certbot/deploy-hook.sh"), owner: "root", group: "root", mode: "0755" }],
+        files: [
+            { path: DEPLOY_HOOK_PATH, content: readStatic("certbot/deploy-hook.sh"), owner: "root", group: "root", mode: "0755" },
+            // A failed renewal (certbot.service, from Debian's certbot.timer) mails the administrator.
+            { path: "/etc/systemd/system/certbot.service.d/ispmail-alert.conf", content: ALERT_ON_FAILURE, owner: "root", group: "root", mode: "0644" },
+        ],
         script,
     };
 }

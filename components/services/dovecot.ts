@@ -4,8 +4,8 @@
  * /var/vmail/<domain>/<local>, quota, Sieve (global spam-to-Junk, IMAPSieve learning, ManageSieve
  * on 4190) and shared mailboxes with ACLs.
  *
- * Config files: files/dovecot (dovecot.conf, conf.d/, sieve/, apply.sh). Only the SQL connection
- * (it holds the mailreader password) and the quota numbers are rendered here.
+ * Config files: files/dovecot (dovecot.conf, conf.d/, sieve/, quota-warning.sh, apply.sh). Only the
+ * SQL connection (it holds the mailreader password) and the quota numbers are rendered here.
  */
 import type { Model, SharedMailbox } from "../config";
 import { DB_ROLES, dbPasswordSecret } from "../secrets";
@@ -23,6 +23,8 @@ const DOVECOT_PORTS: readonly PublicPort[] = [
 
 export const DOVECOT_SQL_CONF = "/etc/dovecot/ispmail-sql.conf.ext";
 export const SHARES_FILE = "/etc/ispmail/dovecot/shares";
+/** Mails the user a quota warning (conf.d/90-quota.conf: service quota-warning runs it as vmail). */
+export const QUOTA_WARNING_SCRIPT = "/etc/dovecot/quota-warning.sh";
 
 /** conf.d files copied as they are (they replace Debian's files of the same name). */
 const CONF_D = [
@@ -95,6 +97,7 @@ function render(model: Model): StepBody {
         { path: DOVECOT_SQL_CONF, content: renderDovecotSqlConf(), owner: "root", group: "dovecot", mode: "0640", secret: true },
         ...SIEVE.map((rel) => ({ path: `/etc/dovecot/sieve/${rel}`, content: readStatic(`dovecot/sieve/${rel}`), mode: "0644" })),
         ...PIPE_PROGRAMS.map((name) => ({ path: `/etc/dovecot/sieve/pipe/${name}`, content: readStatic(`dovecot/sieve/pipe/${name}`), mode: "0755" })),
+        { path: QUOTA_WARNING_SCRIPT, content: readStatic("dovecot/quota-warning.sh"), mode: "0755" },
         { path: SHARES_FILE, content: renderSharesFile(model.sharedMailboxes), mode: "0644" },
     ];
     return {

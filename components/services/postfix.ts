@@ -37,6 +37,9 @@ export const messageSizeLimitBytes = (model: Model) => model.messageSizeLimitMb 
 export function renderMainCf(model: Model): string {
     return renderTemplate("postfix/main.cf.mustache", {
         mailHost: model.mailHost,
+        // The host's own name is a local destination (root@mailHost -> /etc/aliases), unless it is
+        // also a mail domain: Postfix refuses a domain that is both local and virtual.
+        mailHostIsLocal: !model.domains.includes(model.mailHost),
         messageSizeLimitMb: model.messageSizeLimitMb,
         messageSizeLimitBytes: messageSizeLimitBytes(model),
     });
@@ -52,6 +55,7 @@ function render(model: Model): StepBody {
         { path: "/etc/postfix/master.cf", content: readStatic("postfix/master.cf"), mode: "0644" },
         { path: "/etc/postfix/submission_header_cleanup", content: readStatic("postfix/submission_header_cleanup"), mode: "0644" },
         { path: "/etc/postfix/non-ascii-sender.regexp", content: readStatic("postfix/non-ascii-sender.regexp"), mode: "0644" },
+        { path: "/etc/aliases", content: renderTemplate("postfix/aliases.mustache", { adminEmail: model.adminEmail }), mode: "0644" },
         // Readable by the postfix group only: proxymap reads them, nobody else needs the password.
         ...PGSQL_MAPS.map((name) => ({ path: `/etc/postfix/${name}.cf`, content: renderPgsqlMap(name), owner: "root", group: "postfix", mode: "0640", secret: true })),
     ];

@@ -4,7 +4,7 @@ if [ ! -d /srv/ispmail/backup ]; then
   install -d -m 0700 /srv/ispmail/backup
   mark_changed
 fi
-if changed /etc/systemd/system/ispmail-backup.service /etc/systemd/system/ispmail-backup.timer; then
+if changed /etc/systemd/system/ispmail-backup.service /etc/systemd/system/ispmail-backup.service.d /etc/systemd/system/ispmail-backup.timer; then
   systemctl daemon-reload
   mark_changed
 fi

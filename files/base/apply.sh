@@ -128,6 +128,12 @@ for dir in backup dkim; do
   fi
 done
 
+# --- Alerts: failed units mail the administrator (ispmail-alert@.service) ---------------------
+if changed /etc/systemd/system/ispmail-alert@.service; then
+  systemctl daemon-reload
+  mark_changed
+fi
+
 # --- Metadata service for root only ------------------------------------------------------------
 # The user data (SSH host private key) stays readable by root alone: see metadata-guard.nft.
 GUARD_UNIT=/etc/systemd/system/ispmail-metadata-guard.service

@@ -50,6 +50,10 @@ if ! cmp -s "$live/fullchain.pem" /etc/ispmail/tls/fullchain.pem || ! cmp -s "$l
   ispmail_action "installed certificate $CERT_NAME into /etc/ispmail/tls and reloaded its daemons"
 fi
 
+if changed /etc/systemd/system/certbot.service.d; then
+  systemctl daemon-reload
+  mark_changed
+fi
 # Renewal: Debian's certbot.timer runs `certbot renew` twice a day; it must stay enabled.
 if ! systemctl is-enabled --quiet certbot.timer; then
   systemctl enable --now certbot.timer

@@ -1,12 +1,7 @@
 # ispmail postfix step script (after the files are in place).
 if ! systemctl is-enabled --quiet postfix; then systemctl enable --quiet postfix; mark_changed; fi
-# Local mail (cron, root) goes through /etc/aliases; the postinst did not create it because the
-# package was installed with "No configuration".
-if [ ! -e /etc/aliases ]; then
-  printf 'postmaster: root\n' > /etc/aliases; chmod 0644 /etc/aliases
-  ispmail_action "created /etc/aliases"
-fi
-if [ ! -e /etc/aliases.db ] || [ /etc/aliases -nt /etc/aliases.db ]; then
+# Local mail (cron, root, failed units) goes through /etc/aliases, to ispmail:adminEmail.
+if [ ! -e /etc/aliases.db ] || changed /etc/aliases || [ /etc/aliases -nt /etc/aliases.db ]; then
   newaliases
   ispmail_action "rebuilt /etc/aliases.db"
 fi

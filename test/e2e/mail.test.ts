@@ -388,28 +388,54 @@ print(json.dumps(out))
         assert.equal(refused.code, 552, refused.replies.join("\n"));
     });
 
-    test("dovecot: a mailbox over its quota is refused at LMTP with 552 and the sender gets a bounce", async () => {
+    test("quota: crossing 80 % puts one warning in the INBOX; a full mailbox is refused at RCPT (552 5.2.2) to the foreign MTA and nothing bounces here", async () => {
         const tiny: Model = { ...model, users: model.users.map((u) => (u.address === "carol@example.com" ? { ...u, quotaMb: 1 } : u)) };
-        // The data volume outlives the guests: a quota message left by an earlier run would already
-        // fill the 1 MB, so it goes first (and the quota is counted again).
-        await mail.execOk("doveadm expunge -u carol@example.com mailbox INBOX subject quota && doveadm quota recalc -u carol@example.com");
+        // The data volume outlives the guests: what an earlier run left would already fill the 1 MB.
+        await mail.execOk("doveadm expunge -u carol@example.com mailbox INBOX subject quota && doveadm expunge -u carol@example.com mailbox INBOX subject 'Your mailbox is' && doveadm quota recalc -u carol@example.com");
+        const since = (await mail.execOk("date '+%Y-%m-%d %H:%M:%S'")).trim();
+        // From the foreign MTA's address, as its Postfix would deliver (no greylisting: SPF passes).
+        const deliver = async (subject: string, kilobytes: number) => {
+            const probe = String.raw`
+import json, smtplib, sys
+subject, kb = sys.argv[1], int(sys.argv[2])
+body = "".join("line %06d of a message that fills a mailbox, nothing more to say here.\r\n" % i for i in range(kb * 1024 // 72))
+msg = ("From: ${FOREIGN_RCPT}\r\nTo: carol@example.com\r\nSubject: %s\r\n\r\n" % subject + body).encode()
+s = smtplib.SMTP("${LAB.mail.ipv4}", 25, local_hostname="${LAB.foreign.fqdn}", timeout=120)
+s.ehlo()
+try:
+    s.sendmail("${FOREIGN_RCPT}", ["carol@example.com"], msg)
+    out = [250, "queued", "data"]
+except smtplib.SMTPRecipientsRefused as e:
+    code, text = list(e.recipients.values())[0]
+    out = [code, text.decode(), "rcpt"]
+except smtplib.SMTPResponseException as e:
+    out = [e.smtp_code, e.smtp_error.decode(), "data"]
+s.quit()
+print(json.dumps(out))
+`;
+            const [code, text, stage] = JSON.parse((await guest("foreign").execOk(`python3 - ${shellQuote(subject)} ${kilobytes}`, { input: probe })).trim()) as [number, string, string];
+            return { code, text, stage };
+        };
+        const warnings = async () => Number((await mail.execOk("doveadm search -u carol@example.com mailbox INBOX subject 'Your mailbox is 80% full' | wc -l")).trim());
         try {
             await applyOnGuest("mail", stepsOf(SERVICE.directory, tiny), secrets);
-            const lmtpVerdict = async (subject: string, body?: string) => {
-                const sent = await submit("alice@example.org", pw("alice@example.org"), { to: "carol@example.com", subject: token(subject), ...(body ? { body } : {}) });
-                assert.equal(sent.code, 250, sent.replies.join("\n"));
-                const queueId = /queued as ([0-9A-F]+)/.exec(sent.transcript)?.[1];
-                assert.ok(queueId, sent.replies.join("\n"));
-                return eventually(`the LMTP verdict for ${queueId}`, async () => {
-                    const r = await mail.exec(`journalctl --no-pager -o cat -t postfix/lmtp | grep -F ${queueId}: | grep status= || true`);
-                    return r.stdout.trim() || undefined;
-                });
-            };
-            // Dovecot lets the message that crosses the limit in (quota grace); the next is refused.
-            const crossing = await lmtpVerdict("quota 2MB", `@${await bigBody(scratch, 2)}`);
-            assert.match(crossing, /status=sent/, crossing);
-            const line = await lmtpVerdict("quota over");
-            assert.match(line, /status=bounced .*552 5\.2\.2/, line);
+            // 850 KB of 1 MB: past 80 %, below 95 %.
+            const first = await deliver(token("quota 850k"), 850);
+            assert.equal(first.code, 250, JSON.stringify(first));
+            await eventually("the 80 % warning in carol's INBOX", async () => ((await warnings()) >= 1 ? true : undefined));
+            assert.equal(await warnings(), 1, "one warning for one crossing");
+            // The message that crosses the limit is let in (quota grace); then the mailbox is full.
+            const crossing = await deliver(token("quota 400k"), 400);
+            assert.equal(crossing.code, 250, JSON.stringify(crossing));
+            const percent = async () => Number((await mail.execOk("doveadm -f tab quota get -u carol@example.com | awk -F'\\t' '$2 == \"STORAGE\" { print $5 }'")).trim());
+            await eventually("carol at or over her quota", async () => ((await percent()) >= 100 ? true : undefined));
+            const refused = await deliver(token("quota over"), 10);
+            assert.deepEqual([refused.code, refused.stage], [552, "rcpt"], JSON.stringify(refused));
+            assert.match(refused.text, /^5\.2\.2 <carol@example\.com>: Recipient address rejected: Mailbox is full$/);
+            assert.equal(await warnings(), 1, "the 80 % warning is not repeated");
+            // Nothing was accepted and then bounced here: no LMTP refusal, no bounce sent.
+            const log = await mail.execOk(`journalctl --no-pager -o cat --since '${since}' | grep -E 'status=bounced|sender non-delivery' || true`);
+            assert.equal(log.trim(), "", log);
         } finally {
             await applyOnGuest("mail", stepsOf(SERVICE.directory, model), secrets);
         }

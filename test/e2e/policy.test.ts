@@ -6,8 +6,9 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { before, describe, test } from "node:test";
-import { guest, LAB, labSession } from "../../lab/testkit";
-import { eventually, FOREIGN_RCPT, foreignMessage, headerBlock, shellQuote, swaks, token } from "./clients";
+import { SERVICE, stepsOf } from "../../components/services";
+import { applyOnGuest, guest, LAB, labModelWith, labSession } from "../../lab/testkit";
+import { eventually, FOREIGN_RCPT, foreignMessage, headerBlock, shellQuote, submit, swaks, token } from "./clients";
 
 const mail = guest("mail");
 const foreign = guest("foreign");
@@ -54,8 +55,15 @@ function storedMessage(address: string, needle: string): Promise<string> {
 }
 
 describe("no mail lost, no abuse (lab, strict foreign world)", { timeout: 600_000 }, () => {
+    let secrets: Record<string, string>;
+    const pw = (address: string) => {
+        const p = secrets[`user:${address}`];
+        assert.ok(p, `no password for ${address}`);
+        return p;
+    };
+
     before(async () => {
-        await labSession();
+        ({ secrets } = await labSession());
     });
 
     test("strict world: the foreign MTA refuses mail that fails example.net's DMARC p=reject, from our server's address", async () => {
@@ -119,5 +127,48 @@ except smtplib.SMTPResponseException as e:
         // Port 25 no longer carries login checks Postfix could not apply there ("ignored: no SASL").
         const warnings = await mail.execOk("journalctl -u postfix@- --since -10min -o cat --no-pager | grep -c 'ignored: no SASL support' || true");
         assert.equal(warnings.trim(), "0", "port 25 still lists sender-login restrictions that Postfix ignores without SASL");
+    });
+
+    test("compromised account: a login over its hourly sending limit gets 4xx; another login still sends", async (t) => {
+        // A limit of 3 an hour for the test (ispmail:mailPolicy.sendLimit.perHour; default 200).
+        const limited = labModelWith({ mailPolicy: { sendLimit: { perHour: 3, perDay: 1000 } } });
+        await applyOnGuest("mail", stepsOf(SERVICE.rspamd, limited), secrets);
+        t.after(async () => {
+            await applyOnGuest("mail", stepsOf(SERVICE.rspamd, (await labSession()).model), secrets);
+        });
+        // The bucket of an earlier run of this test must not count.
+        await mail.execOk("valkey-cli --scan --pattern 'RL*' | xargs -r valkey-cli del >/dev/null");
+        const codes: number[] = [];
+        for (let i = 1; i <= 6; i++) {
+            const r = await submit("bob@example.org", pw("bob@example.org"), { to: FOREIGN_RCPT, subject: token(`rate ${i}`) });
+            codes.push(r.code);
+        }
+        // Rspamd's leaky bucket: the limit's messages pass; once it is full every further one is
+        // deferred (451, the client may retry later), never accepted and dropped.
+        const firstRefused = codes.indexOf(451);
+        assert.deepEqual(codes.slice(0, 3), [250, 250, 250], `bob's messages: ${codes.join(", ")}`);
+        assert.ok(firstRefused >= 3 && firstRefused <= 4, `bob's messages: ${codes.join(", ")} (none or a late 451)`);
+        assert.ok(codes.slice(firstRefused).every((c) => c === 451), `bob's messages: ${codes.join(", ")}`);
+        // Per login: carol is not held back by bob's bucket.
+        const other = await submit("carol@example.com", pw("carol@example.com"), { to: FOREIGN_RCPT, subject: token("rate other") });
+        assert.equal(other.code, 250, other.transcript);
+    });
+
+    test("alerts: a failed backup unit mails the administrator (ispmail:adminEmail, here postmaster@example.org -> alice)", async (t) => {
+        // The real unit with its command replaced for this run only (a runtime drop-in in /run).
+        const dropIn = "/run/systemd/system/ispmail-backup.service.d";
+        t.after(async () => {
+            await mail.execOk(`rm -rf ${dropIn} && systemctl daemon-reload && systemctl reset-failed ispmail-backup.service`);
+        });
+        const marker = `simulated backup failure ${randomBytes(6).toString("hex")}`;
+        await mail.execOk(`mkdir -p ${dropIn} && printf '[Service]\\nExecStart=\\nExecStart=/bin/sh -c "echo ${marker} >&2; exit 3"\\n' > ${dropIn}/zz-fail.conf && systemctl daemon-reload`);
+        const run = await mail.exec("systemctl start ispmail-backup.service");
+        assert.notEqual(run.code, 0, "the backup unit did not fail, so this proves nothing");
+        // The alert carries the unit's last log lines, so the marker says which failure it reports.
+        const alert = await storedMessage("alice@example.org", marker);
+        const headers = headerBlock(alert);
+        assert.match(headers, /^Subject: \[mx1\.example\.org\] ispmail-backup\.service failed$/m, headers);
+        assert.match(headers, /^Auto-Submitted: auto-generated$/m, headers);
+        assert.match(headers, /^Return-Path: <root@mx1\.example\.org>$/m, headers);
     });
 });

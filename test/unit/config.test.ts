@@ -75,6 +75,7 @@ const BAD_CASES: readonly BadCase[] = [
     { name: "an alias source in a domain that is not managed", mutate: (c) => (c.aliases[1].source = "sales@example.net"), path: "ispmail:aliases[1].source", allowed: /domain "example\.net" is not managed here; an alias source must be in one of ispmail:domains/ },
     { name: "a catch-all for a domain that is not managed", mutate: (c) => (c.aliases[3].source = "@example.net"), path: "ispmail:aliases[3].source", allowed: /must be in one of ispmail:domains \(example\.org, example\.com\)/ },
     { name: "a catch-all without a domain", mutate: (c) => (c.aliases[3].source = "@"), path: "ispmail:aliases[3].source", allowed: /a catch-all source must be @ followed by a managed mail domain, such as @example\.org/ },
+    { name: "an adminEmail on a managed domain that is neither a mailbox nor an alias source", mutate: (c) => (c.adminEmail = "hostmaster@example.org"), path: "ispmail:adminEmail", allowed: /"hostmaster@example\.org" is in managed domain example\.org but is neither a mailbox in ispmail:users nor an alias source/ },
     { name: "an alias that points to itself", mutate: (c) => (c.aliases[2].destination = "info@example.org"), path: "ispmail:aliases[2].destination", allowed: /an alias cannot point to itself/ },
     { name: "the same alias twice", mutate: (c) => c.aliases.push({ source: "Sales@example.com", destination: "bob@example.org" }), path: "ispmail:aliases[4]", allowed: /sales@example\.com -> bob@example\.org is listed twice/ },
     // --- shared mailboxes
@@ -207,7 +208,7 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
         const raw = validRawConfig();
         raw.mailHost = " MX1.Example.ORG ";
         raw.domains = ["Example.ORG", "example.COM"];
-        raw.adminEmail = "HostMaster@Example.org";
+        raw.adminEmail = "PostMaster@Example.org";
         raw.users[0].address = "Alice@EXAMPLE.org";
         raw.aliases[1] = { source: "SALES@Example.com", destination: "Bob@Example.ORG" };
         raw.dkimSelectors = ["S2026B", "s2026A"];
@@ -215,7 +216,7 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
         const { model } = parseConfig(raw, { stack: "test" });
         assert.equal(model.mailHost, "mx1.example.org");
         assert.deepEqual(model.domains, ["example.org", "example.com"]);
-        assert.equal(model.adminEmail, "hostmaster@example.org");
+        assert.equal(model.adminEmail, "postmaster@example.org");
         assert.deepEqual(model.users[0], { address: "alice@example.org", local: "alice", domain: "example.org", displayName: "Alice", quotaMb: 2048, passwordFromConfig: false });
         assert.equal(model.aliases[1].source, "sales@example.com");
         assert.equal(model.aliases[1].destination, "bob@example.org");
@@ -248,6 +249,7 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
         delete bare.users;
         delete bare.aliases;
         delete bare.sharedMailboxes;
+        bare.adminEmail = "admin@elsewhere.example"; // with no mailboxes, an address of ours could receive nothing
         const empty = parseConfig(bare, { stack: "test" }).model;
         assert.deepEqual([empty.users, empty.aliases, empty.sharedMailboxes], [[], [], []]);
     });

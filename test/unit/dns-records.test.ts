@@ -32,11 +32,11 @@ describe("dns: record set", () => {
         const perDomain = (d: string) => [
             r(d, d, "MX", "10 mx1.example.org"),
             r(d, d, "TXT", '"v=spf1 mx -all"'),
-            r(d, `_dmarc.${d}`, "TXT", '"v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:hostmaster@example.org"'),
+            r(d, `_dmarc.${d}`, "TXT", '"v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:postmaster@example.org"'),
             r(d, `s2026b._domainkey.${d}`, "TXT", dkim(KEY_B)),
             r(d, `s2026a._domainkey.${d}`, "TXT", dkim(KEY_A)),
             r(d, `_mta-sts.${d}`, "TXT", `"v=STSv1; id=${stsId}"`),
-            r(d, `_smtp._tls.${d}`, "TXT", '"v=TLSRPTv1; rua=mailto:hostmaster@example.org"'),
+            r(d, `_smtp._tls.${d}`, "TXT", '"v=TLSRPTv1; rua=mailto:postmaster@example.org"'),
             r(d, `_submissions._tcp.${d}`, "SRV", "0 1 465 mx1.example.org"),
             r(d, `_submission._tcp.${d}`, "SRV", "0 1 587 mx1.example.org"),
             r(d, `_imaps._tcp.${d}`, "SRV", "0 1 993 mx1.example.org"),
@@ -47,7 +47,7 @@ describe("dns: record set", () => {
         const caa = (z: string) => [
             r(z, z, "CAA", '0 issue "letsencrypt.org"'),
             r(z, z, "CAA", '0 issuewild ";"'),
-            r(z, z, "CAA", '0 iodef "mailto:hostmaster@example.org"'),
+            r(z, z, "CAA", '0 iodef "mailto:postmaster@example.org"'),
         ];
         const expected = [
             r("example.org", "mx1.example.org", "A", IPV4),
@@ -139,7 +139,7 @@ describe("dns: zones", () => {
         const m = model((raw) => {
             raw.domains = ["example.org", "lists.example.org"];
             raw.users = [{ address: "alice@example.org" }];
-            raw.aliases = [];
+            raw.aliases = [{ source: "postmaster@example.org", destination: "alice@example.org" }];
             raw.sharedMailboxes = [];
             raw.dns = { zoneIds: { "lists.example.org": "0123456789abcdef0123456789abcdef" } };
         });
@@ -189,8 +189,8 @@ describe("dns: Cloudflare mapping", () => {
         assert.deepEqual(toCloudflareRecord({ ...base, name: "example.org", type: "MX", content: "10 mx1.example.org" }), {
             name: "example.org", type: "MX", ttl: 300, proxied: false, priority: 10, content: "mx1.example.org",
         });
-        assert.deepEqual(toCloudflareRecord({ ...base, name: "example.org", type: "CAA", content: '0 iodef "mailto:hostmaster@example.org"' }), {
-            name: "example.org", type: "CAA", ttl: 300, proxied: false, data: { flags: 0, tag: "iodef", value: "mailto:hostmaster@example.org" },
+        assert.deepEqual(toCloudflareRecord({ ...base, name: "example.org", type: "CAA", content: '0 iodef "mailto:postmaster@example.org"' }), {
+            name: "example.org", type: "CAA", ttl: 300, proxied: false, data: { flags: 0, tag: "iodef", value: "mailto:postmaster@example.org" },
         });
         assert.deepEqual(toCloudflareRecord({ ...base, name: "_imap._tcp.example.org", type: "SRV", content: "0 0 0 ." }), {
             name: "_imap._tcp.example.org", type: "SRV", ttl: 300, proxied: false, priority: 0, data: { priority: 0, weight: 0, port: 0, target: "." },

@@ -1,14 +1,17 @@
 /**
  * The dovecot step: the rendered configuration as Debian 13's Dovecot 2.4.1 reads it (doveconf -n
- * must be warning-free), the Sieve scripts compile, the quota numbers follow the stack config and
- * configured shares become ACL lines for the step's sync.
+ * must be warning-free), the Sieve scripts compile, the quota numbers follow the stack config, the
+ * quota policy service for Postfix and the quota warning mails are configured, and configured
+ * shares become ACL lines for the step's sync.
  */
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { parseConfig } from "../../components/config";
-import { aclRightNames, DOVECOT_SQL_CONF, renderSharesFile, SHARES_FILE } from "../../components/services/dovecot";
+import { aclRightNames, DOVECOT_SQL_CONF, QUOTA_WARNING_SCRIPT, renderSharesFile, SHARES_FILE } from "../../components/services/dovecot";
 import { secretsOf, type Step } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
 import { chrootSkipReason, inChroot, withStepFiles } from "./mail-chroot";
@@ -36,6 +39,14 @@ function dovecotTool(s: Step, tool: string, args: readonly string[]): { code: nu
 }
 const doveconf = (s: Step, args: readonly string[]) => dovecotTool(s, "doveconf", args);
 const skipDovecot = chrootSkipReason("usr/bin/doveconf");
+
+/** The top-level block `header { ... }` of doveconf -n output, from its first line to its closing brace. */
+function topBlock(out: string, header: string): string {
+    const start = out.indexOf(`\n${header} {\n`);
+    assert.ok(start >= 0, `doveconf -n has no block "${header} {"`);
+    const end = out.indexOf("\n}\n", start + 1);
+    return out.slice(start + 1, end + 2);
+}
 
 describe("dovecot step", () => {
     test("dovecot: runs after directory, tls and postfix (its sockets belong to the postfix user)", () => {
@@ -76,6 +87,126 @@ describe("dovecot step", () => {
         const other = parseConfig({ ...validRawConfig(), defaultQuotaMb: 512 }, { stack: "test" }).model;
         const [otherStep] = stepsOf(SERVICE.dovecot, other);
         assert.equal(doveconf(otherStep, ["-h", "quota_storage_size"]).out.trim(), "512M");
+    });
+
+    test("dovecot: the quota policy socket for Postfix and the 95 % and 80 % warnings are in the rendered config", () => {
+        const conf = content("/etc/dovecot/conf.d/90-quota.conf");
+        assert.match(conf, /^service quota-status \{\n(\s+#.*\n|\s+\w+ = .*\n)*\s+unix_listener \/var\/spool\/postfix\/private\/quota-status \{\n\s+user = postfix\n/m);
+        // quota-status without "-p postfix" exits at once ("Missing -p parameter").
+        assert.match(conf, /^ {2}executable = quota-status -p postfix$/m);
+        assert.match(conf, /^quota_status_success = DUNNO$/m);
+        assert.match(conf, /^quota_status_nouser = DUNNO$/m);
+        assert.match(conf, /^quota_status_overquota = "552 5\.2\.2 Mailbox is full"$/m);
+        // Highest first: Dovecot runs only the first warning that matches.
+        const warn95 = conf.search(/quota_warning warn-95 \{\n\s+quota_storage_percentage = 95\n\s+execute quota-warning \{\n\s+args = 95 %\{user\}\n/);
+        const warn80 = conf.search(/quota_warning warn-80 \{\n\s+quota_storage_percentage = 80\n\s+execute quota-warning \{\n\s+args = 80 %\{user\}\n/);
+        assert.ok(warn95 > 0 && warn80 > warn95, "warn-95, then warn-80, inside the quota block");
+        assert.match(conf, new RegExp(`^ {2}executable = script ${QUOTA_WARNING_SCRIPT}$`, "m"));
+        const script = step.files.find((f) => f.path === QUOTA_WARNING_SCRIPT);
+        assert.ok(script, "the warning script is a file of the step");
+        assert.equal(script.mode, "0755");
+        // The second line of defence stays: LMTP refuses a full mailbox at its own RCPT.
+        assert.match(content("/etc/dovecot/conf.d/20-lmtp.conf"), /^\s+lmtp_rcpt_check_quota = yes$/m);
+    });
+
+    test("dovecot: doveconf shows the quota policy service in Postfix's queue and the two warnings", { skip: skipDovecot }, () => {
+        const r = doveconf(step, ["-n"]);
+        assert.equal(r.code, 0, r.err);
+        assert.equal(
+            topBlock(r.out, "service quota-status"),
+            [
+                "service quota-status {",
+                "  client_limit = 1",
+                "  executable = quota-status -p postfix",
+                "  user = vmail",
+                "  unix_listener /var/spool/postfix/private/quota-status {",
+                "    group = postfix",
+                "    mode = 0600",
+                "    user = postfix",
+                "  }",
+                "}",
+            ].join("\n"),
+        );
+        assert.equal(
+            topBlock(r.out, 'quota "User quota"'),
+            [
+                'quota "User quota" {',
+                "  driver = count",
+                "  quota_warning warn-95 {",
+                "    quota_storage_percentage = 95",
+                "    execute quota-warning {",
+                "      args = 95 %{user}",
+                "    }",
+                "  }",
+                "  quota_warning warn-80 {",
+                "    quota_storage_percentage = 80",
+                "    execute quota-warning {",
+                "      args = 80 %{user}",
+                "    }",
+                "  }",
+                "}",
+            ].join("\n"),
+        );
+        assert.equal(
+            topBlock(r.out, "service quota-warning"),
+            [
+                "service quota-warning {",
+                "  executable = script /etc/dovecot/quota-warning.sh",
+                "  extra_groups = dovecot",
+                "  user = vmail",
+                "  unix_listener quota-warning {",
+                "    group = vmail",
+                "    mode = 0600",
+                "    user = vmail",
+                "  }",
+                "}",
+            ].join("\n"),
+        );
+        assert.match(r.out, /^protocol lmtp \{\n(\s+.*\n)*?\s+lmtp_rcpt_check_quota = yes\n/m);
+        const answers = ["quota_status_success", "quota_status_nouser", "quota_status_overquota", "quota_status_toolarge"].map((k) => doveconf(step, ["-h", k]).out.trim());
+        // toolarge must not be empty: 2.4.1 would answer a bare "action=" (seen live with a SIZE above the space left).
+        assert.deepEqual(answers, ["DUNNO", "DUNNO", "552 5.2.2 Mailbox is full", "552 5.2.2 Mailbox is full"]);
+    });
+
+    test("dovecot: the warning script hands dovecot-lda one auto-generated message from the domain's postmaster", () => {
+        const original = content(QUOTA_WARNING_SCRIPT);
+        const lda = "/usr/lib/dovecot/dovecot-lda";
+        assert.equal(original.split(lda).length, 2, "dovecot-lda is called exactly once, by its full path");
+        const dir = mkdtempSync(join(tmpdir(), "quota-warning-"));
+        try {
+            // A stand-in for dovecot-lda that records its arguments and the message.
+            const stub = join(dir, "lda");
+            writeFileSync(stub, `#!/bin/sh\nprintf '%s\\n' "$@" > ${dir}/args\ncat > ${dir}/mail\n`);
+            chmodSync(stub, 0o755);
+            const script = join(dir, "quota-warning.sh");
+            writeFileSync(script, original.replace(lda, stub));
+            // Dovecot's script service starts it with an empty environment, as Debian's /bin/sh (dash).
+            const run = (...args: string[]) => spawnSync("/bin/sh", [script, ...args], { env: {}, encoding: "utf8" });
+
+            const ok = run("80", "alice@example.org");
+            assert.equal(ok.status, 0, ok.stderr);
+            assert.deepEqual(readFileSync(join(dir, "args"), "utf8").split("\n"), ["-e", "-f", "", "-d", "alice@example.org", "-o", "quota_enforce=no", ""]);
+            const mail = readFileSync(join(dir, "mail"), "utf8");
+            const [head, body] = mail.split("\n\n", 2);
+            assert.match(head, /^From: Mail system <postmaster@example\.org>$/m);
+            assert.match(head, /^To: <alice@example\.org>$/m);
+            assert.match(head, /^Subject: Your mailbox is 80% full$/m);
+            assert.match(head, /^Auto-Submitted: auto-generated$/m);
+            assert.match(head, /^Date: \w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}$/m);
+            assert.match(head, /^Message-ID: <quota-warning\.\d+\.\d+@example\.org>$/m);
+            assert.match(body, /alice@example\.org has reached 80% of its storage quota/);
+
+            // Anything but a number and an address is refused before dovecot-lda runs.
+            rmSync(join(dir, "args"));
+            for (const args of [["80;id", "alice@example.org"], ["", "alice@example.org"], ["95", "alice"]]) {
+                const bad = run(...args);
+                assert.equal(bad.status, 64, `${args.join(" ")}: ${bad.stderr}`);
+                assert.match(bad.stderr, /^quota-warning: unexpected /);
+            }
+            assert.throws(() => readFileSync(join(dir, "args")), /ENOENT/);
+        } finally {
+            rmSync(dir, { recursive: true, force: true });
+        }
     });
 
     test("dovecot: the global and IMAPSieve scripts compile with Pigeonhole", { skip: chrootSkipReason("usr/bin/sievec") }, () => {

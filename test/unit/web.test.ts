@@ -262,7 +262,7 @@ describe("certbot", () => {
         const vars = execFileSync("bash", ["-c", `${step.script.split("\n").filter((l) => /^[A-Z_]+='/.test(l)).join("\n")}\nprintf '%s\\n' "$CERT_NAME" "$ACME_SERVER" "$ACME_EMAIL" "$ACME_WEBROOT" "$CERT_DOMAINS" "$DEPLOY_HOOK"`], {
             encoding: "utf8",
         });
-        assert.deepEqual(vars.trim().split("\n"), [CERT_NAME, "https://198.51.100.1:14000/dir", "hostmaster@example.org", ACME_WEBROOT, "autoconfig.example.com autoconfig.example.org mta-sts.example.com mta-sts.example.org mx1.example.org", DEPLOY_HOOK_PATH]);
+        assert.deepEqual(vars.trim().split("\n"), [CERT_NAME, "https://198.51.100.1:14000/dir", "postmaster@example.org", ACME_WEBROOT, "autoconfig.example.com autoconfig.example.org mta-sts.example.com mta-sts.example.org mx1.example.org", DEPLOY_HOOK_PATH]);
         assert.match(step.script, /certonly --non-interactive --agree-tos --no-eff-email --email "\$ACME_EMAIL"/);
         assert.equal(step.files.find((f) => f.path === DEPLOY_HOOK_PATH)?.mode, "0755");
     });
