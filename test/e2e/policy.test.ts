@@ -171,4 +171,18 @@ except smtplib.SMTPResponseException as e:
         assert.match(headers, /^Auto-Submitted: auto-generated$/m, headers);
         assert.match(headers, /^Return-Path: <root@mx1\.example\.org>$/m, headers);
     });
+
+    test("signing: a local account other than the server's own senders cannot submit with sendmail (no DKIM-signed mail in our name)", async (t) => {
+        // sendmail's mail is DKIM-signed for whatever From: it carries; before authorized_submit_users
+        // any shell account could send signed mail as ceo@example.org.
+        await mail.execOk("id ispmail-e2e-local >/dev/null 2>&1 || useradd --no-create-home --shell /bin/sh ispmail-e2e-local");
+        t.after(async () => {
+            await mail.execOk("userdel ispmail-e2e-local 2>/dev/null || true");
+        });
+        const subject = token("local forgery");
+        const r = await mail.exec(`su -s /bin/sh ispmail-e2e-local -c '/usr/sbin/sendmail -t -i'`, { input: `From: ceo@example.org\nTo: ${FOREIGN_RCPT}\nSubject: ${subject}\n\nPlease pay.\n` });
+        assert.notEqual(r.code, 0, "sendmail accepted the local account's message");
+        assert.match(r.stderr, /User ispmail-e2e-local\(\d+\) is not allowed to submit mail/, r.stderr);
+        assert.equal((await mail.execOk("postqueue -j | grep -c ispmail-e2e-local || true")).trim(), "0");
+    });
 });
