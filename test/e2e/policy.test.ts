@@ -185,4 +185,30 @@ except smtplib.SMTPResponseException as e:
         assert.match(r.stderr, /User ispmail-e2e-local\(\d+\) is not allowed to submit mail/, r.stderr);
         assert.equal((await mail.execOk("postqueue -j | grep -c ispmail-e2e-local || true")).trim(), "0");
     });
+
+    test("forwarding: a Sieve redirect leaves with the user's address as envelope sender (SPF pass at the strict receiver); an alias forward arrives by the original's DKIM", async (t) => {
+        // bob redirects everything to rcpt+sieve@example.net. The original is example.net's own,
+        // signed mail, injected at the foreign MTA (the lab host is its users' network).
+        const script = `require ["copy"];\nredirect :copy "${LAB.foreignUser}+sieve@${LAB.foreignDomain}";\n`;
+        await mail.execOk("doveadm sieve put -u bob@example.org -a ispmail-e2e-redirect", { input: script });
+        t.after(async () => {
+            await mail.execOk("doveadm sieve deactivate -u bob@example.org && doveadm sieve delete -u bob@example.org ispmail-e2e-redirect");
+        });
+        const viaSieve = token("sieve redirect");
+        const viaAlias = token("alias forward");
+        for (const [to, subject] of [["bob@example.org", viaSieve], ["forward@example.com", viaAlias]]) {
+            const sent = await swaks(["--server", FOREIGN_MX, "--port", "25", "--from", FOREIGN_RCPT, "--to", to, "--h-Subject", subject]);
+            assert.equal(sent.code, 250, sent.transcript);
+        }
+        const redirected = headerBlock(await foreignMessage(viaSieve));
+        assert.match(redirected, /^Return-Path: <bob@example\.org>$/m, redirected);
+        assert.match(redirected, /spf=pass [^;]*smtp\.mailfrom=bob@example\.org/, redirected);
+        assert.match(redirected, /dmarc=pass/, redirected);
+        // The alias keeps the original envelope sender (no SRS yet): SPF fails there, and the
+        // message passes the receiver's DMARC only by example.net's intact DKIM signature.
+        const forwarded = headerBlock(await foreignMessage(viaAlias));
+        assert.match(forwarded, new RegExp(`^Return-Path: <${FOREIGN_RCPT.replace(/[.+]/g, "\\$&")}>$`, "m"), forwarded);
+        assert.match(forwarded, /dkim=pass header\.d=example\.net/, forwarded);
+        assert.match(forwarded, /dmarc=pass/, forwarded);
+    });
 });
