@@ -11,6 +11,7 @@
 import { generateKeyPairSync } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import type { Step } from "../components/steps";
+import { readStatic } from "../components/templates";
 import { labFile, labTemplate } from "./files";
 import { LAB, PATHS } from "./lab";
 
@@ -55,6 +56,9 @@ export function renderForeignMtaSteps(dkimKeyPem: string = ensureForeignDkimKey(
                 rspamdLocal("dmarc.conf"),
                 rspamdTemplate("options.inc"),
                 rspamdTemplate("dkim_signing.conf"),
+                // Scores German (raw UTF-8) text as the ispmail server does: with Rspamd's defaults
+                // the foreign MTA marked its own users' "Grüße aus Köln" as spam (X-Spam: Yes).
+                { path: "/etc/rspamd/local.d/headers_group.conf", content: readStatic("rspamd/local.d/headers_group.conf") },
                 { path: FOREIGN_DKIM_KEY_PATH, content: dkimKeyPem, owner: "_rspamd", group: "_rspamd", mode: "0600" },
             ],
             script: `
