@@ -73,6 +73,15 @@ describe("backup step", () => {
         assert.match(timer, /^Persistent=true$/m);
     });
 
+    test("backup: a failed ispmail-backup.service mails the administrator (OnFailure= drop-in)", () => {
+        const m = model();
+        const dropIn = file(m, "/etc/systemd/system/ispmail-backup.service.d/ispmail-alert.conf");
+        assert.equal(dropIn.mode, "0644");
+        assert.match(dropIn.content, /^\[Unit\]\nOnFailure=ispmail-alert@%n\.service$/m);
+        // systemd reads a new drop-in only after daemon-reload, which the script runs when it changed.
+        assert.match(stepsOf(SERVICE.backup, m)[0].script, /^if changed [^\n]*\/etc\/systemd\/system\/ispmail-backup\.service\.d[ ;][^\n]*\n\s+systemctl daemon-reload$/m);
+    });
+
     test("backup: the scripts dump with pg_dump -Fc as postgres and prune with the retention", () => {
         const backup = readFileSync(join(FILES_DIR, "backup", "ispmail-backup.sh"), "utf8");
         assert.match(backup, /as_postgres pg_dump -Fc "\$db"/);

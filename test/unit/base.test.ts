@@ -100,6 +100,59 @@ describe("base: rendering", () => {
         assert.deepEqual(origins, ["origin=Debian,codename=${distro_codename}-security,label=Debian-Security"]);
     });
 
+    it("alerts: installs ispmail-alert@.service and the ispmail-alert script (0755) it runs with the failed unit's name", () => {
+        const unit = fileAt("/etc/systemd/system/ispmail-alert@.service");
+        assert.equal(unit.mode, "0644");
+        assert.match(unit.content, /^Type=oneshot$/m);
+        // %i, not %I: the instance is the failed unit's name as OnFailure=ispmail-alert@%n.service gives it.
+        assert.match(unit.content, /^ExecStart=\/usr\/local\/sbin\/ispmail-alert %i$/m);
+        const script = fileAt("/usr/local/sbin/ispmail-alert");
+        assert.deepEqual([script.owner, script.group, script.mode], ["root", "root", "0755"]);
+        assert.equal(script.content, readFileSync(join(FILES_DIR, "base", "ispmail-alert"), "utf8"));
+        assert.match(base.script, /if changed \/etc\/systemd\/system\/ispmail-alert@\.service; then\n\s+systemctl daemon-reload/);
+    });
+
+    it("alerts: ispmail-alert is valid sh and mails root the unit's status and last log lines", () => {
+        const path = join(FILES_DIR, "base", "ispmail-alert");
+        const source = readFileSync(path, "utf8");
+        const syntax = spawnSync("sh", ["-n", path], { encoding: "utf8" });
+        assert.equal(syntax.status, 0, syntax.stderr);
+
+        const dir = mkdtempSync(join(tmpdir(), "ispmail-alert-"));
+        try {
+            const bin = join(dir, "bin");
+            mkdirSync(bin);
+            const stub = (name: string, body: string) => writeFileSync(join(bin, name), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+            stub("hostname", 'if [ "$1" = --fqdn ]; then echo mx1.example.org; else echo mx1; fi');
+            stub("date", "echo 2026-11-28 03:00 UTC");
+            stub("systemctl", `echo "$*" >> ${dir}/systemctl.args\necho "x ispmail-backup.service - stub status"\necho "     Active: failed (Result: exit-code)"\nexit 3`);
+            stub("journalctl", `echo "$*" >> ${dir}/journalctl.args\necho "2026-11-28T03:00:01+00:00 mx1 ispmail-backup[42]: stub journal line one"\necho "2026-11-28T03:00:02+00:00 mx1 ispmail-backup[42]: stub journal line two"`);
+            stub("sendmail", `echo "$*" > ${dir}/sendmail.args\ncat > ${dir}/message`);
+            // The script calls /usr/sbin/sendmail by its absolute path: the copy calls the stub.
+            assert.ok(source.includes("| /usr/sbin/sendmail "), "the script pipes into /usr/sbin/sendmail");
+            writeFileSync(join(dir, "ispmail-alert"), source.replaceAll("/usr/sbin/sendmail", join(bin, "sendmail")));
+
+            const r = spawnSync("sh", [join(dir, "ispmail-alert"), "ispmail-backup.service"], { encoding: "utf8", env: { PATH: `${bin}:/usr/bin:/bin` }, timeout: 10_000 });
+            assert.equal(r.status, 0, r.stderr);
+            const message = readFileSync(join(dir, "message"), "utf8");
+            const [head, ...body] = message.split("\n\n");
+            const headers = head.split("\n");
+            assert.ok(headers.includes("Subject: [mx1.example.org] ispmail-backup.service failed"), head);
+            assert.ok(headers.includes("To: root"), head);
+            assert.ok(headers.includes("Auto-Submitted: auto-generated"), head);
+            assert.ok(headers.includes("From: ispmail on mx1.example.org <root@mx1.example.org>"), head);
+            const text = body.join("\n\n");
+            assert.match(text, /^ispmail-backup\.service failed on mx1\.example\.org at 2026-11-28 03:00 UTC\.$/m);
+            assert.match(text, /^ {5}Active: failed \(Result: exit-code\)$/m, "systemctl status (exit 3 for a failed unit) is in the message");
+            assert.match(text, /^2026-11-28T03:00:01\+00:00 mx1 ispmail-backup\[42\]: stub journal line one\n2026-11-28T03:00:02\+00:00 mx1 ispmail-backup\[42\]: stub journal line two$/m);
+            assert.equal(readFileSync(join(dir, "sendmail.args"), "utf8"), "-t -i -f root@mx1.example.org\n");
+            assert.match(readFileSync(join(dir, "systemctl.args"), "utf8"), / ispmail-backup\.service$/m);
+            assert.match(readFileSync(join(dir, "journalctl.args"), "utf8"), /--unit=ispmail-backup\.service$/m);
+        } finally {
+            rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
     it("base: installs the tools later steps assume, and the vmail user is 5000:5000 on the volume", () => {
         for (const p of ["ca-certificates", "python3", "locales", "e2fsprogs", "unattended-upgrades"]) assert.ok(base.packages?.includes(p), p);
         assert.match(base.script, /groupadd --gid 5000 vmail/);

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { parseConfig } from "../../components/config";
 import { PGSQL_MAPS } from "../../components/services/postfix";
-import { renderApplyScript, resolveSecrets, secretsOf } from "../../components/steps";
+import { renderApplyScript, resolveSecrets, secretsOf, type Step } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
 import { CHROOT, chrootSkipReason, inChroot, withStepFiles } from "./mail-chroot";
 import { SERVICE, stepsOf } from "../../components/services";
@@ -21,9 +21,16 @@ const file = (path: string) => {
     return f;
 };
 
-/** `postconf` against the rendered main.cf/master.cf in the chroot. */
-function postconf(args: readonly string[]): { out: string; warnings: string } {
-    return withStepFiles([step], (inside, host) => {
+/** The postfix step of the fixture config with one change. */
+function stepWith(change: (raw: Record<string, any>) => void): Step {
+    const raw = validRawConfig();
+    change(raw);
+    return stepsOf(SERVICE.postfix, parseConfig(raw, { stack: "test" }).model)[0];
+}
+
+/** `postconf` against the rendered main.cf/master.cf (of `s`, the fixture's step by default) in the chroot. */
+function postconf(args: readonly string[], s: Step = step): { out: string; warnings: string } {
+    return withStepFiles([s], (inside, host) => {
         // postconf also reads dynamicmaps.cf to know pgsql: tables exist.
         copyFileSync(join(CHROOT, "etc/postfix/dynamicmaps.cf"), join(host, "etc/postfix/dynamicmaps.cf"));
         // Point main.cf at the rendered pgsql maps, so postconf checks their parameters too.
@@ -45,6 +52,41 @@ describe("postfix step", () => {
         const main = file("/etc/postfix/main.cf").content;
         assert.match(main, /^myhostname = mx1\.example\.org$/m);
         assert.match(main, new RegExp(`^message_size_limit = ${model.messageSizeLimitMb * 1024 * 1024}$`, "m"));
+    });
+
+    test("postfix: /etc/aliases sends the server's own names to root and root to ispmail:adminEmail", () => {
+        const aliases = (s: Step) => {
+            const f = s.files.find((x) => x.path === "/etc/aliases");
+            assert.ok(f, "the postfix step installs /etc/aliases");
+            assert.equal(f.mode, "0644");
+            const map = new Map<string, string>();
+            for (const line of f.content.split("\n")) {
+                if (!line.trim() || line.startsWith("#")) continue;
+                const m = /^([^:\s]+):\s*(\S+)$/.exec(line);
+                assert.ok(m, `not a "name: target" line: ${line}`);
+                assert.ok(!map.has(m[1].toLowerCase()), `${m[1]} is listed twice`);
+                map.set(m[1].toLowerCase(), m[2]);
+            }
+            /** Where mail to `name` ends up, following local names as local(8) does. */
+            const resolve = (name: string, seen: string[] = []): string[] => {
+                const next = map.get(name.toLowerCase());
+                if (next === undefined) return [...seen, name];
+                assert.ok(!seen.includes(name), `alias loop: ${[...seen, name].join(" -> ")}`);
+                return resolve(next, [...seen, name]);
+            };
+            return { map, resolve };
+        };
+        const { map, resolve } = aliases(step);
+        assert.equal(map.get("root"), model.adminEmail);
+        assert.equal(map.get("postmaster"), "root");
+        assert.equal(map.get("abuse"), "root");
+        for (const name of ["postmaster", "abuse", "MAILER-DAEMON", "nobody", "www-data"]) {
+            const chain = resolve(name);
+            assert.equal(chain.at(-2), "root", `${name} does not reach root: ${chain.join(" -> ")}`);
+            assert.equal(chain.at(-1), model.adminEmail, `${name}: ${chain.join(" -> ")}`);
+        }
+        // The address is the stack's, not a fixed one.
+        assert.equal(aliases(stepWith((raw) => (raw.adminEmail = "ops@elsewhere.example"))).map.get("root"), "ops@elsewhere.example");
     });
 
     test("postfix: the pgsql maps hold the mailreader password only as a placeholder, root:postfix 0640", () => {
@@ -82,6 +124,21 @@ describe("postfix step", () => {
         // Port 25 leaves address ownership to DMARC (forwarded and list mail keeps our users as
         // envelope senders); the login check belongs to the submission ports (master.cf).
         assert.equal(value("smtpd_sender_restrictions"), "reject_non_fqdn_sender check_sender_access regexp:/etc/postfix/non-ascii-sender.regexp reject_unknown_sender_domain");
+        // A full mailbox is refused at RCPT by Dovecot's quota-status service, asked last: a
+        // malformed recipient or an unknown domain is refused without a round trip to Dovecot.
+        const recipient = (value("smtpd_recipient_restrictions") ?? "").split(/[\s,]+/);
+        assert.deepEqual(recipient.slice(-2), ["check_policy_service", "unix:private/quota-status"]);
+        // local(8) (root's mail through /etc/aliases) refuses to start with a mailbox limit below
+        // the message size limit.
+        assert.equal(value("message_size_limit"), String(model.messageSizeLimitMb * 1024 * 1024));
+        assert.equal(value("mailbox_size_limit"), value("message_size_limit"));
+        // root@mailHost is local (delivered through /etc/aliases), or its mail "loops back to myself".
+        assert.equal(value("mydestination"), "$myhostname, localhost.$mydomain, localhost");
+        // ... unless mailHost is itself a mail domain: a domain is either local or virtual.
+        const hostIsDomain = postconf(["-n"], stepWith((raw) => (raw.mailHost = "example.org")));
+        assert.equal(hostIsDomain.warnings, "", "postconf warned about main.cf with mailHost = example.org");
+        assert.match(hostIsDomain.out, /^myhostname = example\.org$/m);
+        assert.equal(/^mydestination = (.*)$/m.exec(hostIsDomain.out)?.[1], "localhost.$mydomain, localhost");
     });
 
     test("postfix: submission (587) requires STARTTLS and AUTH, submissions (465) is implicit TLS, both strip client headers", { skip: chrootSkipReason("usr/sbin/postconf") }, () => {

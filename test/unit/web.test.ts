@@ -267,6 +267,16 @@ describe("certbot", () => {
         assert.equal(step.files.find((f) => f.path === DEPLOY_HOOK_PATH)?.mode, "0755");
     });
 
+    it("a failed renewal (certbot.service) mails the administrator (OnFailure= drop-in)", () => {
+        const [step] = stepsOf(SERVICE.certbot, model());
+        const dropIn = step.files.find((f) => f.path === "/etc/systemd/system/certbot.service.d/ispmail-alert.conf");
+        assert.ok(dropIn, "certbot has no drop-in for certbot.service");
+        assert.equal(dropIn.mode, "0644");
+        assert.match(dropIn.content, /^\[Unit\]\nOnFailure=ispmail-alert@%n\.service$/m);
+        // systemd reads a new drop-in only after daemon-reload, which the script runs when it changed.
+        assert.match(step.script, /^if changed [^\n]*\/etc\/systemd\/system\/certbot\.service\.d[ ;][^\n]*\n\s+systemctl daemon-reload$/m);
+    });
+
     it("shell variables keep any address as it is (quotes, $, backticks)", () => {
         const nasty = "o'brien$(touch /tmp/x)`id`@example.org";
         const out = execFileSync("bash", ["-c", `${shellAssignments({ ACME_EMAIL: nasty })}\nprintf '%s' "$ACME_EMAIL"`], { encoding: "utf8" });
