@@ -56,13 +56,15 @@ function render(model: Model): StepBody {
         { path: "/etc/postfix/submission_header_cleanup", content: readStatic("postfix/submission_header_cleanup"), mode: "0644" },
         { path: "/etc/postfix/non-ascii-sender.regexp", content: readStatic("postfix/non-ascii-sender.regexp"), mode: "0644" },
         { path: "/etc/aliases", content: renderTemplate("postfix/aliases.mustache", { adminEmail: model.adminEmail }), mode: "0644" },
+        // SRS for forwards (sender_canonical_maps): every mail domain is ours and stays as it is.
+        { path: "/etc/default/postsrsd", content: renderTemplate("postfix/postsrsd.mustache", { mailHost: model.mailHost, excludeDomains: model.domains.join(",") }), mode: "0644" },
         // Readable by the postfix group only: proxymap reads them, nobody else needs the password.
         ...PGSQL_MAPS.map((name) => ({ path: `/etc/postfix/${name}.cf`, content: renderPgsqlMap(name), owner: "root", group: "postfix", mode: "0640", secret: true })),
     ];
     return {
         description: "Postfix: MTA on 25, submission on 587/465, virtual users from PostgreSQL, LMTP to Dovecot, Rspamd milter",
         debconf: postfixPreseed(model),
-        packages: ["postfix", "postfix-pgsql"],
+        packages: ["postfix", "postfix-pgsql", "postsrsd"],
         files,
         script: readStatic("postfix/apply.sh"),
     };

@@ -5,5 +5,11 @@ if [ ! -e /etc/aliases.db ] || changed /etc/aliases || [ /etc/aliases -nt /etc/a
   newaliases
   ispmail_action "rebuilt /etc/aliases.db"
 fi
+# PostSRSd answers Postfix's canonical lookups; it must run (with the current domains) before
+# Postfix uses it, or mail is deferred (a tcp: table that does not answer is a temporary error).
+if ! systemctl is-enabled --quiet postsrsd; then systemctl enable --quiet postsrsd; mark_changed; fi
+if changed /etc/default/postsrsd || ! systemctl is-active --quiet postsrsd; then
+  restart postsrsd
+fi
 # Never reload into a configuration Postfix itself finds broken (it prints what is wrong).
 reload_when_changed postfix /etc/postfix -- postfix check

@@ -186,7 +186,7 @@ except smtplib.SMTPResponseException as e:
         assert.equal((await mail.execOk("postqueue -j | grep -c ispmail-e2e-local || true")).trim(), "0");
     });
 
-    test("forwarding: a Sieve redirect leaves with the user's address as envelope sender (SPF pass at the strict receiver); an alias forward arrives by the original's DKIM", async (t) => {
+    test("forwarding: a Sieve redirect leaves with the user's address as envelope sender, an alias forward with an SRS address of ours: both pass SPF and DMARC at the strict receiver", async (t) => {
         // bob redirects everything to rcpt+sieve@example.net. The original is example.net's own,
         // signed mail, injected at the foreign MTA (the lab host is its users' network).
         const script = `require ["copy"];\nredirect :copy "${LAB.foreignUser}+sieve@${LAB.foreignDomain}";\n`;
@@ -204,10 +204,13 @@ except smtplib.SMTPResponseException as e:
         assert.match(redirected, /^Return-Path: <bob@example\.org>$/m, redirected);
         assert.match(redirected, /spf=pass [^;]*smtp\.mailfrom=bob@example\.org/, redirected);
         assert.match(redirected, /dmarc=pass/, redirected);
-        // The alias keeps the original envelope sender (no SRS yet): SPF fails there, and the
-        // message passes the receiver's DMARC only by example.net's intact DKIM signature.
+        // The alias forward leaves with an SRS envelope sender of ours (PostSRSd): SPF passes at
+        // the receiver, and the original's DKIM signature (example.net) is intact.
         const forwarded = headerBlock(await foreignMessage(viaAlias));
-        assert.match(forwarded, new RegExp(`^Return-Path: <${FOREIGN_RCPT.replace(/[.+]/g, "\\$&")}>$`, "m"), forwarded);
+        const srs = /^Return-Path: <(SRS0=[^=]+=[^=]+=example\.net=rcpt@mx1\.example\.org)>$/m.exec(forwarded)?.[1];
+        assert.ok(srs, `no SRS envelope sender:\n${forwarded}`);
+        // (Rspamd quotes the address, since "=" needs it there.)
+        assert.match(forwarded, new RegExp(`spf=pass [^;]*smtp\\.mailfrom="?${srs.replace(/[.+=]/g, "\\$&")}"?`), forwarded);
         assert.match(forwarded, /dkim=pass header\.d=example\.net/, forwarded);
         assert.match(forwarded, /dmarc=pass/, forwarded);
     });

@@ -89,6 +89,14 @@ describe("postfix step", () => {
         assert.equal(aliases(stepWith((raw) => (raw.adminEmail = "ops@elsewhere.example"))).map.get("root"), "ops@elsewhere.example");
     });
 
+    test("postfix: PostSRSd rewrites to the host name and never touches our own domains", () => {
+        const srs = file("/etc/default/postsrsd").content;
+        assert.match(srs, /^SRS_DOMAIN=mx1\.example\.org$/m);
+        assert.match(srs, /^SRS_EXCLUDE_DOMAINS=example\.org,example\.com$/m);
+        assert.match(srs, /^SRS_LISTEN_ADDR=127\.0\.0\.1$/m);
+        assert.ok(step.packages.includes("postsrsd"));
+    });
+
     test("postfix: the pgsql maps hold the mailreader password only as a placeholder, root:postfix 0640", () => {
         for (const name of PGSQL_MAPS) {
             const f = file(`/etc/postfix/${name}.cf`);
@@ -119,6 +127,10 @@ describe("postfix step", () => {
         assert.equal(value("smtpd_sasl_auth_enable"), "no");
         assert.equal(value("smtpd_tls_auth_only"), "yes");
         assert.equal(value("virtual_transport"), "lmtp:unix:private/dovecot-lmtp");
+        // SRS for forwards: envelope senders only, bounces mapped back (PostSRSd on loopback).
+        assert.equal(value("sender_canonical_maps"), "tcp:127.0.0.1:10001");
+        assert.equal(value("sender_canonical_classes"), "envelope_sender");
+        assert.equal(value("recipient_canonical_maps"), "tcp:127.0.0.1:10002");
         assert.equal(value("smtpd_milters"), "inet:localhost:11332");
         assert.equal(value("milter_mail_macros"), "i {mail_addr} {client_addr} {client_name} {auth_authen}");
         // Port 25 leaves address ownership to DMARC (forwarded and list mail keeps our users as
