@@ -94,7 +94,7 @@ describe("postfix step", () => {
         assert.match(srs, /^SRS_DOMAIN=mx1\.example\.org$/m);
         assert.match(srs, /^SRS_EXCLUDE_DOMAINS=example\.org,example\.com$/m);
         assert.match(srs, /^SRS_LISTEN_ADDR=127\.0\.0\.1$/m);
-        assert.ok(step.packages.includes("postsrsd"));
+        assert.ok(step.packages?.includes("postsrsd"), "postsrsd is not installed by the postfix step");
     });
 
     test("postfix: the pgsql maps hold the mailreader password only as a placeholder, root:postfix 0640", () => {
