@@ -141,10 +141,10 @@ export function checkRelations(c: RelationInput, secretKeys: ReadonlySet<string>
     // Alerts, bounces' reports and DMARC/TLS reports go to adminEmail: on a managed domain it must
     // be an address that receives mail here, or they would be refused as an unknown user.
     const admin = c.adminEmail;
-    if (admin && domainsKnown && mailboxesKnown && c.aliases.complete && managed.has(splitAddress(admin).domain)) {
-        const { domain } = splitAddress(admin);
-        const receives = mailboxes.has(admin) || c.aliases.items.some(({ value: a }) => a.source === admin || a.source === `@${domain}`);
-        if (!receives) problems.push(`${keyPath(["adminEmail"])}: "${admin}" is in managed domain ${domain} but is neither a mailbox in ispmail:users nor an alias source in ispmail:aliases; alerts and reports sent there would be refused. Add it as an alias (e.g. {source: ${admin}, destination: <your mailbox>}) or use an address elsewhere`);
+    const adminDomain = admin ? splitAddress(admin).domain : undefined;
+    if (admin && adminDomain && domainsKnown && mailboxesKnown && c.aliases.complete && managed.has(adminDomain)) {
+        const receives = mailboxes.has(admin) || c.aliases.items.some(({ value: a }) => a.source === admin || a.source === `@${adminDomain}`);
+        if (!receives) problems.push(`${keyPath(["adminEmail"])}: "${admin}" is in managed domain ${adminDomain} but is neither a mailbox in ispmail:users nor an alias source in ispmail:aliases; alerts and reports sent there would be refused. Add it as an alias (e.g. {source: ${admin}, destination: <your mailbox>}) or use an address elsewhere`);
     }
     const shares = new Set<string>();
     for (const { index, value: s } of c.sharedMailboxes.items) {

@@ -15,6 +15,7 @@
  */
 import { dkimRecordName } from "../dkim";
 import type { Model } from "../config";
+import { splitAddress } from "../config/schema";
 import { publicPorts, webHosts, type Service } from "../services";
 import { mtaStsPolicy } from "./mta-sts";
 
@@ -124,7 +125,7 @@ export function renderDnsRecords(input: DnsInput): DnsRecord[] {
     // RFC 7489 §7.1: a domain whose reports go to an address in another domain needs that domain's
     // consent, <domain>._report._dmarc.<report domain>. Published when we hold that zone; for an
     // address elsewhere (a mailbox provider) its owner must publish it, or reports are dropped.
-    const reportDomain = model.adminEmail.slice(model.adminEmail.lastIndexOf("@") + 1);
+    const reportDomain = splitAddress(model.adminEmail).domain;
     const reportZoneIsOurs = zones.some((z) => isUnder(reportDomain, z));
 
     const sts = mtaStsPolicy(model);
