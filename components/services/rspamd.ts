@@ -5,7 +5,7 @@
  * business: ./dkim-signer.ts).
  *
  * Config files: files/rspamd/local.d (merged into Rspamd's defaults), lua.local.d (the From-header
- * ownership rule), apply.sh (controller password hash, configtest, reload).
+ * ownership rules, the sending limit notice), apply.sh (controller password hash, configtest, reload).
  */
 import type { Model } from "../config";
 import { DATA_DIR, secretPath } from "../paths";
@@ -38,15 +38,22 @@ const LOCAL_D = [
 ] as const;
 
 function render(model: Model): StepBody {
+    // The sending limit, and how often a full hour bucket frees one message (for the texts).
+    const sendLimitView = { ...model.mailPolicy.sendLimit, hourSeconds: Math.round(3600 / model.mailPolicy.sendLimit.perHour) };
     const files: StepFile[] = [
         ...LOCAL_D.map((name) => ({ path: `/etc/rspamd/local.d/${name}`, content: readStatic(`rspamd/local.d/${name}`), mode: "0644" })),
         { path: "/etc/rspamd/local.d/dmarc.conf", content: renderTemplate("rspamd/local.d/dmarc.conf.mustache", { enforceDmarc: model.mailPolicy.enforceDmarc }), mode: "0644" },
         {
             path: "/etc/rspamd/local.d/ratelimit.conf",
-            content: renderTemplate("rspamd/local.d/ratelimit.conf.mustache", { ...model.mailPolicy.sendLimit, hourSeconds: Math.round(3600 / model.mailPolicy.sendLimit.perHour) }),
+            content: renderTemplate("rspamd/local.d/ratelimit.conf.mustache", sendLimitView),
             mode: "0644",
         },
         { path: "/etc/rspamd/lua.local.d/ispmail_from_header.lua", content: readStatic("rspamd/lua.local.d/ispmail_from_header.lua"), mode: "0644" },
+        {
+            path: "/etc/rspamd/lua.local.d/ispmail_ratelimit_notice.lua",
+            content: renderTemplate("rspamd/lua.local.d/ispmail_ratelimit_notice.lua.mustache", { mailHost: model.mailHost, ...sendLimitView }),
+            mode: "0644",
+        },
         // Every selector's key stays installed (rotation switches the signer), readable by Rspamd
         // only; sorted, so that reordering the list (the rotation's switch) changes only the signer.
         ...[...model.dkimSelectors].sort().map((s) => ({ path: dkimKeyPath(s), content: secretRef(dkimKeySecret(s)), owner: "_rspamd", group: "_rspamd", mode: "0600", secret: true })),

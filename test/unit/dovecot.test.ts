@@ -89,6 +89,12 @@ describe("dovecot step", () => {
         assert.equal(doveconf(otherStep, ["-h", "quota_storage_size"]).out.trim(), "512M");
     });
 
+    test("dovecot: Sieve redirects and vacation replies leave with the user's own address as envelope sender", { skip: skipDovecot }, () => {
+        // What Rspamd's rule for mail the server submits itself compares the From header with.
+        assert.equal(doveconf(step, ["-h", "sieve_redirect_envelope_from"]).out.trim(), "recipient");
+        assert.equal(doveconf(step, ["-h", "sieve_vacation_send_from_recipient"]).out.trim(), "yes");
+    });
+
     test("dovecot: the quota policy socket for Postfix and the 95 % and 80 % warnings are in the rendered config", () => {
         const conf = content("/etc/dovecot/conf.d/90-quota.conf");
         assert.match(conf, /^service quota-status \{\n(\s+#.*\n|\s+\w+ = .*\n)*\s+unix_listener \/var\/spool\/postfix\/private\/quota-status \{\n\s+user = postfix\n/m);

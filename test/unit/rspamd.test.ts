@@ -1,7 +1,7 @@
 /**
  * The rspamd step: workers on loopback only, DKIM signing for every managed domain with the active
- * selector, keys readable by _rspamd only, and the whole local.d accepted by Debian 13's Rspamd
- * 3.12 (rspamadm configtest in the trixie chroot).
+ * selector, keys readable by _rspamd only, and the whole local.d and lua.local.d accepted by
+ * Debian 13's Rspamd 3.12 (rspamadm configtest in the trixie chroot).
  */
 import assert from "node:assert/strict";
 import { cpSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
@@ -73,11 +73,14 @@ describe("rspamd step", () => {
             const conf = join(host, "conf");
             cpSync(join(CHROOT, "etc/rspamd"), conf, { recursive: true });
             cpSync(join(host, "etc/rspamd/local.d"), join(conf, "local.d"), { recursive: true });
+            cpSync(join(host, "etc/rspamd/lua.local.d"), join(conf, "lua.local.d"), { recursive: true });
             for (const f of walk(conf)) {
                 if (!/\.(conf|inc)$/.test(f)) continue;
                 writeFileSync(f, readFileSync(f, "utf8").replaceAll("$LOCAL_CONFDIR", `${inside}/conf`).replaceAll("$CONFDIR", `${inside}/conf`));
             }
-            const r = inChroot(["rspamadm", "configtest", "-c", `${inside}/conf/rspamd.conf`]);
+            // LOCAL_CONFDIR too, so that rules/rspamd.lua loads our lua.local.d (a Lua error there is
+            // "syntax BAD").
+            const r = inChroot(["rspamadm", `--var=LOCAL_CONFDIR=${inside}/conf`, "configtest", "-c", `${inside}/conf/rspamd.conf`]);
             assert.equal(r.code, 0, r.stdout + r.stderr);
             assert.match(r.stdout, /syntax OK/);
             const dump = inChroot(["rspamadm", "configdump", "-c", `${inside}/conf/rspamd.conf`, "actions"]);
@@ -103,6 +106,16 @@ describe("rspamd step", () => {
         assert.doesNotMatch(off("/etc/rspamd/local.d/dmarc.conf"), /actions/);
         assert.match(off("/etc/rspamd/local.d/ratelimit.conf"), /burst = 5;\s*rate = "5 \/ 1h";/);
         assert.match(off("/etc/rspamd/local.d/ratelimit.conf"), /burst = 50;\s*rate = "50 \/ 1d";/);
+        // The administrator's notice when a login hits the limit: marked by the ratelimit module,
+        // mailed to postmaster on loopback, with the stack's numbers in its text.
+        assert.match(off("/etc/rspamd/local.d/ratelimit.conf"), /^info_symbol = "ISPMAIL_RATELIMITED";$/m);
+        const notice = off("/etc/rspamd/lua.local.d/ispmail_ratelimit_notice.lua");
+        assert.match(notice, /task:get_symbol\('ISPMAIL_RATELIMITED'\)/);
+        assert.match(notice, /^local MAIL_HOST = 'mx1\.example\.org'$/m);
+        assert.match(notice, /\(5 messages an hour, 50 a day; bucket /);
+        assert.match(notice, /one message every 720 s/);
+        assert.match(notice, /recipients = \{ 'postmaster' \}/);
+        assert.doesNotMatch(notice, /\{\{/);
         const on = rendered(() => {});
         assert.match(on("/etc/rspamd/local.d/dmarc.conf"), /^actions \{\n  reject = "reject";\n  quarantine = "add header";\n\}$/m);
     });
