@@ -1,7 +1,7 @@
 /**
  * The model: what the rest of the program reads. {@link buildModel} turns a parsed config into it:
  * derived facts computed once (per-user quota, alias `destinationIsLocal`,
- * `protectState`), everything deeply frozen. Configured passwords are returned beside it, never inside.
+ * `protectState`, `mailHostIsMailDomain`), everything deeply frozen. Configured passwords are returned beside it, never inside.
  */
 import { splitAddress, type Parsed } from "./schema";
 
@@ -36,6 +36,13 @@ export interface Model {
     readonly protectState: boolean;
     readonly mailHost: string;
     readonly domains: readonly string[];
+    /**
+     * True when mailHost is itself one of `domains` (e.g. mailHost example.org). Decided here once
+     * because two consumers must agree on it: Postfix leaves $myhostname out of mydestination then
+     * (a domain is either local or virtual, never both), and DNS publishes no separate
+     * `v=spf1 a -all` for mailHost (the domain already has its SPF record; two are a permerror).
+     */
+    readonly mailHostIsMailDomain: boolean;
     readonly adminEmail: string;
     readonly server: Readonly<Parsed["server"]> & { readonly sshPublicKeys: readonly string[]; readonly adminCidrs: readonly string[] };
     readonly users: readonly MailUser[];
@@ -100,6 +107,7 @@ export function buildModel(c: Parsed, stack: string): { model: Model; passwords:
         protectState: isProtectedStack(stack),
         mailHost: c.mailHost,
         domains: c.domains,
+        mailHostIsMailDomain: c.domains.includes(c.mailHost),
         adminEmail: c.adminEmail,
         server: c.server,
         users,

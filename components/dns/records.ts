@@ -120,7 +120,7 @@ export function renderDnsRecords(input: DnsInput): DnsRecord[] {
     // alert mail from root@mailHost) is checked by SPF against the HELO name / mailHost, and DMARC
     // (our p=reject covers subdomains) needs that to pass. Skipped when mailHost is itself a mail
     // domain, which already has its SPF record (two would be a permerror).
-    if (!model.domains.includes(model.mailHost)) add(model.mailHost, "TXT", txtContent("v=spf1 a -all"));
+    if (!model.mailHostIsMailDomain) add(model.mailHost, "TXT", txtContent("v=spf1 a -all"));
 
     // RFC 7489 §7.1: a domain whose reports go to an address in another domain needs that domain's
     // consent, <domain>._report._dmarc.<report domain>. Published when we hold that zone; for an

@@ -39,7 +39,7 @@ export function renderMainCf(model: Model): string {
         mailHost: model.mailHost,
         // The host's own name is a local destination (root@mailHost -> /etc/aliases), unless it is
         // also a mail domain: Postfix refuses a domain that is both local and virtual.
-        mailHostIsLocal: !model.domains.includes(model.mailHost),
+        mailHostIsLocal: !model.mailHostIsMailDomain,
         messageSizeLimitMb: model.messageSizeLimitMb,
         messageSizeLimitBytes: messageSizeLimitBytes(model),
     });

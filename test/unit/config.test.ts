@@ -281,6 +281,13 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
         assert.equal(forward?.destinationIsLocal, false, "an outside destination is not local");
     });
 
+    test("config: mailHostIsMailDomain says whether mailHost is itself a managed mail domain", () => {
+        assert.equal(parseConfig(validRawConfig(), { stack: "test" }).model.mailHostIsMailDomain, false, "mx1.example.org is a host, not a mail domain");
+        const raw = validRawConfig();
+        raw.mailHost = "Example.ORG"; // compared after normalisation
+        assert.equal(parseConfig(raw, { stack: "test" }).model.mailHostIsMailDomain, true, "mailHost example.org is one of the domains");
+    });
+
     test("config: protectState follows the stack name (only production stacks are protected)", () => {
         const expected: Record<string, boolean> = { prod: true, production: true, "prod-eu": true, staging: false, lab: false, dev: false, produce: false, "my-prod": false };
         for (const [stack, protect] of Object.entries(expected)) {
