@@ -1,6 +1,8 @@
 /**
  * The `dkim-signer` step: which DKIM selector Rspamd signs our users' mail with
- * (/etc/rspamd/local.d/dkim_signing.conf), and a reload of Rspamd when that changes.
+ * (/etc/rspamd/local.d/dkim_signing.conf) and seals arriving mail with (ARC, local.d/arc.conf, so
+ * that what aliases and Sieve redirects forward carries our verdict), and a reload of Rspamd when
+ * that changes.
  *
  * It is the one step whose content depends on a deployment fact: the signer is the first listed
  * selector once its record has been public for its TTL (components/dkim.ts planDkimSigning, from
@@ -18,20 +20,30 @@ import { dkimKeyPath } from "./rspamd";
 import type { RenderContext, Service, StepBody } from "./service";
 
 export const DKIM_SIGNING_CONF = "/etc/rspamd/local.d/dkim_signing.conf";
+export const ARC_CONF = "/etc/rspamd/local.d/arc.conf";
 
-/** `signer`: the selector that signs now. */
-export function renderDkimSigningConf(model: Pick<Model, "domains" | "dkimSelectors">, signer: string): string {
+/** The view of both templates; `signer`: the selector that signs now. */
+function signingView(model: Pick<Model, "domains" | "dkimSelectors">, signer: string) {
     if (!model.dkimSelectors.includes(signer)) throw new Error(`DKIM signer "${signer}" is not one of ispmail:dkimSelectors (${model.dkimSelectors.join(", ")})`);
-    return renderTemplate("dkim-signer/dkim_signing.conf.mustache", {
-        selector: signer,
-        domains: model.domains.map((domain) => ({ domain, selector: signer, keyPath: dkimKeyPath(signer) })),
-    });
+    return { selector: signer, domains: model.domains.map((domain) => ({ domain, selector: signer, keyPath: dkimKeyPath(signer) })) };
+}
+
+export function renderDkimSigningConf(model: Pick<Model, "domains" | "dkimSelectors">, signer: string): string {
+    return renderTemplate("dkim-signer/dkim_signing.conf.mustache", signingView(model, signer));
+}
+
+/** ARC seals use the DKIM signer's key: a rotation switches both at once. */
+export function renderArcConf(model: Pick<Model, "domains" | "dkimSelectors">, signer: string): string {
+    return renderTemplate("dkim-signer/arc.conf.mustache", signingView(model, signer));
 }
 
 function render(model: Model, { facts }: RenderContext): StepBody {
     return {
-        description: `DKIM signing: selector ${facts.dkimSigner} signs mail from ${model.domains.length} domain(s)`,
-        files: [{ path: DKIM_SIGNING_CONF, content: renderDkimSigningConf(model, facts.dkimSigner), mode: "0644" }],
+        description: `DKIM signing and ARC sealing: selector ${facts.dkimSigner} signs mail from ${model.domains.length} domain(s)`,
+        files: [
+            { path: DKIM_SIGNING_CONF, content: renderDkimSigningConf(model, facts.dkimSigner), mode: "0644" },
+            { path: ARC_CONF, content: renderArcConf(model, facts.dkimSigner), mode: "0644" },
+        ],
         script: readStatic("dkim-signer/apply.sh"),
     };
 }

@@ -80,3 +80,113 @@ export function foreignMessage(subject: string): Promise<string> {
 export function headerBlock(message: string): string {
     return message.split(/\r?\n\r?\n/)[0].replace(/\r?\n[ \t]+/g, " ");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Mail from the foreign world
+// ---------------------------------------------------------------------------------------------
+/** The SMTP step whose reply a {@link sendFromForeign} result reports. */
+export type SmtpStage = "ehlo" | "mail" | "rcpt" | "data";
+
+export interface ForeignSmtpOptions {
+    /** Envelope sender (MAIL FROM); "" for a null sender. */
+    readonly from: string;
+    /** Envelope recipients (RCPT TO). */
+    readonly to: string | readonly string[];
+    /**
+     * The message: raw (header block, blank line, body) or as headers and body; line ends become
+     * CRLF. Left out, the session stops after RCPT (RSET, QUIT): no DATA, nothing is queued.
+     */
+    readonly message?: string | { readonly headers: Readonly<Record<string, string>>; readonly body: string };
+    /** MAIL FROM ... SMTPUTF8 (needed for a non-ASCII address); refused at "ehlo" when not offered. */
+    readonly smtputf8?: boolean;
+    /** The SMTP client's timeout (default 60 s); the run on the foreign guest gets 30 s more. */
+    readonly timeoutMs?: number;
+}
+
+export interface ForeignSmtpResult {
+    /**
+     * The reply that decided the outcome: the end-of-DATA reply (250 when queued), the RCPT reply
+     * when no message was given, otherwise the refusal (MAIL, all recipients, or DATA).
+     */
+    readonly code: number;
+    /** That reply's text (enhanced status code first, as the server sent it). */
+    readonly text: string;
+    readonly stage: SmtpStage;
+    /** Whether our EHLO answer offered SMTPUTF8. */
+    readonly smtputf8Offered: boolean;
+    /** Recipients refused while others were accepted (address -> [code, text]). */
+    readonly refused: Readonly<Record<string, readonly [number, string]>>;
+}
+
+/**
+ * One SMTP session from the foreign MTA's host to our port 25, as its Postfix would connect (its
+ * address, HELO mx.example.net: SPF passes there, so no greylisting). Everything is sent on
+ * stdin as JSON, nothing on the command line.
+ */
+const SMTP_FROM_FOREIGN = String.raw`
+import json, smtplib, sys
+req = json.loads(sys.stdin.buffer.read())
+s = smtplib.SMTP(req["host"], 25, local_hostname=req["helo"], timeout=req["timeout"])
+out = {"refused": {}}
+def answer(stage, code, text):
+    out.update(stage=stage, code=code, text=text.decode("utf-8", "replace") if isinstance(text, bytes) else text)
+msg = None if req["message"] is None else req["message"].encode("utf-8")
+code, text = s.ehlo()
+out["smtputf8Offered"] = s.has_extn("smtputf8")
+if code != 250:
+    answer("ehlo", code, text)
+elif req["smtputf8"] and not out["smtputf8Offered"]:
+    answer("ehlo", 0, "SMTPUTF8 requested, but not offered")
+else:
+    opts = ["SMTPUTF8"] if req["smtputf8"] else []
+    if msg is not None and s.has_extn("size"):
+        opts.append("size=%d" % len(msg))
+    code, text = s.mail(req["from"], opts)
+    if code != 250:
+        answer("mail", code, text)
+    else:
+        accepted = None
+        for rcpt in req["to"]:
+            code, text = s.rcpt(rcpt)
+            if code in (250, 251):
+                accepted = accepted or (code, text)
+            else:
+                out["refused"][rcpt] = [code, text.decode("utf-8", "replace")]
+        if accepted is None:
+            answer("rcpt", *out["refused"].pop(req["to"][0]))
+        elif msg is None:
+            answer("rcpt", *accepted)
+        else:
+            try:
+                answer("data", *s.data(msg))
+            except smtplib.SMTPDataError as e:
+                answer("data", e.smtp_code, e.smtp_error)
+if msg is None or out["code"] != 250:
+    try:
+        s.rset()
+    except smtplib.SMTPServerDisconnected:
+        pass
+try:
+    s.quit()
+except smtplib.SMTPServerDisconnected:
+    pass
+print(json.dumps(out))
+`;
+
+/** Sends (or, without a message, only offers) mail to our MX from the foreign MTA's host; see {@link ForeignSmtpOptions}. */
+export async function sendFromForeign(opts: ForeignSmtpOptions): Promise<ForeignSmtpResult> {
+    const timeoutMs = opts.timeoutMs ?? 60_000;
+    const m = opts.message;
+    const raw = m === undefined ? null : typeof m === "string" ? m : [...Object.entries(m.headers).map(([k, v]) => `${k}: ${v}`), "", m.body].join("\r\n");
+    const input = JSON.stringify({
+        host: LAB.mail.ipv4,
+        helo: LAB.foreign.fqdn,
+        timeout: timeoutMs / 1000,
+        from: opts.from,
+        to: typeof opts.to === "string" ? [opts.to] : opts.to,
+        message: raw === null ? null : raw.replace(/\r?\n/g, "\r\n"),
+        smtputf8: opts.smtputf8 ?? false,
+    });
+    const stdout = await guest("foreign").execOk("python3 -c " + shellQuote(SMTP_FROM_FOREIGN), { input, timeoutMs: timeoutMs + 30_000 });
+    return JSON.parse(stdout.trim()) as ForeignSmtpResult;
+}

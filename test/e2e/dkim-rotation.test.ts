@@ -115,7 +115,8 @@ describe("dkim rotation (lab)", { timeout: 900_000 }, () => {
         assert.deepEqual([later.dkim.selector, later.dkim.state], [NEW, "settled"], later.dkim.reason);
         assert.deepEqual(changed(later.applied), ["dkim-signer"]);
         const signer = later.applied.find((s) => s.name === "dkim-signer")!;
-        assert.deepEqual(signer.changedFiles, ["/etc/rspamd/local.d/dkim_signing.conf"]);
+        // The signer and the ARC seal switch together.
+        assert.deepEqual(signer.changedFiles, ["/etc/rspamd/local.d/dkim_signing.conf", "/etc/rspamd/local.d/arc.conf"]);
         assert.ok(signer.actions.some((a) => /reloaded rspamd/.test(a)), signer.actions.join("; "));
 
         const afterSwitch = await signatureSeenAbroad();

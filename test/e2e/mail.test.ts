@@ -16,7 +16,7 @@ import type { Model } from "../../components/config";
 import { SERVICE, stepsOf } from "../../components/services";
 import type { Step } from "../../components/steps";
 import { applyOnGuest, client, guest, LAB, labDkimSigning, labSession } from "../../lab/testkit";
-import { eventually, FOREIGN_RCPT, foreignMessage, headerBlock, MX, shellQuote, submit, swaks, token } from "./clients";
+import { eventually, FOREIGN_RCPT, foreignMessage, headerBlock, MX, sendFromForeign, shellQuote, submit, swaks, token } from "./clients";
 
 const mail = guest("mail");
 const FOREIGN_MX = LAB.foreign.ipv4;
@@ -201,27 +201,14 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
         // Dovecot's LMTP does not offer SMTPUTF8: a message from jörg@... would be accepted on port 25
         // and then bounced by Postfix ("SMTPUTF8 is required, but was not offered"). From the
         // foreign MTA's host, as its Postfix would try it; no DATA, so nothing is ever queued.
-        const probe = String.raw`
-import json, smtplib, sys
-out = {}
-s = smtplib.SMTP("${LAB.mail.ipv4}", 25, local_hostname="${LAB.foreign.fqdn}", timeout=30)
-s.ehlo(); out["smtputf8"] = s.has_extn("smtputf8")
-for sender in sys.argv[1:]:
-    s.mail(sender, ["SMTPUTF8"] if not sender.isascii() else [])
-    code, text = s.rcpt("carol@example.com")
-    out[sender] = [code, text.decode("utf-8", "replace")]
-    s.rset()
-s.quit()
-print(json.dumps(out))
-`;
-        const r = await guest("foreign").execOk(`python3 - 'jörg@example.net' 'rcpt@example.net'`, { input: probe });
-        const answers = JSON.parse(r.trim()) as Record<string, [number, string] | boolean>;
-        assert.equal(answers.smtputf8, true, "port 25 still offers SMTPUTF8 (UTF-8 in headers is fine)");
-        const [code, text] = answers["jörg@example.net"] as [number, string];
-        assert.equal(code, 553, text);
-        assert.match(text, /5\.6\.7 .*Non-ASCII sender/);
+        const nonAscii = await sendFromForeign({ from: "jörg@example.net", to: "carol@example.com", smtputf8: true, timeoutMs: 30_000 });
+        assert.equal(nonAscii.smtputf8Offered, true, "port 25 still offers SMTPUTF8 (UTF-8 in headers is fine)");
+        assert.equal(nonAscii.code, 553, nonAscii.text);
+        assert.equal(nonAscii.stage, "rcpt", JSON.stringify(nonAscii));
+        assert.match(nonAscii.text, /5\.6\.7 .*Non-ASCII sender/);
         // Control: the same client and recipient with an ASCII sender get past RCPT.
-        assert.equal((answers["rcpt@example.net"] as [number, string])[0], 250, JSON.stringify(answers));
+        const ascii = await sendFromForeign({ from: "rcpt@example.net", to: "carol@example.com", timeoutMs: 30_000 });
+        assert.deepEqual([ascii.code, ascii.stage], [250, "rcpt"], JSON.stringify(ascii));
     });
 
     test("utf8: a message with raw UTF-8 headers, relayed by the foreign Postfix with SMTPUTF8, lands in the INBOX with its subject intact; nothing bounces", async () => {
@@ -394,27 +381,9 @@ print(json.dumps(out))
         await mail.execOk("doveadm expunge -u carol@example.com mailbox INBOX subject quota && doveadm expunge -u carol@example.com mailbox INBOX subject 'Your mailbox is' && doveadm quota recalc -u carol@example.com");
         const since = (await mail.execOk("date '+%Y-%m-%d %H:%M:%S'")).trim();
         // From the foreign MTA's address, as its Postfix would deliver (no greylisting: SPF passes).
-        const deliver = async (subject: string, kilobytes: number) => {
-            const probe = String.raw`
-import json, smtplib, sys
-subject, kb = sys.argv[1], int(sys.argv[2])
-body = "".join("line %06d of a message that fills a mailbox, nothing more to say here.\r\n" % i for i in range(kb * 1024 // 72))
-msg = ("From: ${FOREIGN_RCPT}\r\nTo: carol@example.com\r\nSubject: %s\r\n\r\n" % subject + body).encode()
-s = smtplib.SMTP("${LAB.mail.ipv4}", 25, local_hostname="${LAB.foreign.fqdn}", timeout=120)
-s.ehlo()
-try:
-    s.sendmail("${FOREIGN_RCPT}", ["carol@example.com"], msg)
-    out = [250, "queued", "data"]
-except smtplib.SMTPRecipientsRefused as e:
-    code, text = list(e.recipients.values())[0]
-    out = [code, text.decode(), "rcpt"]
-except smtplib.SMTPResponseException as e:
-    out = [e.smtp_code, e.smtp_error.decode(), "data"]
-s.quit()
-print(json.dumps(out))
-`;
-            const [code, text, stage] = JSON.parse((await guest("foreign").execOk(`python3 - ${shellQuote(subject)} ${kilobytes}`, { input: probe })).trim()) as [number, string, string];
-            return { code, text, stage };
+        const deliver = (subject: string, kilobytes: number) => {
+            const body = Array.from({ length: Math.floor((kilobytes * 1024) / 72) }, (_, i) => `line ${String(i).padStart(6, "0")} of a message that fills a mailbox, nothing more to say here.\r\n`).join("");
+            return sendFromForeign({ from: FOREIGN_RCPT, to: "carol@example.com", message: { headers: { From: FOREIGN_RCPT, To: "carol@example.com", Subject: subject }, body }, timeoutMs: 120_000 });
         };
         const warnings = async () => Number((await mail.execOk("doveadm search -u carol@example.com mailbox INBOX subject 'Your mailbox is 80% full' | wc -l")).trim());
         try {

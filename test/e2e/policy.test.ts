@@ -8,48 +8,25 @@ import { randomBytes } from "node:crypto";
 import { before, describe, test } from "node:test";
 import { SERVICE, stepsOf } from "../../components/services";
 import { applyOnGuest, guest, LAB, labModelWith, labSession } from "../../lab/testkit";
-import { eventually, FOREIGN_RCPT, foreignMessage, headerBlock, shellQuote, submit, swaks, token } from "./clients";
+import { eventually, FOREIGN_RCPT, foreignMessage, headerBlock, sendFromForeign, shellQuote, sleep, submit, swaks, token, type ForeignSmtpResult } from "./clients";
 
 const mail = guest("mail");
 const foreign = guest("foreign");
 const FOREIGN_MX = LAB.foreign.ipv4;
 
-/** An SMTP session from the foreign MTA's own address to ours (as its Postfix would connect). */
-const SMTP_FROM_FOREIGN = String.raw`
-import json, smtplib, sys
-req = json.load(sys.stdin)
-s = smtplib.SMTP(req["host"], 25, local_hostname=req["helo"], timeout=60)
-s.ehlo()
-try:
-    refused = s.sendmail(req["envelope"], [req["rcpt"]], req["message"].encode("utf-8"))
-    out = {"code": 250, "text": "queued", "refused": {k: list(v) for k, v in refused.items()}}
-except smtplib.SMTPRecipientsRefused as e:
-    code, text = list(e.recipients.values())[0]
-    out = {"code": code, "text": text.decode("utf-8", "replace"), "stage": "rcpt"}
-except smtplib.SMTPResponseException as e:
-    out = {"code": e.smtp_code, "text": e.smtp_error.decode("utf-8", "replace"), "stage": "data"}
-s.quit()
-print(json.dumps(out))
-`;
-
-interface SmtpOutcome {
-    code: number;
-    text: string;
-    stage?: string;
-}
-
-async function sendFromForeignHost(req: { envelope: string; rcpt: string; headerFrom: string; subject: string }): Promise<SmtpOutcome & { messageId: string }> {
+/** A message from the foreign MTA's own address to ours (as its Postfix would connect), with a Message-ID to find it by. */
+async function sendFromForeignHost(req: { envelope: string; rcpt: string; headerFrom: string; subject: string }): Promise<ForeignSmtpResult & { messageId: string }> {
     const messageId = `${randomBytes(8).toString("hex")}@${LAB.foreignDomain}`;
-    const message = [`From: ${req.headerFrom}`, `To: ${req.rcpt}`, `Subject: ${req.subject}`, `Message-ID: <${messageId}>`, `Date: ${new Date().toUTCString()}`, "", "Please pay the attached invoice today.", ""].join("\r\n");
-    const input = JSON.stringify({ host: LAB.mail.ipv4, helo: LAB.foreign.fqdn, envelope: req.envelope, rcpt: req.rcpt, message });
-    return { ...(JSON.parse((await foreign.execOk("python3 -c " + shellQuote(SMTP_FROM_FOREIGN), { input })).trim()) as SmtpOutcome), messageId };
+    const headers = { From: req.headerFrom, To: req.rcpt, Subject: req.subject, "Message-ID": `<${messageId}>`, Date: new Date().toUTCString() };
+    return { ...(await sendFromForeign({ from: req.envelope, to: req.rcpt, message: { headers, body: "Please pay the attached invoice today.\r\n" } })), messageId };
 }
 
-/** The stored message in a mailbox on our server whose text contains `needle` (polled). */
+/** The stored message in a mailbox on our server whose text contains `needle` (polled; Dovecot's
+ * index and cache files, which hold headers too, are not messages). */
 function storedMessage(address: string, needle: string): Promise<string> {
     const [local, domain] = address.split("@");
     return eventually(`"${needle}" in ${address}'s mailbox`, async () => {
-        const r = await mail.exec(`grep -rl -F -- ${shellQuote(needle)} /var/vmail/${domain}/${local}/Maildir 2>/dev/null | head -n1 | xargs -r cat`);
+        const r = await mail.exec(`grep -rl -F --exclude='dovecot*' -- ${shellQuote(needle)} /var/vmail/${domain}/${local}/Maildir 2>/dev/null | head -n1 | xargs -r cat`);
         return r.stdout.includes(needle) ? r.stdout : undefined;
     });
 }
@@ -129,15 +106,20 @@ except smtplib.SMTPResponseException as e:
         assert.equal(warnings.trim(), "0", "port 25 still lists sender-login restrictions that Postfix ignores without SASL");
     });
 
-    test("compromised account: a login over its hourly sending limit gets 4xx; another login still sends", async (t) => {
+    test("compromised account: a login over its hourly sending limit gets 4xx, the administrator one notice; another login still sends, and so does it an hour later", async (t) => {
         // A limit of 3 an hour for the test (ispmail:mailPolicy.sendLimit.perHour; default 200).
         const limited = labModelWith({ mailPolicy: { sendLimit: { perHour: 3, perDay: 1000 } } });
         await applyOnGuest("mail", stepsOf(SERVICE.rspamd, limited), secrets);
         t.after(async () => {
             await applyOnGuest("mail", stepsOf(SERVICE.rspamd, (await labSession()).model), secrets);
         });
-        // The bucket of an earlier run of this test must not count.
+        // The bucket and the notice marker of an earlier run of this test must not count.
         await mail.execOk("valkey-cli --scan --pattern 'RL*' | xargs -r valkey-cli del >/dev/null");
+        await mail.execOk("valkey-cli --scan --pattern 'ispmail_ratelimit_notice:*' | xargs -r valkey-cli del >/dev/null");
+        const noticeMarker = (login: string) => `Subject: mx1.example.org: ${login} reached its sending limit`;
+        const noticesFor = async (login: string) =>
+            Number((await mail.execOk(`grep -rlF --exclude='dovecot*' -- ${shellQuote(noticeMarker(login))} /var/vmail/example.org/alice/Maildir | wc -l`)).trim());
+        const noticesBefore = await noticesFor("bob@example.org");
         const codes: number[] = [];
         for (let i = 1; i <= 6; i++) {
             const r = await submit("bob@example.org", pw("bob@example.org"), { to: FOREIGN_RCPT, subject: token(`rate ${i}`) });
@@ -152,6 +134,26 @@ except smtplib.SMTPResponseException as e:
         // Per login: carol is not held back by bob's bucket.
         const other = await submit("carol@example.com", pw("carol@example.com"), { to: FOREIGN_RCPT, subject: token("rate other") });
         assert.equal(other.code, 250, other.transcript);
+
+        // The administrator hears of it once (ispmail:adminEmail, here postmaster@example.org ->
+        // alice), however many messages were deferred.
+        assert.ok(codes.filter((c) => c === 451).length >= 2, `bob's messages: ${codes.join(", ")} (one 451 cannot show a single notice)`);
+        const notices = await eventually("the sending limit notice in alice's mailbox", async () => {
+            const n = await noticesFor("bob@example.org");
+            return n > noticesBefore ? n : undefined;
+        });
+        await sleep(5000);
+        assert.equal(await noticesFor("bob@example.org"), noticesBefore + 1, "not exactly one notice");
+        const notice = headerBlock(await storedMessage("alice@example.org", noticeMarker("bob@example.org")));
+        assert.match(notice, /^From: ispmail on mx1\.example\.org <postmaster@mx1\.example\.org>$/m, notice);
+        assert.match(notice, /^Auto-Submitted: auto-generated$/m, notice);
+        assert.equal(notices, noticesBefore + 1);
+
+        // An hour later the bucket has drained and bob sends again. The hour is simulated by moving
+        // the buckets' last-leak time (Rspamd's field "l", in ms) an hour back, as if it had passed.
+        await mail.execOk(`for k in $(valkey-cli --scan --pattern 'RL*'); do [ "$(valkey-cli type "$k")" = hash ] || continue; l=$(valkey-cli hget "$k" l); valkey-cli hset "$k" l $((l - 3600000)) >/dev/null; done`);
+        const later = await submit("bob@example.org", pw("bob@example.org"), { to: FOREIGN_RCPT, subject: token("rate an hour later") });
+        assert.equal(later.code, 250, later.transcript);
     });
 
     test("alerts: a failed backup unit mails the administrator (ispmail:adminEmail, here postmaster@example.org -> alice)", async (t) => {
@@ -186,7 +188,50 @@ except smtplib.SMTPResponseException as e:
         assert.equal((await mail.execOk("postqueue -j | grep -c ispmail-e2e-local || true")).trim(), "0");
     });
 
-    test("forwarding: a Sieve redirect leaves with the user's address as envelope sender, an alias forward with an SRS address of ours: both pass SPF and DMARC at the strict receiver", async (t) => {
+    test("signing: a Sieve vacation reply leaves DKIM-signed from the user's own address; one with :from another address of ours is refused, not signed", async (t) => {
+        // Pigeonhole puts any `:from` into the reply's From header, and Rspamd signs what the
+        // server submits itself; the rule for local mail refuses a From that is not the envelope
+        // sender (the script owner's address).
+        const own = token("vacation own");
+        const other = token("vacation as ceo");
+        const script = [
+            `require ["vacation"];`,
+            `if header :contains "subject" "own address" { vacation :days 1 :subject "${own}" "I am away."; }`,
+            `else { vacation :days 1 :from "ceo@example.org" :subject "${other}" "Please pay the invoice."; }`,
+            "",
+        ].join("\n");
+        await mail.execOk("doveadm sieve put -u bob@example.org -a ispmail-e2e-vacation", { input: script });
+        t.after(async () => {
+            await mail.execOk("doveadm sieve deactivate -u bob@example.org && doveadm sieve delete -u bob@example.org ispmail-e2e-vacation");
+        });
+        // Fresh senders (rcpt+tag@example.net): vacation answers each sender once a day.
+        const tag = randomBytes(4).toString("hex");
+        const triggers = [
+            [`${LAB.foreignUser}+own${tag}@${LAB.foreignDomain}`, token("own address")],
+            [`${LAB.foreignUser}+ceo${tag}@${LAB.foreignDomain}`, token("as ceo")],
+        ];
+        for (const [from, subject] of triggers) {
+            const sent = await swaks(["--server", FOREIGN_MX, "--port", "25", "--from", from, "--to", "bob@example.org", "--h-Subject", subject]);
+            assert.equal(sent.code, 250, sent.transcript);
+        }
+        const reply = headerBlock(await foreignMessage(own));
+        assert.match(reply, /^From: <?bob@example\.org>?$/m, reply);
+        assert.match(reply, /^Return-Path: <bob@example\.org>$/m, reply);
+        assert.match(reply, /dkim=pass header\.d=example\.org/, reply);
+        assert.match(reply, /dmarc=pass/, reply);
+        // The other reply was refused by our Rspamd (bounced to bob, who learns why), and neither
+        // delivery was lost: both triggering messages are in bob's INBOX.
+        const refusal = await eventually("the refusal of the vacation reply as ceo@example.org", async () => {
+            const log = await mail.execOk(`journalctl --since -10min --no-pager | grep -F 'milter-reject' | grep -F ${shellQuote(`to=<${triggers[1][0]}>`)} || true`);
+            return log.trim() || undefined;
+        });
+        assert.match(refusal, /5\.7\.1 From header must be the sender's own address/, refusal);
+        for (const [, subject] of triggers) await storedMessage("bob@example.org", subject);
+        const abroad = await foreign.execOk(`grep -rlF -- ${shellQuote(other)} /home/${LAB.foreignUser}/Maildir | wc -l`);
+        assert.equal(abroad.trim(), "0", "the reply as ceo@example.org reached the foreign MTA");
+    });
+
+    test("forwarding: a Sieve redirect leaves with the user's address as envelope sender, an alias forward with an SRS address of ours: both pass SPF and DMARC at the strict receiver, the forward with our ARC seal", async (t) => {
         // bob redirects everything to rcpt+sieve@example.net. The original is example.net's own,
         // signed mail, injected at the foreign MTA (the lab host is its users' network).
         const script = `require ["copy"];\nredirect :copy "${LAB.foreignUser}+sieve@${LAB.foreignDomain}";\n`;
@@ -213,5 +258,10 @@ except smtplib.SMTPResponseException as e:
         assert.match(forwarded, new RegExp(`spf=pass [^;]*smtp\\.mailfrom="?${srs.replace(/[.+=]/g, "\\$&")}"?`), forwarded);
         assert.match(forwarded, /dkim=pass header\.d=example\.net/, forwarded);
         assert.match(forwarded, /dmarc=pass/, forwarded);
+        // And it carries our ARC seal (example.com, the alias's domain) over what we saw on
+        // arrival, which the receiver verifies.
+        assert.match(forwarded, /^ARC-Seal: i=1; s=[a-z0-9]+; d=example\.com;/m, forwarded);
+        assert.match(forwarded, /^ARC-Authentication-Results: i=1; [^\n]*dkim=pass header\.d=example\.net[^\n]*spf=pass/m, forwarded);
+        assert.match(forwarded, /arc=pass \("example\.com:s=[a-z0-9]+:i=1"\)/, forwarded);
     });
 });

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { parseConfig } from "../../components/config";
 import { SERVICE, stepsOf } from "../../components/services";
-import { DKIM_SIGNING_CONF } from "../../components/services/dkim-signer";
+import { ARC_CONF, DKIM_SIGNING_CONF } from "../../components/services/dkim-signer";
 import { dkimKeyPath } from "../../components/services/rspamd";
 import { secretsOf } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
@@ -46,7 +46,7 @@ describe("rspamd step", () => {
     test("dkim-signer: DKIM signs every managed domain with the signing selector's key, never inbound mail; its own step after rspamd", () => {
         assert.deepEqual(signer.after, ["rspamd"]);
         assert.ok(!step.files.some((f) => f.path === DKIM_SIGNING_CONF), "the rspamd step leaves the signer to the dkim-signer step");
-        assert.deepEqual(signer.files.map((f) => f.path), [DKIM_SIGNING_CONF]);
+        assert.deepEqual(signer.files.map((f) => f.path), [DKIM_SIGNING_CONF, ARC_CONF]);
         const conf = signer.files[0].content;
         for (const d of model.domains) {
             assert.match(conf, new RegExp(`\\b${d.replace(".", "\\.")} \\{\\s*selectors \\[\\s*\\{ path = "${dkimKeyPath(model.dkimSelectors[0])}"; selector = "${model.dkimSelectors[0]}"; \\}`));
@@ -54,6 +54,18 @@ describe("rspamd step", () => {
         assert.match(conf, /^sign_inbound = false;$/m);
         assert.match(conf, /^use_domain = "header";$/m);
         assert.match(conf, /^try_fallback = false;$/m);
+    });
+
+    test("dkim-signer: ARC seals arriving mail for the recipient's domain with the same key, and nothing our users send", () => {
+        const arc = signer.files.find((f) => f.path === ARC_CONF)!.content;
+        for (const d of model.domains) {
+            assert.match(arc, new RegExp(`\\b${d.replace(".", "\\.")} \\{\\s*selectors \\[\\s*\\{ path = "${dkimKeyPath(model.dkimSelectors[0])}"; selector = "${model.dkimSelectors[0]}"; \\}`));
+        }
+        assert.match(arc, /^sign_inbound = true;$/m);
+        assert.match(arc, /^use_domain_sign_inbound = "recipient";$/m);
+        assert.match(arc, /^sign_local = false;$/m);
+        assert.match(arc, /^sign_authenticated = false;$/m);
+        assert.match(arc, /^try_fallback = false;$/m);
     });
 
     test("rspamd: every selector's key is a secret file owned by _rspamd, mode 0600", () => {
