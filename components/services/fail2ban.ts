@@ -1,10 +1,14 @@
 /**
  * fail2ban from Debian: bans an address on the mail and SSH ports after repeated failed logins
  * (sshd, Postfix SMTP AUTH, Dovecot IMAP/POP3/ManageSieve). Debian 13 logs to the journal only, so
- * every jail uses the systemd backend; bans are nftables sets (Debian's default banaction).
+ * every jail uses the systemd backend; bans are nftables sets (Debian's default banaction). One
+ * more jail counts failures per account instead of per address, and its ban limits where that
+ * account may log in from (the login_guards table, which Dovecot's passdb reads).
  *
  * Config files: files/fail2ban/jail.d/ispmail.conf.mustache (jails, limits, exempt admin networks),
- * files/fail2ban/filter.d/dovecot.local (Dovecot 2.4's "Login aborted" wording) and apply.sh.
+ * files/fail2ban/filter.d/dovecot.local (Dovecot 2.4's "Login aborted" wording), the per-account
+ * filter.d/ispmail-login.conf, action.d/ispmail-login-guard.conf with its script
+ * ispmail-login-guard, and apply.sh.
  */
 import type { Model } from "../config";
 import { readStatic, renderTemplate } from "../templates";
@@ -14,6 +18,9 @@ import type { Service, StepBody } from "./service";
 const JAIL = "/etc/fail2ban/jail.d/ispmail.conf";
 const DOVECOT_FILTER = "/etc/fail2ban/filter.d/dovecot.local";
 const SSHD_FILTER = "/etc/fail2ban/filter.d/sshd.local";
+const LOGIN_FILTER = "/etc/fail2ban/filter.d/ispmail-login.conf";
+const LOGIN_ACTION = "/etc/fail2ban/action.d/ispmail-login-guard.conf";
+export const LOGIN_GUARD = "/usr/local/sbin/ispmail-login-guard";
 
 /** The admin networks the SSH jail never bans: all of adminCidrs except "everyone" (/0). */
 export function sshExemptNetworks(model: Pick<Model, "server">): string[] {
@@ -22,7 +29,7 @@ export function sshExemptNetworks(model: Pick<Model, "server">): string[] {
 
 function render(model: Model): StepBody {
     return {
-        description: "fail2ban: ban addresses after repeated failed logins on SSH, SMTP AUTH and IMAP/POP3/ManageSieve",
+        description: "fail2ban: ban addresses after repeated failed logins on SSH, SMTP AUTH and IMAP/POP3/ManageSieve; guard accounts that many addresses guess at",
         // python3-systemd is the journal backend; nftables is what Debian's banaction runs.
         // Both are only Recommends of fail2ban, and steps install without recommends.
         packages: ["fail2ban", "python3-systemd", "nftables"],
@@ -30,6 +37,10 @@ function render(model: Model): StepBody {
             { path: JAIL, content: renderTemplate("fail2ban/jail.d/ispmail.conf.mustache", { sshExempt: sshExemptNetworks(model) }), mode: "0644" },
             { path: DOVECOT_FILTER, content: readStatic("fail2ban/filter.d/dovecot.local"), mode: "0644" },
             { path: SSHD_FILTER, content: readStatic("fail2ban/filter.d/sshd.local"), mode: "0644" },
+            // Failed logins per account (the ispmail-login jail), and what its ban does.
+            { path: LOGIN_FILTER, content: readStatic("fail2ban/filter.d/ispmail-login.conf"), mode: "0644" },
+            { path: LOGIN_ACTION, content: readStatic("fail2ban/action.d/ispmail-login-guard.conf"), mode: "0644" },
+            { path: LOGIN_GUARD, content: readStatic("fail2ban/ispmail-login-guard"), mode: "0755" },
         ],
         script: readStatic("fail2ban/apply.sh"),
     };
@@ -41,6 +52,7 @@ export const fail2ban: Service = {
     // The steps whose daemons fail2ban watches. fail2ban works without them (a jail on an empty
     // journal stream just waits), but applying it last means the ports it protects are already in
     // use and a first `up` does not restart it twice.
-    follows: [STEP.base, STEP.postfix, STEP.dovecot],
+    // The guard writes the directory's login_guards table (migration 005, directory step).
+    follows: [STEP.base, STEP.postfix, STEP.dovecot, STEP.directory],
     render,
 };

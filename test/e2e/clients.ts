@@ -57,7 +57,9 @@ export function shellQuote(s: string): string {
  */
 export function submit(user: string, password: string, opts: { port?: 587 | 465; from?: string; headerFrom?: string; to: string; subject: string; body?: string; extraHeaders?: string[]; source?: string }): Promise<SmtpAnswer> {
     const port = opts.port ?? 587;
-    const args = ["--server", MX, "--port", String(port), port === 465 ? "--tlsc" : "--tls", "--auth", "PLAIN", "--auth-user", user];
+    // From an IPv6 source address, to the server's IPv6 address.
+    const server = opts.source?.includes(":") ? LAB.mail.ipv6 : MX;
+    const args = ["--server", server, "--port", String(port), port === 465 ? "--tlsc" : "--tls", "--auth", "PLAIN", "--auth-user", user];
     if (opts.source) args.push("--local-interface", opts.source);
     args.push("--from", opts.from ?? user, "--to", opts.to, "--h-Subject", opts.subject);
     if (opts.headerFrom) args.push("--h-From", opts.headerFrom);

@@ -12,13 +12,13 @@
  * lab's network namespace (`npm run test:e2e`), so the extra addresses exist only there.
  */
 import assert from "node:assert/strict";
-import { randomInt } from "node:crypto";
+import { randomBytes, randomInt } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { client, ensureLab, guest, LAB, labModel, labSecrets } from "../../lab/testkit";
-import { submit } from "./clients";
+import { eventually, submit } from "./clients";
 
 const BRIDGE = LAB.bridge;
 const pick = (from: number, span = 50) => `198.51.100.${from + randomInt(span)}`;
@@ -28,7 +28,18 @@ const BYSTANDER = "198.51.100.51";
 const SSH_ATTACKER = pick(200, 25);
 /** Fresh too: merely connecting to sshd can count in the SSH jail's aggressive mode. */
 const SSH_BYSTANDER = pick(225, 25);
-const TEST_ADDRESSES = [ATTACKER, SMTP_ATTACKER, BYSTANDER, SSH_ATTACKER, SSH_BYSTANDER];
+/**
+ * The per-account jail: carol's known place, a place she never used, and five guessers. IPv6, so
+ * that every run draws addresses no earlier run used (the address jails remember failures for
+ * findtime, and a guesser reused within it would be banned by address).
+ */
+const pick6 = () => `2001:db8:2::f2b:${randomBytes(2).toString("hex")}:${randomBytes(2).toString("hex")}`;
+const GUARD_KNOWN = pick6();
+const GUARD_NEW = pick6();
+const GUESSERS = Array.from({ length: 5 }, pick6);
+const TEST_ADDRESSES = [ATTACKER, SMTP_ATTACKER, BYSTANDER, SSH_ATTACKER, SSH_BYSTANDER, GUARD_KNOWN, GUARD_NEW, ...GUESSERS];
+/** files/fail2ban/jail.d/ispmail.conf [ispmail-login]: failures per account, from every address. */
+const ACCOUNT_MAXRETRY = 20;
 /** files/fail2ban/jail.d/ispmail.conf: the SSH jail bans after 3 (OpenSSH refuses a 5th by itself). */
 const SSH_MAXRETRY = 3;
 /** files/fail2ban/jail.d/ispmail.conf: maxretry = 5 within findtime. */
@@ -64,7 +75,8 @@ print(json.dumps(out))
 interface ImapOutcome { greeting: boolean; login: "ok" | "failed" | null; error: string | null }
 
 async function imapFrom(source: string, user: string, password: string): Promise<ImapOutcome> {
-    const r = await client("python3", ["-c", IMAP_CLIENT, source, LAB.mail.ipv4, user, password], { timeoutMs: 120_000 });
+    const server = source.includes(":") ? LAB.mail.ipv6 : LAB.mail.ipv4;
+    const r = await client("python3", ["-c", IMAP_CLIENT, source, server, user, password], { timeoutMs: 120_000 });
     assert.equal(r.code, 0, `imap client: ${r.stderr}`);
     return JSON.parse(r.stdout.trim()) as ImapOutcome;
 }
@@ -152,7 +164,7 @@ async function waitForBan(jail: string, address: string): Promise<void> {
 }
 
 describe("fail2ban", { timeout: 300_000 }, () => {
-    const unbanAll = () => guest("mail").exec(`fail2ban-client unban ${TEST_ADDRESSES.join(" ")} || true`);
+    const unbanAll = () => guest("mail").exec(`fail2ban-client unban ${TEST_ADDRESSES.join(" ")} || true; fail2ban-client set ispmail-login unbanip carol@example.com >/dev/null 2>&1 || true`);
 
     before(async () => {
         await ensureLab();
@@ -160,22 +172,23 @@ describe("fail2ban", { timeout: 300_000 }, () => {
         for (const a of TEST_ADDRESSES) assert.ok(!admin.some((c) => c.startsWith(`${a}/`)), `${a} must not be an admin address`);
         // The test addresses exist only for this suite, on the lab bridge only.
         for (const a of TEST_ADDRESSES) {
-            const r = await client("ip", ["addr", "replace", `${a}/24`, "dev", BRIDGE]);
+            // nodad: usable at once, without IPv6's duplicate address detection.
+            const r = await client("ip", ["addr", "replace", ...(a.includes(":") ? [`${a}/64`, "nodad"] : [`${a}/24`]), "dev", BRIDGE]);
             assert.equal(r.code, 0, r.stderr);
         }
         await unbanAll();
     });
 
     after(async () => {
-        for (const a of TEST_ADDRESSES) await client("ip", ["addr", "del", `${a}/24`, "dev", BRIDGE]);
+        for (const a of TEST_ADDRESSES) await client("ip", ["addr", "del", a.includes(":") ? `${a}/64` : `${a}/24`, "dev", BRIDGE]);
         // Leave no ban behind for the other suites.
         await unbanAll();
     });
 
-    test("fail2ban: the sshd, postfix-sasl and dovecot jails are running", async () => {
+    test("fail2ban: the sshd, postfix-sasl, dovecot and ispmail-login jails are running", async () => {
         const r = await guest("mail").exec("fail2ban-client status");
         assert.equal(r.code, 0, r.stderr);
-        for (const jail of ["sshd", "postfix-sasl", "dovecot"]) assert.match(r.stdout, new RegExp(`\\b${jail}\\b`), r.stdout);
+        for (const jail of ["sshd", "postfix-sasl", "dovecot", "ispmail-login"]) assert.match(r.stdout, new RegExp(`\\b${jail}\\b`), r.stdout);
     });
 
     test("fail2ban: repeated failed IMAP logins ban that address while another is still served", async () => {
@@ -255,6 +268,52 @@ describe("fail2ban", { timeout: 300_000 }, () => {
         } finally {
             rmSync(dir, { recursive: true, force: true });
         }
+    });
+
+    test("fail2ban: a password guess spread over many addresses guards the account: its password then works only from where it was used before, and the admin is told", async () => {
+        const carol = "carol@example.com";
+        const password = labSecrets()[`user:${carol}`];
+        const mail = guest("mail");
+        const guardRow = async () => (await mail.execOk(`runuser -u postgres -- psql -d mailserver -qAt -c "SELECT allow_nets FROM login_guards WHERE address = '${carol}'"`)).trim();
+        const notices = async () => Number((await mail.execOk(`grep -rlF --exclude='dovecot*' -- 'Subject: [mx1.example.org] logins of ${carol} are guarded' /var/vmail/example.org/alice/Maildir | wc -l`)).trim());
+        assert.equal(await guardRow(), "", "carol must not be guarded before the test");
+        // carol has used GUARD_KNOWN before (a device of hers).
+        assert.equal((await imapFrom(GUARD_KNOWN, carol, password)).login, "ok");
+        const noticesBefore = await notices();
+
+        // ACCOUNT_MAXRETRY wrong passwords for carol, spread over five addresses, 4 each: fewer
+        // than any address-based jail bans (5), so only counting per account catches them. The
+        // guessers run side by side, as a botnet's would.
+        const perGuesser = ACCOUNT_MAXRETRY / GUESSERS.length;
+        assert.ok(perGuesser < MAXRETRY);
+        await Promise.all(GUESSERS.map(async (source, g) => {
+            for (let i = 0; i < perGuesser; i++) {
+                const o = await imapFrom(source, carol, `guess-${g}-${i}`);
+                assert.equal(o.login, "failed", `${source} attempt ${i}: ${JSON.stringify(o)}`);
+            }
+        }));
+        const allowNets = await eventually("carol's login guard", async () => (await guardRow()) || undefined);
+        for (const source of GUESSERS) assert.equal(await isBanned("dovecot", source), false, `${source} was banned by address, so this shows nothing about the account jail`);
+        const allowed = allowNets.split(",");
+        assert.ok(allowed.includes(GUARD_KNOWN), `allow_nets ${allowNets} lacks carol's known address ${GUARD_KNOWN}`);
+        assert.ok(!allowed.includes(GUARD_NEW) && !GUESSERS.some((g) => allowed.includes(g)), `allow_nets ${allowNets}`);
+        assert.ok(allowed.includes("127.0.0.1") && allowed.includes("::1"), allowNets);
+
+        // The right password: refused from a new place (IMAP and SMTP AUTH alike), accepted from
+        // the known one.
+        assert.equal((await imapFrom(GUARD_NEW, carol, password)).login, "failed", "carol's right password from a new address");
+        const smtp = await submit(carol, password, { to: "bob@example.org", subject: "guarded account", source: GUARD_NEW });
+        assert.equal(smtp.code, 535, smtp.transcript);
+        assert.equal((await imapFrom(GUARD_KNOWN, carol, password)).login, "ok", "carol from her known address");
+
+        // One mail to the admin (postmaster@example.org -> alice).
+        await eventually("the guard notice in alice's mailbox", async () => ((await notices()) > noticesBefore ? true : undefined));
+        assert.equal(await notices(), noticesBefore + 1);
+
+        // The guard ends with the ban: the new place works again.
+        await mail.execOk(`fail2ban-client set ispmail-login unbanip ${carol}`);
+        assert.equal(await guardRow(), "");
+        assert.equal((await imapFrom(GUARD_NEW, carol, password)).login, "ok", "carol from the new address after the unban");
     });
 
     test("fail2ban: unbanning lets the address in again", async () => {

@@ -178,20 +178,20 @@ describe("directory in PostgreSQL 17", { skip }, () => {
     it("migrations: apply from empty in one run, then re-applying is a no-op", () => {
         const first = dbOk("migrate");
         assert.equal(first.length, 1);
-        assert.match(first[0], /^applied migrations 001_directory_tables, 002_address_ownership_triggers, 003_views_and_grants, 004_directory_sync_function$/);
-        assert.equal(query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"), "1,2,3,4");
+        assert.match(first[0], /^applied migrations 001_directory_tables, 002_address_ownership_triggers, 003_views_and_grants, 004_directory_sync_function, 005_login_guards$/);
+        assert.equal(query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"), "1,2,3,4,5");
         assert.deepEqual(dbOk("migrate"), []);
     });
 
     it("migrations: a failing migration leaves nothing behind (one transaction)", () => {
         const broken = join(hostDir, "migrations-broken");
         cpSync(join(hostDir, "migrations"), broken, { recursive: true });
-        writeFileSync(join(broken, "005_broken.sql"), "CREATE TABLE should_vanish (x integer);\nSELECT 1 / 0;\n");
+        writeFileSync(join(broken, "006_broken.sql"), "CREATE TABLE should_vanish (x integer);\nSELECT 1 / 0;\n");
         const r = db("migrate", "--migrations", `${dir}/migrations-broken`);
         assert.notEqual(r.code, 0);
         assert.match(r.stderr, /division by zero/);
         assert.equal(query("SELECT to_regclass('should_vanish') IS NULL"), "t");
-        assert.equal(query("SELECT count(*) FROM schema_migrations"), "4");
+        assert.equal(query("SELECT count(*) FROM schema_migrations"), "5");
     });
 
     it("migrations: an applied migration that was edited is refused", () => {
@@ -351,15 +351,27 @@ describe("directory in PostgreSQL 17", { skip }, () => {
     });
 
     it("grants: mailreader reads the contract views and nothing else", () => {
-        for (const view of ["virtual_domains", "virtual_mailboxes", "virtual_aliases", "sender_logins", "shared_mailboxes_view", "public_mailboxes_view"]) {
+        for (const view of ["virtual_domains", "virtual_mailboxes", "virtual_aliases", "sender_logins", "shared_mailboxes_view", "public_mailboxes_view", "passdb_logins"]) {
             assert.equal(psql(`SELECT count(*) FROM ${view}`, { role: "mailreader" }).code, 0, view);
         }
-        for (const table of ["users", "domains", "aliases", "shared_mailboxes", "schema_migrations", "nextcloud_users"]) {
+        for (const table of ["users", "domains", "aliases", "shared_mailboxes", "schema_migrations", "nextcloud_users", "login_guards"]) {
             assert.match(psql(`SELECT count(*) FROM ${table}`, { role: "mailreader" }).stderr, /permission denied for (table|view)/, table);
         }
         assert.match(psql("DELETE FROM virtual_domains", { role: "mailreader" }).stderr, /permission denied/);
         assert.match(psql("SELECT directory_sync('{}')", { role: "mailreader" }).stderr, /permission denied for function directory_sync/);
         assert.match(psql("CREATE TABLE mine (x integer)", { role: "mailreader" }).stderr, /permission denied for schema public/);
+    });
+
+    it("login guards: passdb_logins gives Dovecot allow_nets only for a guarded account", () => {
+        const nets = () => query("SELECT coalesce(allow_nets, 'NULL') FROM passdb_logins ORDER BY address LIMIT 1", { role: "mailreader" });
+        const first = query("SELECT address FROM passdb_logins ORDER BY address LIMIT 1", { role: "mailreader" });
+        assert.ok(first, "the directory has a mailbox");
+        assert.equal(nets(), "NULL");
+        query(`INSERT INTO login_guards (address, allow_nets) VALUES ('${first}', '192.0.2.7,127.0.0.1,::1')`, { database: "mailserver" });
+        assert.equal(nets(), "192.0.2.7,127.0.0.1,::1");
+        assert.equal(query("SELECT count(*) FROM passdb_logins", { role: "mailreader" }), query("SELECT count(*) FROM virtual_mailboxes", { role: "mailreader" }), "one row per mailbox, guarded or not");
+        query(`DELETE FROM login_guards WHERE address = '${first}'`, { database: "mailserver" });
+        assert.equal(nets(), "NULL");
     });
 
     it("grants: nextcloudauth reads only its login view", () => {

@@ -20,17 +20,18 @@ const CHROOT = TRIXIE_CHROOT;
 const chrootReason = () => chrootSkipReason("usr/bin/fail2ban-regex");
 
 /** Runs fail2ban-regex inside the trixie chroot with Debian's config plus ours. */
-function fail2banRegex(line: string, filter: string): { matched: number } {
+function fail2banRegex(line: string, filter: string, extraArgs: readonly string[] = []): { matched: number; out: string } {
     const dir = mkdtempSync(join(CHROOT, "tmp", "f2b-test-"));
     try {
         cpSync(join(CHROOT, "etc", "fail2ban"), join(dir, "conf"), { recursive: true });
         cpSync(join(FILES_DIR, "fail2ban"), join(dir, "conf"), { recursive: true });
         writeFileSync(join(dir, "log"), line + "\n");
         const inside = dir.slice(CHROOT.length);
-        const out = execFileSync("chroot", [CHROOT, "fail2ban-regex", "-c", `${inside}/conf`, `${inside}/log`, filter], { encoding: "utf8", timeout: 60_000 });
+        const out = execFileSync("chroot", [CHROOT, "fail2ban-regex", ...extraArgs, "-c", `${inside}/conf`, `${inside}/log`, filter], { encoding: "utf8", timeout: 60_000 });
+        if (extraArgs.length) return { matched: -1, out };
         const m = /^Lines: \d+ lines, \d+ ignored, (\d+) matched/m.exec(out);
         assert.ok(m, `unexpected fail2ban-regex output:\n${out}`);
-        return { matched: Number(m[1]) };
+        return { matched: Number(m[1]), out };
     } finally {
         rmSync(dir, { recursive: true, force: true });
     }
@@ -45,19 +46,26 @@ describe("fail2ban step", () => {
     test("fail2ban: installs the journal backend and nftables beside fail2ban", () => {
         const [step] = stepsOf(SERVICE.fail2ban, labModel());
         assert.deepEqual([...(step.packages ?? [])].sort(), ["fail2ban", "nftables", "python3-systemd"]);
-        assert.deepEqual(step.files.map((f) => f.path).sort(), ["/etc/fail2ban/filter.d/dovecot.local", "/etc/fail2ban/filter.d/sshd.local", "/etc/fail2ban/jail.d/ispmail.conf"]);
-        assert.ok(step.files.every((f) => !f.secret && f.mode === "0644"));
+        assert.deepEqual(step.files.map((f) => f.path).sort(), [
+            "/etc/fail2ban/action.d/ispmail-login-guard.conf",
+            "/etc/fail2ban/filter.d/dovecot.local",
+            "/etc/fail2ban/filter.d/ispmail-login.conf",
+            "/etc/fail2ban/filter.d/sshd.local",
+            "/etc/fail2ban/jail.d/ispmail.conf",
+            "/usr/local/sbin/ispmail-login-guard",
+        ]);
+        assert.ok(step.files.every((f) => !f.secret && f.mode === (f.path.startsWith("/usr/local/sbin/") ? "0755" : "0644")));
     });
 
-    test("fail2ban: comes after base, postfix and dovecot when they are registered, and names no other step", () => {
+    test("fail2ban: comes after base, postfix, dovecot and directory when they are registered, and names no other step", () => {
         const model = labModel();
-        assert.deepEqual(stepsOf(SERVICE.fail2ban, model)[0].after, ["base", "postfix", "dovecot"]);
+        assert.deepEqual(stepsOf(SERVICE.fail2ban, model)[0].after, ["base", "postfix", "dovecot", "directory"]);
         assert.deepEqual(stepsOf(SERVICE.fail2ban, model, { services: [SERVICE.base, SERVICE.fail2ban] })[0].after, ["base"]);
         assert.deepEqual(stepsOf(SERVICE.fail2ban, model, { services: [SERVICE.fail2ban] })[0].after, []);
         // In the real service list: fail2ban is there, and follows every daemon it watches.
         const names = renderServerSteps(model, { dkimSigner: model.dkimSelectors[0] }).map((s) => s.name);
         assert.ok(names.includes("fail2ban"));
-        for (const daemon of ["base", "postfix", "dovecot"]) {
+        for (const daemon of ["base", "postfix", "dovecot", "directory"]) {
             if (names.includes(daemon)) assert.ok(names.indexOf(daemon) < names.indexOf("fail2ban"), `${daemon} must come before fail2ban`);
         }
     });
@@ -98,9 +106,12 @@ describe("fail2ban step", () => {
         try {
             cpSync(join(CHROOT, "etc", "fail2ban"), dir, { recursive: true });
             cpSync(join(FILES_DIR, "fail2ban", "filter.d"), join(dir, "filter.d"), { recursive: true });
+            cpSync(join(FILES_DIR, "fail2ban", "action.d"), join(dir, "action.d"), { recursive: true });
             writeFileSync(join(dir, "jail.d", "ispmail.conf"), renderedJail());
             const out = execFileSync("chroot", [CHROOT, "fail2ban-client", "-c", dir.slice(CHROOT.length), "-d"], { encoding: "utf8", timeout: 60_000 });
-            for (const j of ["sshd", "postfix-sasl", "dovecot"]) assert.ok(out.includes(`['add', '${j}', 'systemd']`), `jail ${j} with the systemd backend:\n${out.slice(0, 2000)}`);
+            for (const j of ["sshd", "postfix-sasl", "dovecot", "ispmail-login"]) assert.ok(out.includes(`['add', '${j}', 'systemd']`), `jail ${j} with the systemd backend:\n${out.slice(0, 2000)}`);
+            // The per-account jail's ban runs the guard with the failure's account, not a firewall.
+            assert.ok(out.includes("/usr/local/sbin/ispmail-login-guard lock <fid>"), out.slice(0, 3000));
             assert.ok(out.includes("['port', 'smtp,submission,submissions']"));
         } finally {
             rmSync(dir, { recursive: true, force: true });
@@ -120,5 +131,29 @@ describe("fail2ban step", () => {
 
     test("fail2ban: the postfix-sasl filter matches a failed SMTP AUTH", { skip: chrootReason() }, () => {
         assert.equal(fail2banRegex(POSTFIX_SASL_FAILURE, "postfix[mode=auth]").matched, 1);
+    });
+
+    test("fail2ban: the ispmail-login filter counts Dovecot's and Postfix's failed logins by account, never a successful one", { skip: chrootReason() }, () => {
+        for (const line of [DOVECOT_24_FAILURE, POSTFIX_SASL_FAILURE]) {
+            assert.equal(fail2banRegex(line, "ispmail-login").matched, 1, line);
+            // The failure's ID is the account (<F-ID>), the address is only recorded.
+            assert.match(fail2banRegex(line, "ispmail-login", ["-o", "<fid>"]).out, /^alice@example\.org$/m);
+        }
+        assert.equal(fail2banRegex(DOVECOT_24_SUCCESS, "ispmail-login").matched, 0);
+    });
+
+    test("fail2ban: the login guard refuses an account name that is not a plain address, before any database access", { skip: chrootSkipReason("usr/bin/python3") }, () => {
+        const dir = mkdtempSync(join(CHROOT, "tmp", "f2b-guard-"));
+        try {
+            cpSync(join(FILES_DIR, "fail2ban", "ispmail-login-guard"), join(dir, "guard"));
+            const inside = dir.slice(CHROOT.length);
+            for (const hostile of ["x'; DROP TABLE users; --@example.org", "$(reboot)@example.org", "alice"]) {
+                const r = spawnSync("chroot", [CHROOT, "python3", `${inside}/guard`, "lock", hostile], { encoding: "utf8", timeout: 30_000 });
+                assert.equal(r.status, 1, r.stderr);
+                assert.match(r.stderr, /not an address, ignored/, r.stderr);
+            }
+        } finally {
+            rmSync(dir, { recursive: true, force: true });
+        }
     });
 });
