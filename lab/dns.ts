@@ -1,10 +1,12 @@
 /**
  * Lab DNS: the zones the lab serves, rendered from the same `renderDnsRecords` the Cloudflare
  * component uses, plus what the lab adds itself (SOA/NS, the foreign domain, reverse zones that
- * Hetzner's rDNS would provide), served by knot on the lab bridge.
+ * Hetzner's rDNS would provide), served by knot on the lab bridge. Every zone is DNSSEC-signed with
+ * one lab key, whose DNSKEY is the trust anchor the server's resolver gets (lab/stack.ts).
  */
+import { createPublicKey, generateKeyPairSync } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import * as ipaddr from "ipaddr.js";
 import type { Model } from "../components/config";
 import { renderDnsRecords, txtContent, type DnsRecord } from "../components/dns/records";
@@ -48,6 +50,38 @@ export function reverseZone(address: string, prefixLength: number): string {
     return labels.slice(hostLabels).join(".");
 }
 
+/**
+ * The origins of every zone the lab serves: the stack's mail domains, the foreign domain, and the
+ * reverse zones of the guests' networks (what Hetzner's rDNS would be).
+ */
+export function labZoneOrigins(domains: readonly string[]): string[] {
+    const reverse = [LAB.mail.ipv4, LAB.mail.ipv6].map((a) => reverseZone(a, a.includes(":") ? LAB.prefix.ipv6 : LAB.prefix.ipv4));
+    return [...new Set([...domains, LAB.foreignDomain, ...reverse])];
+}
+
+/** The lab's zone-signing key (ECDSA P-256, PEM), made once into .lab. */
+export function ensureLabZoneKey(): string {
+    if (!existsSync(PATHS.dnsZoneKey)) {
+        mkdirSync(dirname(PATHS.dnsZoneKey), { recursive: true });
+        const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256", privateKeyEncoding: { type: "pkcs8", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } });
+        writeFileSync(PATHS.dnsZoneKey, privateKey, { mode: 0o600 });
+    }
+    return readFileSync(PATHS.dnsZoneKey, "utf8");
+}
+
+/** The DNSKEY data of an ECDSA P-256 key as a combined signing key: flags 257 (SEP), protocol 3, algorithm 13, x||y. */
+export function dnskeyOf(pem: string): string {
+    const jwk = createPublicKey(pem).export({ format: "jwk" });
+    const point = Buffer.concat([Buffer.from(jwk.x!, "base64url"), Buffer.from(jwk.y!, "base64url")]);
+    return `257 3 13 ${point.toString("base64")}`;
+}
+
+/** One trust anchor per lab zone ("<zone>. DNSKEY ..."): the lab DNS has no signed root above them. */
+export function labTrustAnchors(domains: readonly string[], pem: string = ensureLabZoneKey()): string[] {
+    const key = dnskeyOf(pem);
+    return labZoneOrigins(domains).map((origin) => `${origin}. DNSKEY ${key}`);
+}
+
 export interface LabZoneInput {
     readonly model: Model;
     readonly dkimPublicKeys: Readonly<Record<string, string>>;
@@ -62,7 +96,7 @@ export function labZones({ model, dkimPublicKeys, foreignDkimPublicKey }: LabZon
         if (!zones.has(zone)) zones.set(zone, []);
         zones.get(zone)!.push(r);
     };
-    for (const d of model.domains) zones.set(d, []);
+    for (const origin of labZoneOrigins(model.domains)) zones.set(origin, []);
     for (const r of renderDnsRecords({ model, ipv4: LAB.mail.ipv4, ipv6: LAB.mail.ipv6, dkimPublicKeys })) {
         add(r.zone, { name: r.name, type: r.type, ttl: r.ttl, content: r.content });
     }
@@ -90,6 +124,9 @@ export function labZones({ model, dkimPublicKeys, foreignDkimPublicKey }: LabZon
         const prefix = address.includes(":") ? LAB.prefix.ipv6 : LAB.prefix.ipv4;
         add(reverseZone(address, prefix), { name: reverseName(address), type: "PTR", ttl: LAB_TTL, content: host });
     }
+    // Each zone is signed and anchored (labTrustAnchors): a record outside them would be neither.
+    const origins = labZoneOrigins(model.domains);
+    for (const zone of zones.keys()) if (!origins.includes(zone)) throw new Error(`lab zone ${zone} is not one of labZoneOrigins()`);
     return [...zones].map(([origin, records]) => ({ origin, records }));
 }
 
@@ -185,6 +222,16 @@ export async function ensureDns(input: LabZoneInput): Promise<"started" | "reloa
     );
     for (const z of zones) changed = writeZoneIfChanged(z, join(zoneDir, `${z.origin}.zone`)) || changed;
     await runOk("knotc", ["-c", knotConf(), "conf-check"], { timeoutMs: 20_000 });
+    // Every zone signs with the lab's one key (its DNSKEY is the trust anchor), imported into
+    // knot's key database once per zone.
+    const keyFile = PATHS.dnsZoneKey;
+    ensureLabZoneKey();
+    for (const z of zones) {
+        const listed = await runOk("keymgr", ["-c", knotConf(), z.origin, "list"], { timeoutMs: 20_000 });
+        if (listed.stdout.trim()) continue;
+        await runOk("keymgr", ["-c", knotConf(), z.origin, "import-pem", keyFile, "algorithm=ecdsap256sha256", "ksk=yes", "zsk=yes"], { timeoutMs: 20_000 });
+        changed = true;
+    }
 
     const probe = zones[0].origin;
     const answers = async () => (await labDig(probe, "SOA")).length > 0;

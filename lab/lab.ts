@@ -70,6 +70,8 @@ export const PATHS = {
     secrets: join(STATE_DIR, "secrets.json"),
     /** The foreign MTA's DKIM key for example.net (lab/foreign.ts), generated once. */
     foreignDkimKey: join(STATE_DIR, "foreign-dkim.pem"),
+    /** The key that DNSSEC-signs every lab zone (ECDSA P-256), made once: the zones' trust anchor. */
+    dnsZoneKey: join(STATE_DIR, "dns-zone-key.pem"),
     ca: join(STATE_DIR, "ca"),
     dns: join(STATE_DIR, "dns"),
     pebble: join(STATE_DIR, "pebble"),

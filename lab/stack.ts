@@ -8,19 +8,25 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { parseConfig, stackFileConfig, type ConfiguredPasswords, type Model } from "../components/config";
 import { dkimKeySecret, dkimPublicKeyFromPem, userPasswordSecret, type SecretSpec } from "../components/secrets";
 import { secretSpecs } from "../components/services";
+import { labTrustAnchors } from "./dns";
 import { PATHS } from "./lab";
 
 export const LAB_STACK = "lab";
 
 /**
  * The lab stack's raw `ispmail:*` keys (without namespace): lab/stack.yaml with the lab's deploy key
- * as the one admin key (so the lab and its tests can log in once ssh-access ran). `overrides`: keys
+ * as the one admin key (so the lab and its tests can log in once ssh-access ran) and the lab zones'
+ * trust anchors for the server's resolver. `overrides`: keys
  * replaced for a test of a config change.
  */
 export function labStackRaw(deployPublicKey: string, overrides: Readonly<Record<string, unknown>> = {}): Record<string, unknown> {
     const { raw } = stackFileConfig(readFileSync(PATHS.stackFile, "utf8"));
     const server = { ...(raw.server as Record<string, unknown>), sshPublicKeys: [deployPublicKey] };
-    return { ...raw, server, ...overrides };
+    // The lab zones are signed with a key made on this machine (lab/dns.ts): its trust anchors are
+    // data the lab adds, as the deploy key is.
+    const resolver = (raw.resolver ?? {}) as { trustAnchors?: string[] };
+    const trustAnchors = [...(resolver.trustAnchors ?? []), ...labTrustAnchors(raw.domains as string[])];
+    return { ...raw, server, resolver: { ...resolver, trustAnchors }, ...overrides };
 }
 
 export function loadLabStack(deployPublicKey: string, overrides: Readonly<Record<string, unknown>> = {}): { model: Model; passwords: ConfiguredPasswords } {

@@ -62,6 +62,8 @@ export interface Model {
     readonly dns: Readonly<Parsed["dns"]>;
     readonly backup?: Readonly<NonNullable<Parsed["backup"]>>;
     readonly mailPolicy: Readonly<Parsed["mailPolicy"]>;
+    /** The server's own validating resolver: full recursion unless forwardTo, extra trust anchors. */
+    readonly resolver: Readonly<Parsed["resolver"]>;
 }
 
 /** Passwords given in stack config (secret values), by address. Kept out of the model on purpose. */
@@ -122,6 +124,7 @@ export function buildModel(c: Parsed, stack: string): { model: Model; passwords:
         dns: c.dns,
         ...(c.backup ? { backup: c.backup } : {}),
         mailPolicy: c.mailPolicy,
+        resolver: c.resolver,
     };
     return { model: deepFreeze(model), passwords };
 }

@@ -229,6 +229,27 @@ const mailPolicySchema = z
     })
     .describe("a mapping {enforceDmarc?, sendLimit?}");
 
+const IP_ALLOWED = "an IPv4 or IPv6 address such as 192.0.2.53 or 2001:db8::53";
+const TRUST_ANCHOR_ALLOWED = 'a DNSSEC trust anchor in zone-file form, "<zone>. DNSKEY <flags> 3 <algorithm> <base64 key>" or "<zone>. DS <key tag> <algorithm> <digest type> <hex digest>"';
+const TRUST_ANCHOR = /^(?:[a-z0-9-]+\.)+ (?:DNSKEY [0-9]+ 3 [0-9]+ [A-Za-z0-9+/=]+|DS [0-9]+ [0-9]+ [0-9]+ [0-9A-Fa-f]+)$/;
+const resolverSchema = z
+    .strictObject({
+        /**
+         * Where the server's own resolver sends its questions. Empty (the default): full recursion
+         * from the root, which DNS blocklists need (they refuse the big shared resolvers).
+         */
+        forwardTo: z
+            .array(z.string().refine((s) => isIP(s) !== 0, { message: `must be ${IP_ALLOWED}` }).describe(IP_ALLOWED))
+            .default([])
+            .describe(`a list of resolver addresses (default empty: full recursion from the root), each ${IP_ALLOWED}`),
+        /** Extra trust anchors beside the root's (a private or lab DNS tree whose zones are signed). */
+        trustAnchors: z
+            .array(z.string().regex(TRUST_ANCHOR, { message: `must be ${TRUST_ANCHOR_ALLOWED}` }).describe(TRUST_ANCHOR_ALLOWED))
+            .default([])
+            .describe(`a list of extra trust anchors (default none: the root's), each ${TRUST_ANCHOR_ALLOWED}`),
+    })
+    .describe("a mapping {forwardTo?, trustAnchors?}: the server's own validating resolver (unbound)");
+
 const SELECTOR_ALLOWED = "a DKIM selector: lowercase letters, digits and inner hyphens, no dots or underscores, such as s2026";
 const selectorList = z
     .array(
@@ -260,6 +281,7 @@ export const configSchema = z.strictObject({
     dns: dnsSchema.default({ ttl: 3600, zoneIds: {} }),
     backup: backupSchema.optional(),
     mailPolicy: mailPolicySchema.default({ enforceDmarc: true, sendLimit: { perHour: 200, perDay: 1000 } }),
+    resolver: resolverSchema.default({ forwardTo: [], trustAnchors: [] }),
 });
 
 export type RawConfig = z.input<typeof configSchema>;

@@ -21,6 +21,7 @@ import { fail2ban } from "./fail2ban";
 import { nextcloud } from "./nextcloud";
 import { postfix } from "./postfix";
 import { postgresql } from "./postgresql";
+import { resolver } from "./resolver";
 import { rspamd } from "./rspamd";
 import { isEnabled, type DeploymentFacts, type PublicPort, type RenderContext, type Service } from "./service";
 import { tls } from "./tls";
@@ -30,7 +31,7 @@ export type { DeploymentFacts, PublicPort, RenderContext, Service, StepBody } fr
 export { STEP } from "./names";
 
 /** Every service by its module's name (tests and tools pick one: `stepsOf(SERVICE.postfix, model)`). */
-export const SERVICE = { base, postgresql, directory, tls, rspamd, dkimSigner, dovecot, postfix, web, certbot, nextcloud, fail2ban, backup } as const;
+export const SERVICE = { base, resolver, postgresql, directory, tls, rspamd, dkimSigner, dovecot, postfix, web, certbot, nextcloud, fail2ban, backup } as const;
 
 /** Every service, in a stable order (the steps are then ordered by their `after` and `follows`). */
 export const SERVICES: readonly Service[] = Object.values(SERVICE);

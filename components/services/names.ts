@@ -4,6 +4,7 @@
  */
 export const STEP = {
     base: "base",
+    resolver: "resolver",
     postgresql: "postgresql",
     directory: "directory",
     tls: "tls",

@@ -72,4 +72,4 @@ const secrets = (model: Model): SecretSpec[] => [
     ...model.dkimSelectors.map((s): SecretSpec => ({ name: dkimKeySecret(s), kind: "dkim-rsa2048", description: `DKIM key for selector ${s}`, stateful: true })),
 ];
 
-export const rspamd: Service = { name: STEP.rspamd, after: [STEP.base], secrets, render };
+export const rspamd: Service = { name: STEP.rspamd, after: [STEP.base, STEP.resolver], secrets, render };

@@ -114,6 +114,8 @@ const BAD_CASES: readonly BadCase[] = [
     { name: "a zone id keyed by something that is no zone name", mutate: (c) => (c.dns = { zoneIds: { example_org: "0123456789abcdef0123456789abcdef" } }), path: "ispmail:dns.zoneIds.example_org", allowed: /keys here must be a zone name such as example\.org/ },
     { name: "a backup without repository", mutate: (c) => (c.backup = { keepDaily: 7 }), path: "ispmail:backup.repository", allowed: /is required; must be a restic repository/ },
     { name: "structured config that is not valid JSON", mutate: (c) => (c.users = "[{address: alice"), path: "ispmail:users", allowed: /not valid structured config \(a YAML list or mapping/ },
+    { name: "a resolver to forward to that is a name, not an address", mutate: (c) => (c.resolver = { forwardTo: ["dns.example.net"] }), path: "ispmail:resolver.forwardTo[0]", allowed: /an IPv4 or IPv6 address such as 192\.0\.2\.53/ },
+    { name: "a trust anchor that is not in zone-file form", mutate: (c) => (c.resolver = { trustAnchors: ["example.org 257 3 13 AAAA"] }), path: "ispmail:resolver.trustAnchors[0]", allowed: /"<zone>\. DNSKEY <flags> 3 <algorithm> <base64 key>"/ },
 ];
 
 describe("config: refuses a wrong setting, naming its key path and what is allowed", () => {

@@ -30,8 +30,8 @@ function walk(dir: string): string[] {
 }
 
 describe("rspamd step", () => {
-    test("rspamd: runs after base and installs Rspamd with Valkey", () => {
-        assert.deepEqual(step.after, ["base"]);
+    test("rspamd: runs after base and the resolver (its DNS server) and installs Rspamd with Valkey", () => {
+        assert.deepEqual(step.after, ["base", "resolver"]);
         assert.deepEqual([...(step.packages ?? [])].sort(), ["rspamd", "valkey-server"]);
     });
 

@@ -1,0 +1,38 @@
+# ispmail resolver step script (after unbound's config is in place).
+# The root's trust anchor file, as unbound's own start would create it (the package could not start
+# it at install time); unbound-checkconf needs it.
+/usr/libexec/unbound-helper root_trust_anchor_update
+# Check the config before a restart, so that a bad one never replaces a working resolver.
+if changed /etc/unbound/unbound.conf.d/ispmail.conf; then
+  unbound-checkconf >/dev/null
+fi
+if ! systemctl is-enabled --quiet unbound; then
+  systemctl enable --quiet unbound
+  mark_changed
+fi
+if ! systemctl is-active --quiet unbound || changed /etc/unbound/unbound.conf.d/ispmail.conf; then
+  restart unbound
+fi
+
+# Only an answering resolver becomes the system's: ask it for a zone that exists before anything
+# else of this stack (the first mail domain's SOA), for up to 30 s while it starts.
+answered=
+for _ in $(seq 1 30); do
+  if [ -n "$(dig +short +time=2 +tries=1 @127.0.0.1 "$PROBE_ZONE" SOA 2>/dev/null)" ]; then answered=1; break; fi
+  sleep 1
+done
+if [ -z "$answered" ]; then
+  echo "unbound on 127.0.0.1 does not answer for $PROBE_ZONE SOA; /etc/resolv.conf left as it was" >&2
+  exit 1
+fi
+
+# /etc/resolv.conf names it (written here, not as a step file, so that it never points at a
+# resolver that does not answer). trust-ad: glibc passes the resolver's "authenticated data" bit on
+# only with it, and Postfix's DANE needs that bit.
+want=$'# ispmail: the server\'s own validating resolver (unbound, /etc/unbound/unbound.conf.d/ispmail.conf).\nnameserver 127.0.0.1\nnameserver ::1\noptions edns0 trust-ad\n'
+if [ -L /etc/resolv.conf ] || [ "$(cat /etc/resolv.conf 2>/dev/null)"$'\n' != "$want" ]; then
+  rm -f /etc/resolv.conf
+  printf '%s' "$want" > /etc/resolv.conf
+  chmod 0644 /etc/resolv.conf
+  ispmail_action "pointed /etc/resolv.conf at unbound"
+fi
