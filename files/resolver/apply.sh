@@ -35,4 +35,9 @@ if [ -L /etc/resolv.conf ] || [ "$(cat /etc/resolv.conf 2>/dev/null)"$'\n' != "$
   printf '%s' "$want" > /etc/resolv.conf
   chmod 0644 /etc/resolv.conf
   ispmail_action "pointed /etc/resolv.conf at unbound"
+  # Postfix's chrooted processes read a copy (/var/spool/postfix/etc/resolv.conf); Debian's
+  # `postfix check` refreshes it (as Postfix's own start does), and new processes pick it up.
+  if command -v postfix >/dev/null && [ -d /var/spool/postfix/etc ]; then
+    postfix check
+  fi
 fi

@@ -50,6 +50,8 @@ describe("resolver step", () => {
         assert.ok(probe > 0 && write > probe, "resolv.conf is written after the probe");
         assert.match(step.script, /options edns0 trust-ad/);
         assert.match(step.script, /unbound-checkconf/);
+        // Postfix's chroot copy of resolv.conf is refreshed when it changes (Debian's postfix check).
+        assert.ok(step.script.indexOf("postfix check") > write, "postfix check after the write");
     });
 
     test("lab: one trust anchor per lab zone, the DNSKEY of the lab's zone key, accepted by the config schema", () => {
