@@ -19,7 +19,7 @@ import { daemonPid, inLabNet, run, runOk, startDaemon, waitFor } from "./proc";
 /** A record of a lab zone: the product's record types plus the ones only the lab serves. */
 export interface ZoneRecord {
     readonly name: string;
-    readonly type: DnsRecord["type"] | "NS" | "PTR";
+    readonly type: DnsRecord["type"] | "NS" | "PTR" | "DS";
     readonly ttl: number;
     readonly content: string;
 }
@@ -51,13 +51,20 @@ export function reverseZone(address: string, prefixLength: number): string {
 }
 
 /**
- * The origins of every zone the lab serves: the stack's mail domains, the foreign domain, and the
- * reverse zones of the guests' networks (what Hetzner's rDNS would be).
+ * The origins of every zone the lab serves: the stack's mail domains, the foreign domain, the
+ * reverse zones of the guests' networks (what Hetzner's rDNS would be) and the lab's blocklist.
  */
 export function labZoneOrigins(domains: readonly string[]): string[] {
     const reverse = [LAB.mail.ipv4, LAB.mail.ipv6].map((a) => reverseZone(a, a.includes(":") ? LAB.prefix.ipv6 : LAB.prefix.ipv4));
-    return [...new Set([...domains, LAB.foreignDomain, ...reverse])];
+    return [...new Set([...domains, LAB.foreignDomain, ...reverse, LAB.dnsbl.zone])];
 }
+
+/**
+ * A zone whose chain of trust is broken on purpose (its parent's DS matches no key of it), like the
+ * public dnssec-failed.org: a validating resolver must refuse its answers. Served, never anchored.
+ */
+export const BROKEN_ZONE = `dnssec-failed.${LAB.foreignDomain}`;
+export const BROKEN_ZONE_HOST = `www.${BROKEN_ZONE}`;
 
 /** The lab's zone-signing key (ECDSA P-256, PEM), made once into .lab. */
 export function ensureLabZoneKey(): string {
@@ -113,6 +120,15 @@ export function labZones({ model, dkimPublicKeys, foreignDkimPublicKey }: LabZon
     add(LAB.foreignDomain, { name: f.fqdn, type: "AAAA", ttl: LAB_TTL, content: f.ipv6 });
     add(LAB.foreignDomain, { name: NS_HOST, type: "A", ttl: LAB_TTL, content: LAB.host.ipv4 });
     add(LAB.foreignDomain, { name: NS_HOST, type: "AAAA", ttl: LAB_TTL, content: LAB.host.ipv6 });
+    // The broken zone: delegated from the foreign domain with a DS no key of it matches.
+    add(LAB.foreignDomain, { name: BROKEN_ZONE, type: "NS", ttl: LAB_TTL, content: NS_HOST });
+    add(LAB.foreignDomain, { name: BROKEN_ZONE, type: "DS", ttl: LAB_TTL, content: `12345 13 2 ${"0".repeat(64)}` });
+    zones.set(BROKEN_ZONE, [{ name: BROKEN_ZONE_HOST, type: "A", ttl: LAB_TTL, content: LAB.host.ipv4 }]);
+    // The blocklist, as a DNSBL answers: its standard test entry (127.0.0.2, which Rspamd's health
+    // check of the list asks for) and the one listed lab address, in reverse-octet form.
+    const bl = LAB.dnsbl;
+    add(bl.zone, { name: `2.0.0.127.${bl.zone}`, type: "A", ttl: LAB_TTL, content: "127.0.0.2" });
+    add(bl.zone, { name: `${reverseName(bl.listed).replace(/\.in-addr\.arpa$/, "")}.${bl.zone}`, type: "A", ttl: LAB_TTL, content: bl.code });
     // Reverse DNS, as hcloud.Rdns sets it for the server's addresses.
     const ptrs: Array<[string, string]> = [
         [LAB.mail.ipv4, model.mailHost],
@@ -126,7 +142,7 @@ export function labZones({ model, dkimPublicKeys, foreignDkimPublicKey }: LabZon
     }
     // Each zone is signed and anchored (labTrustAnchors): a record outside them would be neither.
     const origins = labZoneOrigins(model.domains);
-    for (const zone of zones.keys()) if (!origins.includes(zone)) throw new Error(`lab zone ${zone} is not one of labZoneOrigins()`);
+    for (const zone of zones.keys()) if (!origins.includes(zone) && zone !== BROKEN_ZONE) throw new Error(`lab zone ${zone} is not one of labZoneOrigins()`);
     return [...zones].map(([origin, records]) => ({ origin, records }));
 }
 
@@ -148,6 +164,7 @@ function absoluteData(r: ZoneRecord): string {
         case "AAAA":
         case "TXT":
         case "CAA":
+        case "DS":
             return r.content;
         default: {
             // A new record type fails to compile here until its data is written out deliberately.

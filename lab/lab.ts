@@ -46,6 +46,12 @@ export const LAB = {
     /** The foreign MTA's own mail domain and the local user that receives its mail. */
     foreignDomain: "example.net",
     foreignUser: "rcpt",
+    /**
+     * The lab's DNS blocklist: the lab DNS serves a zone under the name of a real list (Spamhaus
+     * ZEN, which Rspamd queries by default) that lists this client address of the lab host, so a
+     * test can prove that the server's lists are really asked through its own resolver.
+     */
+    dnsbl: { zone: "zen.spamhaus.org", listed: "198.51.100.66", code: "127.0.0.4" },
     /** Only one lab operation at a time on this machine (shared convention). */
     lockFile: "/run/ispmail-lab.lock",
 } as const;

@@ -5,8 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
-import { labZoneOrigins } from "../../lab/dns";
-import { ensureLab, guest, LAB, labModel } from "../../lab/testkit";
+import { BROKEN_ZONE_HOST, labZoneOrigins } from "../../lab/dns";
+import { client, ensureLab, guest, LAB, labModel } from "../../lab/testkit";
+import { randomBytes } from "node:crypto";
+import { swaks } from "./clients";
 
 const mail = guest("mail");
 
@@ -57,6 +59,20 @@ describe("resolver (lab, signed zones)", { timeout: 300_000 }, () => {
         }
     });
 
+    test("resolver: an answer whose chain of trust is broken is refused (SERVFAIL), not passed on", async () => {
+        // The lab serves dnssec-failed.example.net with a DS in its parent that matches no key.
+        const refused = await digOnServer(`${BROKEN_ZONE_HOST} A`);
+        assert.equal(refused.status, "SERVFAIL", JSON.stringify(refused));
+        assert.deepEqual(refused.answer, []);
+        // The data is there: with checking disabled (+cd) the same question is answered.
+        const unchecked = await digOnServer(`+cd ${BROKEN_ZONE_HOST} A`);
+        assert.equal(unchecked.status, "NOERROR", JSON.stringify(unchecked));
+        assert.ok(unchecked.answer.some((l) => l.includes(LAB.host.ipv4)), JSON.stringify(unchecked));
+        // And the system's resolver library gets nothing for it.
+        const getent = await mail.exec(`getent hosts ${BROKEN_ZONE_HOST}`);
+        assert.notEqual(getent.code, 0, getent.stdout);
+    });
+
     test("resolver: the system's resolver library gets the validated answer too (getent through /etc/resolv.conf)", async () => {
         const model = labModel();
         const hosts = await mail.execOk(`getent ahostsv4 ${LAB.foreign.fqdn} | awk '{print $1}' | sort -u`);
@@ -64,5 +80,39 @@ describe("resolver (lab, signed zones)", { timeout: 300_000 }, () => {
         const ptr = await mail.execOk(`getent hosts ${LAB.foreign.ipv4} | awk '{print $2}'`);
         assert.equal(ptr.trim(), LAB.foreign.fqdn);
         assert.ok(model.domains.length > 0);
+    });
+
+    test("resolver: DNS blocklists are really asked through it: mail from the lab's listed address scores Spamhaus XBL, the same mail from another address does not", async (t) => {
+        // The lab DNS serves a zone under Spamhaus ZEN's name (LAB.dnsbl) that lists one lab
+        // address. Rspamd asks its lists through unbound; were they asked anywhere else, nothing
+        // would answer in the lab, as the public lists answer nothing to a hoster's resolver.
+        const unlisted = "198.51.100.67";
+        const sources = [LAB.dnsbl.listed, unlisted];
+        for (const a of sources) {
+            const r = await client("ip", ["addr", "replace", `${a}/24`, "dev", LAB.bridge]);
+            assert.equal(r.code, 0, r.stderr);
+        }
+        t.after(async () => {
+            for (const a of sources) await client("ip", ["addr", "del", `${a}/24`, "dev", LAB.bridge]);
+        });
+        const verdict = async (source: string) => {
+            const id = `${randomBytes(8).toString("hex")}@dnsbl.test`;
+            await swaks(["--server", LAB.mail.ipv4, "--port", "25", "--local-interface", source, "--ehlo", `client-${source.replace(/\./g, "-")}.example.net`,
+                "--from", `${LAB.foreignUser}@${LAB.foreignDomain}`, "--to", "carol@example.com", "--header", `Message-Id: <${id}>`, "--h-Subject", "blocklist probe"]);
+            // Rspamd logs every scanned message with its Message-ID and symbols, whatever the verdict.
+            const line = await mail.execOk(`for i in $(seq 1 20); do l=$(grep -F 'id: <${id}>' /var/log/rspamd/rspamd.log | grep rspamd_task_write_log | tail -n1); [ -n "$l" ] && { echo "$l"; exit 0; }; sleep 1; done`);
+            assert.ok(line.trim(), `Rspamd never logged the probe from ${source}`);
+            return line;
+        };
+        // The question goes through unbound: the name is not in its cache before, and is after.
+        const blName = `${LAB.dnsbl.listed.split(".").reverse().join(".")}.${LAB.dnsbl.zone}.`;
+        await mail.execOk(`unbound-control flush_type ${blName} A >/dev/null`);
+        const cached = async () => (await mail.execOk(`unbound-control dump_cache | grep -cP '^${blName.replace(/\./g, "\\.")}\\t\\d+\\tIN\\tA\\t' || true`)).trim();
+        assert.equal(await cached(), "0");
+        const listed = await verdict(LAB.dnsbl.listed);
+        assert.notEqual(await cached(), "0", "Rspamd's blocklist question did not go through unbound");
+        assert.match(listed, new RegExp(`RBL_SPAMHAUS_XBL\\([0-9.]+\\)\\{${LAB.dnsbl.listed.replace(/\./g, "\\.")}:from;\\}`), listed);
+        const other = await verdict(unlisted);
+        assert.doesNotMatch(other, /RBL_SPAMHAUS_XBL|SPAMHAUS_FAIL/, other);
     });
 });

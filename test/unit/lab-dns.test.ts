@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { renderDnsRecords } from "../../components/dns/records";
-import { labZones, renderZoneFile, reverseName, reverseZone, writeZoneIfChanged } from "../../lab/dns";
+import { BROKEN_ZONE, BROKEN_ZONE_HOST, labZoneOrigins, labZones, renderZoneFile, reverseName, reverseZone, writeZoneIfChanged } from "../../lab/dns";
 import { LAB } from "../../lab/lab";
 import { labModel } from "../fixtures/config";
 
@@ -62,6 +62,24 @@ describe("lab dns zones", () => {
         assert.ok(net.some((r) => r.name === LAB.foreign.fqdn && r.type === "A" && r.content === LAB.foreign.ipv4));
         assert.ok(net.some((r) => r.name === LAB.foreign.fqdn && r.type === "AAAA" && r.content === LAB.foreign.ipv6));
         assert.ok(net.some((r) => r.name === LAB.foreignDomain && r.type === "TXT" && r.content === '"v=spf1 mx -all"'));
+    });
+
+    it("serves a blocklist that lists one lab address, and its standard test entry", () => {
+        const bl = zone(LAB.dnsbl.zone).records;
+        assert.deepEqual(bl.map((r) => `${r.name} ${r.type} ${r.content}`).sort(), [
+            `2.0.0.127.${LAB.dnsbl.zone} A 127.0.0.2`,
+            `${LAB.dnsbl.listed.split(".").reverse().join(".")}.${LAB.dnsbl.zone} A ${LAB.dnsbl.code}`,
+        ].sort());
+    });
+
+    it("serves one zone with a broken chain of trust (its parent's DS matches no key), which is never anchored", () => {
+        const net = zone(LAB.foreignDomain).records;
+        assert.ok(net.some((r) => r.name === BROKEN_ZONE && r.type === "NS"));
+        assert.ok(net.some((r) => r.name === BROKEN_ZONE && r.type === "DS" && /^12345 13 2 0{64}$/.test(r.content)));
+        assert.ok(zone(BROKEN_ZONE).records.some((r) => r.name === BROKEN_ZONE_HOST && r.type === "A"));
+        assert.ok(!labZoneOrigins(model.domains).includes(BROKEN_ZONE), "an anchor would make it valid");
+        // Every other zone is one of the anchored origins.
+        assert.deepEqual(zones.map((z) => z.origin).filter((o) => o !== BROKEN_ZONE).sort(), [...labZoneOrigins(model.domains)].sort());
     });
 
     it("writes host names in record data fully qualified", () => {
