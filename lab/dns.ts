@@ -11,7 +11,7 @@ import * as ipaddr from "ipaddr.js";
 import type { Model } from "../components/config";
 import { renderDnsRecords, txtContent, type DnsRecord } from "../components/dns/records";
 import { dkimPublicKeyFromPem } from "../components/secrets";
-import { ensureForeignDkimKey, FOREIGN_DKIM_SELECTOR } from "./foreign";
+import { ensureForeignDkimKey, ensureForeignTlsKey, FOREIGN_DKIM_SELECTOR, tlsaOfKey } from "./foreign";
 import { labTemplate, writeIfChanged } from "./files";
 import { LAB, PATHS } from "./lab";
 import { daemonPid, inLabNet, run, runOk, startDaemon, waitFor } from "./proc";
@@ -19,7 +19,7 @@ import { daemonPid, inLabNet, run, runOk, startDaemon, waitFor } from "./proc";
 /** A record of a lab zone: the product's record types plus the ones only the lab serves. */
 export interface ZoneRecord {
     readonly name: string;
-    readonly type: DnsRecord["type"] | "NS" | "PTR" | "DS";
+    readonly type: DnsRecord["type"] | "NS" | "PTR" | "DS" | "TLSA";
     readonly ttl: number;
     readonly content: string;
 }
@@ -94,10 +94,12 @@ export interface LabZoneInput {
     readonly dkimPublicKeys: Readonly<Record<string, string>>;
     /** The foreign MTA's DKIM public key (base64 SPKI); ensureDns fills it in from .lab. */
     readonly foreignDkimPublicKey?: string;
+    /** The foreign MTA's TLSA data ("3 1 1 <hash>" of its TLS key); ensureDns fills it in from .lab. */
+    readonly foreignTlsa?: string;
 }
 
 /** Every zone the lab serves. Pure: the unit tests check it without a running server. */
-export function labZones({ model, dkimPublicKeys, foreignDkimPublicKey }: LabZoneInput): Zone[] {
+export function labZones({ model, dkimPublicKeys, foreignDkimPublicKey, foreignTlsa }: LabZoneInput): Zone[] {
     const zones = new Map<string, ZoneRecord[]>();
     const add = (zone: string, r: ZoneRecord) => {
         if (!zones.has(zone)) zones.set(zone, []);
@@ -117,6 +119,14 @@ export function labZones({ model, dkimPublicKeys, foreignDkimPublicKey }: LabZon
         add(LAB.foreignDomain, { name: `${FOREIGN_DKIM_SELECTOR}._domainkey.${LAB.foreignDomain}`, type: "TXT", ttl: LAB_TTL, content: txtContent(`v=DKIM1; k=rsa; p=${foreignDkimPublicKey}`) });
     }
     add(LAB.foreignDomain, { name: f.fqdn, type: "A", ttl: LAB_TTL, content: f.ipv4 });
+    // DANE: the foreign MX publishes its key's hash; a second name for the same MX, serving a
+    // domain of its own, publishes a hash that matches no key.
+    if (foreignTlsa) add(LAB.foreignDomain, { name: `_25._tcp.${f.fqdn}`, type: "TLSA", ttl: LAB_TTL, content: foreignTlsa });
+    const bad = LAB.daneMismatch;
+    add(LAB.foreignDomain, { name: bad.domain, type: "MX", ttl: LAB_TTL, content: `10 ${bad.mx}` });
+    add(LAB.foreignDomain, { name: bad.mx, type: "A", ttl: LAB_TTL, content: f.ipv4 });
+    add(LAB.foreignDomain, { name: bad.mx, type: "AAAA", ttl: LAB_TTL, content: f.ipv6 });
+    add(LAB.foreignDomain, { name: `_25._tcp.${bad.mx}`, type: "TLSA", ttl: LAB_TTL, content: `3 1 1 ${"ab".repeat(32)}` });
     add(LAB.foreignDomain, { name: f.fqdn, type: "AAAA", ttl: LAB_TTL, content: f.ipv6 });
     add(LAB.foreignDomain, { name: NS_HOST, type: "A", ttl: LAB_TTL, content: LAB.host.ipv4 });
     add(LAB.foreignDomain, { name: NS_HOST, type: "AAAA", ttl: LAB_TTL, content: LAB.host.ipv6 });
@@ -165,6 +175,7 @@ function absoluteData(r: ZoneRecord): string {
         case "TXT":
         case "CAA":
         case "DS":
+        case "TLSA":
             return r.content;
         default: {
             // A new record type fails to compile here until its data is written out deliberately.
@@ -221,7 +232,7 @@ export async function labDig(name: string, type: string): Promise<string[]> {
  * when something changed. Returns what it did.
  */
 export async function ensureDns(input: LabZoneInput): Promise<"started" | "reloaded" | "unchanged"> {
-    const zones = labZones({ foreignDkimPublicKey: dkimPublicKeyFromPem(ensureForeignDkimKey()), ...input });
+    const zones = labZones({ foreignDkimPublicKey: dkimPublicKeyFromPem(ensureForeignDkimKey()), foreignTlsa: tlsaOfKey(ensureForeignTlsKey()), ...input });
     const zoneDir = join(PATHS.dns, "zones");
     mkdirSync(zoneDir, { recursive: true });
     mkdirSync(join(PATHS.dns, "db"), { recursive: true });

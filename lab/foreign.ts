@@ -8,7 +8,7 @@
  * signed like a logged-in user's, not judged as inbound. It is configured with the same Step
  * machinery as the server, so it is idempotent in the same way.
  */
-import { generateKeyPairSync } from "node:crypto";
+import { createHash, createPublicKey, generateKeyPairSync } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import type { Step } from "../components/steps";
 import { readStatic } from "../components/templates";
@@ -27,7 +27,25 @@ export function ensureForeignDkimKey(): string {
     return readFileSync(PATHS.foreignDkimKey, "utf8");
 }
 
-export function renderForeignMtaSteps(dkimKeyPem: string = ensureForeignDkimKey()): Step[] {
+/** mx.example.net's TLS private key (ECDSA P-256, PEM), made once into .lab: its TLSA record stays valid. */
+export function ensureForeignTlsKey(): string {
+    if (!existsSync(PATHS.foreignTlsKey)) {
+        const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256", privateKeyEncoding: { type: "pkcs8", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } });
+        writeFileSync(PATHS.foreignTlsKey, privateKey, { mode: 0o600 });
+    }
+    return readFileSync(PATHS.foreignTlsKey, "utf8");
+}
+
+/** DANE-EE, SPKI, SHA-256 (RFC 7671 "3 1 1"): the TLSA data of a key, whatever certificate carries it. */
+export function tlsaOfKey(pem: string): string {
+    const spki = createPublicKey(pem).export({ type: "spki", format: "der" });
+    return `3 1 1 ${createHash("sha256").update(spki).digest("hex")}`;
+}
+
+const FOREIGN_TLS_KEY_PATH = "/etc/postfix/tls/mx.key";
+const FOREIGN_TLS_CERT_PATH = "/etc/postfix/tls/mx.crt";
+
+export function renderForeignMtaSteps(dkimKeyPem: string = ensureForeignDkimKey(), tlsKeyPem: string = ensureForeignTlsKey()): Step[] {
     const view = {
         fqdn: LAB.foreign.fqdn,
         domain: LAB.foreignDomain,
@@ -36,6 +54,8 @@ export function renderForeignMtaSteps(dkimKeyPem: string = ensureForeignDkimKey(
         labHostIpv6: LAB.host.ipv6,
         dkimSelector: FOREIGN_DKIM_SELECTOR,
         dkimKeyPath: FOREIGN_DKIM_KEY_PATH,
+        tlsKeyPath: FOREIGN_TLS_KEY_PATH,
+        tlsCertPath: FOREIGN_TLS_CERT_PATH,
     };
     const rspamdLocal = (name: string) => ({ path: `/etc/rspamd/local.d/${name}`, content: labFile(`foreign/rspamd/${name}`) });
     const rspamdTemplate = (name: string) => ({ path: `/etc/rspamd/local.d/${name}`, content: labTemplate(`foreign/rspamd/${name}.mustache`, view) });
@@ -60,6 +80,7 @@ export function renderForeignMtaSteps(dkimKeyPem: string = ensureForeignDkimKey(
                 // the foreign MTA marked its own users' "Grüße aus Köln" as spam (X-Spam: Yes).
                 { path: "/etc/rspamd/local.d/headers_group.conf", content: readStatic("rspamd/local.d/headers_group.conf") },
                 { path: FOREIGN_DKIM_KEY_PATH, content: dkimKeyPem, owner: "_rspamd", group: "_rspamd", mode: "0600" },
+                { path: FOREIGN_TLS_KEY_PATH, content: tlsKeyPem, mode: "0600" },
             ],
             script: `
 if ! id ${LAB.foreignUser} >/dev/null 2>&1; then
@@ -74,10 +95,17 @@ if changed /etc/rspamd/local.d ${FOREIGN_DKIM_KEY_PATH}; then
   rspamadm configtest >&2
   restart rspamd
 fi
-if changed /etc/postfix /etc/mailname; then
+# A self-signed certificate for the lab's key: DANE-EE (TLSA 3 1 1) pins the key, not a CA.
+if changed ${FOREIGN_TLS_KEY_PATH} || [ ! -s ${FOREIGN_TLS_CERT_PATH} ]; then
+  openssl req -x509 -new -key ${FOREIGN_TLS_KEY_PATH} -subj "/CN=${LAB.foreign.fqdn}" -addext "subjectAltName=DNS:${LAB.foreign.fqdn},DNS:${LAB.daneMismatch.mx}" -days 3650 -out ${FOREIGN_TLS_CERT_PATH} 2>/dev/null
+  ispmail_action "made the TLS certificate"
+  mark_pending postfix
+fi
+if changed /etc/postfix /etc/mailname || [ -e "$ISPMAIL_STATE_DIR/pending-reload/postfix" ]; then
   postfix check
   systemctl enable --quiet postfix
   reload postfix
+  rm -f "$ISPMAIL_STATE_DIR/pending-reload/postfix"
 elif ! systemctl is-active --quiet postfix; then
   restart postfix
 fi

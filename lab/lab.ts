@@ -52,6 +52,11 @@ export const LAB = {
      * test can prove that the server's lists are really asked through its own resolver.
      */
     dnsbl: { zone: "zen.spamhaus.org", listed: "198.51.100.66", code: "127.0.0.4" },
+    /**
+     * A foreign mail domain whose MX (the foreign MTA under a second name) publishes a TLSA record
+     * that matches no key: a DANE sender must defer its mail rather than send it unverified.
+     */
+    daneMismatch: { domain: "tlsa-mismatch.example.net", mx: "mx-tlsa-mismatch.example.net" },
     /** Only one lab operation at a time on this machine (shared convention). */
     lockFile: "/run/ispmail-lab.lock",
 } as const;
@@ -76,6 +81,8 @@ export const PATHS = {
     secrets: join(STATE_DIR, "secrets.json"),
     /** The foreign MTA's DKIM key for example.net (lab/foreign.ts), generated once. */
     foreignDkimKey: join(STATE_DIR, "foreign-dkim.pem"),
+    /** The foreign MTA's TLS key, made once: its DANE TLSA record (3 1 1) is this key's hash. */
+    foreignTlsKey: join(STATE_DIR, "foreign-tls.pem"),
     /** The key that DNSSEC-signs every lab zone (ECDSA P-256), made once: the zones' trust anchor. */
     dnsZoneKey: join(STATE_DIR, "dns-zone-key.pem"),
     ca: join(STATE_DIR, "ca"),

@@ -441,7 +441,7 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
             assert.equal((await mail.execOk("postconf -h delay_warning_time")).trim(), "2h");
             const pidsAfter = await daemonPids();
             assert.deepEqual(pidsAfter, pidsBefore, "a daemon was restarted");
-            const reloads = await mail.execOk(`journalctl --no-pager -o cat --since ${shellQuote(since)} -u postfix@- -u postfix -u dovecot -u rspamd | grep -Ei 'reload|starting|started' || true`);
+            const reloads = await mail.execOk(`journalctl --no-pager -o cat --since ${shellQuote(since)} -u postfix -u dovecot -u rspamd | grep -Ei 'reload|starting|started' || true`);
             assert.match(reloads, /^reload -- version/m, reloads);
             assert.doesNotMatch(reloads, /dovecot|rspamd/i, reloads);
         } finally {

@@ -102,7 +102,7 @@ except smtplib.SMTPResponseException as e:
         assert.match(stored, /dkim=pass header\.d=example\.net/, stored);
         assert.match(stored, /dmarc=pass/, stored);
         // Port 25 no longer carries login checks Postfix could not apply there ("ignored: no SASL").
-        const warnings = await mail.execOk("journalctl -u postfix@- --since -10min -o cat --no-pager | grep -c 'ignored: no SASL support' || true");
+        const warnings = await mail.execOk("journalctl -u postfix.service --since -10min -o cat --no-pager | grep -c 'ignored: no SASL support' || true");
         assert.equal(warnings.trim(), "0", "port 25 still lists sender-login restrictions that Postfix ignores without SASL");
     });
 

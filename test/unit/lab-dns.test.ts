@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { renderDnsRecords } from "../../components/dns/records";
 import { BROKEN_ZONE, BROKEN_ZONE_HOST, labZoneOrigins, labZones, renderZoneFile, reverseName, reverseZone, writeZoneIfChanged } from "../../lab/dns";
+import { tlsaOfKey } from "../../lab/foreign";
 import { LAB } from "../../lab/lab";
 import { labModel } from "../fixtures/config";
 
@@ -80,6 +81,20 @@ describe("lab dns zones", () => {
         assert.ok(!labZoneOrigins(model.domains).includes(BROKEN_ZONE), "an anchor would make it valid");
         // Every other zone is one of the anchored origins.
         assert.deepEqual(zones.map((z) => z.origin).filter((o) => o !== BROKEN_ZONE).sort(), [...labZoneOrigins(model.domains)].sort());
+    });
+
+    it("publishes DANE TLSA for the foreign MX (3 1 1 of its key), and a mismatching one for a second MX name", () => {
+        const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256", privateKeyEncoding: { type: "pkcs8", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } });
+        const tlsa = tlsaOfKey(privateKey);
+        assert.match(tlsa, /^3 1 1 [0-9a-f]{64}$/);
+        const net = labZones({ model, dkimPublicKeys, foreignTlsa: tlsa }).find((z) => z.origin === LAB.foreignDomain)!.records;
+        const tlsaOf = (host: string) => net.filter((r) => r.name === `_25._tcp.${host}` && r.type === "TLSA").map((r) => r.content);
+        assert.deepEqual(tlsaOf(LAB.foreign.fqdn), [tlsa]);
+        const bad = LAB.daneMismatch;
+        assert.ok(net.some((r) => r.name === bad.domain && r.type === "MX" && r.content === `10 ${bad.mx}`));
+        assert.ok(net.some((r) => r.name === bad.mx && r.type === "A" && r.content === LAB.foreign.ipv4), "the same host as the foreign MX");
+        assert.equal(tlsaOf(bad.mx).length, 1);
+        assert.notEqual(tlsaOf(bad.mx)[0], tlsa);
     });
 
     it("writes host names in record data fully qualified", () => {

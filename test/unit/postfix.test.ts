@@ -133,6 +133,10 @@ describe("postfix step", () => {
         assert.equal(value("recipient_canonical_maps"), "tcp:127.0.0.1:10002");
         assert.equal(value("smtpd_milters"), "inet:localhost:11332");
         assert.equal(value("milter_mail_macros"), "i {mail_addr} {client_addr} {client_name} {auth_authen}");
+        // Outbound DANE: verified TLS where the MX publishes TLSA in a signed zone, opportunistic
+        // elsewhere; DNSSEC answers from the resolver step's unbound.
+        assert.equal(value("smtp_tls_security_level"), "dane");
+        assert.equal(value("smtp_dns_support_level"), "dnssec");
         // Port 25 leaves address ownership to DMARC (forwarded and list mail keeps our users as
         // envelope senders); the login check belongs to the submission ports (master.cf).
         assert.equal(value("smtpd_sender_restrictions"), "reject_non_fqdn_sender check_sender_access regexp:/etc/postfix/non-ascii-sender.regexp reject_unknown_sender_domain");
