@@ -181,8 +181,16 @@ const acmeSchema = z
             .url({ protocol: /^https$/ })
             .default("https://acme-v02.api.letsencrypt.org/directory")
             .describe("an https URL of an ACME directory (default Let's Encrypt production https://acme-v02.api.letsencrypt.org/directory)"),
+        /**
+         * The ACME account that alone may have certificates issued (CAA accounturi, RFC 8657). Known
+         * only after the first certificate: certbot registers the account on the server.
+         */
+        accountUri: z
+            .url({ protocol: /^https$/ })
+            .optional()
+            .describe("the https URL of the server's ACME account (RFC 8657 accounturi), as `certbot show_account` prints it, such as https://acme-v02.api.letsencrypt.org/acme/acct/123456789"),
     })
-    .describe("a mapping {directoryUrl?}");
+    .describe("a mapping {directoryUrl?, accountUri?}");
 
 const mtaStsSchema = z
     .strictObject({

@@ -11,7 +11,9 @@
  * - SPF `v=spf1 a -all` on mailHost: bounces and the server's own mail pass SPF and DMARC there.
  * - `<domain>._report._dmarc.<admin's domain>` (RFC 7489 §7.1) when DMARC reports go to another
  *   domain whose zone is ours.
- * - CAA on every zone apex (RFC 8659): only Let's Encrypt may issue, no wildcards, reports to admin.
+ * - CAA on every zone apex (RFC 8659): only Let's Encrypt may issue, only after an http-01 challenge
+ *   (certbot's webroot) and, once ispmail:acme.accountUri is set, only to that account (RFC 8657);
+ *   no wildcards; reports to the admin.
  */
 import { dkimRecordName } from "../dkim";
 import type { Model } from "../config";
@@ -34,7 +36,7 @@ export interface DnsRecord {
     /**
      * Presentation-format data without the owner/type: an address, "10 mx1.example.org" for MX,
      * `"v=spf1 mx -all"` (quoted character-strings, long TXT split into <= 255-byte strings),
-     * `0 issue "letsencrypt.org"` for CAA, "0 1 465 mx1.example.org" for SRV.
+     * `0 issue "letsencrypt.org; validationmethods=http-01"` for CAA, "0 1 465 mx1.example.org" for SRV.
      */
     readonly content: string;
 }
@@ -96,6 +98,14 @@ export function txtText(content: string): string {
 /** Mail services announced as decidedly not offered (SRV target "."): clients must not try them. */
 const NOT_OFFERED_SRV = ["_imap._tcp", "_pop3._tcp", "_pop3s._tcp"] as const;
 
+/**
+ * The CAA `issue` value: Let's Encrypt, validated over http-01 only (the certbot step's webroot; a
+ * DNS or TLS-ALPN challenge is then refused), and, when the account is known, for it alone.
+ */
+export function caaIssueValue(accountUri?: string): string {
+    return ["letsencrypt.org", "validationmethods=http-01", ...(accountUri ? [`accounturi=${accountUri}`] : [])].join("; ");
+}
+
 export function renderDnsRecords(input: DnsInput): DnsRecord[] {
     const { model, ipv4, ipv6, dkimPublicKeys, services } = input;
     const ttl = model.dns.ttl;
@@ -111,7 +121,7 @@ export function renderDnsRecords(input: DnsInput): DnsRecord[] {
     // CAA goes on the apex of each zone that holds a name we publish (it covers every name below).
     const usedZones = [...new Set(out.map((r) => r.zone).concat(model.domains.map((d) => zoneOf(d, zones))))].sort();
     for (const zone of usedZones) {
-        add(zone, "CAA", `0 issue "letsencrypt.org"`);
+        add(zone, "CAA", `0 issue "${caaIssueValue(model.acme.accountUri)}"`);
         add(zone, "CAA", `0 issuewild ";"`);
         add(zone, "CAA", `0 iodef "mailto:${model.adminEmail}"`);
     }

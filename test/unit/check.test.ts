@@ -42,7 +42,7 @@ function labZone(): Served {
             add("A", host, IPV4);
             add("AAAA", host, IPV6);
         }
-        add("CAA", d, '0 issue "letsencrypt.org"', '0 issuewild ";"', '0 iodef "mailto:postmaster@example.org"');
+        add("CAA", d, '0 issue "letsencrypt.org; validationmethods=http-01"', '0 issuewild ";"', '0 iodef "mailto:postmaster@example.org"');
         add("MX", d, "10 mx1.example.org");
         add("TXT", d, "v=spf1 mx -all");
         add("TXT", `_dmarc.${d}`, "v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:postmaster@example.org");

@@ -110,6 +110,7 @@ const BAD_CASES: readonly BadCase[] = [
     { name: "a top-level key with a typo", mutate: (c) => (c.domain = ["example.org"]), path: "ispmail:domain", allowed: /unknown setting \(did you mean ispmail:domains\?\); allowed here: mailHost, domains/ },
     { name: "an MTA-STS mode that does not exist", mutate: (c) => (c.mtaSts = { mode: "on" }), path: "ispmail:mtaSts.mode", allowed: /one of "enforce", "testing", "none"/ },
     { name: "an ACME directory over plain http", mutate: (c) => (c.acme = { directoryUrl: "http://acme.example.org/dir" }), path: "ispmail:acme.directoryUrl", allowed: /an https URL of an ACME directory/ },
+    { name: "an ACME account URL over plain http", mutate: (c) => (c.acme = { accountUri: "http://acme-v02.api.letsencrypt.org/acme/acct/1" }), path: "ispmail:acme.accountUri", allowed: /the https URL of the server's ACME account/ },
     { name: "a DNS TTL below 60 seconds", mutate: (c) => (c.dns = { ttl: 10 }), path: "ispmail:dns.ttl", allowed: /from 60 to 86400/ },
     { name: "a zone id keyed by something that is no zone name", mutate: (c) => (c.dns = { zoneIds: { example_org: "0123456789abcdef0123456789abcdef" } }), path: "ispmail:dns.zoneIds.example_org", allowed: /keys here must be a zone name such as example\.org/ },
     { name: "a backup without repository", mutate: (c) => (c.backup = { keepDaily: 7 }), path: "ispmail:backup.repository", allowed: /is required; must be a restic repository/ },

@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
 import { parseConfig } from "../../components/config";
 import { recordResourceNames, recordTemplate, toCloudflareRecord } from "../../components/dns/cloudflare";
-import { dnsZones, mtaStsPolicy, renderDnsRecords, txtContent, txtText, type DnsRecord } from "../../components/dns/records";
+import { caaIssueValue, dnsZones, mtaStsPolicy, renderDnsRecords, txtContent, txtText, type DnsRecord } from "../../components/dns/records";
 import { validRawConfig } from "../fixtures/config";
 
 const IPV4 = "203.0.113.25";
@@ -45,7 +45,7 @@ describe("dns: record set", () => {
             r(d, `_pop3s._tcp.${d}`, "SRV", "0 0 0 ."),
         ];
         const caa = (z: string) => [
-            r(z, z, "CAA", '0 issue "letsencrypt.org"'),
+            r(z, z, "CAA", '0 issue "letsencrypt.org; validationmethods=http-01"'),
             r(z, z, "CAA", '0 issuewild ";"'),
             r(z, z, "CAA", '0 iodef "mailto:postmaster@example.org"'),
         ];
@@ -71,6 +71,17 @@ describe("dns: record set", () => {
         ];
         assert.deepEqual(sorted(render()), sorted(expected));
         assert.equal(render().length, 44);
+    });
+
+    it("dns: CAA binds issuance to the configured ACME account once ispmail:acme.accountUri is set", () => {
+        const uri = "https://acme-v02.api.letsencrypt.org/acme/acct/123456789";
+        const records = render(model((raw) => (raw.acme = { accountUri: uri })));
+        const issue = records.filter((x) => x.type === "CAA" && x.content.startsWith("0 issue "));
+        assert.ok(issue.length >= 1);
+        for (const x of issue) assert.equal(x.content, `0 issue "letsencrypt.org; validationmethods=http-01; accounturi=${uri}"`);
+        // The Cloudflare record keeps the whole value in its data.
+        const cf = toCloudflareRecord(issue[0]) as { data?: { value?: string } };
+        assert.equal(cf.data?.value, caaIssueValue(uri));
     });
 
     it("dns: adding users, aliases and shares changes no record", () => {
