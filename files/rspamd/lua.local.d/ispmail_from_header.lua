@@ -44,8 +44,9 @@ rspamd_config:register_symbol({
 -- send with their From as envelope sender. A redirect keeps the original's From, so it passes
 -- when Pigeonhole's own X-Sieve-Redirected-From names the envelope sender (Sieve scripts cannot
 -- set that header: editheader refuses it, redirect replaces it). Postfix's own notices with an
--- empty envelope (postmaster, MAILER-DAEMON) pass as well. Everything else is refused, which
--- fails the vacation reply (Dovecot logs it) and never the delivery that triggered it.
+-- empty envelope (postmaster, MAILER-DAEMON) pass as well. Everything else is refused: Postfix
+-- returns it to its envelope sender (the user whose script wrote it) with the reason, and the
+-- delivery that triggered it is not affected.
 local rspamd_util = require "rspamd_util"
 
 local signed_domains = {}
