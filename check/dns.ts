@@ -20,6 +20,8 @@ export function expectedValue(r: DnsRecord): string {
         case "CAA":
         case "SRV":
             return r.content;
+        case "SSHFP":
+            return r.content.toLowerCase();
         default: {
             const unknown: never = r.type;
             throw new Error(`no expected value for record type ${String(unknown)}`);

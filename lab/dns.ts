@@ -176,6 +176,7 @@ function absoluteData(r: ZoneRecord): string {
         case "CAA":
         case "DS":
         case "TLSA":
+        case "SSHFP":
             return r.content;
         default: {
             // A new record type fails to compile here until its data is written out deliberately.

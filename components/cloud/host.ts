@@ -56,6 +56,8 @@ export class Host extends pulumi.ComponentResource {
     public readonly connection: pulumi.Output<ServerConnection>;
     /** Completes when SSH answers and cloud-init is done; every step depends on it. */
     public readonly ready: command.remote.Command;
+    /** The SSH host public key the program generated and cloud-init installs (OpenSSH line; published as SSHFP). */
+    public readonly hostPublicKey: pulumi.Output<string>;
 
     constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ispmail:cloud:Host", name, {}, opts);
@@ -66,6 +68,7 @@ export class Host extends pulumi.ComponentResource {
 
         const deployKey = new tls.PrivateKey("deploy-key", { algorithm: "ED25519" }, { parent: this, additionalSecretOutputs: PRIVATE_KEY_OUTPUTS });
         const hostKey = new tls.PrivateKey("ssh-host-key", { algorithm: "ED25519" }, { parent: this, additionalSecretOutputs: PRIVATE_KEY_OUTPUTS });
+        this.hostPublicKey = hostKey.publicKeyOpenssh;
 
         const deploySshKey = new hcloud.SshKey("deploy", { name: `${base}-deploy-${model.stack}`, publicKey: deployKey.publicKeyOpenssh }, { parent: this });
 

@@ -20,7 +20,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { Model } from "../config";
 import { dkimRecordName } from "../dkim";
 import type { Service } from "../services";
-import { dnsZones, renderDnsRecords, type DnsRecord } from "./records";
+import { dnsZones, renderDnsRecords, sshfpOf, type DnsRecord } from "./records";
 
 /** The arguments of one `cloudflare.DnsRecord`, without zoneId. */
 export interface CloudflareRecordArgs {
@@ -30,12 +30,12 @@ export interface CloudflareRecordArgs {
     readonly proxied: false;
     readonly content?: string;
     readonly priority?: number;
-    readonly data?: { flags?: number; tag?: string; value?: string; priority?: number; weight?: number; port?: number; target?: string };
+    readonly data?: { flags?: number; tag?: string; value?: string; priority?: number; weight?: number; port?: number; target?: string; algorithm?: number; type?: number; fingerprint?: string };
 }
 
 /**
  * Maps a presentation-format record to Cloudflare's API shape: MX has its preference in `priority`;
- * CAA and SRV are structured `data` (the API rejects them as `content`); TXT keeps the quoted
+ * CAA, SRV and SSHFP are structured `data` (the API rejects them as `content`); TXT keeps the quoted
  * character-strings, which the API takes as they are.
  */
 export function toCloudflareRecord(r: DnsRecord): CloudflareRecordArgs {
@@ -62,6 +62,11 @@ export function toCloudflareRecord(r: DnsRecord): CloudflareRecordArgs {
             const [priority, weight, port] = [Number(m[1]), Number(m[2]), Number(m[3])];
             return { ...base, priority, data: { priority, weight, port, target: m[4] } };
         }
+        case "SSHFP": {
+            const m = /^(\d+) (\d+) ([0-9a-f]+)$/.exec(r.content);
+            if (!m) throw new Error(`SSHFP ${r.name}: cannot read "${r.content}"`);
+            return { ...base, data: { algorithm: Number(m[1]), type: Number(m[2]), fingerprint: m[3] } };
+        }
         default: {
             const unknown: never = r.type;
             throw new Error(`unsupported record type ${String(unknown)}`);
@@ -72,9 +77,10 @@ export function toCloudflareRecord(r: DnsRecord): CloudflareRecordArgs {
 const PLACEHOLDER = "@@ispmail-dns-placeholder@@";
 
 /** The record set with placeholders for the values known only after deployment. */
-export function recordTemplate(model: Model, services?: readonly Service[]): DnsRecord[] {
+export function recordTemplate(model: Model, services?: readonly Service[], sshHostKeyCount = 0): DnsRecord[] {
     const dkimPublicKeys = Object.fromEntries(model.dkimSelectors.map((s) => [s, `${PLACEHOLDER}dkim-${s}`]));
-    return renderDnsRecords({ model, ipv4: `${PLACEHOLDER}ipv4`, ipv6: `${PLACEHOLDER}ipv6`, dkimPublicKeys, services });
+    const sshfp = Array.from({ length: sshHostKeyCount }, (_, i) => `${PLACEHOLDER}sshfp-${i}`);
+    return renderDnsRecords({ model, ipv4: `${PLACEHOLDER}ipv4`, ipv6: `${PLACEHOLDER}ipv6`, dkimPublicKeys, services, sshfp });
 }
 
 /** Stable resource names, one per template record (see the module comment). */
@@ -98,6 +104,8 @@ export interface MailDnsArgs {
     readonly dkimPublicKeys: Readonly<Record<string, pulumi.Input<string>>>;
     /** The services whose names and ports are published; the program's list when left out. */
     readonly services?: readonly Service[];
+    /** The server's SSH host public keys (OpenSSH lines), published as SSHFP on mailHost. */
+    readonly sshHostKeys?: readonly pulumi.Input<string>[];
 }
 
 /**
@@ -126,10 +134,12 @@ export class MailDns extends pulumi.ComponentResource {
     constructor(name: string, args: MailDnsArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ispmail:dns:MailDns", name, {}, opts);
         const { model } = args;
-        const template = recordTemplate(model, args.services);
+        const sshHostKeys = args.sshHostKeys ?? [];
+        const template = recordTemplate(model, args.services, sshHostKeys.length);
         const names = recordResourceNames(template);
         const values: Record<string, pulumi.Input<string>> = { ipv4: args.ipv4, ipv6: args.ipv6 };
         for (const selector of model.dkimSelectors) values[`dkim-${selector}`] = args.dkimPublicKeys[selector];
+        sshHostKeys.forEach((key, i) => (values[`sshfp-${i}`] = pulumi.output(key).apply(sshfpOf)));
         /** The record set rendered from the given values, placeholders for the others. */
         const render = (known: Readonly<Record<string, string>>) =>
             renderDnsRecords({
@@ -138,6 +148,7 @@ export class MailDns extends pulumi.ComponentResource {
                 ipv4: known.ipv4 ?? `${PLACEHOLDER}ipv4`,
                 ipv6: known.ipv6 ?? `${PLACEHOLDER}ipv6`,
                 dkimPublicKeys: Object.fromEntries(model.dkimSelectors.map((s) => [s, known[`dkim-${s}`] ?? `${PLACEHOLDER}dkim-${s}`])),
+                sshfp: sshHostKeys.map((_, i) => known[`sshfp-${i}`] ?? `${PLACEHOLDER}sshfp-${i}`),
             });
         this.records = pulumi.all(values).apply(render);
 
@@ -150,16 +161,22 @@ export class MailDns extends pulumi.ComponentResource {
         const resources: Record<string, cloudflare.DnsRecord> = {};
         this.addressRecords = [];
         template.forEach((t, i) => {
-            const fixed = toCloudflareRecord(t);
-            // Only A/AAAA/DKIM content waits for deployment-time values; the rest is known in preview.
+            // Only A/AAAA/DKIM content and SSHFP data wait for deployment-time values; the rest is
+            // known in preview.
             const needs = placeholderKeys(t);
-            const content = needs.length
+            const resolved = needs.length
                 ? pulumi.all(Object.fromEntries(needs.map((k) => [k, values[k]]))).apply((known) => {
                       const r = render(known)[i];
                       if (r.name !== t.name || r.type !== t.type) throw new Error(`DNS record ${i} changed identity: ${t.type} ${t.name} -> ${r.type} ${r.name}`);
-                      return toCloudflareRecord(r).content!;
+                      return toCloudflareRecord(r);
                   })
-                : fixed.content;
+                : undefined;
+            // A template record with a placeholder in structured data (SSHFP) cannot be mapped
+            // before its value is known; its identity is the template's.
+            const structured = t.type === "CAA" || t.type === "SRV" || t.type === "SSHFP";
+            const fixed = resolved && structured ? { name: t.name, type: t.type, ttl: t.ttl, proxied: false as const } : toCloudflareRecord(t);
+            const content = structured ? undefined : resolved ? resolved.apply((c) => c.content!) : fixed.content;
+            const data = structured && resolved ? resolved.apply((c) => c.data!) : fixed.data;
             const record = new cloudflare.DnsRecord(
                 names[i],
                 {
@@ -170,7 +187,7 @@ export class MailDns extends pulumi.ComponentResource {
                     proxied: fixed.proxied,
                     ...(content !== undefined ? { content } : {}),
                     ...(fixed.priority !== undefined ? { priority: fixed.priority } : {}),
-                    ...(fixed.data !== undefined ? { data: fixed.data } : {}),
+                    ...(data !== undefined ? { data } : {}),
                     comment: `ispmail stack ${model.stack}`,
                 },
                 { parent: this },

@@ -14,7 +14,9 @@
  * - CAA on every zone apex (RFC 8659): only Let's Encrypt may issue, only after an http-01 challenge
  *   (certbot's webroot) and, once ispmail:acme.accountUri is set, only to that account (RFC 8657);
  *   no wildcards; reports to the admin.
+ * - SSHFP on mailHost for the server's SSH host key (RFC 4255), when the caller knows it.
  */
+import { createHash } from "node:crypto";
 import { dkimRecordName } from "../dkim";
 import type { Model } from "../config";
 import { splitAddress } from "../config/schema";
@@ -24,7 +26,7 @@ import { mtaStsPolicy } from "./mta-sts";
 export { mtaStsPolicy } from "./mta-sts";
 export type { MtaStsPolicy } from "./mta-sts";
 
-export type DnsRecordType = "A" | "AAAA" | "MX" | "TXT" | "CAA" | "SRV" | "CNAME";
+export type DnsRecordType = "A" | "AAAA" | "MX" | "TXT" | "CAA" | "SRV" | "CNAME" | "SSHFP";
 
 export interface DnsRecord {
     /** The zone the record lives in (e.g. example.org). */
@@ -49,6 +51,11 @@ export interface DnsInput {
     readonly dkimPublicKeys: Readonly<Record<string, string>>;
     /** The services whose web names and ports are published; the program's list when left out. */
     readonly services?: readonly Service[];
+    /**
+     * SSHFP data of the server's SSH host keys ({@link sshfpOf}), published on mailHost so that an
+     * admin's ssh can check the host key through DNSSEC (VerifyHostKeyDNS) on first contact.
+     */
+    readonly sshfp?: readonly string[];
 }
 
 /** RFC 1035 §3.3.14: a TXT character-string holds at most 255 octets. */
@@ -98,6 +105,17 @@ export function txtText(content: string): string {
 /** Mail services announced as decidedly not offered (SRV target "."): clients must not try them. */
 const NOT_OFFERED_SRV = ["_imap._tcp", "_pop3._tcp", "_pop3s._tcp"] as const;
 
+/** SSH key types and their SSHFP algorithm numbers (RFC 4255, 6594, 7479). */
+const SSHFP_ALGORITHM: Readonly<Record<string, number>> = { "ssh-rsa": 1, "ecdsa-sha2-nistp256": 3, "ecdsa-sha2-nistp384": 3, "ecdsa-sha2-nistp521": 3, "ssh-ed25519": 4 };
+
+/** The SSHFP data ("<algorithm> 2 <SHA-256 hex>") of an OpenSSH public key line ("ssh-ed25519 AAAA... comment"). */
+export function sshfpOf(openssh: string): string {
+    const [type, blob] = openssh.trim().split(/\s+/);
+    const algorithm = SSHFP_ALGORITHM[type];
+    if (!algorithm || !blob) throw new Error(`not an SSH public key this program publishes as SSHFP: ${openssh.slice(0, 40)}`);
+    return `${algorithm} 2 ${createHash("sha256").update(Buffer.from(blob, "base64")).digest("hex")}`;
+}
+
 /**
  * The CAA `issue` value: Let's Encrypt, validated over http-01 only (the certbot step's webroot; a
  * DNS or TLS-ALPN challenge is then refused), and, when the account is known, for it alone.
@@ -117,6 +135,8 @@ export function renderDnsRecords(input: DnsInput): DnsRecord[] {
         add(host, "A", ipv4);
         add(host, "AAAA", ipv6);
     }
+
+    for (const data of input.sshfp ?? []) add(model.mailHost, "SSHFP", data);
 
     // CAA goes on the apex of each zone that holds a name we publish (it covers every name below).
     const usedZones = [...new Set(out.map((r) => r.zone).concat(model.domains.map((d) => zoneOf(d, zones))))].sort();

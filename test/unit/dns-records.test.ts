@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { spawnSync } from "node:child_process";
+import { createHash, generateKeyPairSync } from "node:crypto";
 import { describe, it } from "node:test";
 import { parseConfig } from "../../components/config";
 import { recordResourceNames, recordTemplate, toCloudflareRecord } from "../../components/dns/cloudflare";
-import { caaIssueValue, dnsZones, mtaStsPolicy, renderDnsRecords, txtContent, txtText, type DnsRecord } from "../../components/dns/records";
+import { caaIssueValue, sshfpOf, dnsZones, mtaStsPolicy, renderDnsRecords, txtContent, txtText, type DnsRecord } from "../../components/dns/records";
 import { validRawConfig } from "../fixtures/config";
 
 const IPV4 = "203.0.113.25";
@@ -82,6 +83,25 @@ describe("dns: record set", () => {
         // The Cloudflare record keeps the whole value in its data.
         const cf = toCloudflareRecord(issue[0]) as { data?: { value?: string } };
         assert.equal(cf.data?.value, caaIssueValue(uri));
+    });
+
+    it("dns: the SSH host key is published as SSHFP on mailHost, as ssh-keygen -r computes it, and as Cloudflare data", () => {
+        const { publicKey } = generateKeyPairSync("ed25519");
+        const raw = publicKey.export({ type: "spki", format: "der" }).subarray(-32);
+        const blob = Buffer.concat([Buffer.from([0, 0, 0, 11]), Buffer.from("ssh-ed25519"), Buffer.from([0, 0, 0, 32]), raw]);
+        const line = `ssh-ed25519 ${blob.toString("base64")} root@mx1`;
+        const data = sshfpOf(line);
+        assert.match(data, /^4 2 [0-9a-f]{64}$/);
+        const keygen = spawnSync("ssh-keygen", ["-r", "mx1.example.org", "-f", "/dev/stdin"], { input: line + "\n", encoding: "utf8" });
+        if (keygen.status === 0) assert.match(keygen.stdout, new RegExp(`^mx1\\.example\\.org IN SSHFP ${data}$`, "m"), keygen.stdout);
+        const records = renderDnsRecords({ model: model(), ipv4: IPV4, ipv6: IPV6, dkimPublicKeys: { s2026a: KEY_A, s2026b: KEY_B }, sshfp: [data] });
+        const sshfp = records.filter((r) => r.type === "SSHFP");
+        assert.deepEqual(sshfp.map((r) => `${r.zone} ${r.name} ${r.content}`), [`example.org mx1.example.org ${data}`]);
+        const [algorithm, type, fingerprint] = data.split(" ");
+        assert.deepEqual(toCloudflareRecord(sshfp[0]).data, { algorithm: Number(algorithm), type: Number(type), fingerprint });
+        assert.throws(() => sshfpOf("ssh-dss AAAA"), /not an SSH public key this program publishes as SSHFP/);
+        // Without a known host key (the check tool, the lab until it has one) there is none.
+        assert.equal(render().filter((r) => r.type === "SSHFP").length, 0);
     });
 
     it("dns: adding users, aliases and shares changes no record", () => {

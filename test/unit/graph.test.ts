@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import * as pulumi from "@pulumi/pulumi";
 import { parseConfig } from "../../components/config";
-import { txtText } from "../../components/dns/records";
+import { sshfpOf, txtText } from "../../components/dns/records";
 import { program, type ProgramOutputs } from "../../components/program";
 import { secretSpecs } from "../../components/services";
 import { isSecret, ofType, one, runMocked, valueOf, type RegisteredResource } from "../harness/mocks";
@@ -66,11 +66,19 @@ describe("graph: the example stacks", () => {
             const presentation = (r: RegisteredResource) => {
                 const i = r.inputs as { type: string; name: string; ttl: number; content?: string; priority?: number; data?: Record<string, unknown> };
                 const d = i.data ?? {};
-                const content = { MX: `${i.priority} ${i.content}`, CAA: `${d.flags} ${d.tag} "${d.value}"`, SRV: `${d.priority} ${d.weight} ${d.port} ${d.target}` }[i.type] ?? i.content;
+                const content = { MX: `${i.priority} ${i.content}`, CAA: `${d.flags} ${d.tag} "${d.value}"`, SRV: `${d.priority} ${d.weight} ${d.port} ${d.target}`, SSHFP: `${d.algorithm} ${d.type} ${d.fingerprint}` }[i.type] ?? i.content;
                 return `${i.type} ${i.name} ${i.ttl} ${content}`;
             };
             assert.deepEqual(registered.map(presentation).sort(), records.map((r) => `${r.type} ${r.name} ${r.ttl} ${r.content}`).sort());
             for (const r of registered) assert.equal(r.inputs.proxied, false);
+            // The server's SSH host key (the program's tls.PrivateKey) is published as SSHFP on mailHost.
+            // The key is the one cloud-init installs (the server's user data).
+            const server = one(rs, "hcloud:index/server:Server", "server");
+            const hostPublic = /ed25519_public: (ssh-ed25519 \S+)/.exec(String(server.inputs.userData))?.[1];
+            assert.ok(hostPublic, "the host key in the server's user data");
+            const sshfp = records.filter((r) => r.type === "SSHFP");
+            assert.deepEqual(sshfp.map((r) => `${r.name} ${r.content}`), [`${model.mailHost} ${sshfpOf(hostPublic)}`]);
+            assert.match(sshfp[0].content, /^4 2 [0-9a-f]{64}$/);
             // One zone lookup per zone, by name, unless an id is configured.
             const zoneNames = run.invokes.filter((i) => i.token === "cloudflare:index/getZone:getZone").map((i) => (i.inputs.filter as { name: string }).name);
             assert.deepEqual(zoneNames.sort(), [...new Set(records.map((r) => r.zone))].filter((z) => !model.dns.zoneIds[z]).sort());
