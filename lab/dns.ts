@@ -4,15 +4,15 @@
  * Hetzner's rDNS would provide), served by knot on the lab bridge. Every zone is DNSSEC-signed with
  * one lab key, whose DNSKEY is the trust anchor the server's resolver gets (lab/stack.ts).
  */
-import { createPublicKey, generateKeyPairSync } from "node:crypto";
+import { createPublicKey } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import * as ipaddr from "ipaddr.js";
 import type { Model } from "../components/config";
 import { renderDnsRecords, txtContent, type DnsRecord } from "../components/dns/records";
 import { dkimPublicKeyFromPem } from "../components/secrets";
 import { ensureForeignDkimKey, ensureForeignTlsKey, FOREIGN_DKIM_SELECTOR, tlsaOfKey } from "./foreign";
-import { labTemplate, writeIfChanged } from "./files";
+import { ecP256PrivateKey, keptKey, labTemplate, writeIfChanged } from "./files";
 import { LAB, PATHS } from "./lab";
 import { daemonPid, inLabNet, run, runOk, startDaemon, waitFor } from "./proc";
 
@@ -68,12 +68,7 @@ export const BROKEN_ZONE_HOST = `www.${BROKEN_ZONE}`;
 
 /** The lab's zone-signing key (ECDSA P-256, PEM), made once into .lab. */
 export function ensureLabZoneKey(): string {
-    if (!existsSync(PATHS.dnsZoneKey)) {
-        mkdirSync(dirname(PATHS.dnsZoneKey), { recursive: true });
-        const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256", privateKeyEncoding: { type: "pkcs8", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } });
-        writeFileSync(PATHS.dnsZoneKey, privateKey, { mode: 0o600 });
-    }
-    return readFileSync(PATHS.dnsZoneKey, "utf8");
+    return keptKey(PATHS.dnsZoneKey, ecP256PrivateKey);
 }
 
 /** The DNSKEY data of an ECDSA P-256 key as a combined signing key: flags 257 (SEP), protocol 3, algorithm 13, x||y. */

@@ -9,10 +9,9 @@
  * machinery as the server, so it is idempotent in the same way.
  */
 import { createHash, createPublicKey, generateKeyPairSync } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import type { Step } from "../components/steps";
 import { readStatic } from "../components/templates";
-import { labFile, labTemplate } from "./files";
+import { ecP256PrivateKey, keptKey, labFile, labTemplate } from "./files";
 import { LAB, PATHS } from "./lab";
 
 export const FOREIGN_DKIM_SELECTOR = "lab";
@@ -20,20 +19,12 @@ const FOREIGN_DKIM_KEY_PATH = `/var/lib/rspamd/dkim/${LAB.foreignDomain}.${FOREI
 
 /** example.net's DKIM private key (PEM), generated once into .lab (0600), as a provider keeps one. */
 export function ensureForeignDkimKey(): string {
-    if (!existsSync(PATHS.foreignDkimKey)) {
-        const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048, privateKeyEncoding: { type: "pkcs1", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } });
-        writeFileSync(PATHS.foreignDkimKey, privateKey, { mode: 0o600 });
-    }
-    return readFileSync(PATHS.foreignDkimKey, "utf8");
+    return keptKey(PATHS.foreignDkimKey, () => generateKeyPairSync("rsa", { modulusLength: 2048, privateKeyEncoding: { type: "pkcs1", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } }).privateKey);
 }
 
 /** mx.example.net's TLS private key (ECDSA P-256, PEM), made once into .lab: its TLSA record stays valid. */
 export function ensureForeignTlsKey(): string {
-    if (!existsSync(PATHS.foreignTlsKey)) {
-        const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256", privateKeyEncoding: { type: "pkcs8", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } });
-        writeFileSync(PATHS.foreignTlsKey, privateKey, { mode: 0o600 });
-    }
-    return readFileSync(PATHS.foreignTlsKey, "utf8");
+    return keptKey(PATHS.foreignTlsKey, ecP256PrivateKey);
 }
 
 /** DANE-EE, SPKI, SHA-256 (RFC 7671 "3 1 1"): the TLSA data of a key, whatever certificate carries it. */
@@ -101,14 +92,8 @@ if changed ${FOREIGN_TLS_KEY_PATH} || [ ! -s ${FOREIGN_TLS_CERT_PATH} ]; then
   ispmail_action "made the TLS certificate"
   mark_pending postfix
 fi
-if changed /etc/postfix /etc/mailname || [ -e "$ISPMAIL_STATE_DIR/pending-reload/postfix" ]; then
-  postfix check
-  systemctl enable --quiet postfix
-  reload postfix
-  rm -f "$ISPMAIL_STATE_DIR/pending-reload/postfix"
-elif ! systemctl is-active --quiet postfix; then
-  restart postfix
-fi
+systemctl enable --quiet postfix
+reload_when_changed postfix /etc/postfix /etc/mailname -- postfix check
 `,
             after: [],
         },

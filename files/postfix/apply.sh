@@ -8,8 +8,6 @@ fi
 # PostSRSd answers Postfix's canonical lookups; it must run (with the current domains) before
 # Postfix uses it, or mail is deferred (a tcp: table that does not answer is a temporary error).
 if ! systemctl is-enabled --quiet postsrsd; then systemctl enable --quiet postsrsd; mark_changed; fi
-if changed /etc/default/postsrsd || ! systemctl is-active --quiet postsrsd; then
-  restart postsrsd
-fi
+reload_when_changed postsrsd /etc/default/postsrsd
 # Never reload into a configuration Postfix itself finds broken (it prints what is wrong).
 reload_when_changed postfix /etc/postfix -- postfix check

@@ -2,17 +2,13 @@
 # The root's trust anchor file, as unbound's own start would create it (the package could not start
 # it at install time); unbound-checkconf needs it.
 /usr/libexec/unbound-helper root_trust_anchor_update
-# Check the config before a restart, so that a bad one never replaces a working resolver.
-if changed /etc/unbound/unbound.conf.d/ispmail.conf; then
-  unbound-checkconf >/dev/null
-fi
 if ! systemctl is-enabled --quiet unbound; then
   systemctl enable --quiet unbound
   mark_changed
 fi
-if ! systemctl is-active --quiet unbound || changed /etc/unbound/unbound.conf.d/ispmail.conf; then
-  restart unbound
-fi
+# A configuration unbound-checkconf refuses never replaces the running one; a reload that did not
+# happen (a failed run) is still pending on the next run (prelude: reload_when_changed).
+reload_when_changed unbound /etc/unbound/unbound.conf.d/ispmail.conf -- unbound-checkconf
 
 # Only an answering resolver becomes the system's: ask it for a zone that exists before anything
 # else of this stack (the first mail domain's SOA), for up to 30 s while it starts.

@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 import { BROKEN_ZONE_HOST, labZoneOrigins } from "../../lab/dns";
-import { client, ensureLab, guest, LAB, labModel } from "../../lab/testkit";
 import { randomBytes } from "node:crypto";
+import { client, ensureLab, guest, LAB, labModel } from "../../lab/testkit";
 import { swaks } from "./clients";
 
 const mail = guest("mail");
@@ -74,12 +74,10 @@ describe("resolver (lab, signed zones)", { timeout: 300_000 }, () => {
     });
 
     test("resolver: the system's resolver library gets the validated answer too (getent through /etc/resolv.conf)", async () => {
-        const model = labModel();
         const hosts = await mail.execOk(`getent ahostsv4 ${LAB.foreign.fqdn} | awk '{print $1}' | sort -u`);
         assert.equal(hosts.trim(), LAB.foreign.ipv4);
         const ptr = await mail.execOk(`getent hosts ${LAB.foreign.ipv4} | awk '{print $2}'`);
         assert.equal(ptr.trim(), LAB.foreign.fqdn);
-        assert.ok(model.domains.length > 0);
     });
 
     test("resolver: DNS blocklists are really asked through it: mail from the lab's listed address scores Spamhaus XBL, the same mail from another address does not", async (t) => {
