@@ -33,7 +33,9 @@ const SSH_BYSTANDER = pick(225, 25);
  * that every run draws addresses no earlier run used (the address jails remember failures for
  * findtime, and a guesser reused within it would be banned by address).
  */
-const pick6 = () => `2001:db8:2::f2b:${randomBytes(2).toString("hex")}:${randomBytes(2).toString("hex")}`;
+// In canonical form (no leading zeros in a group), as the guard writes addresses into allow_nets.
+const group = () => randomBytes(2).readUInt16BE(0).toString(16);
+const pick6 = () => `2001:db8:2::f2b:${group()}:${group()}`;
 const GUARD_KNOWN = pick6();
 const GUARD_NEW = pick6();
 const GUESSERS = Array.from({ length: 5 }, pick6);
