@@ -63,6 +63,8 @@ function requireAddress(value: string | undefined, family: 4 | 6, what: string):
 
 /** A stand-in key so that records can be rendered when the real ones are unknown (never compared). */
 const UNKNOWN_DKIM_KEY = "unknown";
+/** TLSA data is never looked up by the check (compareRecords skips it), so a stand-in serves. */
+const UNKNOWN_TLSA = "3 1 1 unknown";
 
 export async function loadIntended(opts: IntendedOptions): Promise<Intended> {
     if (opts.stack === "lab") return loadLab();
@@ -75,7 +77,13 @@ export async function loadIntended(opts: IntendedOptions): Promise<Intended> {
     const dkimKnown = Array.isArray(outputs.dnsRecords);
     const records = dkimKnown
         ? outputs.dnsRecords!
-        : renderDnsRecords({ model, ipv4, ipv6, dkimPublicKeys: Object.fromEntries(model.dkimSelectors.map((s) => [s, UNKNOWN_DKIM_KEY])) });
+        : renderDnsRecords({
+              model,
+              ipv4,
+              ipv6,
+              dkimPublicKeys: Object.fromEntries(model.dkimSelectors.map((s) => [s, UNKNOWN_DKIM_KEY])),
+              tlsa: Object.fromEntries(model.tlsKeys.map((k) => [k, UNKNOWN_TLSA])),
+          });
     return {
         stack: opts.stack,
         lab: false,
@@ -93,7 +101,7 @@ export async function loadIntended(opts: IntendedOptions): Promise<Intended> {
 async function loadLab(): Promise<Intended> {
     // Lab modules are loaded only here: a real stack's check needs nothing of the lab.
     const { LAB, PATHS } = await import("../lab/lab");
-    const { dkimPublicKeys, ensureSecrets, loadLabStack } = await import("../lab/stack");
+    const { dkimPublicKeys, ensureSecrets, loadLabStack, tlsaData } = await import("../lab/stack");
     const { model, passwords } = loadLabStack(readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim());
     const secrets = ensureSecrets(model, passwords);
     const ipv4 = LAB.mail.ipv4;
@@ -104,7 +112,7 @@ async function loadLab(): Promise<Intended> {
         model,
         ipv4,
         ipv6,
-        records: renderDnsRecords({ model, ipv4, ipv6, dkimPublicKeys: dkimPublicKeys(model, secrets) }),
+        records: renderDnsRecords({ model, ipv4, ipv6, dkimPublicKeys: dkimPublicKeys(model, secrets), tlsa: tlsaData(model, secrets) }),
         dkimKnown: true,
         dnsServers: [LAB.dns],
         fixDns: "the lab DNS serves renderDnsRecords: `npm run lab` re-renders and reloads the zones",

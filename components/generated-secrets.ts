@@ -3,7 +3,10 @@
  * is generated once, kept (encrypted) in the Pulumi state and reused on every `up`.
  *
  * - "password" -> `random.RandomPassword` (32 letters and digits: safe in every config syntax);
- * - "dkim-rsa2048" -> `tls.PrivateKey` RSA 2048 (PEM, PKCS#1 as OpenDKIM/Rspamd read it).
+ * - "dkim-rsa2048" -> `tls.PrivateKey` RSA 2048 (PEM, PKCS#1 as OpenDKIM/Rspamd read it);
+ * - "tls-rsa2048" -> `tls.PrivateKey` RSA 2048, the certificate's key: made here rather than by
+ *   certbot so that its TLSA record is known before the server exists and a new server (or a
+ *   renewal) carries the same key.
  *
  * Resource names are the secret names (`db.mailreader`, `user:alice@example.org`, `dkim:s2026`), so
  * adding a user or a selector creates one resource and touches no other. Stateful secrets (DKIM
@@ -14,7 +17,8 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
 import type { ConfiguredPasswords, Model } from "./config";
-import { DKIM_SECRET_PREFIX, dkimPublicKeyFromPem, userPasswordSecret, type SecretSpec } from "./secrets";
+import { tlsaOfKey } from "./dns/records";
+import { DKIM_SECRET_PREFIX, dkimPublicKeyFromPem, TLS_KEY_SECRET_PREFIX, userPasswordSecret, type SecretSpec } from "./secrets";
 import { secretSpecs, type Service } from "./services";
 
 export interface GeneratedSecretsArgs {
@@ -33,6 +37,8 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
     public readonly byName: Readonly<Record<string, pulumi.Output<string>>>;
     /** selector -> base64 SPKI of the DKIM public key (public data), one Output per selector. */
     public readonly dkimPublicKeys: Readonly<Record<string, pulumi.Output<string>>>;
+    /** TLS key name -> its TLSA data ("3 1 1 <sha256 of the SPKI>", public), one Output per key. */
+    public readonly tlsa: Readonly<Record<string, pulumi.Output<string>>>;
     /** address -> password, for the users whose password was generated (secret; a stack output). */
     public readonly generatedUserPasswords: pulumi.Output<Record<string, string>>;
 
@@ -42,6 +48,7 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
         const specs = secretSpecs(model, args.services);
         const generated: Record<string, pulumi.Output<string>> = {};
         const dkim: Record<string, pulumi.Output<string>> = {};
+        const tlsa: Record<string, pulumi.Output<string>> = {};
         const optsFor = (spec: SecretSpec, parameters: string[]): pulumi.CustomResourceOptions => ({
             parent: this,
             protect: spec.stateful && model.protectState,
@@ -64,6 +71,15 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
                     dkim[spec.name.slice(DKIM_SECRET_PREFIX.length)] = key.publicKeyPem.apply(dkimPublicKeyFromPem);
                     break;
                 }
+                case "tls-rsa2048": {
+                    const key = new tls.PrivateKey(spec.name, { algorithm: "RSA", rsaBits: 2048 }, {
+                        ...optsFor(spec, ["algorithm", "rsaBits"]),
+                        additionalSecretOutputs: ["privateKeyPem", "privateKeyOpenssh", "privateKeyPemPkcs8"],
+                    });
+                    generated[spec.name] = key.privateKeyPem;
+                    tlsa[spec.name.slice(TLS_KEY_SECRET_PREFIX.length)] = key.publicKeyPem.apply(tlsaOfKey);
+                    break;
+                }
                 default: {
                     const unknown: never = spec.kind;
                     throw new pulumi.ResourceError(`unknown secret kind ${String(unknown)}`, this);
@@ -76,10 +92,11 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
         for (const [address, password] of args.configuredPasswords) byName[userPasswordSecret(address)] = pulumi.secret(password);
         this.byName = byName;
         this.dkimPublicKeys = dkim;
+        this.tlsa = tlsa;
         const generatedUsers = model.users.filter((u) => !u.passwordFromConfig);
         this.generatedUserPasswords = pulumi.secret(
             pulumi.all(generated).apply((g) => Object.fromEntries(generatedUsers.map((u) => [u.address, g[userPasswordSecret(u.address)]]))),
         );
-        this.registerOutputs({ dkimPublicKeys: pulumi.all(dkim) });
+        this.registerOutputs({ dkimPublicKeys: pulumi.all(dkim), tlsa: pulumi.all(tlsa) });
     }
 }

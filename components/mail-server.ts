@@ -83,7 +83,7 @@ export class MailServer extends pulumi.ComponentResource {
         const { model, services } = args;
         this.secrets = new GeneratedSecrets("secrets", { model, configuredPasswords: args.configuredPasswords, services }, { parent: this });
         this.host = new Host("host", { model, services }, { parent: this });
-        this.dns = new MailDns("dns", { model, ipv4: this.host.ipv4, ipv6: this.host.ipv6, dkimPublicKeys: this.secrets.dkimPublicKeys, services, sshHostKeys: [this.host.hostPublicKey] }, { parent: this });
+        this.dns = new MailDns("dns", { model, ipv4: this.host.ipv4, ipv6: this.host.ipv6, dkimPublicKeys: this.secrets.dkimPublicKeys, services, sshHostKeys: [this.host.hostPublicKey], tlsa: this.secrets.tlsa }, { parent: this });
 
         // DKIM rotation: the signer is decided from how long each selector's records have been
         // public (Cloudflare's timestamps) and the config order. Only the steps that use the

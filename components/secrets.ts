@@ -11,7 +11,9 @@ export type SecretKind =
     /** 32 letters and digits: safe inside every config syntax we render (no quoting needed). */
     | "password"
     /** RSA 2048 private key, PEM (PKCS#1), for DKIM signing; the public half goes to DNS. */
-    | "dkim-rsa2048";
+    | "dkim-rsa2048"
+    /** RSA 2048 private key, PEM, for the server's certificate; its hash goes to DNS as TLSA. */
+    | "tls-rsa2048";
 
 export interface SecretSpec {
     readonly name: string;
@@ -40,6 +42,8 @@ export const BACKUP_PASSWORD_SECRET = "backup.restic";
 export const userPasswordSecret = (address: string) => `user:${address}`;
 export const DKIM_SECRET_PREFIX = "dkim:";
 export const dkimKeySecret = (selector: string) => `${DKIM_SECRET_PREFIX}${selector}`;
+export const TLS_KEY_SECRET_PREFIX = "tls:";
+export const tlsKeySecret = (name: string) => `${TLS_KEY_SECRET_PREFIX}${name}`;
 export const dbPasswordSecret = (role: string) => `db.${role}`;
 
 /**

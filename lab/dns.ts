@@ -9,9 +9,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ipaddr from "ipaddr.js";
 import type { Model } from "../components/config";
-import { renderDnsRecords, txtContent, type DnsRecord } from "../components/dns/records";
+import { renderDnsRecords, tlsaOfKey, txtContent, zoneOf, type DnsRecord } from "../components/dns/records";
 import { dkimPublicKeyFromPem } from "../components/secrets";
-import { ensureForeignDkimKey, ensureForeignTlsKey, FOREIGN_DKIM_SELECTOR, tlsaOfKey } from "./foreign";
+import { ensureForeignDkimKey, ensureForeignTlsKey, FOREIGN_DKIM_SELECTOR } from "./foreign";
 import { ecP256PrivateKey, keptKey, labTemplate, writeIfChanged } from "./files";
 import { LAB, PATHS } from "./lab";
 import { daemonPid, inLabNet, run, runOk, startDaemon, waitFor } from "./proc";
@@ -87,6 +87,8 @@ export function labTrustAnchors(domains: readonly string[], pem: string = ensure
 export interface LabZoneInput {
     readonly model: Model;
     readonly dkimPublicKeys: Readonly<Record<string, string>>;
+    /** TLS key name -> TLSA data of our certificate's keys (lab/stack.ts tlsaData). */
+    readonly tlsa: Readonly<Record<string, string>>;
     /** The foreign MTA's DKIM public key (base64 SPKI); ensureDns fills it in from .lab. */
     readonly foreignDkimPublicKey?: string;
     /** The foreign MTA's TLSA data ("3 1 1 <hash>" of its TLS key); ensureDns fills it in from .lab. */
@@ -94,14 +96,14 @@ export interface LabZoneInput {
 }
 
 /** Every zone the lab serves. Pure: the unit tests check it without a running server. */
-export function labZones({ model, dkimPublicKeys, foreignDkimPublicKey, foreignTlsa }: LabZoneInput): Zone[] {
+export function labZones({ model, dkimPublicKeys, tlsa, foreignDkimPublicKey, foreignTlsa }: LabZoneInput): Zone[] {
     const zones = new Map<string, ZoneRecord[]>();
     const add = (zone: string, r: ZoneRecord) => {
         if (!zones.has(zone)) zones.set(zone, []);
         zones.get(zone)!.push(r);
     };
     for (const origin of labZoneOrigins(model.domains)) zones.set(origin, []);
-    for (const r of renderDnsRecords({ model, ipv4: LAB.mail.ipv4, ipv6: LAB.mail.ipv6, dkimPublicKeys })) {
+    for (const r of renderDnsRecords({ model, ipv4: LAB.mail.ipv4, ipv6: LAB.mail.ipv6, dkimPublicKeys, tlsa })) {
         add(r.zone, { name: r.name, type: r.type, ttl: r.ttl, content: r.content });
     }
     // The foreign MTA's domain: a plain, correct mail domain of someone else.
@@ -123,6 +125,13 @@ export function labZones({ model, dkimPublicKeys, foreignDkimPublicKey, foreignT
     add(LAB.foreignDomain, { name: bad.mx, type: "AAAA", ttl: LAB_TTL, content: f.ipv6 });
     add(LAB.foreignDomain, { name: `_25._tcp.${bad.mx}`, type: "TLSA", ttl: LAB_TTL, content: `3 1 1 ${"ab".repeat(32)}` });
     add(LAB.foreignDomain, { name: f.fqdn, type: "AAAA", ttl: LAB_TTL, content: f.ipv6 });
+    // And for mail to us: the ispmail server under a second name in our first domain's zone.
+    const badIn = LAB.daneMismatchInbound;
+    const ours = zoneOf(badIn.domain, labZoneOrigins(model.domains));
+    add(ours, { name: badIn.domain, type: "MX", ttl: LAB_TTL, content: `10 ${badIn.mx}` });
+    add(ours, { name: badIn.mx, type: "A", ttl: LAB_TTL, content: LAB.mail.ipv4 });
+    add(ours, { name: badIn.mx, type: "AAAA", ttl: LAB_TTL, content: LAB.mail.ipv6 });
+    add(ours, { name: `_25._tcp.${badIn.mx}`, type: "TLSA", ttl: LAB_TTL, content: `3 1 1 ${"cd".repeat(32)}` });
     add(LAB.foreignDomain, { name: NS_HOST, type: "A", ttl: LAB_TTL, content: LAB.host.ipv4 });
     add(LAB.foreignDomain, { name: NS_HOST, type: "AAAA", ttl: LAB_TTL, content: LAB.host.ipv6 });
     // The broken zone: delegated from the foreign domain with a DS no key of it matches.

@@ -8,7 +8,9 @@
  * signed like a logged-in user's, not judged as inbound. It is configured with the same Step
  * machinery as the server, so it is idempotent in the same way.
  */
-import { createHash, createPublicKey, generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync } from "node:crypto";
+import type { Model } from "../components/config";
+import { renderResolverStep } from "../components/services/resolver";
 import type { Step } from "../components/steps";
 import { readStatic } from "../components/templates";
 import { ecP256PrivateKey, keptKey, labFile, labTemplate } from "./files";
@@ -27,16 +29,15 @@ export function ensureForeignTlsKey(): string {
     return keptKey(PATHS.foreignTlsKey, ecP256PrivateKey);
 }
 
-/** DANE-EE, SPKI, SHA-256 (RFC 7671 "3 1 1"): the TLSA data of a key, whatever certificate carries it. */
-export function tlsaOfKey(pem: string): string {
-    const spki = createPublicKey(pem).export({ type: "spki", format: "der" });
-    return `3 1 1 ${createHash("sha256").update(spki).digest("hex")}`;
-}
-
 const FOREIGN_TLS_KEY_PATH = "/etc/postfix/tls/mx.key";
 const FOREIGN_TLS_CERT_PATH = "/etc/postfix/tls/mx.crt";
 
-export function renderForeignMtaSteps(dkimKeyPem: string = ensureForeignDkimKey(), tlsKeyPem: string = ensureForeignTlsKey()): Step[] {
+/**
+ * The foreign MTA's steps. `resolver`: the lab world's resolver settings (the lab stack's
+ * ispmail:resolver: the lab DNS as forwarder, the lab zones' trust anchors); the foreign MTA
+ * validates through its own unbound like the server, so that it can send with DANE.
+ */
+export function renderForeignMtaSteps(resolver: Model["resolver"], dkimKeyPem: string = ensureForeignDkimKey(), tlsKeyPem: string = ensureForeignTlsKey()): Step[] {
     const view = {
         fqdn: LAB.foreign.fqdn,
         domain: LAB.foreignDomain,
@@ -51,6 +52,7 @@ export function renderForeignMtaSteps(dkimKeyPem: string = ensureForeignDkimKey(
     const rspamdLocal = (name: string) => ({ path: `/etc/rspamd/local.d/${name}`, content: labFile(`foreign/rspamd/${name}`) });
     const rspamdTemplate = (name: string) => ({ path: `/etc/rspamd/local.d/${name}`, content: labTemplate(`foreign/rspamd/${name}.mustache`, view) });
     return [
+        { name: "foreign-resolver", ...renderResolverStep(resolver, LAB.foreignDomain), after: [] },
         {
             name: "foreign-mta",
             description: `Postfix for ${LAB.foreignDomain} with rspamd enforcing DMARC, recording verdicts and DKIM-signing`,
@@ -95,7 +97,7 @@ fi
 systemctl enable --quiet postfix
 reload_when_changed postfix /etc/postfix /etc/mailname -- postfix check
 `,
-            after: [],
+            after: ["foreign-resolver"],
         },
     ];
 }

@@ -57,6 +57,12 @@ export const LAB = {
      * that matches no key: a DANE sender must defer its mail rather than send it unverified.
      */
     daneMismatch: { domain: "tlsa-mismatch.example.net", mx: "mx-tlsa-mismatch.example.net" },
+    /**
+     * The same for mail to us: a name in our first domain's zone whose MX is the ispmail server
+     * under a second name with a TLSA record that matches no key. The foreign MTA (sending with
+     * DANE) must defer mail to it.
+     */
+    daneMismatchInbound: { domain: "tlsa-mismatch.example.org", mx: "mx-tlsa-mismatch.example.org" },
     /** Only one lab operation at a time on this machine (shared convention). */
     lockFile: "/run/ispmail-lab.lock",
 } as const;

@@ -21,7 +21,7 @@ import { ensureLabCa, ensurePebble, PEBBLE_DAEMON } from "./pebble";
 import { daemonPid, isAlive, knownDaemons, parentPid, quick, stopDaemon, waitFor } from "./proc";
 import { ensureRootfs } from "./rootfs";
 import { ensureDeployKey } from "./ssh";
-import { dkimPublicKeys, ensureSecrets, loadLabStack } from "./stack";
+import { dkimPublicKeys, ensureSecrets, loadLabStack, tlsaData } from "./stack";
 
 export type Log = (line: string) => void;
 
@@ -54,7 +54,7 @@ export async function labUp(log: Log): Promise<UpReport> {
     // that use deployment facts once per selector that may sign).
     renderServerSteps(model, settledFacts(model));
     factStepCandidates(model);
-    const foreignSteps = renderForeignMtaSteps();
+    const foreignSteps = renderForeignMtaSteps(model.resolver);
 
     await ensureLabCa();
     const rootfs = await timed(timings, "rootfs", () => ensureRootfs(log));
@@ -64,7 +64,7 @@ export async function labUp(log: Log): Promise<UpReport> {
     log(`apt proxy: ${await timed(timings, "aptProxy", ensureAptProxy)} (${LAB.aptProxy.url})`);
     // The records the program publishes at Cloudflare, served by the lab DNS (the program itself
     // decides the DKIM signer from its records' times, as in `pulumi up`).
-    const dns = await timed(timings, "dns", () => ensureDns({ model, dkimPublicKeys: dkimPublicKeys(model, secrets) }));
+    const dns = await timed(timings, "dns", () => ensureDns({ model, dkimPublicKeys: dkimPublicKeys(model, secrets), tlsa: tlsaData(model, secrets) }));
     log(`dns: ${dns} (knot on ${LAB.dns})`);
     log(`acme: ${await timed(timings, "pebble", ensurePebble)} (pebble on ${LAB.acme.directoryUrl})`);
 
@@ -126,7 +126,7 @@ export interface LabDeployment {
  * planDkimSigning that reads Cloudflare's timestamps in Pulumi), and render the mail server's steps.
  */
 export async function labDeployment(model: Model, secrets: Readonly<Record<string, string>>): Promise<LabDeployment> {
-    const dns = await ensureDns({ model, dkimPublicKeys: dkimPublicKeys(model, secrets) });
+    const dns = await ensureDns({ model, dkimPublicKeys: dkimPublicKeys(model, secrets), tlsa: tlsaData(model, secrets) });
     const dkim = labDkimSigning(model);
     return { dns, dkim, steps: renderServerSteps(model, { dkimSigner: dkim.selector }) };
 }

@@ -6,7 +6,8 @@
 import { generateKeyPairSync, randomInt } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { parseConfig, stackFileConfig, type ConfiguredPasswords, type Model } from "../components/config";
-import { dkimKeySecret, dkimPublicKeyFromPem, userPasswordSecret, type SecretSpec } from "../components/secrets";
+import { tlsaOfKey } from "../components/dns/records";
+import { dkimKeySecret, dkimPublicKeyFromPem, tlsKeySecret, userPasswordSecret, type SecretSpec } from "../components/secrets";
 import { secretSpecs } from "../components/services";
 import { labTrustAnchors } from "./dns";
 import { PATHS } from "./lab";
@@ -47,6 +48,7 @@ function generate(spec: SecretSpec): string {
         case "password":
             return generatePassword();
         case "dkim-rsa2048":
+        case "tls-rsa2048":
             return generateKeyPairSync("rsa", { modulusLength: 2048, privateKeyEncoding: { type: "pkcs1", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } }).privateKey;
         default: {
             const never: never = spec.kind;
@@ -84,4 +86,15 @@ export function dkimPublicKeys(model: Model, secrets: Readonly<Record<string, st
         out[selector] = dkimPublicKeyFromPem(pem);
     }
     return out;
+}
+
+/** TLS key name -> TLSA data of the certificate's key: what the lab DNS publishes as Pulumi would. */
+export function tlsaData(model: Model, secrets: Readonly<Record<string, string>>): Record<string, string> {
+    return Object.fromEntries(
+        model.tlsKeys.map((key) => {
+            const pem = secrets[tlsKeySecret(key)];
+            if (!pem) throw new Error(`no TLS key "${key}"`);
+            return [key, tlsaOfKey(pem)];
+        }),
+    );
 }

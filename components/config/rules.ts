@@ -29,6 +29,7 @@ export interface RelationInput {
     aliases: ListPart<ElementOf<Parsed["aliases"]>>;
     sharedMailboxes: ListPart<ElementOf<Parsed["sharedMailboxes"]>>;
     dkimSelectors: ListPart<string>;
+    tlsKeys: ListPart<string>;
     nextcloudHost?: string;
 }
 
@@ -46,12 +47,13 @@ export function fromComplete(c: Parsed): RelationInput {
         aliases: whole(c.aliases),
         sharedMailboxes: whole(c.sharedMailboxes),
         dkimSelectors: whole(c.dkimSelectors),
+        tlsKeys: whole(c.tlsKeys),
         nextcloudHost: c.nextcloud.host,
     };
 }
 
 /** Parses a list key element by element when the list as a whole fails. */
-function partialList<K extends "domains" | "users" | "aliases" | "sharedMailboxes" | "dkimSelectors">(values: Record<string, unknown>, key: K): ListPart<ElementOf<Parsed[K]>> {
+function partialList<K extends "domains" | "users" | "aliases" | "sharedMailboxes" | "dkimSelectors" | "tlsKeys">(values: Record<string, unknown>, key: K): ListPart<ElementOf<Parsed[K]>> {
     const schema = configSchema.shape[key];
     const whole = schema.safeParse(values[key]);
     if (whole.success) return { items: (whole.data as ElementOf<Parsed[K]>[]).map((value, index) => ({ index, value })), complete: true };
@@ -95,6 +97,7 @@ export function partialParse(decoded: Record<string, unknown>, undecodable: Read
         aliases: partialList(values, "aliases"),
         sharedMailboxes: partialList(values, "sharedMailboxes"),
         dkimSelectors: partialList(values, "dkimSelectors"),
+        tlsKeys: partialList(values, "tlsKeys"),
         ...(nextcloud.success && nextcloud.data.host ? { nextcloudHost: nextcloud.data.host } : {}),
     };
 }
@@ -159,6 +162,11 @@ export function checkRelations(c: RelationInput, secretKeys: ReadonlySet<string>
     for (const { index, value: s } of c.dkimSelectors.items) {
         if (selectors.has(s)) problems.push(`${keyPath(["dkimSelectors", index])}: selector "${s}" is listed twice; each selector may appear once`);
         selectors.add(s);
+    }
+    const tlsKeys = new Set<string>();
+    for (const { index, value: k } of c.tlsKeys.items) {
+        if (tlsKeys.has(k)) problems.push(`${keyPath(["tlsKeys", index])}: key "${k}" is listed twice; each key may appear once`);
+        tlsKeys.add(k);
     }
     const host = c.nextcloudHost;
     if (host && c.mailHost && domainsKnown && host !== c.mailHost && !c.domains.items.some(({ value: d }) => host === d || host.endsWith(`.${d}`))) {

@@ -272,6 +272,22 @@ const selectorList = z
     .min(1)
     .describe("a list of at least one DKIM selector such as [s2026]; the first one signs once its record has been public for dns.ttl seconds, the others stay published for rotation");
 
+const TLS_KEY_ALLOWED = "a TLS key name: lowercase letters, digits and inner hyphens, such as tls2026";
+/** The certificate's keys by name: each is published as TLSA, the first one is in the certificate. */
+const tlsKeyList = z
+    .array(
+        z
+            .string()
+            .transform(lower)
+            .superRefine((s, ctx) => {
+                if (!SELECTOR.test(s)) ctx.addIssue({ code: "custom", message: `"${s}" is not allowed; must be ${TLS_KEY_ALLOWED}` });
+            })
+            .describe(TLS_KEY_ALLOWED),
+    )
+    .min(1)
+    .default(["tls1"])
+    .describe("a list of at least one TLS key name (default [tls1]); every listed key's TLSA record is published on _25._tcp.<mailHost>, the first key is the certificate's; add, move first, then drop to roll the key over");
+
 /** The shape of every `ispmail:*` key; keys without a default must be present in the stack file. */
 export const configSchema = z.strictObject({
     mailHost: fqdn.describe(`the server's host name, ${FQDN_ALLOWED}`),
@@ -282,6 +298,7 @@ export const configSchema = z.strictObject({
     aliases: z.array(aliasSchema).default([]).describe("a list of aliases, each a mapping {source, destination}"),
     sharedMailboxes: z.array(shareSchema).default([]).describe("a list of shares, each a mapping {mailbox, sharedTo, rights?}"),
     dkimSelectors: selectorList,
+    tlsKeys: tlsKeyList,
     defaultQuotaMb: z.number().int().min(1).max(1024 * 1024).default(2048).describe("a whole number of MB from 1 to 1048576 (default 2048)"),
     nextcloud: nextcloudSchema.default({ enabled: false }),
     acme: acmeSchema.default({ directoryUrl: "https://acme-v02.api.letsencrypt.org/directory" }),

@@ -30,12 +30,12 @@ export interface CloudflareRecordArgs {
     readonly proxied: false;
     readonly content?: string;
     readonly priority?: number;
-    readonly data?: { flags?: number; tag?: string; value?: string; priority?: number; weight?: number; port?: number; target?: string; algorithm?: number; type?: number; fingerprint?: string };
+    readonly data?: { flags?: number; tag?: string; value?: string; priority?: number; weight?: number; port?: number; target?: string; algorithm?: number; type?: number; fingerprint?: string; usage?: number; selector?: number; matchingType?: number; certificate?: string };
 }
 
 /**
  * Maps a presentation-format record to Cloudflare's API shape: MX has its preference in `priority`;
- * CAA, SRV and SSHFP are structured `data` (the API rejects them as `content`); TXT keeps the quoted
+ * CAA, SRV, SSHFP and TLSA are structured `data` (the API rejects them as `content`); TXT keeps the quoted
  * character-strings, which the API takes as they are.
  */
 export function toCloudflareRecord(r: DnsRecord): CloudflareRecordArgs {
@@ -67,6 +67,11 @@ export function toCloudflareRecord(r: DnsRecord): CloudflareRecordArgs {
             if (!m) throw new Error(`SSHFP ${r.name}: cannot read "${r.content}"`);
             return { ...base, data: { algorithm: Number(m[1]), type: Number(m[2]), fingerprint: m[3] } };
         }
+        case "TLSA": {
+            const m = /^(\d+) (\d+) (\d+) ([0-9a-f]+)$/.exec(r.content);
+            if (!m) throw new Error(`TLSA ${r.name}: cannot read "${r.content}"`);
+            return { ...base, data: { usage: Number(m[1]), selector: Number(m[2]), matchingType: Number(m[3]), certificate: m[4] } };
+        }
         default: {
             const unknown: never = r.type;
             throw new Error(`unsupported record type ${String(unknown)}`);
@@ -76,11 +81,15 @@ export function toCloudflareRecord(r: DnsRecord): CloudflareRecordArgs {
 
 const PLACEHOLDER = "@@ispmail-dns-placeholder@@";
 
+/** The types {@link toCloudflareRecord} maps to structured `data` instead of `content`. */
+const STRUCTURED_TYPES: ReadonlySet<DnsRecord["type"]> = new Set(["CAA", "SRV", "SSHFP", "TLSA"]);
+
 /** The record set with placeholders for the values known only after deployment. */
 export function recordTemplate(model: Model, services?: readonly Service[], sshHostKeyCount = 0): DnsRecord[] {
     const dkimPublicKeys = Object.fromEntries(model.dkimSelectors.map((s) => [s, `${PLACEHOLDER}dkim-${s}`]));
     const sshfp = Array.from({ length: sshHostKeyCount }, (_, i) => `${PLACEHOLDER}sshfp-${i}`);
-    return renderDnsRecords({ model, ipv4: `${PLACEHOLDER}ipv4`, ipv6: `${PLACEHOLDER}ipv6`, dkimPublicKeys, services, sshfp });
+    const tlsa = Object.fromEntries(model.tlsKeys.map((k) => [k, `${PLACEHOLDER}tlsa-${k}`]));
+    return renderDnsRecords({ model, ipv4: `${PLACEHOLDER}ipv4`, ipv6: `${PLACEHOLDER}ipv6`, dkimPublicKeys, services, sshfp, tlsa });
 }
 
 /** Stable resource names, one per template record (see the module comment). */
@@ -106,6 +115,8 @@ export interface MailDnsArgs {
     readonly services?: readonly Service[];
     /** The server's SSH host public keys (OpenSSH lines), published as SSHFP on mailHost. */
     readonly sshHostKeys?: readonly pulumi.Input<string>[];
+    /** TLS key name -> TLSA data of the certificate's key, one per `model.tlsKeys` entry. */
+    readonly tlsa: Readonly<Record<string, pulumi.Input<string>>>;
 }
 
 /**
@@ -140,6 +151,7 @@ export class MailDns extends pulumi.ComponentResource {
         const values: Record<string, pulumi.Input<string>> = { ipv4: args.ipv4, ipv6: args.ipv6 };
         for (const selector of model.dkimSelectors) values[`dkim-${selector}`] = args.dkimPublicKeys[selector];
         sshHostKeys.forEach((key, i) => (values[`sshfp-${i}`] = pulumi.output(key).apply(sshfpOf)));
+        for (const key of model.tlsKeys) values[`tlsa-${key}`] = args.tlsa[key];
         /** The record set rendered from the given values, placeholders for the others. */
         const render = (known: Readonly<Record<string, string>>) =>
             renderDnsRecords({
@@ -149,6 +161,7 @@ export class MailDns extends pulumi.ComponentResource {
                 ipv6: known.ipv6 ?? `${PLACEHOLDER}ipv6`,
                 dkimPublicKeys: Object.fromEntries(model.dkimSelectors.map((s) => [s, known[`dkim-${s}`] ?? `${PLACEHOLDER}dkim-${s}`])),
                 sshfp: sshHostKeys.map((_, i) => known[`sshfp-${i}`] ?? `${PLACEHOLDER}sshfp-${i}`),
+                tlsa: Object.fromEntries(model.tlsKeys.map((k) => [k, known[`tlsa-${k}`] ?? `${PLACEHOLDER}tlsa-${k}`])),
             });
         this.records = pulumi.all(values).apply(render);
 
@@ -161,7 +174,7 @@ export class MailDns extends pulumi.ComponentResource {
         const resources: Record<string, cloudflare.DnsRecord> = {};
         this.addressRecords = [];
         template.forEach((t, i) => {
-            // Only A/AAAA/DKIM content and SSHFP data wait for deployment-time values; the rest is
+            // Only A/AAAA/DKIM content and SSHFP/TLSA data wait for deployment-time values; the rest is
             // known in preview.
             const needs = placeholderKeys(t);
             const resolved = needs.length
@@ -171,9 +184,9 @@ export class MailDns extends pulumi.ComponentResource {
                       return toCloudflareRecord(r);
                   })
                 : undefined;
-            // A template record with a placeholder in structured data (SSHFP) cannot be mapped
+            // A template record with a placeholder in structured data (SSHFP, TLSA) cannot be mapped
             // before its value is known; its identity is the template's.
-            const structured = t.type === "CAA" || t.type === "SRV" || t.type === "SSHFP";
+            const structured = STRUCTURED_TYPES.has(t.type);
             const fixed = resolved && structured ? { name: t.name, type: t.type, ttl: t.ttl, proxied: false as const } : toCloudflareRecord(t);
             const content = structured ? undefined : resolved ? resolved.apply((c) => c.content!) : fixed.content;
             const data = structured && resolved ? resolved.apply((c) => c.data!) : fixed.data;

@@ -16,7 +16,7 @@
  *   no wildcards; reports to the admin.
  * - SSHFP on mailHost for the server's SSH host key (RFC 4255), when the caller knows it.
  */
-import { createHash } from "node:crypto";
+import { createHash, createPublicKey } from "node:crypto";
 import { dkimRecordName } from "../dkim";
 import type { Model } from "../config";
 import { splitAddress } from "../config/schema";
@@ -26,7 +26,7 @@ import { mtaStsPolicy } from "./mta-sts";
 export { mtaStsPolicy } from "./mta-sts";
 export type { MtaStsPolicy } from "./mta-sts";
 
-export type DnsRecordType = "A" | "AAAA" | "MX" | "TXT" | "CAA" | "SRV" | "CNAME" | "SSHFP";
+export type DnsRecordType = "A" | "AAAA" | "MX" | "TXT" | "CAA" | "SRV" | "CNAME" | "SSHFP" | "TLSA";
 
 export interface DnsRecord {
     /** The zone the record lives in (e.g. example.org). */
@@ -56,6 +56,11 @@ export interface DnsInput {
      * admin's ssh can check the host key through DNSSEC (VerifyHostKeyDNS) on first contact.
      */
     readonly sshfp?: readonly string[];
+    /**
+     * TLS key name -> TLSA data ({@link tlsaOfKey}) for every key in `model.tlsKeys`: published on
+     * _25._tcp.<mailHost>, so that senders that validate DNSSEC (DANE, RFC 7672) authenticate us.
+     */
+    readonly tlsa: Readonly<Record<string, string>>;
 }
 
 /** RFC 1035 §3.3.14: a TXT character-string holds at most 255 octets. */
@@ -117,6 +122,18 @@ export function sshfpOf(openssh: string): string {
 }
 
 /**
+ * DANE-EE, SPKI, SHA-256 ("3 1 1", RFC 7671 §5.1): the TLSA data of a key, whatever certificate
+ * carries it, so a renewal with the same key keeps it valid. Takes a public or private key PEM.
+ */
+export function tlsaOfKey(pem: string): string {
+    const spki = createPublicKey(pem).export({ type: "spki", format: "der" });
+    return `3 1 1 ${createHash("sha256").update(spki).digest("hex")}`;
+}
+
+/** The TLSA owner name of SMTP on a host (RFC 7672 §2.2): only port 25 is DANE's for MX delivery. */
+export const smtpTlsaName = (host: string) => `_25._tcp.${host}`;
+
+/**
  * The CAA `issue` value: Let's Encrypt, validated over http-01 only (the certbot step's webroot; a
  * DNS or TLS-ALPN challenge is then refused), and, when the account is known, for it alone.
  */
@@ -137,6 +154,13 @@ export function renderDnsRecords(input: DnsInput): DnsRecord[] {
     }
 
     for (const data of input.sshfp ?? []) add(model.mailHost, "SSHFP", data);
+    // Every listed key, so that the next key's record is public before the certificate switches
+    // to it (and the old one until every cache has the new record): the rollover in OPERATIONS.md.
+    for (const key of model.tlsKeys) {
+        const data = input.tlsa[key];
+        if (!data) throw new Error(`no TLSA data for TLS key "${key}"`);
+        add(smtpTlsaName(model.mailHost), "TLSA", data);
+    }
 
     // CAA goes on the apex of each zone that holds a name we publish (it covers every name below).
     const usedZones = [...new Set(out.map((r) => r.zone).concat(model.domains.map((d) => zoneOf(d, zones))))].sort();

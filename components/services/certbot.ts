@@ -1,23 +1,30 @@
 /**
- * The `certbot` step: one ACME certificate (lineage `ispmail`) for mailHost and every web name,
- * obtained with certbot from Debian through the web step's webroot (http-01), from the ACME
- * directory of the stack (Let's Encrypt in real stacks, the lab's pebble in the lab).
+ * The `certbot` step: one ACME certificate for mailHost and every web name, for the key the stack
+ * generated (the first of ispmail:tlsKeys), obtained with certbot from Debian through
+ * the web step's webroot (http-01) from the ACME directory of the stack (Let's Encrypt in real
+ * stacks, the lab's pebble in the lab).
  *
- * The deploy hook puts it where every daemon reads it (/etc/ispmail/tls) and reloads Postfix,
- * Dovecot and Apache; Debian's certbot.timer renews it. The step asks the CA for a certificate only
- * when there is none with exactly the wanted names from the configured server (idempotent).
+ * The key (installed by the tls step, /etc/ispmail/certificate/key.pem) comes from the stack
+ * rather than from certbot so that its TLSA record (DANE, published
+ * by components/dns) is known before the server exists and stays valid across renewals and server
+ * replacements. certbot cannot manage a lineage for a given key, so /usr/local/sbin/ispmail-certificate
+ * requests certificates for a CSR and renews them itself (ispmail-certificate.timer), installing
+ * them into /etc/ispmail/tls and reloading Postfix, Dovecot and Apache. Idempotent: it asks the CA
+ * only when there is no certificate from this server for exactly these names and this key, or it
+ * expires within 30 days.
  */
 import type { Model } from "../config";
 import { ACME_WEBROOT } from "../paths";
+import type { StepFile } from "../steps";
 import { shellAssignments } from "../shell";
 import { readStatic } from "../templates";
-import { ALERT_ON_FAILURE } from "./base";
 import { STEP } from "./names";
+import { CERTIFICATE_KEY } from "./tls";
 import type { RenderContext, Service, StepBody } from "./service";
 
-/** certbot's lineage name: /etc/letsencrypt/live/ispmail. */
-export const CERT_NAME = "ispmail";
-export const DEPLOY_HOOK_PATH = "/etc/letsencrypt/renewal-hooks/deploy/ispmail";
+export const CERTIFICATE_SCRIPT = "/usr/local/sbin/ispmail-certificate";
+export const CERTIFICATE_CONF = "/etc/ispmail/certificate.conf";
+const UNIT_DIR = "/etc/systemd/system";
 
 /** The certificate's names (SANs): mailHost and every web host, each once, sorted. */
 export function certificateDomains(model: Pick<Model, "mailHost">, webHosts: readonly string[]): string[] {
@@ -25,27 +32,27 @@ export function certificateDomains(model: Pick<Model, "mailHost">, webHosts: rea
 }
 
 function render(model: Model, { webHosts }: RenderContext): StepBody {
-    const script = [
-        shellAssignments({
-            CERT_NAME,
-            CERT_DOMAINS: certificateDomains(model, webHosts).join(" "),
-            ACME_SERVER: model.acme.directoryUrl,
-            ACME_EMAIL: model.adminEmail,
-            ACME_WEBROOT,
-            DEPLOY_HOOK: DEPLOY_HOOK_PATH,
-        }),
-        readStatic("certbot/apply.sh"),
-    ].join("\n");
+    const domains = certificateDomains(model, webHosts);
+    const conf = shellAssignments({
+        CERT_CN: model.mailHost,
+        CERT_DOMAINS: domains.join(" "),
+        ACME_SERVER: model.acme.directoryUrl,
+        ACME_EMAIL: model.adminEmail,
+        ACME_WEBROOT,
+        KEY: CERTIFICATE_KEY,
+    });
+    const file = (path: string, content: string, mode = "0644"): StepFile => ({ path, content, owner: "root", group: "root", mode });
     return {
-        description: `ACME certificate "${CERT_NAME}" for ${certificateDomains(model, webHosts).length} names from ${model.acme.directoryUrl}, installed into /etc/ispmail/tls`,
-        // openssl: reading the current certificate's names; ssl-cert: the group of the private key.
+        description: `ACME certificate for ${domains.length} names with TLS key ${model.tlsKeys[0]} from ${model.acme.directoryUrl}, installed into /etc/ispmail/tls`,
+        // openssl: the CSR and the checks of the installed certificate; ssl-cert: the key's group.
         packages: ["certbot", "openssl", "ssl-cert"],
         files: [
-            { path: DEPLOY_HOOK_PATH, content: readStatic("certbot/deploy-hook.sh"), owner: "root", group: "root", mode: "0755" },
-            // A failed renewal (certbot.service, from Debian's certbot.timer) mails the administrator.
-            { path: "/etc/systemd/system/certbot.service.d/ispmail-alert.conf", content: ALERT_ON_FAILURE, owner: "root", group: "root", mode: "0644" },
+            file(CERTIFICATE_CONF, `# ispmail-certificate's settings (the certbot step renders them).\n${conf}\n`),
+            file(CERTIFICATE_SCRIPT, readStatic("certbot/ispmail-certificate.sh"), "0755"),
+            file(`${UNIT_DIR}/ispmail-certificate.service`, readStatic("certbot/ispmail-certificate.service")),
+            file(`${UNIT_DIR}/ispmail-certificate.timer`, readStatic("certbot/ispmail-certificate.timer")),
         ],
-        script,
+        script: readStatic("certbot/apply.sh"),
     };
 }
 

@@ -27,18 +27,24 @@ export function renderUnboundConf(resolver: Model["resolver"]): string {
     });
 }
 
-function render(model: Model): StepBody {
+/**
+ * The step for any machine: the lab's foreign MTA validates through the very same resolver.
+ * `probeZone`: a zone the step asks for once unbound runs, before it becomes the system's resolver.
+ */
+export function renderResolverStep(resolver: Model["resolver"], probeZone: string): StepBody {
     return {
-        description: model.resolver.forwardTo.length
-            ? `Resolver: unbound on loopback, validating, forwarding to ${model.resolver.forwardTo.join(", ")}`
+        description: resolver.forwardTo.length
+            ? `Resolver: unbound on loopback, validating, forwarding to ${resolver.forwardTo.join(", ")}`
             : "Resolver: unbound on loopback, validating, recursing from the root",
         // dns-root-data: the root's DNSSEC key, from which unbound's helper starts the anchor file it
         // keeps current (RFC 5011); only a Recommends of unbound, and steps install without those.
         // bind9-dnsutils: dig and delv, for the step's own check and for the admin.
         packages: ["unbound", "dns-root-data", "bind9-dnsutils"],
-        files: [{ path: UNBOUND_CONF, content: renderUnboundConf(model.resolver), mode: "0644" }],
-        script: [shellAssignments({ PROBE_ZONE: model.domains[0] }), readStatic("resolver/apply.sh")].join("\n"),
+        files: [{ path: UNBOUND_CONF, content: renderUnboundConf(resolver), mode: "0644" }],
+        script: [shellAssignments({ PROBE_ZONE: probeZone }), readStatic("resolver/apply.sh")].join("\n"),
     };
 }
+
+const render = (model: Model): StepBody => renderResolverStep(model.resolver, model.domains[0]);
 
 export const resolver: Service = { name: STEP.resolver, after: [STEP.base], render };

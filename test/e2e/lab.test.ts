@@ -11,7 +11,7 @@ import { before, describe, it } from "node:test";
 import { renderDnsRecords } from "../../components/dns/records";
 import { FOREIGN_DKIM_SELECTOR, renderForeignMtaSteps } from "../../lab/foreign";
 import { labDig } from "../../lab/dns";
-import { dkimPublicKeys } from "../../lab/stack";
+import { dkimPublicKeys, tlsaData } from "../../lab/stack";
 import type { AppliedStep } from "../../lab/apply";
 import { applyOnGuest, client, ensureLab, guest, LAB, labModel, labSecrets, labServerSteps, PATHS } from "../../lab/testkit";
 
@@ -66,7 +66,7 @@ describe("lab dns", () => {
 
     it("lab dns: serves every record of renderDnsRecords (kdig)", async () => {
         const model = labModel();
-        const records = renderDnsRecords({ model, ipv4: LAB.mail.ipv4, ipv6: LAB.mail.ipv6, dkimPublicKeys: dkimPublicKeys(model, labSecrets()) });
+        const records = renderDnsRecords({ model, ipv4: LAB.mail.ipv4, ipv6: LAB.mail.ipv6, dkimPublicKeys: dkimPublicKeys(model, labSecrets()), tlsa: tlsaData(model, labSecrets()) });
         // Presentation format without trailing dots and with single spaces, as both sides print it.
         const norm = (s: string) => s.trim().replace(/\s+/g, " ").replace(/\.(?=\s|$)/g, "").toLowerCase();
         const byQuery = new Map<string, string[]>();
@@ -154,7 +154,7 @@ describe("foreign mta", () => {
 describe("steps", () => {
     it("steps: applying twice in a row, the second apply changes nothing on either guest", async (t) => {
         const describe = (s: AppliedStep) => `${s.name}: ${[...s.actions, ...s.changedFiles].join("; ")}`;
-        const foreignSteps = renderForeignMtaSteps();
+        const foreignSteps = renderForeignMtaSteps(labModel().resolver);
         const mailSteps = labServerSteps();
         // The first apply converges whatever earlier suites changed on the guests (reported, not failed).
         for (const s of [...(await applyOnGuest("foreign", foreignSteps, {})), ...(await applyOnGuest("mail", mailSteps, labSecrets()))]) {

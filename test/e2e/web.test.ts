@@ -18,7 +18,9 @@ import { X509Certificate } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { XMLParser, XMLValidator } from "fast-xml-parser";
 import type { Model } from "../../components/config";
-import { mtaStsPolicy } from "../../components/dns/records";
+import { mtaStsPolicy, tlsaOfKey } from "../../components/dns/records";
+import { tlsKeySecret } from "../../components/secrets";
+import { labDig } from "../../lab/dns";
 import { renderNextcloudConfig, SQL_RAW_QUERIES } from "../../components/services/nextcloud";
 import { DB_ADMIN_PORT } from "../../components/services/web";
 import { resolveSecrets, type Step } from "../../components/steps";
@@ -354,26 +356,32 @@ describe("web: database admin", () => {
 });
 
 describe("web: certificate", () => {
-    it("certbot: the ACME certificate names every web host and is what Apache serves", async () => {
-        const pem = await guest("mail").execOk("cat /etc/letsencrypt/live/ispmail/cert.pem");
+    it("certbot: the ACME certificate names every web host, carries the stack's TLS key (its TLSA) and is what Apache serves", async () => {
+        const pem = await guest("mail").execOk("cat /etc/ispmail/tls/fullchain.pem");
         const cert = new X509Certificate(pem);
         const names = (cert.subjectAltName ?? "").split(", ").map((n) => n.replace(/^DNS:/, "")).sort();
         // lab/stack.yaml: mailHost (also the groupware host) and each domain's MTA-STS and autoconfig names.
         assert.deepEqual(names, ["autoconfig.example.com", "autoconfig.example.org", "mta-sts.example.com", "mta-sts.example.org", "mx1.example.org"]);
         assert.equal(await servedSerial(443, []), cert.serialNumber.toUpperCase());
-        const renewal = await guest("mail").execOk("cat /etc/letsencrypt/renewal/ispmail.conf");
-        assert.match(renewal, new RegExp(`^server = ${model.acme.directoryUrl.replace(/[.]/g, "\\.")}$`, "m"));
-        assert.equal((await guest("mail").exec("systemctl is-enabled certbot.timer")).stdout.trim(), "enabled");
+        // The key is the stack's (lab: .lab/secrets.json, Pulumi: tls.PrivateKey), so the TLSA record
+        // the lab DNS serves for it matches the served certificate.
+        assert.equal(tlsaOfKey(cert.publicKey.export({ type: "spki", format: "pem" }) as string), tlsaOfKey(secrets[tlsKeySecret(model.tlsKeys[0])]));
+        assert.deepEqual((await labDig(`_25._tcp.${model.mailHost}`, "TLSA")).map((x) => x.toLowerCase()), [tlsaOfKey(secrets[tlsKeySecret(model.tlsKeys[0])])]);
+        assert.equal(await guest("mail").execOk("cat /var/lib/ispmail/certificate/server").then((x) => x.trim()), model.acme.directoryUrl);
+        assert.equal((await guest("mail").exec("systemctl is-enabled ispmail-certificate.timer")).stdout.trim(), "enabled");
+        // No certbot-managed lineage: its renewal would bring another key.
+        assert.equal((await guest("mail").exec("test -e /etc/letsencrypt/renewal/ispmail.conf")).code, 1);
     });
 
-    it("certbot: a forced renewal is picked up on 443, 465, 587 (STARTTLS) and 993", { timeout: 240_000 }, async () => {
+    it("certbot: a forced renewal keeps the key and is picked up on 443, 465, 587 (STARTTLS) and 993", { timeout: 240_000 }, async () => {
         const before = await servedSerial(443, []);
-        // Without a terminal, `certbot renew` first sleeps a random time of up to 8 minutes (to spread
-        // the load on Let's Encrypt); the timer keeps that, the test does not wait for it.
-        const r = await guest("mail").exec("certbot renew --force-renewal --cert-name ispmail --non-interactive --no-random-sleep-on-renew", { timeoutMs: 180_000 });
-        assert.equal(r.code, 0, `certbot renew failed:\n${r.stderr.slice(-1500)}`);
-        const installed = new X509Certificate(await guest("mail").execOk("cat /etc/ispmail/tls/fullchain.pem")).serialNumber.toUpperCase();
-        assert.notEqual(installed, before, "the deploy hook did not install the renewed certificate");
+        const r = await guest("mail").exec("/usr/local/sbin/ispmail-certificate --force", { timeoutMs: 180_000 });
+        assert.equal(r.code, 0, `ispmail-certificate failed:\n${r.stderr.slice(-1500)}`);
+        assert.match(r.stdout, /\(renewal forced\); reloaded: postfix dovecot apache2/);
+        const renewed = new X509Certificate(await guest("mail").execOk("cat /etc/ispmail/tls/fullchain.pem"));
+        assert.equal(tlsaOfKey(renewed.publicKey.export({ type: "spki", format: "pem" }) as string), tlsaOfKey(secrets[tlsKeySecret(model.tlsKeys[0])]), "the renewal kept the key");
+        const installed = renewed.serialNumber.toUpperCase();
+        assert.notEqual(installed, before, "ispmail-certificate did not install the renewed certificate");
         // Reloads are asynchronous (Postfix/Dovecot re-spawn their listeners): allow a few seconds.
         let served: Record<number, string> = {};
         for (let attempt = 0; attempt < 10; attempt++) {

@@ -4,7 +4,7 @@ import { createHash, generateKeyPairSync } from "node:crypto";
 import { describe, it } from "node:test";
 import { parseConfig } from "../../components/config";
 import { recordResourceNames, recordTemplate, toCloudflareRecord } from "../../components/dns/cloudflare";
-import { caaIssueValue, sshfpOf, dnsZones, mtaStsPolicy, renderDnsRecords, txtContent, txtText, type DnsRecord } from "../../components/dns/records";
+import { caaIssueValue, sshfpOf, dnsZones, mtaStsPolicy, renderDnsRecords, tlsaOfKey, txtContent, txtText, type DnsRecord } from "../../components/dns/records";
 import { validRawConfig } from "../fixtures/config";
 
 const IPV4 = "203.0.113.25";
@@ -18,7 +18,10 @@ const model = (change: (raw: Record<string, any>) => void = () => {}, stack = "t
     change(raw);
     return parseConfig(raw, { stack }).model;
 };
-const render = (m = model()) => renderDnsRecords({ model: m, ipv4: IPV4, ipv6: IPV6, dkimPublicKeys: { s2026a: KEY_A, s2026b: KEY_B } });
+const TLSA_1 = `3 1 1 ${"1".repeat(64)}`;
+const TLSA_2 = `3 1 1 ${"2".repeat(64)}`;
+const TLSA = { tls1: TLSA_1, tls2: TLSA_2 };
+const render = (m = model()) => renderDnsRecords({ model: m, ipv4: IPV4, ipv6: IPV6, dkimPublicKeys: { s2026a: KEY_A, s2026b: KEY_B }, tlsa: TLSA });
 const sorted = (rs: readonly DnsRecord[]) => [...rs].sort((a, b) => `${a.name} ${a.type} ${a.content}`.localeCompare(`${b.name} ${b.type} ${b.content}`));
 
 describe("dns: record set", () => {
@@ -69,9 +72,11 @@ describe("dns: record set", () => {
             // SPF on the host name; example.com's DMARC reports may go to example.org (RFC 7489 §7.1).
             r("example.org", "mx1.example.org", "TXT", '"v=spf1 a -all"'),
             r("example.org", "example.com._report._dmarc.example.org", "TXT", '"v=DMARC1"'),
+            // Issue 14: DANE for mail sent to us, the certificate key's hash.
+            r("example.org", "_25._tcp.mx1.example.org", "TLSA", TLSA_1),
         ];
         assert.deepEqual(sorted(render()), sorted(expected));
-        assert.equal(render().length, 44);
+        assert.equal(render().length, 45);
     });
 
     it("dns: CAA binds issuance to the configured ACME account once ispmail:acme.accountUri is set", () => {
@@ -94,7 +99,7 @@ describe("dns: record set", () => {
         assert.match(data, /^4 2 [0-9a-f]{64}$/);
         const keygen = spawnSync("ssh-keygen", ["-r", "mx1.example.org", "-f", "/dev/stdin"], { input: line + "\n", encoding: "utf8" });
         if (keygen.status === 0) assert.match(keygen.stdout, new RegExp(`^mx1\\.example\\.org IN SSHFP ${data}$`, "m"), keygen.stdout);
-        const records = renderDnsRecords({ model: model(), ipv4: IPV4, ipv6: IPV6, dkimPublicKeys: { s2026a: KEY_A, s2026b: KEY_B }, sshfp: [data] });
+        const records = renderDnsRecords({ model: model(), ipv4: IPV4, ipv6: IPV6, dkimPublicKeys: { s2026a: KEY_A, s2026b: KEY_B }, sshfp: [data], tlsa: TLSA });
         const sshfp = records.filter((r) => r.type === "SSHFP");
         assert.deepEqual(sshfp.map((r) => `${r.zone} ${r.name} ${r.content}`), [`example.org mx1.example.org ${data}`]);
         const [algorithm, type, fingerprint] = data.split(" ");
@@ -130,7 +135,25 @@ describe("dns: record set", () => {
     });
 
     it("dns: a missing DKIM public key is an error, not a silently missing record", () => {
-        assert.throws(() => renderDnsRecords({ model: model(), ipv4: IPV4, ipv6: IPV6, dkimPublicKeys: { s2026b: KEY_B } }), /s2026a/);
+        assert.throws(() => renderDnsRecords({ model: model(), ipv4: IPV4, ipv6: IPV6, dkimPublicKeys: { s2026b: KEY_B }, tlsa: TLSA }), /s2026a/);
+        assert.throws(() => renderDnsRecords({ model: model(), ipv4: IPV4, ipv6: IPV6, dkimPublicKeys: { s2026a: KEY_A, s2026b: KEY_B }, tlsa: {} }), /TLSA data for TLS key "tls1"/);
+    });
+
+    it("dns: TLSA 3 1 1 on _25._tcp.<mailHost> for every listed TLS key, as Cloudflare structured data", () => {
+        const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048, privateKeyEncoding: { type: "pkcs1", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } });
+        const data = tlsaOfKey(privateKey);
+        assert.match(data, /^3 1 1 [0-9a-f]{64}$/);
+        // The same hash as the usual recipe: openssl's DER SubjectPublicKeyInfo, sha256.
+        const der = spawnSync("openssl", ["pkey", "-pubout", "-outform", "DER"], { input: privateKey });
+        if (der.status === 0) assert.equal(data, `3 1 1 ${createHash("sha256").update(der.stdout).digest("hex")}`);
+        const tlsaOf = (rs: readonly DnsRecord[]) => rs.filter((r) => r.type === "TLSA").map((r) => `${r.zone} ${r.name} ${r.content}`);
+        assert.deepEqual(tlsaOf(render()), [`example.org _25._tcp.mx1.example.org ${TLSA_1}`]);
+        // Rollover: the next key's record is published beside the current one, in list order.
+        const both = model((raw) => (raw.tlsKeys = ["tls2", "tls1"]));
+        assert.deepEqual(tlsaOf(render(both)), [`example.org _25._tcp.mx1.example.org ${TLSA_2}`, `example.org _25._tcp.mx1.example.org ${TLSA_1}`]);
+        const [record] = render().filter((r) => r.type === "TLSA");
+        assert.deepEqual(toCloudflareRecord(record).data, { usage: 3, selector: 1, matchingType: 1, certificate: "1".repeat(64) });
+        assert.equal(toCloudflareRecord(record).content, undefined);
     });
 });
 

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import * as pulumi from "@pulumi/pulumi";
 import { parseConfig } from "../../components/config";
-import { sshfpOf, txtText } from "../../components/dns/records";
+import { sshfpOf, tlsaOfKey, txtText } from "../../components/dns/records";
 import { program, type ProgramOutputs } from "../../components/program";
 import { secretSpecs } from "../../components/services";
 import { isSecret, ofType, one, runMocked, valueOf, type RegisteredResource } from "../harness/mocks";
@@ -53,7 +53,7 @@ describe("graph: the example stacks", () => {
             assert.equal(ofType(rs, "hcloud:index/rdns:Rdns").length, 2);
             assert.equal(ofType(rs, "hcloud:index/sshKey:SshKey").length, 1, "the deploy key only; admin keys go through ssh-access");
             assert.equal(ofType(rs, "random:index/randomPassword:RandomPassword").length, secretSpecs(model).filter((s) => s.kind === "password").length);
-            assert.equal(ofType(rs, "tls:index/privateKey:PrivateKey").length, model.dkimSelectors.length + 2);
+            assert.equal(ofType(rs, "tls:index/privateKey:PrivateKey").length, model.dkimSelectors.length + model.tlsKeys.length + 2);
             // One command per server step, plus the two that prepare the machine.
             const commands = ofType(rs, "command:remote:Command").map((c) => c.name).sort();
             assert.deepEqual(commands, [...steps, "machine-ready", "ssh-access"].sort());
@@ -66,7 +66,7 @@ describe("graph: the example stacks", () => {
             const presentation = (r: RegisteredResource) => {
                 const i = r.inputs as { type: string; name: string; ttl: number; content?: string; priority?: number; data?: Record<string, unknown> };
                 const d = i.data ?? {};
-                const content = { MX: `${i.priority} ${i.content}`, CAA: `${d.flags} ${d.tag} "${d.value}"`, SRV: `${d.priority} ${d.weight} ${d.port} ${d.target}`, SSHFP: `${d.algorithm} ${d.type} ${d.fingerprint}` }[i.type] ?? i.content;
+                const content = { MX: `${i.priority} ${i.content}`, CAA: `${d.flags} ${d.tag} "${d.value}"`, SRV: `${d.priority} ${d.weight} ${d.port} ${d.target}`, SSHFP: `${d.algorithm} ${d.type} ${d.fingerprint}`, TLSA: `${d.usage} ${d.selector} ${d.matchingType} ${d.certificate}` }[i.type] ?? i.content;
                 return `${i.type} ${i.name} ${i.ttl} ${content}`;
             };
             assert.deepEqual(registered.map(presentation).sort(), records.map((r) => `${r.type} ${r.name} ${r.ttl} ${r.content}`).sort());
@@ -79,6 +79,13 @@ describe("graph: the example stacks", () => {
             const sshfp = records.filter((r) => r.type === "SSHFP");
             assert.deepEqual(sshfp.map((r) => `${r.name} ${r.content}`), [`${model.mailHost} ${sshfpOf(hostPublic)}`]);
             assert.match(sshfp[0].content, /^4 2 [0-9a-f]{64}$/);
+            // DANE: the TLSA record is the hash of the key the tls step installs for the certificate.
+            const tlsStep = one(rs, "command:remote:Command", "tls");
+            const certKey = filesIn(String(tlsStep.inputs.stdin)).find((f) => f.includes("PRIVATE KEY"));
+            assert.ok(certKey, "the tls step delivers the certificate's key");
+            const tlsa = records.filter((r) => r.type === "TLSA");
+            assert.deepEqual(tlsa.map((r) => `${r.name} ${r.content}`), [`_25._tcp.${model.mailHost} ${tlsaOfKey(certKey)}`]);
+            assert.ok(tlsStep.secretInputs.includes("stdin"), "the key travels as a secret");
             // One zone lookup per zone, by name, unless an id is configured.
             const zoneNames = run.invokes.filter((i) => i.token === "cloudflare:index/getZone:getZone").map((i) => (i.inputs.filter as { name: string }).name);
             assert.deepEqual(zoneNames.sort(), [...new Set(records.map((r) => r.zone))].filter((z) => !model.dns.zoneIds[z]).sort());
@@ -94,7 +101,7 @@ describe("graph: protection per stack", () => {
         raw.backup = { repository: "sftp:backup@backup.example.net:/ispmail" };
         const run = await programRun("prod", raw);
         assert.equal(run.error, undefined, String(run.error));
-        assert.deepEqual(protectedOf(run.resources), ["PrimaryIp:ipv4", "PrimaryIp:ipv6", "PrivateKey:dkim:s2026a", "PrivateKey:dkim:s2026b", "RandomPassword:backup.restic", "Volume:data"]);
+        assert.deepEqual(protectedOf(run.resources), ["PrimaryIp:ipv4", "PrimaryIp:ipv6", "PrivateKey:dkim:s2026a", "PrivateKey:dkim:s2026b", "PrivateKey:tls:tls1", "RandomPassword:backup.restic", "Volume:data"]);
     });
 
     it("graph: in staging nothing is protected", async () => {
@@ -140,6 +147,12 @@ describe("graph: changes that must not touch the cloud or DNS", () => {
         const changed = [...a].filter(([key, r]) => JSON.stringify(b.get(key)!.inputs) !== JSON.stringify(r.inputs)).map(([key]) => key);
         assert.deepEqual(changed, ["hcloud:index/server:Server server"]);
         assert.equal(one(after.resources, "hcloud:index/server:Server", "server").inputs.image, "debian-13-arm64");
+        // DANE survives the replacement: the new server gets the same certificate key, so the
+        // published TLSA record (unchanged above) matches it from its first certificate on.
+        const certKey = (run: typeof before) => filesIn(String(one(run.resources, "command:remote:Command", "tls").inputs.stdin)).find((f) => f.includes("PRIVATE KEY"));
+        assert.ok(certKey(before));
+        assert.equal(certKey(after), certKey(before));
+        assert.equal(one(after.resources, "tls:index/privateKey:PrivateKey", "tls:tls1").protect, true);
     });
 
     it("graph: a new admin SSH key changes no cloud resource and reaches the running server through ssh-access", async () => {

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { renderDnsRecords } from "../../components/dns/records";
 import { BROKEN_ZONE, BROKEN_ZONE_HOST, labZoneOrigins, labZones, renderZoneFile, reverseName, reverseZone, writeZoneIfChanged } from "../../lab/dns";
-import { tlsaOfKey } from "../../lab/foreign";
+import { tlsaOfKey } from "../../components/dns/records";
 import { LAB } from "../../lab/lab";
 import { labModel } from "../fixtures/config";
 
@@ -19,7 +19,8 @@ const model = labModel();
 const dkimPublicKeys = Object.fromEntries(
     model.dkimSelectors.map((s) => [s, generateKeyPairSync("rsa", { modulusLength: 2048 }).publicKey.export({ type: "spki", format: "der" }).toString("base64")]),
 );
-const zones = labZones({ model, dkimPublicKeys });
+const tlsa = { [model.tlsKeys[0]]: `3 1 1 ${"c".repeat(64)}` };
+const zones = labZones({ model, dkimPublicKeys, tlsa });
 const zone = (origin: string) => {
     const z = zones.find((x) => x.origin === origin);
     assert.ok(z, `zone ${origin} exists`);
@@ -38,7 +39,7 @@ describe("lab dns zones", () => {
 
     it("serves every record of renderDnsRecords in its zone, for every configured domain", () => {
         for (const d of model.domains) zone(d);
-        const records = renderDnsRecords({ model, ipv4: LAB.mail.ipv4, ipv6: LAB.mail.ipv6, dkimPublicKeys });
+        const records = renderDnsRecords({ model, ipv4: LAB.mail.ipv4, ipv6: LAB.mail.ipv6, dkimPublicKeys, tlsa });
         assert.ok(records.length > 0);
         for (const r of records) {
             assert.ok(
@@ -85,11 +86,11 @@ describe("lab dns zones", () => {
 
     it("publishes DANE TLSA for the foreign MX (3 1 1 of its key), and a mismatching one for a second MX name", () => {
         const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256", privateKeyEncoding: { type: "pkcs8", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } });
-        const tlsa = tlsaOfKey(privateKey);
-        assert.match(tlsa, /^3 1 1 [0-9a-f]{64}$/);
-        const net = labZones({ model, dkimPublicKeys, foreignTlsa: tlsa }).find((z) => z.origin === LAB.foreignDomain)!.records;
+        const foreignTlsa = tlsaOfKey(privateKey);
+        assert.match(foreignTlsa, /^3 1 1 [0-9a-f]{64}$/);
+        const net = labZones({ model, dkimPublicKeys, tlsa, foreignTlsa }).find((z) => z.origin === LAB.foreignDomain)!.records;
         const tlsaOf = (host: string) => net.filter((r) => r.name === `_25._tcp.${host}` && r.type === "TLSA").map((r) => r.content);
-        assert.deepEqual(tlsaOf(LAB.foreign.fqdn), [tlsa]);
+        assert.deepEqual(tlsaOf(LAB.foreign.fqdn), [foreignTlsa]);
         const bad = LAB.daneMismatch;
         assert.ok(net.some((r) => r.name === bad.domain && r.type === "MX" && r.content === `10 ${bad.mx}`));
         assert.ok(net.some((r) => r.name === bad.mx && r.type === "A" && r.content === LAB.foreign.ipv4), "the same host as the foreign MX");

@@ -1,27 +1,33 @@
 /**
- * The tls step: a self-signed certificate for mailHost and every web host, created only when the
- * files are missing, the key never world-readable. The script runs for real against a scratch
+ * The tls step: a self-signed certificate for the stack's key, for mailHost and every web host,
+ * created only when the files are missing, the key never world-readable. The script runs for real against a scratch
  * directory (openssl from the host) with the step's paths redirected.
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { parseConfig } from "../../components/config";
-import { TLS_DIR } from "../../components/services/tls";
-import { renderApplyScript } from "../../components/steps";
+import { CERTIFICATE_KEY, TLS_DIR } from "../../components/services/tls";
+import { tlsaOfKey } from "../../components/dns/records";
+import { tlsKeySecret } from "../../components/secrets";
+import { renderApplyScript, resolveSecrets } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
 import { SERVICE, stepsOf } from "../../components/services";
 import { needsRoot } from "../harness/needs";
 
 const model = parseConfig(validRawConfig(), { stack: "test" }).model;
 const [step] = stepsOf(SERVICE.tls, model);
+/** The stack's certificate key (Pulumi's tls.PrivateKey, PKCS#1 PEM). */
+const KEY = generateKeyPairSync("rsa", { modulusLength: 2048, privateKeyEncoding: { type: "pkcs1", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } }).privateKey;
 
-/** The apply script with its TLS directory moved into `dir` and package installation left out. */
+/** The apply script with its TLS directory and key file moved into `dir` and package installation left out. */
 function runScript(dir: string): { result: string; stderr: string } {
-    const script = renderApplyScript({ ...step, packages: [] })
+    const script = renderApplyScript({ ...resolveSecrets(step, { [tlsKeySecret(model.tlsKeys[0])]: KEY }), packages: [] })
+        .replaceAll(CERTIFICATE_KEY, join(dir, "configured-key.pem"))
         .replaceAll(TLS_DIR, dir)
         // The scratch run is not root-owned /etc: keep the group of the running user.
         .replaceAll("-g ssl-cert", "-g $(id -gn)")
@@ -49,6 +55,10 @@ describe("tls step", () => {
             assert.deepEqual(sans, ["autoconfig.example.com", "autoconfig.example.org", "mta-sts.example.com", "mta-sts.example.org", "mx1.example.org"]);
             assert.equal(statSync(join(dir, "privkey.pem")).mode & 0o777, 0o640);
             assert.equal(statSync(join(dir, "fullchain.pem")).mode & 0o777, 0o644);
+            // For the stack's key: its published TLSA matches even this stopgap certificate.
+            assert.equal(statSync(join(dir, "configured-key.pem")).mode & 0o777, 0o600);
+            const served = execFileSync("openssl", ["x509", "-in", join(dir, "fullchain.pem"), "-noout", "-pubkey"], { encoding: "utf8" });
+            assert.equal(tlsaOfKey(served), tlsaOfKey(KEY));
 
             const before = readFileSync(join(dir, "fullchain.pem"), "utf8");
             const second = runScript(dir);

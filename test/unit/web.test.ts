@@ -5,16 +5,19 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createPublicKey, X509Certificate } from "node:crypto";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { XMLParser, XMLValidator } from "fast-xml-parser";
 import { parseConfig, type Model } from "../../components/config";
-import { certificateDomains, CERT_NAME, DEPLOY_HOOK_PATH } from "../../components/services/certbot";
+import { CERTIFICATE_CONF, CERTIFICATE_SCRIPT, certificateDomains } from "../../components/services/certbot";
+import { CERTIFICATE_KEY } from "../../components/services/tls";
+import { tlsKeySecret } from "../../components/secrets";
 import { ACME_WEBROOT, AUTOCONFIG_XML_PATH, DB_ADMIN_PORT, MTA_STS_POLICY_PATH, PLACEHOLDER_ROOT, renderApacheSites, renderAutoconfigXml, renderAutodiscoverPhp } from "../../components/services/web";
 import { mtaStsPolicy } from "../../components/dns/records";
-import { renderApplyScript, type Step } from "../../components/steps";
+import { renderApplyScript, secretRef, type Step } from "../../components/steps";
 import { readStatic } from "../../components/templates";
 import { validRawConfig } from "../fixtures/config";
 import { SERVICE, stepsOf, webHosts } from "../../components/services";
@@ -256,25 +259,40 @@ describe("certbot", () => {
         assert.deepEqual(certificateDomains(m, ["mx1.example.org", "b.example.org", "a.example.org", "b.example.org"]), ["a.example.org", "b.example.org", "mx1.example.org"]);
     });
 
-    it("passes the stack's ACME directory, contact address and webroot to the script", () => {
-        const m = model((raw) => (raw.acme = { directoryUrl: "https://198.51.100.1:14000/dir" }));
-        const [step] = stepsOf(SERVICE.certbot, m);
-        const vars = execFileSync("bash", ["-c", `${step.script.split("\n").filter((l) => /^[A-Z_]+='/.test(l)).join("\n")}\nprintf '%s\\n' "$CERT_NAME" "$ACME_SERVER" "$ACME_EMAIL" "$ACME_WEBROOT" "$CERT_DOMAINS" "$DEPLOY_HOOK"`], {
-            encoding: "utf8",
+    it("passes the stack's ACME directory, contact address, webroot and the first TLS key to the script", () => {
+        const m = model((raw) => {
+            raw.acme = { directoryUrl: "https://198.51.100.1:14000/dir" };
+            raw.tlsKeys = ["tls2", "tls1"];
         });
-        assert.deepEqual(vars.trim().split("\n"), [CERT_NAME, "https://198.51.100.1:14000/dir", "postmaster@example.org", ACME_WEBROOT, "autoconfig.example.com autoconfig.example.org mta-sts.example.com mta-sts.example.org mx1.example.org", DEPLOY_HOOK_PATH]);
-        assert.match(step.script, /certonly --non-interactive --agree-tos --no-eff-email --email "\$ACME_EMAIL"/);
-        assert.equal(step.files.find((f) => f.path === DEPLOY_HOOK_PATH)?.mode, "0755");
+        const [step] = stepsOf(SERVICE.certbot, m);
+        const conf = step.files.find((f) => f.path === CERTIFICATE_CONF)!;
+        const vars = execFileSync("bash", ["-c", `${conf.content}\nprintf '%s\\n' "$CERT_CN" "$ACME_SERVER" "$ACME_EMAIL" "$ACME_WEBROOT" "$CERT_DOMAINS" "$KEY"`], { encoding: "utf8" });
+        assert.deepEqual(vars.trim().split("\n"), ["mx1.example.org", "https://198.51.100.1:14000/dir", "postmaster@example.org", ACME_WEBROOT, "autoconfig.example.com autoconfig.example.org mta-sts.example.com mta-sts.example.org mx1.example.org", CERTIFICATE_KEY]);
+        // The key in use is the first listed, delivered by the tls step as a secret (root only);
+        // both are kept by the stack.
+        const [tlsStep] = stepsOf(SERVICE.tls, m);
+        const key = tlsStep.files.find((f) => f.path === CERTIFICATE_KEY)!;
+        assert.deepEqual([key.content, key.mode, key.secret], [secretRef(tlsKeySecret("tls2")), "0600", true]);
+        assert.deepEqual(
+            SERVICE.tls.secrets!(m).map((x) => [x.name, x.kind, x.stateful]),
+            [
+                ["tls:tls2", "tls-rsa2048", true],
+                ["tls:tls1", "tls-rsa2048", true],
+            ],
+        );
+        assert.equal(step.files.find((f) => f.path === CERTIFICATE_SCRIPT)?.mode, "0755");
     });
 
-    it("a failed renewal (certbot.service) mails the administrator (OnFailure= drop-in)", () => {
+    it("renews from its own timer, and a failed renewal mails the administrator", () => {
         const [step] = stepsOf(SERVICE.certbot, model());
-        const dropIn = step.files.find((f) => f.path === "/etc/systemd/system/certbot.service.d/ispmail-alert.conf");
-        assert.ok(dropIn, "certbot has no drop-in for certbot.service");
-        assert.equal(dropIn.mode, "0644");
-        assert.match(dropIn.content, /^\[Unit\]\nOnFailure=ispmail-alert@%n\.service$/m);
-        // systemd reads a new drop-in only after daemon-reload, which the script runs when it changed.
-        assert.match(step.script, /^if changed [^\n]*\/etc\/systemd\/system\/certbot\.service\.d[ ;][^\n]*\n\s+systemctl daemon-reload$/m);
+        const unit = step.files.find((f) => f.path === "/etc/systemd/system/ispmail-certificate.service")!;
+        assert.match(unit.content, /^OnFailure=ispmail-alert@%n\.service$/m);
+        assert.match(unit.content, /^ExecStart=\/usr\/local\/sbin\/ispmail-certificate$/m);
+        const timer = step.files.find((f) => f.path === "/etc/systemd/system/ispmail-certificate.timer")!;
+        assert.match(timer.content, /^OnCalendar=\*-\*-\* 00,12:00:00$/m);
+        assert.match(timer.content, /^Persistent=true$/m);
+        // systemd reads changed units only after daemon-reload, which the script runs when they changed.
+        assert.match(step.script, /^if changed \/etc\/systemd\/system\/ispmail-certificate\.service \/etc\/systemd\/system\/ispmail-certificate\.timer; then\n\s+systemctl daemon-reload$/m);
     });
 
     it("shell variables keep any address as it is (quotes, $, backticks)", () => {
@@ -283,49 +301,93 @@ describe("certbot", () => {
         assert.equal(out, nasty);
     });
 
-    /** Runs the deploy hook with a fake systemctl (apache2 and dovecot "running"); returns its calls. */
-    function runDeployHook(lineage: string, tlsDir: string): string[] {
-        const bin = mkdtempSync(join(tmpdir(), "ispmail-bin-"));
-        const calls = join(bin, "calls");
-        writeFileSync(join(bin, "systemctl"), `#!/bin/sh\necho "$*" >> ${calls}\ncase "$*" in "is-active --quiet apache2"|"is-active --quiet dovecot"|reload*) exit 0;; *) exit 3;; esac\n`, { mode: 0o755 });
-        execFileSync("sh", [join(__dirname, "../../files/certbot/deploy-hook.sh")], {
-            env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, RENEWED_LINEAGE: lineage, ISPMAIL_TLS_DIR: tlsDir },
-            stdio: ["ignore", "ignore", "ignore"],
-        });
-        return existsSync(calls) ? readFileSync(calls, "utf8").trim().split("\n") : [];
+    /**
+     * ispmail-certificate against a stand-in CA: a fake `certbot` that signs the CSR it is given with
+     * a throwaway CA (as the ACME server would, names and key from the CSR) and logs its calls, and a
+     * fake `systemctl` for which apache2 and dovecot run.
+     */
+    function certificateRig() {
+        const dir = mkdtempSync(join(tmpdir(), "ispmail-cert-"));
+        const bin = join(dir, "bin");
+        mkdirSync(bin);
+        const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "pipe", "ignore"] });
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=stand-in CA", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2");
+        const newKey = (name: string) => (openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", name), join(dir, name));
+        const key = newKey("key.pem");
+        writeFileSync(
+            join(bin, "certbot"),
+            `#!/bin/bash
+echo "$*" >> ${dir}/certbot.calls
+while [ $# -gt 0 ]; do case "$1" in --csr) csr=$2;; --cert-path) cert=$2;; --chain-path) chain=$2;; --fullchain-path) full=$2;; esac; shift; done
+csr_key=\${FAKE_CA_SIGNS_KEY:-}
+if [ -n "$csr_key" ]; then openssl req -new -key "$csr_key" -subj /CN=other -out ${dir}/other.csr 2>/dev/null; csr=${dir}/other.csr; fi
+openssl x509 -req -in "$csr" -CA ${dir}/ca.pem -CAkey ${dir}/ca.key -days \${FAKE_CA_DAYS:-90} -copy_extensions copy -out "$cert" 2>/dev/null
+cp ${dir}/ca.pem "$chain"; cat "$cert" ${dir}/ca.pem > "$full"
+`,
+            { mode: 0o755 },
+        );
+        writeFileSync(join(bin, "systemctl"), `#!/bin/sh\necho "$*" >> ${dir}/systemctl.calls\ncase "$*" in "is-active --quiet apache2"|"is-active --quiet dovecot"|reload*) exit 0;; *) exit 3;; esac\n`, { mode: 0o755 });
+        const conf = join(dir, "certificate.conf");
+        const configure = (domains: string) =>
+            writeFileSync(conf, shellAssignments({ CERT_CN: "mx1.example.org", CERT_DOMAINS: domains, ACME_SERVER: "https://acme.invalid/dir", ACME_EMAIL: "postmaster@example.org", ACME_WEBROOT: dir, KEY: key }));
+        configure("mta-sts.example.org mx1.example.org");
+        const tls = join(dir, "tls");
+        const run = (args: string[] = [], env: Record<string, string> = {}) => {
+            for (const f of ["certbot.calls", "systemctl.calls"]) writeFileSync(join(dir, f), "");
+            const out = execFileSync("bash", [join(__dirname, "../../files/certbot/ispmail-certificate.sh"), ...args], {
+                env: { ...process.env, ...env, PATH: `${bin}:${process.env.PATH}`, ISPMAIL_CERTIFICATE_CONF: conf, ISPMAIL_TLS_DIR: tls, ISPMAIL_CERTIFICATE_STATE: join(dir, "state") },
+                encoding: "utf8",
+                stdio: ["ignore", "pipe", "pipe"],
+            });
+            const lines = (f: string) => readFileSync(join(dir, f), "utf8").trim().split("\n").filter(Boolean);
+            return { out: out.trim(), certbot: lines("certbot.calls"), systemctl: lines("systemctl.calls") };
+        };
+        const installed = () => new X509Certificate(readFileSync(join(tls, "fullchain.pem")));
+        const keyId = (pem: string | Buffer) => createPublicKey(pem).export({ type: "spki", format: "der" }).toString("base64");
+        return { dir, key, newKey, configure, run, tls, installed, keyId };
     }
 
-    function fakeLineage(name: string): string {
-        const live = join(mkdtempSync(join(tmpdir(), "ispmail-le-")), "live", name);
-        mkdirSync(live, { recursive: true });
-        writeFileSync(join(live, "fullchain.pem"), "CHAIN\n");
-        writeFileSync(join(live, "privkey.pem"), "KEY\n");
-        return live;
-    }
+    it("ispmail-certificate: the certificate carries the configured key, through issuance, renewal and a key change", { skip: needsRoot("the script installs the certificate as root:ssl-cert") }, () => {
+        const rig = certificateRig();
+        const first = rig.run();
+        assert.match(first.out, /^installed a certificate for mta-sts\.example\.org mx1\.example\.org \(no ACME certificate yet\); reloaded: dovecot apache2$/);
+        assert.equal(first.certbot.length, 1);
+        assert.match(first.certbot[0], /^certonly --non-interactive --agree-tos --no-eff-email --email postmaster@example\.org --server https:\/\/acme\.invalid\/dir --webroot --webroot-path \S+ --csr /);
+        const cert = rig.installed();
+        assert.equal(rig.keyId(cert.publicKey.export({ type: "spki", format: "pem" })), rig.keyId(readFileSync(rig.key)), "the certificate is for the configured key");
+        assert.deepEqual((cert.subjectAltName ?? "").split(", ").sort(), ["DNS:mta-sts.example.org", "DNS:mx1.example.org"]);
+        assert.equal(readFileSync(join(rig.tls, "privkey.pem"), "utf8"), readFileSync(rig.key, "utf8"));
+        assert.equal(statSync(join(rig.tls, "fullchain.pem")).mode & 0o777, 0o644);
+        assert.equal(statSync(join(rig.tls, "privkey.pem")).mode & 0o777, 0o640);
+        assert.deepEqual(readdirSync(rig.tls).sort(), ["fullchain.pem", "privkey.pem"], "no temporary files left");
 
-    it("the deploy hook installs our lineage with the convention's modes and reloads only running daemons", { skip: needsRoot("the hook installs the certificate as root:root (install -o root, chown)") }, () => {
-        const tls = join(mkdtempSync(join(tmpdir(), "ispmail-tls-")), "tls");
-        const calls = runDeployHook(fakeLineage(CERT_NAME), tls);
-        assert.equal(readFileSync(join(tls, "fullchain.pem"), "utf8"), "CHAIN\n");
-        assert.equal(readFileSync(join(tls, "privkey.pem"), "utf8"), "KEY\n");
-        assert.equal(statSync(join(tls, "fullchain.pem")).mode & 0o777, 0o644);
-        assert.equal(statSync(join(tls, "privkey.pem")).mode & 0o777, 0o640);
-        assert.deepEqual(readdirSync(tls).sort(), ["fullchain.pem", "privkey.pem"], "no temporary files left");
-        assert.deepEqual(calls.filter((c) => c.startsWith("reload")), ["reload dovecot", "reload apache2"]);
-        assert.deepEqual(calls.filter((c) => c.startsWith("is-active")).map((c) => c.split(" ").pop()), ["postfix", "dovecot", "apache2"]);
+        // Nothing due: no CA request, no reload, no output.
+        assert.deepEqual(rig.run(), { out: "", certbot: [], systemctl: [] });
+
+        // A forced renewal: a new certificate, the same key (its TLSA stays valid).
+        const forced = rig.run(["--force"]);
+        assert.match(forced.out, /\(renewal forced\)/);
+        assert.notEqual(rig.installed().serialNumber, cert.serialNumber);
+        assert.equal(rig.keyId(rig.installed().publicKey.export({ type: "spki", format: "pem" })), rig.keyId(readFileSync(rig.key)));
+
+        // Due for renewal: a certificate that expires within 30 days is renewed.
+        rig.run(["--force"], { FAKE_CA_DAYS: "20" });
+        assert.match(rig.run().out, /\(expires within 30 days\)/);
+
+        // A name more, then a new key (the rollover's switch): each asks for a new certificate.
+        rig.configure("autoconfig.example.org mta-sts.example.org mx1.example.org");
+        assert.match(rig.run().out, /\(names changed \(have: mta-sts\.example\.org mx1\.example\.org\)\)/);
+        writeFileSync(rig.key, readFileSync(rig.newKey("next.pem")));
+        assert.match(rig.run().out, /\(the configured key changed\)/);
+        assert.equal(rig.keyId(rig.installed().publicKey.export({ type: "spki", format: "pem" })), rig.keyId(readFileSync(rig.key)));
     });
 
-    it("the deploy hook leaves certificates of other lineages alone", () => {
-        const tls = join(mkdtempSync(join(tmpdir(), "ispmail-tls-")), "tls");
-        const calls = runDeployHook(fakeLineage("someone-else"), tls);
-        assert.equal(existsSync(tls), false);
-        assert.deepEqual(calls, []);
-    });
-
-    it("reloads exactly postfix, dovecot and apache2, and only those that run", () => {
-        const hook = readStatic("certbot/deploy-hook.sh");
-        assert.match(hook, /for service in postfix dovecot apache2; do\n\s+if systemctl is-active --quiet "\$service"; then\n\s+systemctl reload "\$service"/);
-        assert.match(hook, /put "\$lineage\/privkey\.pem" "\$dir\/privkey\.pem" 0640 "\$keygroup"/);
-        assert.match(hook, /put "\$lineage\/fullchain\.pem" "\$dir\/fullchain\.pem" 0644 root/);
+    it("ispmail-certificate: a certificate for another key is refused and the installed one stays", { skip: needsRoot("the script installs the certificate as root:ssl-cert") }, () => {
+        const rig = certificateRig();
+        rig.run();
+        const before = rig.installed().serialNumber;
+        const other = rig.newKey("other.pem");
+        assert.throws(() => rig.run(["--force"], { FAKE_CA_SIGNS_KEY: other }), (e: Error & { stderr?: string }) => /does not carry the configured key; not installed/.test(String(e.stderr)));
+        assert.equal(rig.installed().serialNumber, before);
     });
 });
