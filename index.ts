@@ -8,6 +8,8 @@ export const ipv6 = outputs.ipv6;
 export const mailHost = outputs.mailHost;
 export const clientSettings = outputs.clientSettings;
 export const dnsRecords = outputs.dnsRecords;
+/** Each zone's DS record (DNSSEC): give it to the zone's registrar. */
+export const dnssecDs = outputs.dnssecDs;
 /** Passwords of the mailboxes whose password was generated (secret). */
 export const userPasswords = outputs.userPasswords;
 /** Which DKIM selector signs; during a rotation, when the next `pulumi up` will switch it. */

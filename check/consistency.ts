@@ -7,6 +7,7 @@
  */
 import { createHash, createPublicKey } from "node:crypto";
 import type { Model } from "../components/config";
+import { dnsZones } from "../components/dns/records";
 import { type Finding, ok, problem } from "./findings";
 import type { Lookup } from "./lookup";
 import { normaliseAddress } from "./lookup";
@@ -173,6 +174,23 @@ export async function checkMtaSts(model: Model, lookup: Lookup, fetchPolicy: Pol
         } else {
             out.push(ok("mta-sts", `${domain}: policy mode ${model.mtaSts.mode} covers the MX and matches _mta-sts id=${id}`));
         }
+    }
+    return out;
+}
+
+/**
+ * DNSSEC is in effect only once the parent zone holds a DS record for the zone (the registrar
+ * publishes the one Cloudflare gives, stack output dnssecDs). Without it, resolvers treat the zone
+ * as unsigned: no DANE for mail to us, no SSHFP.
+ */
+export async function checkDnssec(model: Model, lookup: Lookup): Promise<Finding[]> {
+    if (!model.dns.dnssec) return [ok("dnssec", "signing is off in this stack (ispmail:dns.dnssec: false)")];
+    const out: Finding[] = [];
+    for (const zone of dnsZones(model)) {
+        const ds = await lookup.resolve(zone, "DS");
+        if (ds.length === 0) {
+            out.push(problem("dnssec", `${zone} has no DS record at its parent: the zone is signed but not validated, so DANE senders do not check this server`, `give the registrar of ${zone} the DS record from \`pulumi stack output dnssecDs\``));
+        } else out.push(ok("dnssec", `${zone} has a DS record at its parent (${ds.join(", ")})`));
     }
     return out;
 }

@@ -3,7 +3,7 @@
  * (name, type), so that a broken record is named exactly.
  */
 import { type DnsRecord, txtText } from "../components/dns/records";
-import { type Finding, ok, problem, skipped } from "./findings";
+import { type Finding, ok, problem } from "./findings";
 import { type Lookup, normaliseAddress } from "./lookup";
 
 /** The value of a rendered record in the form {@link Lookup} returns. */
@@ -41,9 +41,6 @@ export interface DnsCompareOptions {
     readonly skipDkimContent?: boolean;
 }
 
-/** Types Node's resolver (Node 20) cannot ask for: reported as skipped, with the command that can. */
-const NOT_LOOKED_UP: ReadonlySet<DnsRecord["type"]> = new Set(["SSHFP", "TLSA"]);
-
 export async function compareRecords(expected: readonly DnsRecord[], lookup: Lookup, opts: DnsCompareOptions): Promise<Finding[]> {
     const groups = new Map<string, DnsRecord[]>();
     for (const r of expected) {
@@ -54,10 +51,6 @@ export async function compareRecords(expected: readonly DnsRecord[], lookup: Loo
     for (const [key, records] of groups) {
         const { name, type } = records[0];
         if (opts.skipDkimContent && type === "TXT" && name.includes("._domainkey.")) continue;
-        if (NOT_LOOKED_UP.has(type)) {
-            findings.push(skipped("dns", `${key}: Node's resolver cannot ask for ${type}; \`kdig +dnssec ${type} ${name}\` should answer ${records.map((r) => JSON.stringify(r.content)).join(", ")} with the ad flag`));
-            continue;
-        }
         let observed: string[];
         try {
             observed = await lookup.resolve(name, type);

@@ -1,13 +1,15 @@
 /**
- * DNS observation through node:dns: the system resolver, or a given server (the lab's DNS). Every
+ * DNS observation through node:dns (TLSA, SSHFP and DS through check/wire.ts): the system
+ * resolver, or a given server (the lab's DNS). Every
  * answer is turned into the presentation form `renderDnsRecords` uses, so expected and observed
  * records compare as plain strings.
  */
 import { Resolver } from "node:dns/promises";
 import * as ipaddr from "ipaddr.js";
 import type { DnsRecordType } from "../components/dns/records";
+import { queryWire } from "./wire";
 
-export type LookupType = DnsRecordType | "PTR";
+export type LookupType = DnsRecordType | "PTR" | "DS";
 
 export interface Lookup {
     /** Normalised values; [] when the name has no such records (NXDOMAIN/NODATA). Throws on other errors. */
@@ -54,9 +56,13 @@ export function dnsLookup(opts: { servers?: readonly string[]; timeoutMs?: numbe
                         return (await resolver.reverse(name)).map(stripDot);
                     case "SSHFP":
                     case "TLSA":
-                        // Node's resolver cannot ask for these; compareRecords reports them as
-                        // skipped, so this is never reached.
-                        throw new Error(`Node's resolver cannot look up ${type} records`);
+                    case "DS": {
+                        // Node's resolver cannot ask for these: one query of our own to the same server.
+                        const answer = await queryWire(opts.servers?.[0] ?? resolver.getServers()[0], name, type, opts.timeoutMs);
+                        if (answer.rcode === "NXDOMAIN") return [];
+                        if (answer.rcode !== "NOERROR") throw new Error(`${type} ${name}: ${answer.rcode}`);
+                        return answer.values;
+                    }
                     default: {
                         // A new record type fails to compile here until it is looked up and normalised.
                         const unknown: never = type;

@@ -3,14 +3,14 @@
  * records' consistency, ports, certificates, then the things that need the internet.
  */
 import { compareRecords, checkPtr } from "./dns";
-import { checkDkim, checkDmarc, checkMtaSts, checkMx, checkSpf } from "./consistency";
+import { checkDkim, checkDmarc, checkDnssec, checkMtaSts, checkMx, checkSpf } from "./consistency";
 import { type Finding, ok, problem, skipped } from "./findings";
 import type { Intended } from "./intended";
 import { dnsLookup, type Lookup } from "./lookup";
 import { publicPorts, type Service } from "../components/services";
 import { httpsGet, readGreeting, tcpProbe, tlsCertificate } from "./net";
 
-/** Below this many days a certificate is a problem: certbot renews 30 days ahead, so renewal is failing. */
+/** Below this many days a certificate is a problem: ispmail-certificate renews 30 days ahead, so renewal is failing. */
 export const CERT_MIN_DAYS = 14;
 
 
@@ -51,6 +51,8 @@ export async function runChecks(intended: Intended, opts: RunOptions = {}): Prom
     findings.push(...(await guarded("spf", () => checkSpf(model, { ipv4, ipv6 }, lookup, intended.fixDns))));
     findings.push(...(await guarded("dmarc", () => checkDmarc(model, lookup, intended.fixDns))));
     findings.push(...(await guarded("dkim", () => checkDkim(model, lookup, intended.fixDns))));
+    if (intended.lab) findings.push(skipped("dnssec", "the lab zones are the resolvers' trust anchors: there is no parent zone to hold a DS record"));
+    else findings.push(...(await guarded("dnssec", () => checkDnssec(model, lookup))));
 
     // The ports the stack's services open (the same list the firewall is made from).
     const ports = publicPorts(model, opts.services);
@@ -74,10 +76,10 @@ export async function runChecks(intended: Intended, opts: RunOptions = {}): Prom
     for (const t of ports.filter((p) => p.implicitTls)) {
         try {
             const cert = await tlsCertificate(ipv4, t.port, model.mailHost);
-            if (cert.nameError) findings.push(problem("tls", `${t.port}: certificate does not cover ${model.mailHost} (${cert.subjectAltNames.join(", ")})`, "the certbot step requests one certificate for every web name: check `journalctl -u certbot`"));
-            else if (cert.daysLeft < 0) findings.push(problem("tls", `${t.port}: certificate expired on ${cert.validTo.toISOString()}`, `renew: \`certbot renew\` on the server, then \`systemctl reload ${t.daemon}\``));
-            else if (cert.daysLeft < CERT_MIN_DAYS) findings.push(problem("tls", `${t.port}: certificate expires in ${cert.daysLeft} days (renewal should have happened at 30)`, "check `systemctl list-timers certbot.timer` and `journalctl -u certbot`"));
-            else if (!intended.lab && !cert.trusted) findings.push(problem("tls", `${t.port}: certificate not trusted (${cert.trustError})`, "the self-signed fallback is still in place: check the certbot step (`journalctl -u certbot`)"));
+            if (cert.nameError) findings.push(problem("tls", `${t.port}: certificate does not cover ${model.mailHost} (${cert.subjectAltNames.join(", ")})`, "the certbot step requests one certificate for every web name: check `journalctl -u ispmail-certificate`"));
+            else if (cert.daysLeft < 0) findings.push(problem("tls", `${t.port}: certificate expired on ${cert.validTo.toISOString()}`, "renew: `ispmail-certificate --force` on the server (it reloads the daemons)"));
+            else if (cert.daysLeft < CERT_MIN_DAYS) findings.push(problem("tls", `${t.port}: certificate expires in ${cert.daysLeft} days (renewal should have happened at 30)`, "check `systemctl list-timers ispmail-certificate.timer` and `journalctl -u ispmail-certificate`"));
+            else if (!intended.lab && !cert.trusted) findings.push(problem("tls", `${t.port}: certificate not trusted (${cert.trustError})`, "the self-signed fallback is still in place: check the certbot step (`journalctl -u ispmail-certificate`)"));
             else findings.push(ok("tls", `${t.port}: certificate for ${model.mailHost}, ${cert.daysLeft} days left${intended.lab ? " (chain not checked in the lab: pebble's test CA)" : ""}`));
         } catch (e) {
             findings.push(problem("tls", `${t.port}: no TLS handshake on ${ipv4} (${(e as Error).message})`, `check \`systemctl status ${t.daemon}\``));

@@ -55,7 +55,7 @@ export function clientSettings(model: Model): ClientSettings {
     };
 }
 
-export function beforeFirstUse(model: Pick<Model, "mailHost">): string {
+export function beforeFirstUse(model: Pick<Model, "mailHost" | "dns">): string {
     return [
         `Before first use of ${model.mailHost}:`,
         "1. New Hetzner Cloud accounts have outbound port 25 (and 465) blocked: ask Hetzner support to unblock it after the first paid invoice, or no mail leaves the server.",
@@ -63,6 +63,9 @@ export function beforeFirstUse(model: Pick<Model, "mailHost">): string {
         "3. Each domain's zone must be active at Cloudflare (its registrar points to Cloudflare's name servers), or the records here are not seen.",
         "4. The certificate comes from Let's Encrypt once the A/AAAA records resolve; until then the server uses a self-signed one.",
         "5. Generated mailbox passwords: pulumi stack output --show-secrets userPasswords",
+        ...(model.dns.dnssec
+            ? ["6. DNSSEC: give each zone's DS record (pulumi stack output dnssecDs) to its registrar; until then the zones are signed but not validated, and DANE senders do not check this server. `npm run check` says which zone's DS is missing."]
+            : []),
     ].join("\n");
 }
 
@@ -70,6 +73,8 @@ export class MailServer extends pulumi.ComponentResource {
     public readonly ipv4: pulumi.Output<string>;
     public readonly ipv6: pulumi.Output<string>;
     public readonly dnsRecords: pulumi.Output<DnsRecord[]>;
+    /** Zone -> DS record for the registrar (empty when dns.dnssec is false). */
+    public readonly dnssecDs: pulumi.Output<Record<string, string>>;
     public readonly userPasswords: pulumi.Output<Record<string, string>>;
     public readonly secrets: GeneratedSecrets;
     public readonly host: Host;
@@ -118,6 +123,7 @@ export class MailServer extends pulumi.ComponentResource {
         this.ipv4 = this.host.ipv4;
         this.ipv6 = this.host.ipv6;
         this.dnsRecords = this.dns.records;
+        this.dnssecDs = this.dns.dnssecDs;
         this.userPasswords = this.secrets.generatedUserPasswords;
         this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6 });
     }

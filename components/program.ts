@@ -40,6 +40,8 @@ export interface ProgramOutputs {
     readonly mailHost: string;
     readonly clientSettings: ClientSettings;
     readonly dnsRecords: pulumi.Output<DnsRecord[]>;
+    /** Zone -> DS record to give to the registrar (DNSSEC). */
+    readonly dnssecDs: pulumi.Output<Record<string, string>>;
     readonly userPasswords: pulumi.Output<Record<string, string>>;
     /** Which DKIM selector signs, and when a rotation listed in the config will take effect. */
     readonly dkimSigning: pulumi.Output<DkimSigningPlan>;
@@ -65,6 +67,7 @@ export function program(): ProgramOutputs {
         mailHost: model.mailHost,
         clientSettings: clientSettings(model),
         dnsRecords: server.dnsRecords,
+        dnssecDs: server.dnssecDs,
         userPasswords: server.userPasswords,
         dkimSigning: server.dkimSigning,
         beforeFirstUse: beforeFirstUse(model),

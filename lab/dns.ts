@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ipaddr from "ipaddr.js";
 import type { Model } from "../components/config";
-import { renderDnsRecords, tlsaOfKey, txtContent, zoneOf, type DnsRecord } from "../components/dns/records";
+import { renderDnsRecords, sshfpOf, tlsaOfKey, txtContent, zoneOf, type DnsRecord } from "../components/dns/records";
 import { dkimPublicKeyFromPem } from "../components/secrets";
 import { ensureForeignDkimKey, ensureForeignTlsKey, FOREIGN_DKIM_SELECTOR } from "./foreign";
 import { ecP256PrivateKey, keptKey, labTemplate, writeIfChanged } from "./files";
@@ -93,17 +93,22 @@ export interface LabZoneInput {
     readonly foreignDkimPublicKey?: string;
     /** The foreign MTA's TLSA data ("3 1 1 <hash>" of its TLS key); ensureDns fills it in from .lab. */
     readonly foreignTlsa?: string;
+    /**
+     * SSHFP data of the mail server's host key, as the program publishes it; ensureDns fills it in
+     * from the key pinned when the server was created (none before that).
+     */
+    readonly sshfp?: readonly string[];
 }
 
 /** Every zone the lab serves. Pure: the unit tests check it without a running server. */
-export function labZones({ model, dkimPublicKeys, tlsa, foreignDkimPublicKey, foreignTlsa }: LabZoneInput): Zone[] {
+export function labZones({ model, dkimPublicKeys, tlsa, foreignDkimPublicKey, foreignTlsa, sshfp }: LabZoneInput): Zone[] {
     const zones = new Map<string, ZoneRecord[]>();
     const add = (zone: string, r: ZoneRecord) => {
         if (!zones.has(zone)) zones.set(zone, []);
         zones.get(zone)!.push(r);
     };
     for (const origin of labZoneOrigins(model.domains)) zones.set(origin, []);
-    for (const r of renderDnsRecords({ model, ipv4: LAB.mail.ipv4, ipv6: LAB.mail.ipv6, dkimPublicKeys, tlsa })) {
+    for (const r of renderDnsRecords({ model, ipv4: LAB.mail.ipv4, ipv6: LAB.mail.ipv6, dkimPublicKeys, tlsa, sshfp })) {
         add(r.zone, { name: r.name, type: r.type, ttl: r.ttl, content: r.content });
     }
     // The foreign MTA's domain: a plain, correct mail domain of someone else.
@@ -233,11 +238,23 @@ export async function labDig(name: string, type: string): Promise<string[]> {
 }
 
 /**
+ * SSHFP data of the mail server's host key as pinned in the lab's known_hosts when the engine made
+ * the server from its user data (the program's tls.PrivateKey); none while there is no server.
+ */
+export function labServerSshfp(): string[] {
+    if (!existsSync(PATHS.knownHosts)) return [];
+    const line = readFileSync(PATHS.knownHosts, "utf8")
+        .split("\n")
+        .find((l) => l.split(" ")[0].split(",").includes(LAB.mail.fqdn));
+    return line ? [sshfpOf(line.split(" ").slice(1).join(" "))] : [];
+}
+
+/**
  * Renders the zones and knot's config, starts knot when it is not running, and reloads it only
  * when something changed. Returns what it did.
  */
 export async function ensureDns(input: LabZoneInput): Promise<"started" | "reloaded" | "unchanged"> {
-    const zones = labZones({ foreignDkimPublicKey: dkimPublicKeyFromPem(ensureForeignDkimKey()), foreignTlsa: tlsaOfKey(ensureForeignTlsKey()), ...input });
+    const zones = labZones({ foreignDkimPublicKey: dkimPublicKeyFromPem(ensureForeignDkimKey()), foreignTlsa: tlsaOfKey(ensureForeignTlsKey()), sshfp: labServerSshfp(), ...input });
     const zoneDir = join(PATHS.dns, "zones");
     mkdirSync(zoneDir, { recursive: true });
     mkdirSync(join(PATHS.dns, "db"), { recursive: true });

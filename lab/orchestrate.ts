@@ -64,7 +64,8 @@ export async function labUp(log: Log): Promise<UpReport> {
     log(`apt proxy: ${await timed(timings, "aptProxy", ensureAptProxy)} (${LAB.aptProxy.url})`);
     // The records the program publishes at Cloudflare, served by the lab DNS (the program itself
     // decides the DKIM signer from its records' times, as in `pulumi up`).
-    const dns = await timed(timings, "dns", () => ensureDns({ model, dkimPublicKeys: dkimPublicKeys(model, secrets), tlsa: tlsaData(model, secrets) }));
+    const publish = () => ensureDns({ model, dkimPublicKeys: dkimPublicKeys(model, secrets), tlsa: tlsaData(model, secrets) });
+    const dns = await timed(timings, "dns", publish);
     log(`dns: ${dns} (knot on ${LAB.dns})`);
     log(`acme: ${await timed(timings, "pebble", ensurePebble)} (pebble on ${LAB.acme.directoryUrl})`);
 
@@ -111,6 +112,10 @@ export async function labUp(log: Log): Promise<UpReport> {
         console.log(formatUpReport(report));
         throw failure;
     }
+    // A new server's host key is known once the engine made it: its SSHFP record, as the program
+    // publishes it with the server (unchanged when the server was not replaced).
+    const sshfp = await publish();
+    if (sshfp !== "unchanged") log(`dns: ${sshfp} (the server's SSHFP record)`);
     return report;
 }
 

@@ -208,8 +208,13 @@ const dnsSchema = z
             .record(fqdn.describe("a zone name such as example.org"), z.string().regex(/^[a-f0-9]{32}$/).describe("a Cloudflare zone id (32 lowercase hex digits)"))
             .default({})
             .describe("a mapping of zone name (such as example.org) to Cloudflare zone id (32 hex digits)"),
+        /**
+         * Cloudflare signs each zone (DNSSEC); the DS record for the registrar is the stack output
+         * `dnssecDs`. Off only for zones signed some other way.
+         */
+        dnssec: z.boolean().default(true).describe("true or false (default true): Cloudflare signs every zone; give the DS records of the stack output dnssecDs to the registrar"),
     })
-    .describe("a mapping {ttl?, zoneIds?}");
+    .describe("a mapping {ttl?, zoneIds?, dnssec?}");
 
 const backupSchema = z
     .strictObject({
@@ -303,7 +308,7 @@ export const configSchema = z.strictObject({
     nextcloud: nextcloudSchema.default({ enabled: false }),
     acme: acmeSchema.default({ directoryUrl: "https://acme-v02.api.letsencrypt.org/directory" }),
     mtaSts: mtaStsSchema.default({ mode: "enforce", maxAge: 604800 }),
-    dns: dnsSchema.default({ ttl: 3600, zoneIds: {} }),
+    dns: dnsSchema.default({ ttl: 3600, zoneIds: {}, dnssec: true }),
     backup: backupSchema.optional(),
     mailPolicy: mailPolicySchema.default({ enforceDmarc: true, sendLimit: { perHour: 200, perDay: 1000 } }),
     resolver: resolverSchema.default({ forwardTo: [], trustAnchors: [] }),

@@ -141,6 +141,8 @@ export class MailDns extends pulumi.ComponentResource {
      * since when it has been public. The rotation gate (components/dkim.ts) reads it.
      */
     public readonly dkimPublishedAt: pulumi.Output<Record<string, string>>;
+    /** Zone -> its DS record as Cloudflare gives it ("example.org. 3600 IN DS 2371 13 2 ..."), for the registrar. */
+    public readonly dnssecDs: pulumi.Output<Record<string, string>>;
 
     constructor(name: string, args: MailDnsArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ispmail:dns:MailDns", name, {}, opts);
@@ -217,6 +219,20 @@ export class MailDns extends pulumi.ComponentResource {
             dkimTimes[t.name] = pulumi.all([r.modifiedOn, r.createdOn]).apply(([modified, created]) => modified || created || "");
         });
         this.dkimPublishedAt = pulumi.all(dkimTimes);
-        this.registerOutputs({ records: this.records });
+
+        // DNSSEC: Cloudflare signs each zone; the registrar needs the DS record (the stack output
+        // dnssecDs) before resolvers validate it. retainOnDelete: turning signing off while the DS
+        // is still at the registrar would make the whole zone fail validation (no mail, no web),
+        // so leaving the stack or setting dns.dnssec to false never switches it off; OPERATIONS.md
+        // says how to, in the safe order.
+        const ds: Record<string, pulumi.Output<string>> = {};
+        if (model.dns.dnssec) {
+            for (const zone of dnsZones(model)) {
+                const signed = new cloudflare.ZoneDnssec(`dnssec:${zone}`, { zoneId: zoneIds.get(zone)!, status: "active" }, { parent: this, retainOnDelete: true, protect: model.protectState });
+                ds[zone] = signed.ds;
+            }
+        }
+        this.dnssecDs = pulumi.all(ds);
+        this.registerOutputs({ records: this.records, dnssecDs: this.dnssecDs });
     }
 }

@@ -114,3 +114,29 @@ describe("resolver (lab, signed zones)", { timeout: 300_000 }, () => {
         assert.doesNotMatch(other, /RBL_SPAMHAUS_XBL|SPAMHAUS_FAIL/, other);
     });
 });
+
+describe("SSHFP (lab, signed zones)", { timeout: 120_000 }, () => {
+    before(async () => {
+        await ensureLab();
+    });
+
+    test("sshfp: ssh with VerifyHostKeyDNS accepts the server's host key from its signed SSHFP record, with no known_hosts entry", async () => {
+        // From the foreign guest: like an admin's machine it validates through its own unbound (the
+        // lab host's namespace has no validating resolver, and ssh trusts only answers with AD).
+        // No key of ours is offered, so the login itself is refused after the host key was accepted.
+        const host = labModel().mailHost;
+        const r = await guest("foreign").exec(
+            `ssh -v -F /dev/null -o VerifyHostKeyDNS=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null -o BatchMode=yes -o PreferredAuthentications=none -o ConnectTimeout=10 root@${host} true`,
+        );
+        assert.notEqual(r.code, 0);
+        assert.match(r.stderr, /found 1 secure fingerprints in DNS/, r.stderr);
+        assert.match(r.stderr, /matching host key fingerprint found in DNS/, r.stderr);
+        assert.doesNotMatch(r.stderr, /Host key verification failed/, r.stderr);
+        assert.match(r.stderr, /Permission denied|No more authentication methods/, r.stderr);
+        // Control: the same without VerifyHostKeyDNS cannot accept an unknown key.
+        const control = await guest("foreign").exec(
+            `ssh -F /dev/null -o VerifyHostKeyDNS=no -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=10 root@${host} true`,
+        );
+        assert.match(control.stderr, /Host key verification failed/, control.stderr);
+    });
+});

@@ -30,6 +30,8 @@ export interface RegisteredResource {
     readonly dependencies: readonly string[];
     readonly ignoreChanges: readonly string[];
     readonly deleteBeforeReplace: boolean;
+    /** Left in the cloud when deleted from the stack. */
+    readonly retainOnDelete: boolean;
     readonly additionalSecretOutputs: readonly string[];
 }
 
@@ -138,6 +140,11 @@ export function mockState(args: Pick<pulumi.runtime.MockResourceArgs, "type" | "
         case "cloudflare:index/dnsRecord:DnsRecord":
             // Cloudflare stamps every record; by default these are long-published records.
             return { id: numericId(key), state: { ...inputs, createdOn: MOCK_RECORD_TIME, modifiedOn: MOCK_RECORD_TIME } };
+        case "cloudflare:index/zoneDnssec:ZoneDnssec": {
+            // The DS record Cloudflare reports for a signed zone (ECDSA P-256, SHA-256 digest).
+            const zone = args.name.replace(/^dnssec:/, "");
+            return { id: numericId(key), state: { ...inputs, ds: `${zone}. 3600 IN DS ${digest(key).readUInt16BE(0)} 13 2 ${digest(`${key}:ds`).toString("hex").toUpperCase()}` } };
+        }
         case "command:remote:Command":
             return { id: `${args.name}-id`, state: { ...inputs, stdout: 'ispmail-step-result:{"result":"changed","files":[],"actions":[]}\n', stderr: "" } };
         default:
@@ -161,6 +168,7 @@ interface RequestLike {
     getDependenciesList(): string[];
     getIgnorechangesList(): string[];
     getDeletebeforereplace(): boolean;
+    getRetainondelete(): boolean | undefined;
     getAdditionalsecretoutputsList(): string[];
     getObject(): { toJavaScript(): Record<string, unknown> } | undefined;
 }
@@ -226,6 +234,7 @@ async function runOnce<T>(fn: () => T, opts: MockRunOptions): Promise<MockRun<T>
                     dependencies: req.getDependenciesList(),
                     ignoreChanges: req.getIgnorechangesList(),
                     deleteBeforeReplace: req.getDeletebeforereplace(),
+                    retainOnDelete: req.getRetainondelete() ?? false,
                     additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
                     inputsKey: `${req.getType()}::${req.getName()}`,
                 });

@@ -8,7 +8,8 @@ import { generateKeyPairSync } from "node:crypto";
 import { describe, test } from "node:test";
 import type { Model } from "../../components/config";
 import { mtaStsPolicy, renderDnsRecords, type DnsRecord } from "../../components/dns/records";
-import { checkDkim, checkMtaSts, checkSpf, mxPatternMatches, policyId } from "../../check/consistency";
+import { checkDkim, checkDnssec, checkMtaSts, checkSpf, mxPatternMatches, policyId } from "../../check/consistency";
+import { parseServer, presentation } from "../../check/wire";
 import { checkPtr, compareRecords, expectedValue } from "../../check/dns";
 import { formatFinding, type Finding } from "../../check/findings";
 import { loadIntended, stackFileForCheck } from "../../check/intended";
@@ -86,10 +87,37 @@ describe("check", () => {
         const fs = await compareRecords(rendered, zoneLookup(served), { fix: "npm run lab" });
         assert.equal(problems(fs).length, 0, fs.map(formatFinding).join("\n"));
         assert.equal(fs.length, served.size);
-        // Node's resolver cannot ask for TLSA: named as skipped with the command that can, never "ok".
-        const tlsa = fs.filter((f) => f.message.startsWith("TLSA "));
-        assert.deepEqual(tlsa.map((f) => f.status), ["skipped"]);
-        assert.match(tlsa[0].message, /kdig \+dnssec TLSA _25\._tcp\.mx1\.example\.org/);
+        assert.deepEqual(fs.filter((f) => f.message.startsWith("TLSA ")).map((f) => f.status), ["ok"]);
+    });
+
+    test("check: a TLSA record that no longer matches the certificate key is a problem naming both values", async () => {
+        const other = `3 1 1 ${"e".repeat(64)}`;
+        const fs = problems(await compareRecords(rendered, zoneLookup(replace(served, "_25._tcp.mx1.example.org", "TLSA", other)), { fix: "npm run lab" }));
+        assert.equal(fs.length, 1, fs.map(formatFinding).join("\n"));
+        assert.match(fs[0].message, new RegExp(`TLSA _25\\._tcp\\.mx1\\.example\\.org: missing "${TLSA}"; unexpected "${other}"`));
+    });
+
+    test("check: a zone without a DS record at its parent is named with the registrar fix; dns.dnssec false checks nothing", async () => {
+        const ds = "2371 13 2 " + "A".repeat(64);
+        const withDs = replace(replace(served, "example.org", "DS", ds), "example.com", "DS", ds);
+        assert.equal(problems(await checkDnssec(model, zoneLookup(withDs))).length, 0);
+        const missing = problems(await checkDnssec(model, zoneLookup(replace(withDs, "example.com", "DS", null))));
+        assert.deepEqual(missing.map((f) => f.message.split(" ")[0]), ["example.com"]);
+        assert.match(missing[0].message, /no DS record at its parent/);
+        assert.match(missing[0].fix ?? "", /pulumi stack output dnssecDs/);
+        const off = await checkDnssec({ ...model, dns: { ...model.dns, dnssec: false } }, zoneLookup(served));
+        assert.deepEqual(off.map((f) => f.status), ["ok"]);
+    });
+
+    test("check: the wire lookup's answers read in the rendered form; server addresses of every shape", () => {
+        const tlsa = presentation({ type: "TLSA", name: "_25._tcp.mx1.example.org", data: { usage: 3, selector: 1, matchingType: 1, certificate: Buffer.from("ab".repeat(32), "hex") } });
+        assert.equal(tlsa, `3 1 1 ${"ab".repeat(32)}`);
+        assert.equal(presentation({ type: "SSHFP", name: "mx1.example.org", data: { algorithm: 4, hash: 2, fingerprint: "CD".repeat(32) } }), `4 2 ${"cd".repeat(32)}`);
+        assert.equal(presentation({ type: "DS", name: "example.org", data: { keyTag: 2371, algorithm: 13, digestType: 2, digest: Buffer.from("ef".repeat(32), "hex") } }), `2371 13 2 ${"EF".repeat(32)}`);
+        assert.deepEqual(parseServer("192.0.2.1"), { host: "192.0.2.1", port: 53 });
+        assert.deepEqual(parseServer("192.0.2.1:5353"), { host: "192.0.2.1", port: 5353 });
+        assert.deepEqual(parseServer("[2001:db8::1]:53"), { host: "2001:db8::1", port: 53 });
+        assert.deepEqual(parseServer("2001:db8::1"), { host: "2001:db8::1", port: 53 });
     });
 
     test("check: expected values are compared in the form the resolver gives", () => {

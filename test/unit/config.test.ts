@@ -88,6 +88,10 @@ const BAD_CASES: readonly BadCase[] = [
     { name: "no DKIM selector", mutate: (c) => (c.dkimSelectors = []), path: "ispmail:dkimSelectors", allowed: /at least one DKIM selector .* the first one signs/ },
     { name: "a missing dkimSelectors key", mutate: (c) => delete c.dkimSelectors, path: "ispmail:dkimSelectors", allowed: /is required; must be a list of at least one DKIM selector/ },
     { name: "the same selector twice", mutate: (c) => c.dkimSelectors.push("S2026B"), path: "ispmail:dkimSelectors[2]", allowed: /listed twice; each selector may appear once/ },
+    { name: "a TLS key name with an underscore", mutate: (c) => (c.tlsKeys = ["tls_1"]), path: "ispmail:tlsKeys[0]", allowed: /a TLS key name: lowercase letters, digits and inner hyphens/ },
+    { name: "no TLS key", mutate: (c) => (c.tlsKeys = []), path: "ispmail:tlsKeys", allowed: /at least one TLS key name .* the first key is the certificate's/ },
+    { name: "the same TLS key twice", mutate: (c) => (c.tlsKeys = ["tls1", "TLS1"]), path: "ispmail:tlsKeys[1]", allowed: /key "tls1" is listed twice; each key may appear once/ },
+    { name: "dnssec as a word", mutate: (c) => (c.dns = { dnssec: "yes" }), path: "ispmail:dns.dnssec", allowed: /true or false \(default true\)/ },
     // --- server
     { name: "a missing server", mutate: (c) => delete c.server, path: "ispmail:server", allowed: /is required; must be a mapping \{type, location, sshPublicKeys, adminCidrs, image\?, volumeSizeGb\?\}/ },
     { name: "an admin CIDR with prefix /33", mutate: (c) => (c.server.adminCidrs = ["198.51.100.0/33"]), path: "ispmail:server.adminCidrs[0]", allowed: /prefix 0-32 for IPv4, 0-128 for IPv6/ },
@@ -244,7 +248,8 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
         assert.deepEqual(model.nextcloud, { enabled: false, host: "mx1.example.org" });
         assert.equal(model.acme.directoryUrl, "https://acme-v02.api.letsencrypt.org/directory");
         assert.deepEqual(model.mtaSts, { mode: "enforce", maxAge: 604800 });
-        assert.deepEqual(model.dns, { ttl: 3600, zoneIds: {} });
+        assert.deepEqual(model.dns, { ttl: 3600, zoneIds: {}, dnssec: true });
+        assert.deepEqual(model.tlsKeys, ["tls1"], "one certificate key unless a rollover lists more");
         assert.equal(model.backup, undefined);
         assert.deepEqual(webHosts(model), ["mx1.example.org", "mta-sts.example.org", "autoconfig.example.org", "mta-sts.example.com", "autoconfig.example.com"]);
 

@@ -101,7 +101,7 @@ describe("graph: protection per stack", () => {
         raw.backup = { repository: "sftp:backup@backup.example.net:/ispmail" };
         const run = await programRun("prod", raw);
         assert.equal(run.error, undefined, String(run.error));
-        assert.deepEqual(protectedOf(run.resources), ["PrimaryIp:ipv4", "PrimaryIp:ipv6", "PrivateKey:dkim:s2026a", "PrivateKey:dkim:s2026b", "PrivateKey:tls:tls1", "RandomPassword:backup.restic", "Volume:data"]);
+        assert.deepEqual(protectedOf(run.resources), ["PrimaryIp:ipv4", "PrimaryIp:ipv6", "PrivateKey:dkim:s2026a", "PrivateKey:dkim:s2026b", "PrivateKey:tls:tls1", "RandomPassword:backup.restic", "Volume:data", "ZoneDnssec:dnssec:example.com", "ZoneDnssec:dnssec:example.org"]);
     });
 
     it("graph: in staging nothing is protected", async () => {
@@ -170,6 +170,31 @@ describe("graph: changes that must not touch the cloud or DNS", () => {
     });
 });
 
+describe("graph: DNSSEC", () => {
+    it("graph: Cloudflare signs every zone, the DS records are a stack output and in beforeFirstUse, and signing is never switched off by the stack", async () => {
+        const run = await programRun("staging");
+        const outputs = run.result as ProgramOutputs;
+        const signed = ofType(run.resources, "cloudflare:index/zoneDnssec:ZoneDnssec");
+        assert.deepEqual(signed.map((r) => r.name).sort(), ["dnssec:example.com", "dnssec:example.org"]);
+        for (const r of signed) {
+            assert.equal(r.inputs.status, "active");
+            // Deleting it would leave the registrar's DS pointing at an unsigned zone: every lookup fails.
+            assert.equal(r.retainOnDelete, true, r.name);
+        }
+        const ds = await valueOf(outputs.dnssecDs);
+        assert.deepEqual(Object.keys(ds).sort(), ["example.com", "example.org"]);
+        assert.match(ds["example.org"], /^example\.org\. \d+ IN DS \d+ 13 2 [0-9A-F]{64}$/);
+        assert.match(outputs.beforeFirstUse, /DS record \(pulumi stack output dnssecDs\)/);
+
+        const raw = validRawConfig();
+        raw.dns = { dnssec: false };
+        const off = await programRun("staging", raw);
+        assert.deepEqual(ofType(off.resources, "cloudflare:index/zoneDnssec:ZoneDnssec"), []);
+        assert.deepEqual(await valueOf((off.result as ProgramOutputs).dnssecDs), {});
+        assert.doesNotMatch((off.result as ProgramOutputs).beforeFirstUse, /DNSSEC/);
+    });
+});
+
 describe("graph: secrets", () => {
     it("graph: the DKIM TXT record publishes the public half of the generated key", async () => {
         const run = await programRun("staging");
@@ -229,7 +254,7 @@ describe("graph: index.ts, the real entry point", () => {
         raw.users[1].password = "configured-password-for-bob";
         const out = runIndex(withNamespace(raw), "staging", ["ispmail:users"]);
         assert.equal(out.error, null);
-        assert.deepEqual(Object.keys(out.outputs).sort(), ["beforeFirstUse", "clientSettings", "dkimSigning", "dnsRecords", "ipv4", "ipv6", "mailHost", "userPasswords"]);
+        assert.deepEqual(Object.keys(out.outputs).sort(), ["beforeFirstUse", "clientSettings", "dkimSigning", "dnsRecords", "dnssecDs", "ipv4", "ipv6", "mailHost", "userPasswords"]);
         assert.equal(out.outputs.mailHost, "mx1.example.org");
         // The mocked records are long published: the first listed selector signs.
         assert.deepEqual([out.outputs.dkimSigning.selector, out.outputs.dkimSigning.state], [raw.dkimSelectors[0], "settled"]);
