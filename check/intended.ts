@@ -102,8 +102,8 @@ async function loadLab(): Promise<Intended> {
     // Lab modules are loaded only here: a real stack's check needs nothing of the lab.
     const { LAB, PATHS } = await import("../lab/lab");
     const { dkimPublicKeys, ensureSecrets, loadLabStack, tlsaData } = await import("../lab/stack");
-    const { model, passwords } = loadLabStack(readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim());
-    const secrets = ensureSecrets(model, passwords);
+    const { model, configured } = loadLabStack(readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim());
+    const secrets = ensureSecrets(model, configured);
     const ipv4 = LAB.mail.ipv4;
     const ipv6 = LAB.mail.ipv6;
     return {

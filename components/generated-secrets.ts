@@ -16,15 +16,15 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
-import type { ConfiguredPasswords, Model } from "./config";
+import type { ConfiguredSecrets, Model } from "./config";
 import { tlsaOfKey } from "./dns/records";
 import { DKIM_SECRET_PREFIX, dkimPublicKeyFromPem, TLS_KEY_SECRET_PREFIX, userPasswordSecret, type SecretSpec } from "./secrets";
 import { secretSpecs, type Service } from "./services";
 
 export interface GeneratedSecretsArgs {
     readonly model: Model;
-    /** Passwords set in stack config (address -> password); provided under `user:<address>`. */
-    readonly configuredPasswords: ConfiguredPasswords;
+    /** Secrets set in stack config, by secret name (`user:<address>`, `spamhaus.dqs`). */
+    readonly configuredSecrets: ConfiguredSecrets;
     /** The services whose secrets are generated; the program's list when left out. */
     readonly services?: readonly Service[];
 }
@@ -55,6 +55,16 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
             ...(spec.stateful ? { ignoreChanges: parameters } : {}),
         });
 
+        /** An RSA 2048 key kept in the state; its private PEM is the secret's value. */
+        const rsaKey = (spec: SecretSpec): tls.PrivateKey => {
+            const key = new tls.PrivateKey(spec.name, { algorithm: "RSA", rsaBits: 2048 }, {
+                ...optsFor(spec, ["algorithm", "rsaBits"]),
+                additionalSecretOutputs: ["privateKeyPem", "privateKeyOpenssh", "privateKeyPemPkcs8"],
+            });
+            generated[spec.name] = key.privateKeyPem;
+            return key;
+        };
+
         for (const spec of specs) {
             switch (spec.kind) {
                 case "password": {
@@ -63,20 +73,12 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
                     break;
                 }
                 case "dkim-rsa2048": {
-                    const key = new tls.PrivateKey(spec.name, { algorithm: "RSA", rsaBits: 2048 }, {
-                        ...optsFor(spec, ["algorithm", "rsaBits"]),
-                        additionalSecretOutputs: ["privateKeyPem", "privateKeyOpenssh", "privateKeyPemPkcs8"],
-                    });
-                    generated[spec.name] = key.privateKeyPem;
+                    const key = rsaKey(spec);
                     dkim[spec.name.slice(DKIM_SECRET_PREFIX.length)] = key.publicKeyPem.apply(dkimPublicKeyFromPem);
                     break;
                 }
                 case "tls-rsa2048": {
-                    const key = new tls.PrivateKey(spec.name, { algorithm: "RSA", rsaBits: 2048 }, {
-                        ...optsFor(spec, ["algorithm", "rsaBits"]),
-                        additionalSecretOutputs: ["privateKeyPem", "privateKeyOpenssh", "privateKeyPemPkcs8"],
-                    });
-                    generated[spec.name] = key.privateKeyPem;
+                    const key = rsaKey(spec);
                     tlsa[spec.name.slice(TLS_KEY_SECRET_PREFIX.length)] = key.publicKeyPem.apply(tlsaOfKey);
                     break;
                 }
@@ -89,7 +91,7 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
 
         const byName: Record<string, pulumi.Output<string>> = {};
         for (const [secretName, value] of Object.entries(generated)) byName[secretName] = pulumi.secret(value);
-        for (const [address, password] of args.configuredPasswords) byName[userPasswordSecret(address)] = pulumi.secret(password);
+        for (const [name, value] of args.configuredSecrets) byName[name] = pulumi.secret(value);
         this.byName = byName;
         this.dkimPublicKeys = dkim;
         this.tlsa = tlsa;

@@ -9,7 +9,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Host } from "./cloud/host";
-import type { ConfiguredPasswords, Model } from "./config";
+import type { ConfiguredSecrets, Model } from "./config";
 import { MailDns } from "./dns/cloudflare";
 import type { DnsRecord } from "./dns/records";
 import { GeneratedSecrets } from "./generated-secrets";
@@ -20,7 +20,7 @@ import type { Step } from "./steps";
 
 export interface MailServerArgs {
     readonly model: Model;
-    readonly configuredPasswords: ConfiguredPasswords;
+    readonly configuredSecrets: ConfiguredSecrets;
     /** The steps to apply; renderServerSteps(model, ...) unless a test gives its own. */
     readonly steps?: readonly Step[];
     /** The services (components/services SERVICES unless a test gives its own list). */
@@ -86,7 +86,7 @@ export class MailServer extends pulumi.ComponentResource {
     constructor(name: string, args: MailServerArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ispmail:MailServer", name, {}, opts);
         const { model, services } = args;
-        this.secrets = new GeneratedSecrets("secrets", { model, configuredPasswords: args.configuredPasswords, services }, { parent: this });
+        this.secrets = new GeneratedSecrets("secrets", { model, configuredSecrets: args.configuredSecrets, services }, { parent: this });
         this.host = new Host("host", { model, services }, { parent: this });
         this.dns = new MailDns("dns", { model, ipv4: this.host.ipv4, ipv6: this.host.ipv6, dkimPublicKeys: this.secrets.dkimPublicKeys, services, sshHostKeys: [this.host.hostPublicKey], tlsa: this.secrets.tlsa }, { parent: this });
 

@@ -59,8 +59,8 @@ export function program(): ProgramOutputs {
         if (e instanceof ConfigError) throw new pulumi.RunError(e.message);
         throw e;
     }
-    const { model, passwords } = parsed;
-    const server = new MailServer("ispmail", { model, configuredPasswords: passwords });
+    const { model, configured } = parsed;
+    const server = new MailServer("ispmail", { model, configuredSecrets: configured });
     return {
         ipv4: server.ipv4,
         ipv6: server.ipv6,

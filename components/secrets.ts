@@ -40,6 +40,8 @@ export const RSPAMD_CONTROLLER_SECRET = "rspamd.controller";
 export const NEXTCLOUD_ADMIN_SECRET = "nextcloud.admin";
 export const BACKUP_PASSWORD_SECRET = "backup.restic";
 export const userPasswordSecret = (address: string) => `user:${address}`;
+/** The Spamhaus DQS key, given as secret config (ispmail:spamhausDqsKey). */
+export const SPAMHAUS_DQS_SECRET = "spamhaus.dqs";
 export const DKIM_SECRET_PREFIX = "dkim:";
 export const dkimKeySecret = (selector: string) => `${DKIM_SECRET_PREFIX}${selector}`;
 export const TLS_KEY_SECRET_PREFIX = "tls:";

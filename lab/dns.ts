@@ -56,7 +56,7 @@ export function reverseZone(address: string, prefixLength: number): string {
  */
 export function labZoneOrigins(domains: readonly string[]): string[] {
     const reverse = [LAB.mail.ipv4, LAB.mail.ipv6].map((a) => reverseZone(a, a.includes(":") ? LAB.prefix.ipv6 : LAB.prefix.ipv4));
-    return [...new Set([...domains, LAB.foreignDomain, ...reverse, LAB.dnsbl.zone])];
+    return [...new Set([...domains, LAB.foreignDomain, ...reverse, LAB.dnsbl.zone, LAB.dnsbl.dqsZone])];
 }
 
 /**
@@ -148,6 +148,10 @@ export function labZones({ model, dkimPublicKeys, tlsa, foreignDkimPublicKey, fo
     const bl = LAB.dnsbl;
     add(bl.zone, { name: `2.0.0.127.${bl.zone}`, type: "A", ttl: LAB_TTL, content: "127.0.0.2" });
     add(bl.zone, { name: `${reverseName(bl.listed).replace(/\.in-addr\.arpa$/, "")}.${bl.zone}`, type: "A", ttl: LAB_TTL, content: bl.code });
+    // The same list behind Spamhaus's Data Query Service, for the lab's DQS key.
+    const dqs = `${bl.dqsKey}.zen.${bl.dqsZone}`;
+    add(bl.dqsZone, { name: `2.0.0.127.${dqs}`, type: "A", ttl: LAB_TTL, content: "127.0.0.2" });
+    add(bl.dqsZone, { name: `${reverseName(bl.listed).replace(/\.in-addr\.arpa$/, "")}.${dqs}`, type: "A", ttl: LAB_TTL, content: bl.code });
     // Reverse DNS, as hcloud.Rdns sets it for the server's addresses.
     const ptrs: Array<[string, string]> = [
         [LAB.mail.ipv4, model.mailHost],

@@ -104,8 +104,8 @@ export async function labEngine(opts: LabEngineOptions): Promise<EngineRun> {
  */
 export async function labEngineFromStack(opts: Pick<LabEngineOptions, "preview" | "overrides" | "replace" | "log">): Promise<EngineRun> {
     const deployPublicKey = await ensureDeployKey();
-    const { model, passwords } = loadLabStack(deployPublicKey, opts.overrides);
-    return labEngine({ ...opts, deployPublicKey, secrets: ensureSecrets(model, passwords), rootfs: rootfsDir() });
+    const { model, configured } = loadLabStack(deployPublicKey, opts.overrides);
+    return labEngine({ ...opts, deployPublicKey, secrets: ensureSecrets(model, configured), rootfs: rootfsDir() });
 }
 
 export function formatEngineRun(title: string, r: EngineRun): string {

@@ -51,7 +51,7 @@ export const LAB = {
      * ZEN, which Rspamd queries by default) that lists this client address of the lab host, so a
      * test can prove that the server's lists are really asked through its own resolver.
      */
-    dnsbl: { zone: "zen.spamhaus.org", listed: "198.51.100.66", code: "127.0.0.4" },
+    dnsbl: { zone: "zen.spamhaus.org", listed: "198.51.100.66", code: "127.0.0.4", dqsZone: "dq.spamhaus.net", dqsKey: "labdqskey0123456789abcdefg" },
     /**
      * A foreign mail domain whose MX (the foreign MTA under a second name) publishes a TLSA record
      * that matches no key: a DANE sender must defer its mail rather than send it unverified.

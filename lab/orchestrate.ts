@@ -47,9 +47,9 @@ export async function labUp(log: Log): Promise<UpReport> {
     for (const dir of [STATE_DIR, PATHS.run, PATHS.logs]) mkdirSync(dir, { recursive: true });
 
     const deployKey = await ensureDeployKey();
-    const { model, passwords } = loadLabStack(deployKey);
+    const { model, configured } = loadLabStack(deployKey);
     if (model.mailHost !== LAB.mail.fqdn) throw new Error(`lab/stack.yaml: mailHost must be ${LAB.mail.fqdn} (the lab's plan and tests use it), not ${model.mailHost}`);
-    const secrets = ensureSecrets(model, passwords);
+    const secrets = ensureSecrets(model, configured);
     // Rendering can fail on a bad service module: find out before booting anything (the steps
     // that use deployment facts once per selector that may sign).
     renderServerSteps(model, settledFacts(model));

@@ -5,9 +5,9 @@
  */
 import { generateKeyPairSync, randomInt } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { parseConfig, stackFileConfig, type ConfiguredPasswords, type Model } from "../components/config";
+import { parseConfig, stackFileConfig, type ConfiguredSecrets, type Model } from "../components/config";
 import { tlsaOfKey } from "../components/dns/records";
-import { dkimKeySecret, dkimPublicKeyFromPem, tlsKeySecret, userPasswordSecret, type SecretSpec } from "../components/secrets";
+import { dkimKeySecret, dkimPublicKeyFromPem, tlsKeySecret, type SecretSpec } from "../components/secrets";
 import { secretSpecs } from "../components/services";
 import { labTrustAnchors } from "./dns";
 import { PATHS } from "./lab";
@@ -30,8 +30,9 @@ export function labStackRaw(deployPublicKey: string, overrides: Readonly<Record<
     return { ...raw, server, resolver: { ...resolver, trustAnchors }, ...overrides };
 }
 
-export function loadLabStack(deployPublicKey: string, overrides: Readonly<Record<string, unknown>> = {}): { model: Model; passwords: ConfiguredPasswords } {
-    return parseConfig(labStackRaw(deployPublicKey, overrides), { stack: LAB_STACK });
+export function loadLabStack(deployPublicKey: string, overrides: Readonly<Record<string, unknown>> = {}): { model: Model; configured: ConfiguredSecrets } {
+    // A DQS key given by a test counts as secret config, as `pulumi config set --secret` makes it.
+    return parseConfig(labStackRaw(deployPublicKey, overrides), { stack: LAB_STACK, secretKeys: ["ispmail:spamhausDqsKey"] });
 }
 
 const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -59,10 +60,10 @@ function generate(spec: SecretSpec): string {
 
 /**
  * Every secret of the stack: generated ones are created once and kept in .lab/secrets.json (0600);
- * new names are added, existing values are never replaced. Configured passwords are given under the
- * same names as in Pulumi (`user:<address>`).
+ * new names are added, existing values are never replaced. Configured secrets are given under the
+ * same names as in Pulumi (`user:<address>`, `spamhaus.dqs`).
  */
-export function ensureSecrets(model: Model, passwords: ConfiguredPasswords): Record<string, string> {
+export function ensureSecrets(model: Model, configured: ConfiguredSecrets): Record<string, string> {
     const stored: Record<string, string> = existsSync(PATHS.secrets) ? (JSON.parse(readFileSync(PATHS.secrets, "utf8")) as Record<string, string>) : {};
     let added = false;
     for (const spec of secretSpecs(model)) {
@@ -73,7 +74,7 @@ export function ensureSecrets(model: Model, passwords: ConfiguredPasswords): Rec
     }
     if (added || !existsSync(PATHS.secrets)) writeFileSync(PATHS.secrets, JSON.stringify(stored, null, 2) + "\n", { mode: 0o600 });
     const values = { ...stored };
-    for (const [address, password] of passwords) values[userPasswordSecret(address)] = password;
+    for (const [name, value] of configured) values[name] = value;
     return values;
 }
 

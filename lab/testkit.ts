@@ -20,7 +20,7 @@ import { LOCK_HELD_ENV } from "./lock";
 import { labDeployment, labDkimSigning, labLooksUp, type LabDeployment } from "./orchestrate";
 import { inLabNetns, run, type RunResult } from "./proc";
 import { sshExec } from "./ssh";
-import type { Model } from "../components/config";
+import type { ConfiguredSecrets, Model } from "../components/config";
 import { renderServerSteps } from "../components/services";
 import type { Step } from "../components/steps";
 import { ensureSecrets, loadLabStack } from "./stack";
@@ -87,8 +87,8 @@ export function applyOnGuest(name: GuestName, steps: readonly Step[], secrets: R
  * the records' ages, every mail step applied. Tests of config changes (e.g. a DKIM rotation) use it
  * and deploy {@link labModel} again afterwards.
  */
-export async function deployLabConfig(model: Model): Promise<LabDeployment & { applied: AppliedStep[] }> {
-    const secrets = ensureSecrets(model, labStack().passwords);
+export async function deployLabConfig(model: Model, configured: ConfiguredSecrets = labStack().configured): Promise<LabDeployment & { applied: AppliedStep[] }> {
+    const secrets = ensureSecrets(model, configured);
     const deployment = await labDeployment(model, secrets);
     return { ...deployment, applied: await applySteps(guestPlan("mail"), deployment.steps, secrets) };
 }
@@ -108,8 +108,8 @@ export function labModelWith(overrides: Readonly<Record<string, unknown>>): Mode
     return labStack(overrides).model;
 }
 
-/** lab/stack.yaml with the lab's deploy key, as `npm run lab` loads it. */
-function labStack(overrides: Readonly<Record<string, unknown>> = {}): ReturnType<typeof loadLabStack> {
+/** lab/stack.yaml with the lab's deploy key, as `npm run lab` loads it (with `overrides`: model and configured secrets of a config change). */
+export function labStack(overrides: Readonly<Record<string, unknown>> = {}): ReturnType<typeof loadLabStack> {
     return loadLabStack(readFileSync(`${PATHS.deployKey}.pub`, "utf8").trim(), overrides);
 }
 
@@ -124,8 +124,8 @@ export async function labSession(): Promise<{ model: Model; secrets: Record<stri
  * passwords set in lab/stack.yaml (mailbox passwords are `user:<address>`).
  */
 export function labSecrets(): Record<string, string> {
-    const { model, passwords } = labStack();
-    return ensureSecrets(model, passwords);
+    const { model, configured } = labStack();
+    return ensureSecrets(model, configured);
 }
 
 /**

@@ -13,11 +13,11 @@ import { z } from "zod";
 import { CONFIG_NAMESPACE, configSchema } from "./schema";
 import { ConfigError, describeIssue, keyPath, unwrap } from "./messages";
 import { checkRelations, fromComplete, partialParse } from "./rules";
-import { buildModel, type ConfiguredPasswords, type Model } from "./model";
+import { buildModel, type ConfiguredSecrets, type Model } from "./model";
 
 export { CONFIG_NAMESPACE, configSchema, type RawConfig } from "./schema";
 export { ConfigError, keyPath } from "./messages";
-export { isProtectedStack, type ConfiguredPasswords, type MailAlias, type MailUser, type Model, type SharedMailbox } from "./model";
+export { isProtectedStack, type ConfiguredSecrets, type MailAlias, type MailUser, type Model, type SharedMailbox } from "./model";
 export { readStackFile, stackFileConfig, type StackFile, type StackFileOptions } from "./stack-file";
 
 /**
@@ -30,7 +30,7 @@ export { readStackFile, stackFileConfig, type StackFile, type StackFileOptions }
 export function parseConfig(
     raw: Readonly<Record<string, unknown>>,
     opts: { stack: string; secretKeys?: readonly string[] },
-): { model: Model; passwords: ConfiguredPasswords } {
+): { model: Model; configured: ConfiguredSecrets } {
     const problems: string[] = [];
     const values: Record<string, unknown> = {};
     /** Keys whose text could not be decoded: unknown to the relation checks (not "empty"). */

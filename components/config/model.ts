@@ -3,6 +3,7 @@
  * derived facts computed once (per-user quota, alias `destinationIsLocal`,
  * `protectState`, `mailHostIsMailDomain`), everything deeply frozen. Configured passwords are returned beside it, never inside.
  */
+import { SPAMHAUS_DQS_SECRET, userPasswordSecret } from "../secrets";
 import { splitAddress, type Parsed } from "./schema";
 
 export interface MailUser {
@@ -69,10 +70,16 @@ export interface Model {
     readonly mailPolicy: Readonly<Parsed["mailPolicy"]>;
     /** The server's own validating resolver: full recursion unless forwardTo, extra trust anchors. */
     readonly resolver: Readonly<Parsed["resolver"]>;
+    /** Rspamd asks Spamhaus's DQS zones with the configured key (secret `spamhaus.dqs`) instead of the public mirrors. */
+    readonly spamhausDqs: boolean;
 }
 
-/** Passwords given in stack config (secret values), by address. Kept out of the model on purpose. */
-export type ConfiguredPasswords = ReadonlyMap<string, string>;
+/**
+ * Secrets given in stack config, by secret name (`user:<address>` for a mailbox password,
+ * `spamhaus.dqs` for the Spamhaus DQS key): kept out of the model on purpose, handed to the steps
+ * through the same placeholders as generated secrets.
+ */
+export type ConfiguredSecrets = ReadonlyMap<string, string>;
 
 /**
  * Stacks whose stateful resources (primary IPs, volume, DKIM keys, backup password) are protected
@@ -91,11 +98,11 @@ function deepFreeze<T>(o: T): T {
 }
 
 /** The frozen model of a config that passed the schema and the relation checks. */
-export function buildModel(c: Parsed, stack: string): { model: Model; passwords: ConfiguredPasswords } {
+export function buildModel(c: Parsed, stack: string): { model: Model; configured: ConfiguredSecrets } {
     const mailboxes = new Set(c.users.map((u) => u.address));
-    const passwords = new Map<string, string>();
+    const configured = new Map<string, string>();
     const users: MailUser[] = c.users.map((u) => {
-        if (u.password !== undefined) passwords.set(u.address, u.password);
+        if (u.password !== undefined) configured.set(userPasswordSecret(u.address), u.password);
         return {
             address: u.address,
             ...splitAddress(u.address),
@@ -131,6 +138,8 @@ export function buildModel(c: Parsed, stack: string): { model: Model; passwords:
         ...(c.backup ? { backup: c.backup } : {}),
         mailPolicy: c.mailPolicy,
         resolver: c.resolver,
+        spamhausDqs: c.spamhausDqsKey !== undefined,
     };
-    return { model: deepFreeze(model), passwords };
+    if (c.spamhausDqsKey !== undefined) configured.set(SPAMHAUS_DQS_SECRET, c.spamhausDqsKey);
+    return { model: deepFreeze(model), configured };
 }

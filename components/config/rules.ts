@@ -31,6 +31,8 @@ export interface RelationInput {
     dkimSelectors: ListPart<string>;
     tlsKeys: ListPart<string>;
     nextcloudHost?: string;
+    /** ispmail:spamhausDqsKey is given (whether or not it parsed): it must be secret config. */
+    spamhausDqsKeyGiven: boolean;
 }
 
 function whole<T>(list: readonly T[]): ListPart<T> {
@@ -49,6 +51,7 @@ export function fromComplete(c: Parsed): RelationInput {
         dkimSelectors: whole(c.dkimSelectors),
         tlsKeys: whole(c.tlsKeys),
         nextcloudHost: c.nextcloud.host,
+        spamhausDqsKeyGiven: c.spamhausDqsKey !== undefined,
     };
 }
 
@@ -98,6 +101,7 @@ export function partialParse(decoded: Record<string, unknown>, undecodable: Read
         sharedMailboxes: partialList(values, "sharedMailboxes"),
         dkimSelectors: partialList(values, "dkimSelectors"),
         tlsKeys: partialList(values, "tlsKeys"),
+        spamhausDqsKeyGiven: decoded.spamhausDqsKey !== undefined,
         ...(nextcloud.success && nextcloud.data.host ? { nextcloudHost: nextcloud.data.host } : {}),
     };
 }
@@ -120,6 +124,9 @@ export function checkRelations(c: RelationInput, secretKeys: ReadonlySet<string>
         mailboxes.add(address);
     }
     const mailboxesKnown = c.mailboxAddresses.complete;
+    if (c.spamhausDqsKeyGiven && !secretKeys.has(`${CONFIG_NAMESPACE}:spamhausDqsKey`)) {
+        problems.push(`${keyPath(["spamhausDqsKey"])}: is plain (non-secret) config; the key must be secret: pulumi config set --secret ispmail:spamhausDqsKey <key>`);
+    }
     if (!secretKeys.has(`${CONFIG_NAMESPACE}:users`)) {
         for (const { index, value: u } of c.users.items) {
             if (u.password === undefined) continue;

@@ -263,35 +263,31 @@ const resolverSchema = z
     })
     .describe("a mapping {forwardTo?, trustAnchors?}: the server's own validating resolver (unbound)");
 
-const SELECTOR_ALLOWED = "a DKIM selector: lowercase letters, digits and inner hyphens, no dots or underscores, such as s2026";
-const selectorList = z
-    .array(
-        z
-            .string()
-            .transform(lower)
-            .superRefine((s, ctx) => {
-                if (!SELECTOR.test(s)) ctx.addIssue({ code: "custom", message: `"${s}" is not allowed; must be ${SELECTOR_ALLOWED}` });
-            })
-            .describe(SELECTOR_ALLOWED),
-    )
-    .min(1)
-    .describe("a list of at least one DKIM selector such as [s2026]; the first one signs once its record has been public for dns.ttl seconds, the others stay published for rotation");
+/** A list of key names (DKIM selectors, TLS keys): lowercase letters, digits and inner hyphens, at least one. */
+function keyNameList(allowed: string) {
+    return z
+        .array(
+            z
+                .string()
+                .transform(lower)
+                .superRefine((s, ctx) => {
+                    if (!SELECTOR.test(s)) ctx.addIssue({ code: "custom", message: `"${s}" is not allowed; must be ${allowed}` });
+                })
+                .describe(allowed),
+        )
+        .min(1);
+}
 
-const TLS_KEY_ALLOWED = "a TLS key name: lowercase letters, digits and inner hyphens, such as tls2026";
+const selectorList = keyNameList("a DKIM selector: lowercase letters, digits and inner hyphens, no dots or underscores, such as s2026").describe(
+    "a list of at least one DKIM selector such as [s2026]; the first one signs once its record has been public for dns.ttl seconds, the others stay published for rotation",
+);
+
 /** The certificate's keys by name: each is published as TLSA, the first one is in the certificate. */
-const tlsKeyList = z
-    .array(
-        z
-            .string()
-            .transform(lower)
-            .superRefine((s, ctx) => {
-                if (!SELECTOR.test(s)) ctx.addIssue({ code: "custom", message: `"${s}" is not allowed; must be ${TLS_KEY_ALLOWED}` });
-            })
-            .describe(TLS_KEY_ALLOWED),
-    )
-    .min(1)
+const tlsKeyList = keyNameList("a TLS key name: lowercase letters, digits and inner hyphens, such as tls2026")
     .default(["tls1"])
-    .describe("a list of at least one TLS key name (default [tls1]); every listed key's TLSA record is published on _25._tcp.<mailHost>, the first key is the certificate's; add, move first, then drop to roll the key over");
+    .describe(
+        "a list of at least one TLS key name (default [tls1]); every listed key's TLSA record is published on _25._tcp.<mailHost>, the first key is the certificate's; add, move first, then drop to roll the key over",
+    );
 
 /** The shape of every `ispmail:*` key; keys without a default must be present in the stack file. */
 export const configSchema = z.strictObject({
@@ -312,6 +308,15 @@ export const configSchema = z.strictObject({
     backup: backupSchema.optional(),
     mailPolicy: mailPolicySchema.default({ enforceDmarc: true, sendLimit: { perHour: 200, perDay: 1000 } }),
     resolver: resolverSchema.default({ forwardTo: [], trustAnchors: [] }),
+    /**
+     * Spamhaus's free lists answer only non-public resolvers within the free-use limits, and not at
+     * all from some networks; a (free) Data Query Service key lifts that. Secret config.
+     */
+    spamhausDqsKey: z
+        .string()
+        .regex(/^[a-z0-9]{26}$/, { message: "must be a Spamhaus DQS key: 26 lowercase letters and digits" })
+        .optional()
+        .describe("a Spamhaus DQS key (26 lowercase letters and digits), set with `pulumi config set --secret ispmail:spamhausDqsKey <key>`; without it Rspamd asks the public mirrors"),
 });
 
 export type RawConfig = z.input<typeof configSchema>;

@@ -9,7 +9,7 @@
  */
 import type { Model } from "../config";
 import { DATA_DIR, secretPath } from "../paths";
-import { dkimKeySecret, RSPAMD_CONTROLLER_SECRET, type SecretSpec } from "../secrets";
+import { dkimKeySecret, RSPAMD_CONTROLLER_SECRET, SPAMHAUS_DQS_SECRET, type SecretSpec } from "../secrets";
 import type { StepFile } from "../steps";
 import { secretRef } from "../steps";
 import { shellAssignments } from "../shell";
@@ -22,6 +22,8 @@ export const DKIM_DIR = `${DATA_DIR}/dkim`;
 export const MILTER_ADDRESS = "inet:localhost:11332";
 
 export const dkimKeyPath = (selector: string) => `${DKIM_DIR}/${selector}.key`;
+
+export const RBL_CONF = "/etc/rspamd/local.d/rbl.conf";
 
 /** local.d files copied as they are. */
 const LOCAL_D = [
@@ -43,6 +45,10 @@ function render(model: Model): StepBody {
     const files: StepFile[] = [
         ...LOCAL_D.map((name) => ({ path: `/etc/rspamd/local.d/${name}`, content: readStatic(`rspamd/local.d/${name}`), mode: "0644" })),
         { path: "/etc/rspamd/local.d/dmarc.conf", content: renderTemplate("rspamd/local.d/dmarc.conf.mustache", { enforceDmarc: model.mailPolicy.enforceDmarc }), mode: "0644" },
+        // With a DQS key the file holds it: then readable by Rspamd only.
+        model.spamhausDqs
+            ? { path: RBL_CONF, content: renderTemplate("rspamd/local.d/rbl.conf.mustache", { dqsKey: secretRef(SPAMHAUS_DQS_SECRET) }), owner: "root", group: "_rspamd", mode: "0640", secret: true }
+            : { path: RBL_CONF, content: renderTemplate("rspamd/local.d/rbl.conf.mustache", { dqsKey: "" }), mode: "0644" },
         {
             path: "/etc/rspamd/local.d/ratelimit.conf",
             content: renderTemplate("rspamd/local.d/ratelimit.conf.mustache", sendLimitView),

@@ -4,10 +4,10 @@
  * (lab/stack.yaml, lab/stack.ts) and is the resolver of the system, Postfix and Rspamd.
  */
 import assert from "node:assert/strict";
-import { before, describe, test } from "node:test";
+import { before, describe, test, type TestContext } from "node:test";
 import { BROKEN_ZONE_HOST, labZoneOrigins } from "../../lab/dns";
 import { randomBytes } from "node:crypto";
-import { client, ensureLab, guest, LAB, labModel } from "../../lab/testkit";
+import { client, deployLabConfig, ensureLab, guest, LAB, labModel, labStack } from "../../lab/testkit";
 import { swaks } from "./clients";
 
 const mail = guest("mail");
@@ -80,10 +80,12 @@ describe("resolver (lab, signed zones)", { timeout: 300_000 }, () => {
         assert.equal(ptr.trim(), LAB.foreign.fqdn);
     });
 
-    test("resolver: DNS blocklists are really asked through it: mail from the lab's listed address scores Spamhaus XBL, the same mail from another address does not", async (t) => {
-        // The lab DNS serves a zone under Spamhaus ZEN's name (LAB.dnsbl) that lists one lab
-        // address. Rspamd asks its lists through unbound; were they asked anywhere else, nothing
-        // would answer in the lab, as the public lists answer nothing to a hoster's resolver.
+    /**
+     * Mail from the lab's listed address and from an unlisted one, each through a list zone: the
+     * verdicts Rspamd logged, after checking that the listed address's question went through
+     * unbound (not in its cache before, in it after).
+     */
+    async function blocklistProbe(t: TestContext, listZone: string): Promise<{ listed: string; other: string }> {
         const unlisted = "198.51.100.67";
         const sources = [LAB.dnsbl.listed, unlisted];
         for (const a of sources) {
@@ -102,16 +104,41 @@ describe("resolver (lab, signed zones)", { timeout: 300_000 }, () => {
             assert.ok(line.trim(), `Rspamd never logged the probe from ${source}`);
             return line;
         };
-        // The question goes through unbound: the name is not in its cache before, and is after.
-        const blName = `${LAB.dnsbl.listed.split(".").reverse().join(".")}.${LAB.dnsbl.zone}.`;
+        const blName = `${LAB.dnsbl.listed.split(".").reverse().join(".")}.${listZone}.`;
         await mail.execOk(`unbound-control flush_type ${blName} A >/dev/null`);
         const cached = async () => (await mail.execOk(`unbound-control dump_cache | grep -cP '^${blName.replace(/\./g, "\\.")}\\t\\d+\\tIN\\tA\\t' || true`)).trim();
         assert.equal(await cached(), "0");
         const listed = await verdict(LAB.dnsbl.listed);
-        assert.notEqual(await cached(), "0", "Rspamd's blocklist question did not go through unbound");
-        assert.match(listed, new RegExp(`RBL_SPAMHAUS_XBL\\([0-9.]+\\)\\{${LAB.dnsbl.listed.replace(/\./g, "\\.")}:from;\\}`), listed);
-        const other = await verdict(unlisted);
+        assert.notEqual(await cached(), "0", `Rspamd's blocklist question for ${listZone} did not go through unbound`);
+        return { listed, other: await verdict(unlisted) };
+    }
+    const XBL_HIT = new RegExp(`RBL_SPAMHAUS_XBL\\([0-9.]+\\)\\{${LAB.dnsbl.listed.replace(/\./g, "\\.")}:from;\\}`);
+
+    test("resolver: DNS blocklists are really asked through it: mail from the lab's listed address scores Spamhaus XBL, the same mail from another address does not", async (t) => {
+        // The lab DNS serves a zone under Spamhaus ZEN's name (LAB.dnsbl) that lists one lab
+        // address. Rspamd asks its lists through unbound; were they asked anywhere else, nothing
+        // would answer in the lab, as the public lists answer nothing to a hoster's resolver.
+        const { listed, other } = await blocklistProbe(t, LAB.dnsbl.zone);
+        assert.match(listed, XBL_HIT, listed);
         assert.doesNotMatch(other, /RBL_SPAMHAUS_XBL|SPAMHAUS_FAIL/, other);
+    });
+
+    test("resolver: with ispmail:spamhausDqsKey, Rspamd asks Spamhaus's DQS zones with the key, and the key file is Rspamd's alone", { timeout: 300_000 }, async (t) => {
+        const key = LAB.dnsbl.dqsKey;
+        const keyed = labStack({ spamhausDqsKey: key });
+        const withKey = await deployLabConfig(keyed.model, keyed.configured);
+        t.after(async () => {
+            const restored = await deployLabConfig(labModel());
+            assert.deepEqual(restored.applied.filter((s) => s.result !== "unchanged").map((s) => s.name), ["rspamd"]);
+        });
+        assert.deepEqual(withKey.applied.filter((s) => s.result !== "unchanged").map((s) => s.name), ["rspamd"]);
+        assert.equal((await mail.execOk("stat -c '%U:%G %a' /etc/rspamd/local.d/rbl.conf")).trim(), "root:_rspamd 640");
+        const { listed, other } = await blocklistProbe(t, `${key}.zen.${LAB.dnsbl.dqsZone}`);
+        assert.match(listed, XBL_HIT, listed);
+        assert.doesNotMatch(other, /RBL_SPAMHAUS_XBL|SPAMHAUS_FAIL/, other);
+        // The key is in the file Rspamd reads, not in the step's output the lab (or Pulumi) shows.
+        const rspamd = withKey.applied.find((s) => s.name === "rspamd")!;
+        assert.ok(!JSON.stringify(rspamd).includes(key), "the key appears in the step's reported output");
     });
 });
 

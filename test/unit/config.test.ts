@@ -305,16 +305,28 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
         }
     });
 
-    test("config: a secret password goes to the passwords map, never into the model", () => {
+    test("config: a secret password goes to the configured secrets, never into the model", () => {
         const raw = validRawConfig();
         raw.users[1].password = "a long secret passphrase";
         for (const secretKeys of [["ispmail:users"], ["users"]]) {
-            const { model, passwords } = parseConfig(raw, { stack: "test", secretKeys });
-            assert.equal(passwords.get("bob@example.org"), "a long secret passphrase");
-            assert.equal(passwords.size, 1);
+            const { model, configured } = parseConfig(raw, { stack: "test", secretKeys });
+            assert.equal(configured.get("user:bob@example.org"), "a long secret passphrase");
+            assert.equal(configured.size, 1);
             assert.deepEqual(model.users.map((u) => u.passwordFromConfig), [false, true, false]);
             assert.ok(!JSON.stringify(model).includes("a long secret passphrase"));
         }
+    });
+
+    test("config: the Spamhaus DQS key must be secret config, and goes to the configured secrets, never into the model", () => {
+        const key = "abcdefghij0123456789klmnop";
+        const raw = { ...validRawConfig(), spamhausDqsKey: key };
+        const { model, configured } = parseConfig(raw, { stack: "test", secretKeys: ["ispmail:spamhausDqsKey"] });
+        assert.equal(configured.get("spamhaus.dqs"), key);
+        assert.equal(model.spamhausDqs, true);
+        assert.ok(!JSON.stringify(model).includes(key));
+        assert.equal(parseConfig(validRawConfig(), { stack: "test" }).model.spamhausDqs, false);
+        assert.match(problemsOf(raw).join("\n"), /^ispmail:spamhausDqsKey: is plain \(non-secret\) config; the key must be secret: pulumi config set --secret ispmail:spamhausDqsKey <key>$/m);
+        assert.match(problemsOf({ ...raw, spamhausDqsKey: "short" }).join("\n"), /^ispmail:spamhausDqsKey: must be a Spamhaus DQS key \(26 lowercase letters and digits\).*\(got "short"\)$/m);
     });
 
     test("config: values as Pulumi passes them (JSON strings, numbers as text) parse like YAML values", () => {
@@ -332,7 +344,7 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
 
 describe("config: the example stack files", () => {
     test("config: Pulumi.prod.yaml parses into a protected model with nextcloud, a catch-all, a cross-domain alias, a share and two selectors", () => {
-        const { model, passwords } = modelFromStackFile("Pulumi.prod.yaml", "prod");
+        const { model, configured } = modelFromStackFile("Pulumi.prod.yaml", "prod");
         assert.equal(model.mailHost, "mx1.example.org");
         assert.deepEqual(model.domains, ["example.org", "example.com"]);
         assert.equal(model.protectState, true);
@@ -344,7 +356,7 @@ describe("config: the example stack files", () => {
         assert.equal(model.sharedMailboxes.length, 1);
         assert.equal(model.dkimSelectors.length, 2);
         assert.ok(model.backup);
-        assert.equal(passwords.size, 0, "no password is written into the example");
+        assert.equal(configured.size, 0, "no password or key is written into the example");
     });
 
     test("config: Pulumi.staging.yaml parses into a small unprotected model without nextcloud", () => {

@@ -112,7 +112,7 @@ const filesIn = (script: string) => [...script.matchAll(/<<'ISPMAIL_B64'\n([A-Za
 
 async function deploy(cloudflare: FakeCloudflare, selectors: string[], now: Date): Promise<Deployment> {
     const m = model(selectors);
-    const run = await runMocked(() => new MailServer("ispmail", { model: m, configuredPasswords: new Map(), now: () => now }), { stack: "staging", outputs: cloudflare.outputs(now) });
+    const run = await runMocked(() => new MailServer("ispmail", { model: m, configuredSecrets: new Map(), now: () => now }), { stack: "staging", outputs: cloudflare.outputs(now) });
     assert.equal(run.error, undefined, String(run.error));
     const records = ofType(run.resources, "cloudflare:index/dnsRecord:DnsRecord");
     cloudflare.keepOnly(records.map((r) => r.name));
@@ -180,7 +180,7 @@ describe("dkim: rotation as a sequence of config changes (mocks)", () => {
 
     it("dkim: with one selector no step waits for DNS; with several only the dkim-signer step does", async () => {
         const depsOf = async (selectors: string[]) => {
-            const run = await runMocked(() => new MailServer("ispmail", { model: model(selectors), configuredPasswords: new Map(), now: () => T0 }), { stack: "staging" });
+            const run = await runMocked(() => new MailServer("ispmail", { model: model(selectors), configuredSecrets: new Map(), now: () => T0 }), { stack: "staging" });
             const byUrn = new Map(run.resources.map((r) => [r.urn, r]));
             const waitsForDkim = (c: RegisteredResource) => c.dependencies.some((u) => String(byUrn.get(u)?.inputs.name ?? "").includes("._domainkey."));
             return ofType(run.resources, "command:remote:Command").filter(waitsForDkim).map((c) => c.name);

@@ -10,8 +10,8 @@ import { describe, test } from "node:test";
 import { parseConfig } from "../../components/config";
 import { SERVICE, stepsOf } from "../../components/services";
 import { ARC_CONF, DKIM_SIGNING_CONF } from "../../components/services/dkim-signer";
-import { dkimKeyPath } from "../../components/services/rspamd";
-import { secretsOf } from "../../components/steps";
+import { dkimKeyPath, RBL_CONF } from "../../components/services/rspamd";
+import { resolveSecrets, secretsOf } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
 import { CHROOT, chrootSkipReason, inChroot, withStepFiles } from "./mail-chroot";
 
@@ -104,6 +104,29 @@ describe("rspamd step", () => {
             assert.match(options.stdout, /enable_mime_utf = true/);
             const headers = inChroot(["rspamadm", "configdump", "-c", `${inside}/conf/rspamd.conf`, "group"]);
             assert.match(headers.stdout, /"?R_MIXED_CHARSET"? \{[^}]*weight = 1/);
+        });
+    });
+
+    test("rspamd: with ispmail:spamhausDqsKey the Spamhaus lists are asked in the DQS zones, from a file only Rspamd reads", { skip: chrootSkipReason("usr/bin/rspamadm") }, () => {
+        const key = "abcdefghij0123456789klmnop";
+        const withKey = parseConfig({ ...validRawConfig(), spamhausDqsKey: key }, { stack: "test", secretKeys: ["ispmail:spamhausDqsKey"] }).model;
+        const [keyed] = stepsOf(SERVICE.rspamd, withKey);
+        const rbl = keyed.files.find((f) => f.path === RBL_CONF)!;
+        assert.deepEqual([rbl.owner, rbl.group, rbl.mode, rbl.secret], ["root", "_rspamd", "0640", true]);
+        assert.deepEqual(secretsOf(keyed).filter((n) => n === "spamhaus.dqs"), ["spamhaus.dqs"]);
+        assert.ok(!rbl.content.includes(key), "the key itself is a placeholder until transport");
+        // Without a key: a comment only, the defaults (public mirrors) stay.
+        const plain = step.files.find((f) => f.path === RBL_CONF)!;
+        assert.equal(plain.secret, undefined);
+        assert.doesNotMatch(plain.content.replace(/^#.*$/gm, ""), /\S/);
+        // What Rspamd 3.12 makes of it: the zen (IP), DBL and URIBL lists under the key's zones.
+        withStepFiles([resolveSecrets(keyed, { "spamhaus.dqs": key, "rspamd.controller": "x", "dkim:s2026a": "k", "dkim:s2026b": "k" })], (inside, host) => {
+            const conf = join(host, "conf");
+            cpSync(join(CHROOT, "etc/rspamd"), conf, { recursive: true });
+            cpSync(join(host, "etc/rspamd/local.d"), join(conf, "local.d"), { recursive: true });
+            const dump = inChroot(["rspamadm", `--var=LOCAL_CONFDIR=${inside}/conf`, "configdump", "-c", `${inside}/conf/rspamd.conf`, "rbl"]);
+            const zones = [...dump.stdout.matchAll(/rbl = "([^"]*spamhaus[^"]*)"/g)].map((m) => m[1]).sort();
+            assert.deepEqual(zones, [`${key}.dbl.dq.spamhaus.net`, `${key}.zen.dq.spamhaus.net`, `${key}.zen.dq.spamhaus.net`], dump.stdout.slice(0, 2000));
         });
     });
 

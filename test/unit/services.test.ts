@@ -68,7 +68,7 @@ describe("services: everything is derived from the list", () => {
 
     /** The graph of the program with the throw-away service added (registered once, for both tests). */
     let graph: ReturnType<typeof runMocked> | undefined;
-    const withThrowaway = () => (graph ??= runMocked(() => new MailServer("ispmail", { model, configuredPasswords: new Map(), services: [...SERVICES, throwaway()] }), { stack: "staging" }));
+    const withThrowaway = () => (graph ??= runMocked(() => new MailServer("ispmail", { model, configuredSecrets: new Map(), services: [...SERVICES, throwaway()] }), { stack: "staging" }));
 
     it("services: a throw-away service added by the recipe gets its port, names, secret and ordered step", async () => {
         const services = [...SERVICES, throwaway()];
