@@ -63,7 +63,7 @@ function requireAddress(value: string | undefined, family: 4 | 6, what: string):
 
 /** A stand-in key so that records can be rendered when the real ones are unknown (never compared). */
 const UNKNOWN_DKIM_KEY = "unknown";
-/** TLSA data is never looked up by the check (compareRecords skips it), so a stand-in serves. */
+/** A stand-in too: without the stack outputs the certificate key is unknown, and compareRecords skips TLSA like DKIM. */
 const UNKNOWN_TLSA = "3 1 1 unknown";
 
 export async function loadIntended(opts: IntendedOptions): Promise<Intended> {

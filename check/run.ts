@@ -45,7 +45,7 @@ export async function runChecks(intended: Intended, opts: RunOptions = {}): Prom
     const findings: Finding[] = [];
 
     findings.push(...(await compareRecords(intended.records, lookup, { fix: intended.fixDns, skipDkimContent: !intended.dkimKnown })));
-    if (!intended.dkimKnown) findings.push(skipped("dns", "DKIM keys are only in the stack state: give --outputs (pulumi stack output --json) to compare them; checked for validity below"));
+    if (!intended.dkimKnown) findings.push(skipped("dns", "DKIM keys and the certificate key (TLSA) are only in the stack state: give --outputs (pulumi stack output --json) to compare them; DKIM is checked for validity below"));
     findings.push(...(await guarded("ptr", () => checkPtr([ipv4, ipv6], model.mailHost, lookup, intended.fixPtr))));
     findings.push(...(await guarded("mx", () => checkMx(model, { ipv4, ipv6 }, lookup, intended.fixDns))));
     findings.push(...(await guarded("spf", () => checkSpf(model, { ipv4, ipv6 }, lookup, intended.fixDns))));
