@@ -45,6 +45,10 @@ describe("resolver (lab, signed zones)", { timeout: 300_000 }, () => {
             `${LAB.foreign.fqdn} AAAA`,
             `-x ${LAB.mail.ipv4}`,
             `-x ${LAB.foreign.ipv6}`,
+            // The records that authenticate the server: DANE, SSH host key, who may issue certificates.
+            `_25._tcp.${model.mailHost} TLSA`,
+            `${model.mailHost} SSHFP`,
+            `${model.domains[0]} CAA`,
         ];
         for (const q of probes) {
             const r = await digOnServer(q);
