@@ -9,6 +9,9 @@
  *   update: replacing it would briefly publish two SPF or two STSv1 records, which RFC 7208 §4.5 and
  *   RFC 8461 §3.1 both treat as "no valid record".
  * - `TYPE:name:<hash of the content>` for record sets with several values (the CAA set).
+ * - `TLSA:_25._tcp.<mailHost>:<key name>` for the certificate keys' records, one or several: a key
+ *   rollover adds and later removes one record, and must never rename (delete and re-create) the
+ *   record of the key in use, which DANE senders need throughout.
  *
  * The values that are only known after deployment (addresses, DKIM keys) are rendered from the
  * same pure function once they are known; the structure (names, types, count) is rendered up front
@@ -98,6 +101,8 @@ export function recordResourceNames(records: readonly DnsRecord[]): string[] {
     for (const r of records) count.set(`${r.type}:${r.name}`, (count.get(`${r.type}:${r.name}`) ?? 0) + 1);
     return records.map((r) => {
         const key = `${r.type}:${r.name}`;
+        const tlsKey = r.type === "TLSA" ? new RegExp(`^${PLACEHOLDER}tlsa-([a-z0-9-]+)$`).exec(r.content)?.[1] : undefined;
+        if (tlsKey) return `${key}:${tlsKey}`;
         if (count.get(key) === 1) return key;
         return `${key}:${createHash("sha256").update(r.content).digest("hex").slice(0, 8)}`;
     });

@@ -264,5 +264,9 @@ describe("dns: Cloudflare mapping", () => {
         // A changed policy keeps the resource (an update in place, never two STSv1 records at once).
         const testing = recordResourceNames(recordTemplate(model((raw) => (raw.mtaSts = { mode: "testing" }))));
         assert.deepEqual(testing, names);
+        // TLSA records are named by key, so a rollover never renames (deletes) the record in use.
+        assert.deepEqual(names.filter((n) => n.startsWith("TLSA:")), ["TLSA:_25._tcp.mx1.example.org:tls1"]);
+        const rollover = recordResourceNames(recordTemplate(model((raw) => (raw.tlsKeys = ["tls2", "tls1"]))));
+        assert.deepEqual(rollover.filter((n) => n.startsWith("TLSA:")).sort(), ["TLSA:_25._tcp.mx1.example.org:tls1", "TLSA:_25._tcp.mx1.example.org:tls2"]);
     });
 });

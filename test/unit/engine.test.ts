@@ -162,6 +162,28 @@ describe("engine: what a preview shows for typical changes", () => {
         assert.ok(signer.changed.includes("stdin (unknown)"), "the signer is decided during up");
     });
 
+    it("engine: the certificate key rollover, stage 1: the next key and its TLSA record are created, nothing on the server changes", async () => {
+        const r = await previewOf((raw) => (raw.tlsKeys = ["tls1", "tls2"]));
+        // The record of the key in use is untouched: TLSA records are named by key (a rename
+        // would delete and re-create it, and a DANE sender could meet a moment without it).
+        assert.deepEqual(changes(r.plan), {
+            "tls.PrivateKey tls:tls2": "create",
+            "cloudflare.DnsRecord TLSA:_25._tcp.mx1.example.org:tls2": "create",
+        });
+    });
+
+    it("engine: the certificate key rollover, stages 3 and 4: moving the next key first re-runs only the tls and certbot steps; dropping the old one deletes only its key and TLSA record", async () => {
+        const state = await deployed();
+        const published = await run({ ...validRawConfig(), tlsKeys: ["tls1", "tls2"] }, state, false);
+        const switched = await run({ ...validRawConfig(), tlsKeys: ["tls2", "tls1"] }, published.state, true);
+        assert.deepEqual(changes(switched.plan), { "Command tls": "replace", "Command certbot": "replace" });
+        const retired = await run({ ...validRawConfig(), tlsKeys: ["tls2"] }, (await run({ ...validRawConfig(), tlsKeys: ["tls2", "tls1"] }, published.state, false)).state, true);
+        assert.deepEqual(changes(retired.plan), {
+            "tls.PrivateKey tls:tls1": "delete",
+            "cloudflare.DnsRecord TLSA:_25._tcp.mx1.example.org:tls1": "delete",
+        });
+    });
+
     it("engine: a new image replaces the server, re-attaches the volume and re-runs every step; addresses, DNS, keys stay", async () => {
         const r = await previewOf((raw) => (raw.server.image = "debian-13-next"));
         const c = changes(r.plan);
