@@ -22,8 +22,11 @@ export function tcpProbe(host: string, port: number, timeoutMs = TIMEOUT_MS): Pr
     });
 }
 
-/** The first line the server sends (an SMTP 220 greeting). */
-export function readGreeting(host: string, port: number, timeoutMs = TIMEOUT_MS): Promise<string> {
+/**
+ * The SMTP greeting's last line ("220 mx1.example.org ESMTP"). The timeout covers postscreen's
+ * wait before it (6 s for an address it has not seen yet).
+ */
+export function readGreeting(host: string, port: number, timeoutMs = 20_000): Promise<string> {
     return new Promise((resolve, reject) => {
         const socket = tcpConnect({ host, port });
         let buf = "";
@@ -33,11 +36,13 @@ export function readGreeting(host: string, port: number, timeoutMs = TIMEOUT_MS)
         }, timeoutMs);
         socket.on("data", (d: Buffer) => {
             buf += d.toString("latin1");
-            const nl = buf.indexOf("\n");
-            if (nl >= 0) {
+            // A multi-line greeting ("220-..." first) ends with its "220 ..." line: postscreen sends
+            // the first line, waits a few seconds for clients that talk too early, then smtpd the last.
+            const last = buf.split("\n").find((l) => /^\d{3}(?: |\r?$)/.test(l));
+            if (last !== undefined) {
                 clearTimeout(timer);
                 socket.end("QUIT\r\n");
-                resolve(buf.slice(0, nl).trim());
+                resolve(last.trim());
             }
         });
         socket.once("error", (e) => {

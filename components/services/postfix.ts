@@ -42,8 +42,15 @@ export function renderMainCf(model: Model): string {
         mailHostIsLocal: !model.mailHostIsMailDomain,
         messageSizeLimitMb: model.messageSizeLimitMb,
         messageSizeLimitBytes: messageSizeLimitBytes(model),
+        dnsblSites: model.spamhausDqs ? "" : POSTSCREEN_DNSBL_SITES.join(", "),
     });
 }
+
+/**
+ * postscreen's blocklists and weights (threshold 3): Spamhaus ZEN's SBL, CSS and XBL answers reach
+ * it alone, its PBL answers add 1. Without a DQS key only: main.cf is world-readable.
+ */
+export const POSTSCREEN_DNSBL_SITES = ["zen.spamhaus.org=127.0.0.[2..7]*3", "zen.spamhaus.org=127.0.0.[10..11]*1"] as const;
 
 export function renderPgsqlMap(name: (typeof PGSQL_MAPS)[number]): string {
     return renderTemplate(`postfix/${name}.cf.mustache`, { password: secretRef(dbPasswordSecret(DB_ROLES.reader)) });

@@ -8,7 +8,7 @@ import { before, describe, test, type TestContext } from "node:test";
 import { BROKEN_ZONE_HOST, labZoneOrigins } from "../../lab/dns";
 import { randomBytes } from "node:crypto";
 import { client, deployLabConfig, ensureLab, guest, LAB, labModel, labStack } from "../../lab/testkit";
-import { swaks } from "./clients";
+import { swaks, type SmtpAnswer } from "./clients";
 
 const mail = guest("mail");
 
@@ -84,12 +84,18 @@ describe("resolver (lab, signed zones)", { timeout: 300_000 }, () => {
         assert.equal(ptr.trim(), LAB.foreign.fqdn);
     });
 
+    /** What became of one probe message: the SMTP transcript, and Rspamd's log line when it got that far. */
+    interface Probe {
+        readonly smtp: SmtpAnswer;
+        readonly rspamd?: string;
+    }
+
     /**
-     * Mail from the lab's listed address and from an unlisted one, each through a list zone: the
-     * verdicts Rspamd logged, after checking that the listed address's question went through
+     * Mail from the lab's listed address and from an unlisted one, each asked about in a list zone:
+     * what happened to each, after checking that the listed address's question went through
      * unbound (not in its cache before, in it after).
      */
-    async function blocklistProbe(t: TestContext, listZone: string): Promise<{ listed: string; other: string }> {
+    async function blocklistProbe(t: TestContext, listZone: string): Promise<{ listed: Probe; other: Probe }> {
         const unlisted = "198.51.100.67";
         const sources = [LAB.dnsbl.listed, unlisted];
         for (const a of sources) {
@@ -99,32 +105,36 @@ describe("resolver (lab, signed zones)", { timeout: 300_000 }, () => {
         t.after(async () => {
             for (const a of sources) await client("ip", ["addr", "del", `${a}/24`, "dev", LAB.bridge]);
         });
-        const verdict = async (source: string) => {
+        const probe = async (source: string): Promise<Probe> => {
             const id = `${randomBytes(8).toString("hex")}@dnsbl.test`;
-            await swaks(["--server", LAB.mail.ipv4, "--port", "25", "--local-interface", source, "--ehlo", `client-${source.replace(/\./g, "-")}.example.net`,
+            const smtp = await swaks(["--server", LAB.mail.ipv4, "--port", "25", "--local-interface", source, "--ehlo", `client-${source.replace(/\./g, "-")}.example.net`,
                 "--from", `${LAB.foreignUser}@${LAB.foreignDomain}`, "--to", "carol@example.com", "--header", `Message-Id: <${id}>`, "--h-Subject", "blocklist probe"]);
+            if (smtp.code !== 250) return { smtp };
             // Rspamd logs every scanned message with its Message-ID and symbols, whatever the verdict.
             const line = await mail.execOk(`for i in $(seq 1 20); do l=$(grep -F 'id: <${id}>' /var/log/rspamd/rspamd.log | grep rspamd_task_write_log | tail -n1); [ -n "$l" ] && { echo "$l"; exit 0; }; sleep 1; done`);
             assert.ok(line.trim(), `Rspamd never logged the probe from ${source}`);
-            return line;
+            return { smtp, rspamd: line };
         };
         const blName = `${LAB.dnsbl.listed.split(".").reverse().join(".")}.${listZone}.`;
         await mail.execOk(`unbound-control flush_type ${blName} A >/dev/null`);
         const cached = async () => (await mail.execOk(`unbound-control dump_cache | grep -cP '^${blName.replace(/\./g, "\\.")}\\t\\d+\\tIN\\tA\\t' || true`)).trim();
         assert.equal(await cached(), "0");
-        const listed = await verdict(LAB.dnsbl.listed);
-        assert.notEqual(await cached(), "0", `Rspamd's blocklist question for ${listZone} did not go through unbound`);
-        return { listed, other: await verdict(unlisted) };
+        const listed = await probe(LAB.dnsbl.listed);
+        assert.notEqual(await cached(), "0", `the blocklist question for ${listZone} did not go through unbound`);
+        return { listed, other: await probe(unlisted) };
     }
     const XBL_HIT = new RegExp(`RBL_SPAMHAUS_XBL\\([0-9.]+\\)\\{${LAB.dnsbl.listed.replace(/\./g, "\\.")}:from;\\}`);
 
-    test("resolver: DNS blocklists are really asked through it: mail from the lab's listed address scores Spamhaus XBL, the same mail from another address does not", async (t) => {
+    test("resolver: DNS blocklists are really asked through it: postscreen refuses mail from the lab's listed address at RCPT, the same mail from another address is delivered", async (t) => {
         // The lab DNS serves a zone under Spamhaus ZEN's name (LAB.dnsbl) that lists one lab
-        // address. Rspamd asks its lists through unbound; were they asked anywhere else, nothing
-        // would answer in the lab, as the public lists answer nothing to a hoster's resolver.
+        // address. postscreen and Rspamd ask their lists through unbound; were they asked anywhere
+        // else, nothing would answer in the lab, as the public lists answer nothing to a hoster's
+        // resolver.
         const { listed, other } = await blocklistProbe(t, LAB.dnsbl.zone);
-        assert.match(listed, XBL_HIT, listed);
-        assert.doesNotMatch(other, /RBL_SPAMHAUS_XBL|SPAMHAUS_FAIL/, other);
+        assert.equal(listed.smtp.code, 550, listed.smtp.transcript);
+        assert.match(listed.smtp.transcript, new RegExp(`550 5\\.7\\.1 Service unavailable; client \\[${LAB.dnsbl.listed.replace(/\./g, "\\.")}\\] blocked using zen\\.spamhaus\\.org`), listed.smtp.transcript);
+        assert.equal(other.smtp.code, 250, other.smtp.transcript);
+        assert.doesNotMatch(other.rspamd ?? "", /RBL_SPAMHAUS_XBL|SPAMHAUS_FAIL/, other.rspamd);
     });
 
     test("resolver: with ispmail:spamhausDqsKey, Rspamd asks Spamhaus's DQS zones with the key, and the key file is Rspamd's alone", { timeout: 300_000 }, async (t) => {
@@ -133,13 +143,16 @@ describe("resolver (lab, signed zones)", { timeout: 300_000 }, () => {
         const withKey = await deployLabConfig(keyed.model, keyed.configured);
         t.after(async () => {
             const restored = await deployLabConfig(labModel());
-            assert.deepEqual(restored.applied.filter((s) => s.result !== "unchanged").map((s) => s.name), ["rspamd"]);
+            assert.deepEqual(restored.applied.filter((s) => s.result !== "unchanged").map((s) => s.name).sort(), ["postfix", "rspamd"]);
         });
-        assert.deepEqual(withKey.applied.filter((s) => s.result !== "unchanged").map((s) => s.name), ["rspamd"]);
+        // Rspamd gets the key; postscreen's list goes from main.cf, which every local user can read.
+        assert.deepEqual(withKey.applied.filter((s) => s.result !== "unchanged").map((s) => s.name).sort(), ["postfix", "rspamd"]);
         assert.equal((await mail.execOk("stat -c '%U:%G %a' /etc/rspamd/local.d/rbl.conf")).trim(), "root:_rspamd 640");
+        assert.equal((await mail.execOk("postconf -h postscreen_dnsbl_sites")).trim(), "");
         const { listed, other } = await blocklistProbe(t, `${key}.zen.${LAB.dnsbl.dqsZone}`);
-        assert.match(listed, XBL_HIT, listed);
-        assert.doesNotMatch(other, /RBL_SPAMHAUS_XBL|SPAMHAUS_FAIL/, other);
+        assert.equal(listed.smtp.code, 250, listed.smtp.transcript);
+        assert.match(listed.rspamd ?? "", XBL_HIT, listed.rspamd);
+        assert.doesNotMatch(other.rspamd ?? "", /RBL_SPAMHAUS_XBL|SPAMHAUS_FAIL/, other.rspamd);
         // The key is in the file Rspamd reads, not in the step's output the lab (or Pulumi) shows.
         const rspamd = withKey.applied.find((s) => s.name === "rspamd")!;
         assert.ok(!JSON.stringify(rspamd).includes(key), "the key appears in the step's reported output");

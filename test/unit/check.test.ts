@@ -10,6 +10,8 @@ import type { Model } from "../../components/config";
 import { mtaStsPolicy, renderDnsRecords, type DnsRecord } from "../../components/dns/records";
 import { checkDkim, checkDnssec, checkMtaSts, checkSpf, mxPatternMatches, policyId } from "../../check/consistency";
 import { parseServer, presentation } from "../../check/wire";
+import { readGreeting } from "../../check/net";
+import { createServer } from "node:net";
 import { checkPtr, compareRecords, expectedValue } from "../../check/dns";
 import { formatFinding, type Finding } from "../../check/findings";
 import { loadIntended, stackFileForCheck } from "../../check/intended";
@@ -110,6 +112,21 @@ describe("check", () => {
         assert.match(missing[0].fix ?? "", /pulumi stack output dnssecDs/);
         const off = await checkDnssec({ ...model, dns: { ...model.dns, dnssec: false } }, zoneLookup(served));
         assert.deepEqual(off.map((f) => f.status), ["ok"]);
+    });
+
+    test("check: the SMTP greeting is read to its last line, as postscreen sends it (220- first, 220 after a wait)", async () => {
+        const server = createServer((socket) => {
+            socket.write("220-mx1.example.org ESMTP\r\n");
+            setTimeout(() => socket.write("220 mx1.example.org ESMTP\r\n"), 300);
+            socket.on("data", () => socket.end());
+        });
+        await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+        try {
+            const port = (server.address() as { port: number }).port;
+            assert.equal(await readGreeting("127.0.0.1", port), "220 mx1.example.org ESMTP");
+        } finally {
+            server.close();
+        }
     });
 
     test("check: the wire lookup's answers read in the rendered form; server addresses of every shape", () => {

@@ -157,6 +157,28 @@ describe("postfix step", () => {
         assert.equal(/^mydestination = (.*)$/m.exec(hostIsDomain.out)?.[1], "localhost.$mydomain, localhost");
     });
 
+    test("postfix: port 25 is screened by postscreen (pregreet, Spamhaus ZEN weights); with a DQS key no list is named in main.cf", { skip: chrootSkipReason("usr/sbin/postconf") }, () => {
+        const services = postconf(["-M"]);
+        assert.equal(services.warnings, "", "postconf warned about master.cf");
+        const service = (name: string) => services.out.split("\n").find((l) => l.startsWith(`${name} `))?.trim().split(/\s+/);
+        assert.deepEqual(service("smtp")?.slice(0, 2).concat(service("smtp")!.slice(-2)), ["smtp", "inet", "1", "postscreen"]);
+        assert.deepEqual(service("smtpd")?.slice(0, 2).concat(service("smtpd")!.slice(-1)), ["smtpd", "pass", "smtpd"]);
+        for (const helper of ["dnsblog", "tlsproxy"]) assert.ok(service(helper), `${helper} is defined`);
+        const { out, warnings } = postconf(["-n"]);
+        assert.equal(warnings, "");
+        const value = (p: string) => new RegExp(`^${p} = (.*)$`, "m").exec(out)?.[1];
+        assert.equal(value("postscreen_greet_action"), "enforce");
+        assert.equal(value("postscreen_dnsbl_action"), "enforce");
+        assert.equal(value("postscreen_access_list"), "permit_mynetworks");
+        assert.equal(value("postscreen_dnsbl_threshold"), "3");
+        assert.equal(value("postscreen_dnsbl_sites"), "zen.spamhaus.org=127.0.0.[2..7]*3, zen.spamhaus.org=127.0.0.[10..11]*1");
+        const keyed = stepsOf(SERVICE.postfix, parseConfig({ ...validRawConfig(), spamhausDqsKey: "abcdefghij0123456789klmnop" }, { stack: "test", secretKeys: ["ispmail:spamhausDqsKey"] }).model)[0];
+        const withKey = postconf(["-n"], keyed);
+        assert.equal(withKey.warnings, "");
+        assert.doesNotMatch(withKey.out, /spamhaus/);
+        assert.doesNotMatch(keyed.files.find((f) => f.path === "/etc/postfix/main.cf")!.content, /abcdefghij0123456789klmnop/);
+    });
+
     test("postfix: submission (587) requires STARTTLS and AUTH, submissions (465) is implicit TLS, both strip client headers", { skip: chrootSkipReason("usr/sbin/postconf") }, () => {
         const { out, warnings } = postconf(["-P"]);
         assert.equal(warnings, "", "postconf warned about master.cf");
