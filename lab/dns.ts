@@ -15,6 +15,7 @@ import { ensureForeignDkimKey, ensureForeignTlsKey, FOREIGN_DKIM_SELECTOR } from
 import { ecP256PrivateKey, keptKey, labTemplate, writeIfChanged } from "./files";
 import { LAB, PATHS } from "./lab";
 import { daemonPid, inLabNet, run, runOk, startDaemon, waitFor } from "./proc";
+import { pinnedHostKey } from "./ssh";
 
 /** A record of a lab zone: the product's record types plus the ones only the lab serves. */
 export interface ZoneRecord {
@@ -246,11 +247,8 @@ export async function labDig(name: string, type: string): Promise<string[]> {
  * the server from its user data (the program's tls.PrivateKey); none while there is no server.
  */
 export function labServerSshfp(): string[] {
-    if (!existsSync(PATHS.knownHosts)) return [];
-    const line = readFileSync(PATHS.knownHosts, "utf8")
-        .split("\n")
-        .find((l) => l.split(" ")[0].split(",").includes(LAB.mail.fqdn));
-    return line ? [sshfpOf(line.split(" ").slice(1).join(" "))] : [];
+    const key = pinnedHostKey(LAB.mail);
+    return key ? [sshfpOf(key)] : [];
 }
 
 /**

@@ -50,6 +50,15 @@ export function pinHostKeyLine(guest: GuestPlan, publicKeyLine: string): void {
     writeFileSync(PATHS.knownHosts, [...others, `${names.join(",")} ${pub}`].join("\n") + "\n", { mode: 0o600 });
 }
 
+/** The host public key ("ssh-ed25519 AAAA...") pinned for a guest by {@link pinHostKeyLine}, if any. */
+export function pinnedHostKey(guest: GuestPlan): string | undefined {
+    if (!existsSync(PATHS.knownHosts)) return undefined;
+    const line = readFileSync(PATHS.knownHosts, "utf8")
+        .split("\n")
+        .find((l) => l.split(" ")[0].split(",").includes(guest.fqdn));
+    return line?.split(" ").slice(1).join(" ");
+}
+
 /** Who to reach and with what: the lab's own sessions and the engine's command resources. */
 export interface SshTarget {
     readonly user: string;

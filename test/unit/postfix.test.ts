@@ -28,6 +28,9 @@ function stepWith(change: (raw: Record<string, any>) => void): Step {
     return stepsOf(SERVICE.postfix, parseConfig(raw, { stack: "test" }).model)[0];
 }
 
+/** One parameter's value in `postconf -n` output. */
+const valueIn = (out: string, parameter: string) => new RegExp(`^${parameter} = (.*)$`, "m").exec(out)?.[1];
+
 /** `postconf` against the rendered main.cf/master.cf (of `s`, the fixture's step by default) in the chroot. */
 function postconf(args: readonly string[], s: Step = step): { out: string; warnings: string } {
     return withStepFiles([s], (inside, host) => {
@@ -122,7 +125,7 @@ describe("postfix step", () => {
     test("postfix: Debian 13's postconf knows every main.cf parameter and reads the restrictions we mean", { skip: chrootSkipReason("usr/sbin/postconf") }, () => {
         const { out, warnings } = postconf(["-n"]);
         assert.equal(warnings, "", "postconf warned about main.cf");
-        const value = (p: string) => new RegExp(`^${p} = (.*)$`, "m").exec(out)?.[1];
+        const value = (p: string) => valueIn(out, p);
         assert.equal(value("smtpd_relay_restrictions"), "permit_sasl_authenticated reject_unauth_destination");
         assert.equal(value("smtpd_sasl_auth_enable"), "no");
         assert.equal(value("smtpd_tls_auth_only"), "yes");
@@ -166,7 +169,7 @@ describe("postfix step", () => {
         for (const helper of ["dnsblog", "tlsproxy"]) assert.ok(service(helper), `${helper} is defined`);
         const { out, warnings } = postconf(["-n"]);
         assert.equal(warnings, "");
-        const value = (p: string) => new RegExp(`^${p} = (.*)$`, "m").exec(out)?.[1];
+        const value = (p: string) => valueIn(out, p);
         assert.equal(value("postscreen_greet_action"), "enforce");
         assert.equal(value("postscreen_dnsbl_action"), "enforce");
         assert.equal(value("postscreen_access_list"), "permit_mynetworks");
