@@ -131,6 +131,17 @@ export function labZones({ model, dkimPublicKeys, tlsa, foreignDkimPublicKey, fo
     add(LAB.foreignDomain, { name: bad.mx, type: "AAAA", ttl: LAB_TTL, content: f.ipv6 });
     add(LAB.foreignDomain, { name: `_25._tcp.${bad.mx}`, type: "TLSA", ttl: LAB_TTL, content: `3 1 1 ${"ab".repeat(32)}` });
     add(LAB.foreignDomain, { name: f.fqdn, type: "AAAA", ttl: LAB_TTL, content: f.ipv6 });
+    // MTA-STS (RFC 8461): the policy's TXT record and its HTTPS host, on the foreign guest; the MX
+    // names other than the foreign MTA's own have no TLSA record (DNSSEC proves there is none).
+    const sts = LAB.mtaSts;
+    for (const { domain, mx } of [sts.ok, sts.mismatch, sts.dane]) {
+        add(LAB.foreignDomain, { name: domain, type: "MX", ttl: LAB_TTL, content: `10 ${mx}` });
+        add(LAB.foreignDomain, { name: `_mta-sts.${domain}`, type: "TXT", ttl: LAB_TTL, content: txtContent(`v=STSv1; id=${sts.policyId}`) });
+        for (const host of mx === f.fqdn ? [`mta-sts.${domain}`] : [`mta-sts.${domain}`, mx]) {
+            add(LAB.foreignDomain, { name: host, type: "A", ttl: LAB_TTL, content: f.ipv4 });
+            add(LAB.foreignDomain, { name: host, type: "AAAA", ttl: LAB_TTL, content: f.ipv6 });
+        }
+    }
     // And for mail to us: the ispmail server under a second name in our first domain's zone.
     const badIn = LAB.daneMismatchInbound;
     const ours = zoneOf(badIn.domain, labZoneOrigins(model.domains));

@@ -63,6 +63,22 @@ export const LAB = {
      * DANE) must defer mail to it.
      */
     daneMismatchInbound: { domain: "tlsa-mismatch.example.org", mx: "mx-tlsa-mismatch.example.org" },
+    /**
+     * Foreign mail domains with an MTA-STS policy in enforce mode (RFC 8461), each served by the
+     * foreign MTA under an MX name of its own, the policy from https://mta-sts.<domain>/ on the
+     * foreign guest (a certificate of the lab CA, which every guest trusts like a public CA):
+     *  - ok: its MX presents a lab-CA certificate for its name (SNI): verified, delivered;
+     *  - mismatch: its MX presents the foreign MTA's self-signed certificate: deferred;
+     *  - dane: the same self-signed certificate, but the MX (mx.example.net) publishes a matching
+     *    TLSA record: DANE comes first and the mail is delivered.
+     */
+    mtaSts: {
+        ok: { domain: "sts-ok.example.net", mx: "mx-sts-ok.example.net" },
+        mismatch: { domain: "sts-mismatch.example.net", mx: "mx-sts-mismatch.example.net" },
+        dane: { domain: "sts-dane.example.net", mx: "mx.example.net" },
+        /** The policies' id (the _mta-sts TXT record): a new one tells senders to fetch again. */
+        policyId: "20261129",
+    },
     /** Only one lab operation at a time on this machine (shared convention). */
     lockFile: "/run/ispmail-lab.lock",
 } as const;
@@ -89,6 +105,8 @@ export const PATHS = {
     foreignDkimKey: join(STATE_DIR, "foreign-dkim.pem"),
     /** The foreign MTA's TLS key, made once: its DANE TLSA record (3 1 1) is this key's hash. */
     foreignTlsKey: join(STATE_DIR, "foreign-tls.pem"),
+    /** The lab CA's certificate for that key under the foreign guest's MTA-STS names (lab/pebble.ts). */
+    foreignWebCert: join(STATE_DIR, "ca", "foreign-web.pem"),
     /** The key that DNSSEC-signs every lab zone (ECDSA P-256), made once: the zones' trust anchor. */
     dnsZoneKey: join(STATE_DIR, "dns-zone-key.pem"),
     ca: join(STATE_DIR, "ca"),

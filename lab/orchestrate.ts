@@ -13,7 +13,7 @@ import type { EngineRun } from "./engine";
 import { ENGINE_STATE_FILE, formatEngineRun, labEngine } from "./engine-lab";
 import { APT_PROXY_DAEMONS, ensureAptProxy } from "./aptproxy";
 import { ensureDns, KNOT_DAEMON, labPublishedAt } from "./dns";
-import { renderForeignMtaSteps } from "./foreign";
+import { ensureForeignWebCertificate, renderForeignMtaSteps } from "./foreign";
 import { bootGuest, createGuest, guestDaemon, guestExists, guestRunning, removeGuest, removeOrphanContainers, staleBase, stopGuest } from "./guests";
 import { GUESTS, LAB, PATHS, STATE_DIR } from "./lab";
 import { destroyNetwork, ensureNetwork, netnsPids, networkExists } from "./network";
@@ -54,9 +54,10 @@ export async function labUp(log: Log): Promise<UpReport> {
     // that use deployment facts once per selector that may sign).
     renderServerSteps(model, settledFacts(model));
     factStepCandidates(model);
-    const foreignSteps = renderForeignMtaSteps(model.resolver);
 
     await ensureLabCa();
+    await ensureForeignWebCertificate();
+    const foreignSteps = renderForeignMtaSteps(model.resolver);
     const rootfs = await timed(timings, "rootfs", () => ensureRootfs(log));
     if (rootfs.builtSeconds !== undefined) log(`rootfs built in ${rootfs.builtSeconds.toFixed(1)} s`);
     refuseOtherCheckoutsLab();

@@ -28,16 +28,25 @@ export async function ensureLabCa(): Promise<void> {
             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         ]);
     }
-    const cert = join(PATHS.ca, "pebble.pem");
+    // pebble's own key, made once; its certificate names the lab bridge addresses.
     const key = join(PATHS.ca, "pebble.key");
-    const csr = join(PATHS.ca, "pebble.csr");
-    const ext = join(PATHS.ca, "pebble.ext");
-    // A new certificate only when there is none or the lab's addresses changed.
-    const extensions = `subjectAltName=IP:${LAB.host.ipv4},IP:${LAB.host.ipv6}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n`;
-    if (existsSync(cert) && existsSync(ext) && readFileSync(ext, "utf8") === extensions) return;
+    if (!existsSync(key)) await runOk("openssl", ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key]);
+    await labCaCertificate(key, [`IP:${LAB.host.ipv4}`, `IP:${LAB.host.ipv6}`], join(PATHS.ca, "pebble.pem"));
+}
+
+/**
+ * A certificate of the lab CA for an existing key (a PEM file) with these subjectAltName entries
+ * ("DNS:name", "IP:address"), written to `out`: made only when there is none or the names changed,
+ * so that the files made from it stay as they are from one lab run to the next.
+ */
+export async function labCaCertificate(keyFile: string, altNames: readonly string[], out: string): Promise<void> {
+    const ext = `${out}.ext`;
+    const extensions = `subjectAltName=${altNames.join(",")}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n`;
+    if (existsSync(out) && existsSync(ext) && readFileSync(ext, "utf8") === extensions) return;
     writeFileSync(ext, extensions);
-    await runOk("openssl", ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", `/CN=${LAB.host.ipv4}`]);
-    await runOk("openssl", ["x509", "-req", "-in", csr, "-CA", LAB_CA_CERT, "-CAkey", LAB_CA_KEY, "-CAcreateserial", "-days", "825", "-extfile", ext, "-out", cert]);
+    const csr = `${out}.csr`;
+    await runOk("openssl", ["req", "-new", "-key", keyFile, "-out", csr, "-subj", `/CN=${altNames[0].replace(/^[A-Z]+:/, "")}`]);
+    await runOk("openssl", ["x509", "-req", "-in", csr, "-CA", LAB_CA_CERT, "-CAkey", LAB_CA_KEY, "-CAcreateserial", "-days", "825", "-extfile", ext, "-out", out]);
 }
 
 /** GET over HTTPS inside the lab namespace, trusting the lab CA. */

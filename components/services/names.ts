@@ -5,6 +5,7 @@
 export const STEP = {
     base: "base",
     resolver: "resolver",
+    tlsPolicy: "tls-policy",
     postgresql: "postgresql",
     directory: "directory",
     tls: "tls",

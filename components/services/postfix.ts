@@ -12,6 +12,7 @@ import type { StepFile } from "../steps";
 import { secretRef } from "../steps";
 import { readStatic, renderTemplate } from "../templates";
 import { STEP } from "./names";
+import { TLS_POLICY_MAPS } from "./tls-policy";
 import type { PublicPort, Service, StepBody } from "./service";
 
 /** The ports Postfix serves to the internet (the firewall, `check` and the SRV records are made from them). */
@@ -43,6 +44,7 @@ export function renderMainCf(model: Model): string {
         messageSizeLimitMb: model.messageSizeLimitMb,
         messageSizeLimitBytes: messageSizeLimitBytes(model),
         dnsblSites: model.spamhausDqs ? "" : POSTSCREEN_DNSBL_SITES.join(", "),
+        tlsPolicyMaps: TLS_POLICY_MAPS.join(", "),
     });
 }
 
@@ -77,4 +79,4 @@ function render(model: Model): StepBody {
     };
 }
 
-export const postfix: Service = { name: STEP.postfix, after: [STEP.directory, STEP.tls, STEP.rspamd], publicPorts: POSTFIX_PORTS, render };
+export const postfix: Service = { name: STEP.postfix, after: [STEP.directory, STEP.tls, STEP.rspamd, STEP.tlsPolicy], publicPorts: POSTFIX_PORTS, render };

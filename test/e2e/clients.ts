@@ -4,7 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { run } from "../../lab/proc";
-import { guest, LAB } from "../../lab/testkit";
+import { guest, LAB, type Guest } from "../../lab/testkit";
 
 /** The mail server's IPv4 address and the foreign MTA's test recipient. */
 export const MX = LAB.mail.ipv4;
@@ -75,6 +75,29 @@ export function foreignMessage(subject: string): Promise<string> {
     return eventually(`"${subject}" at the foreign MTA`, async () => {
         const r = await guest("foreign").exec(`grep -l -F -- ${shellQuote(subject)} /home/${LAB.foreignUser}/Maildir/new/* 2>/dev/null | head -n1 | xargs -r cat`);
         return r.stdout.includes(subject) ? r.stdout : undefined;
+    });
+}
+
+/** A guest's clock, in the form journalctl --since takes. */
+export const guestNow = async (on: Guest = guest("mail")): Promise<string> => (await on.execOk("date '+%Y-%m-%d %H:%M:%S'")).trim();
+
+/** Postfix's log lines on a guest (the mail server by default) since `since` ({@link guestNow}). */
+export function postfixLogSince(since: string, on: Guest = guest("mail")): Promise<string> {
+    return on.execOk(`journalctl --since ${shellQuote(since)} --no-pager -o cat -u postfix.service`);
+}
+
+/** The queue id Postfix gave a message accepted in this SMTP transcript. */
+export function queueIdOf(transcript: string): string {
+    const queueId = /queued as ([0-9A-F]+)/.exec(transcript)?.[1];
+    if (!queueId) throw new Error(`no "queued as" in the transcript:\n${transcript}`);
+    return queueId;
+}
+
+/** A guest's delivery log line for a queued message to `to` with this status (polled until it is logged). */
+export function deliveryLine(on: Guest, since: string, queueId: string, to: string, status: "sent" | "deferred" | "bounced"): Promise<string> {
+    return eventually(`the ${status} line for ${queueId} to ${to}`, async () => {
+        const log = await postfixLogSince(since, on);
+        return log.split("\n").find((l) => l.startsWith(`${queueId}: to=<${to}>`) && l.includes(`status=${status}`));
     });
 }
 

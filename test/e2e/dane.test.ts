@@ -14,33 +14,17 @@ import { before, describe, test } from "node:test";
 import { tlsaOfKey } from "../../components/dns/records";
 import { tlsKeySecret } from "../../components/secrets";
 import { ensureLab, guest, LAB, labModel, labSecrets } from "../../lab/testkit";
-import { eventually, FOREIGN_RCPT, foreignMessage, shellQuote, submit, swaks, token } from "./clients";
+import { deliveryLine, FOREIGN_RCPT, foreignMessage, guestNow, postfixLogSince, queueIdOf, submit, swaks, token } from "./clients";
 
 const mail = guest("mail");
 const foreign = guest("foreign");
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
-/** Postfix's log lines on a guest since `since` (journal), as text. */
-async function postfixLogSince(since: string, on = mail): Promise<string> {
-    return on.execOk(`journalctl --since ${shellQuote(since)} --no-pager -o cat -u postfix.service`);
-}
-const now = async (on = mail) => (await on.execOk("date '+%Y-%m-%d %H:%M:%S'")).trim();
-
 /** A message handed to the foreign MTA (the lab host is in its mynetworks), which looks up the MX and sends. */
 async function sendThroughForeign(to: string, subject: string): Promise<string> {
     const r = await swaks(["--server", LAB.foreign.ipv4, "--port", "25", "--from", FOREIGN_RCPT, "--to", to, "--h-Subject", subject]);
     assert.equal(r.code, 250, r.transcript);
-    const queueId = /queued as ([0-9A-F]+)/.exec(r.transcript)?.[1];
-    assert.ok(queueId, r.transcript);
-    return queueId;
-}
-
-/** The foreign MTA's delivery line for a queued message (sent or deferred). */
-function foreignDelivery(since: string, queueId: string, to: string, status: "sent" | "deferred"): Promise<string> {
-    return eventually(`the foreign MTA's ${status} line for ${to}`, async () => {
-        const log = await postfixLogSince(since, foreign);
-        return log.split("\n").find((l) => l.startsWith(`${queueId}: to=<${to}>`) && l.includes(`status=${status}`));
-    });
+    return queueIdOf(r.transcript);
 }
 
 describe("DANE, sending (lab)", { timeout: 300_000 }, () => {
@@ -51,7 +35,7 @@ describe("DANE, sending (lab)", { timeout: 300_000 }, () => {
     });
 
     test("dane: mail to a destination whose MX publishes a matching TLSA leaves over a verified TLS connection", async () => {
-        const since = (await mail.execOk("date '+%Y-%m-%d %H:%M:%S'")).trim();
+        const since = await guestNow();
         const subject = token("dane verified");
         const sent = await submit("alice@example.org", password, { to: FOREIGN_RCPT, subject });
         assert.equal(sent.code, 250, sent.transcript);
@@ -63,18 +47,14 @@ describe("DANE, sending (lab)", { timeout: 300_000 }, () => {
 
     test("dane: a TLSA record that matches no key defers the mail (4.7.5) instead of sending it unverified", async (t) => {
         const rcpt = `someone@${LAB.daneMismatch.domain}`;
-        const since = (await mail.execOk("date '+%Y-%m-%d %H:%M:%S'")).trim();
+        const since = await guestNow();
         const sent = await submit("alice@example.org", password, { to: rcpt, subject: token("dane mismatch") });
         assert.equal(sent.code, 250, sent.transcript);
-        const queueId = /queued as ([0-9A-F]+)/.exec(sent.transcript)?.[1];
-        assert.ok(queueId, sent.transcript);
+        const queueId = queueIdOf(sent.transcript);
         t.after(async () => {
             await mail.exec(`postsuper -d ${queueId} >/dev/null 2>&1 || true`);
         });
-        const line = await eventually("the deferral of the mail to the mismatching MX", async () => {
-            const log = await postfixLogSince(since);
-            return log.split("\n").find((l) => l.startsWith(`${queueId}: to=<${rcpt}>`) && /status=deferred/.test(l));
-        });
+        const line = await deliveryLine(mail, since, queueId, rcpt, "deferred");
         assert.match(line, /dsn=4\.7\.5, status=deferred \(Server certificate not verified\)/, line);
         const log = await postfixLogSince(since);
         assert.doesNotMatch(log, new RegExp(`${queueId}: to=<${rcpt.replace(/\./g, "\\.")}>.*status=sent`), "the message was sent anyway");
@@ -103,10 +83,10 @@ describe("DANE, receiving (lab)", { timeout: 400_000 }, () => {
     });
 
     test("dane: the foreign MTA (DANE, validating) delivers to us over a verified TLS connection", async () => {
-        const since = await now(foreign);
+        const since = await guestNow(foreign);
         const subject = token("dane inbound");
         const queueId = await sendThroughForeign("alice@example.org", subject);
-        const sent = await foreignDelivery(since, queueId, "alice@example.org", "sent");
+        const sent = await deliveryLine(foreign, since, queueId, "alice@example.org", "sent");
         assert.match(sent, new RegExp(`relay=${mx}\\[`), sent);
         const log = await postfixLogSince(since, foreign);
         assert.match(log, new RegExp(`^Verified TLS connection established to ${mx}\\[`, "m"), log);
@@ -114,12 +94,12 @@ describe("DANE, receiving (lab)", { timeout: 400_000 }, () => {
 
     test("dane: a TLSA record of ours that matches no key makes the foreign MTA defer (4.7.5), not send in the clear", async (t) => {
         const to = `someone@${LAB.daneMismatchInbound.domain}`;
-        const since = await now(foreign);
+        const since = await guestNow(foreign);
         const queueId = await sendThroughForeign(to, token("dane inbound mismatch"));
         t.after(async () => {
             await foreign.exec(`postsuper -d ${queueId} >/dev/null 2>&1 || true`);
         });
-        const line = await foreignDelivery(since, queueId, to, "deferred");
+        const line = await deliveryLine(foreign, since, queueId, to, "deferred");
         assert.match(line, /dsn=4\.7\.5, status=deferred \(Server certificate not verified\)/, line);
         // It never got to SMTP: were DANE ignored, our server would have refused the relay (5.7.1).
         assert.doesNotMatch(await postfixLogSince(since, foreign), new RegExp(`${queueId}: to=<${escape(to)}>.*status=(sent|bounced)`));
@@ -131,9 +111,9 @@ describe("DANE, receiving (lab)", { timeout: 400_000 }, () => {
         const renewal = await mail.exec("/usr/local/sbin/ispmail-certificate --force", { timeoutMs: 180_000 });
         assert.equal(renewal.code, 0, renewal.stderr.slice(-1500));
         assert.notEqual((await mail.execOk("openssl x509 -in /etc/ispmail/tls/fullchain.pem -noout -serial")).trim(), before, "a new certificate");
-        const since = await now(foreign);
+        const since = await guestNow(foreign);
         const queueId = await sendThroughForeign("alice@example.org", token("dane after renewal"));
-        await foreignDelivery(since, queueId, "alice@example.org", "sent");
+        await deliveryLine(foreign, since, queueId, "alice@example.org", "sent");
         assert.match(await postfixLogSince(since, foreign), new RegExp(`^Verified TLS connection established to ${mx}\\[`, "m"));
     });
 });

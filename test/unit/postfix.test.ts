@@ -46,8 +46,8 @@ function postconf(args: readonly string[], s: Step = step): { out: string; warni
 }
 
 describe("postfix step", () => {
-    test("postfix: runs after directory, tls and rspamd (dovecot follows it)", () => {
-        assert.deepEqual([...step.after].sort(), ["directory", "rspamd", "tls"]);
+    test("postfix: runs after directory, tls, rspamd and its TLS policy tables (dovecot follows it)", () => {
+        assert.deepEqual([...step.after].sort(), ["directory", "rspamd", "tls", "tls-policy"]);
         assert.equal(step.name, "postfix");
     });
 
@@ -140,6 +140,8 @@ describe("postfix step", () => {
         // elsewhere; DNSSEC answers from the resolver step's unbound.
         assert.equal(value("smtp_tls_security_level"), "dane");
         assert.equal(value("smtp_dns_support_level"), "dnssec");
+        // Per destination: DANE first, then the destination's MTA-STS policy (the tls-policy step).
+        assert.equal(value("smtp_tls_policy_maps"), "socketmap:inet:127.0.0.1:8462:dane-first, socketmap:inet:127.0.0.1:8461:postfix");
         // Port 25 leaves address ownership to DMARC (forwarded and list mail keeps our users as
         // envelope senders); the login check belongs to the submission ports (master.cf).
         assert.equal(value("smtpd_sender_restrictions"), "reject_non_fqdn_sender check_sender_access regexp:/etc/postfix/non-ascii-sender.regexp reject_unknown_sender_domain");
