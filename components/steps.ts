@@ -25,6 +25,17 @@ export interface StepFile {
     readonly secret?: boolean;
 }
 
+/**
+ * Data for a step's script that is never written to a file on the server: the script reads it with
+ * `step_input NAME` (e.g. mailbox passwords on their way to being hashed into the database). It may
+ * hold {@link secretRef} placeholders and is always treated as secret.
+ */
+export interface StepInput {
+    /** A shell-safe name ([a-z0-9_]). */
+    readonly name: string;
+    readonly content: string;
+}
+
 export interface Step {
     /** Unique, stable name: it becomes the Pulumi resource name, so renaming needs an alias. */
     readonly name: string;
@@ -34,6 +45,8 @@ export interface Step {
     /** debconf selections (`pkg question type value` lines) set before the packages are installed. */
     readonly debconf?: readonly string[];
     readonly files: readonly StepFile[];
+    /** Script input kept in memory only ({@link StepInput}). */
+    readonly inputs?: readonly StepInput[];
     /**
      * Bash run after the files are in place, with `set -euo pipefail`. It must be idempotent and act
      * only on what changed. Available helpers:
@@ -42,6 +55,7 @@ export interface Step {
      *   reload SERVICE           `systemctl reload-or-restart` + mark_changed + a log line
      *   restart SERVICE          `systemctl restart` + mark_changed + a log line
      *   secret_file NAME         path of a root-only file holding secret NAME (written by the step)
+     *   step_input NAME          prints input NAME (never a file; pipe it into the command that needs it)
      *   log MESSAGE              a line on stderr, prefixed with the step name
      * A script never echoes secrets and never puts them into a command's arguments.
      */
@@ -53,18 +67,29 @@ export interface Step {
 // ---------------------------------------------------------------------------------------------
 // Secret placeholders
 // ---------------------------------------------------------------------------------------------
-const SECRET_REF = /@@secret:([a-zA-Z0-9_.:@+-]+)@@/g;
+const SECRET_REF = /@@secret(-base64)?:([a-zA-Z0-9_.:@+-]+)@@/g;
 
-/** A placeholder for a secret value in file content; resolved by {@link resolveSecrets}. */
-export function secretRef(name: string): string {
-    return `@@secret:${name}@@`;
+/**
+ * A placeholder for a secret value in file or input content; resolved by {@link resolveSecrets}.
+ * `base64`: the value base64-encoded, for formats in which any character could end the value.
+ */
+export function secretRef(name: string, encoding?: "base64"): string {
+    return encoding ? `@@secret-${encoding}:${name}@@` : `@@secret:${name}@@`;
 }
 
-/** Secret names that a step's files reference. */
+/** Secret names that a step's files and inputs reference. */
 export function secretsOf(step: Step): string[] {
     const names = new Set<string>();
-    for (const f of step.files) for (const m of f.content.matchAll(SECRET_REF)) names.add(m[1]);
+    for (const { content } of [...step.files, ...(step.inputs ?? [])]) for (const m of content.matchAll(SECRET_REF)) names.add(m[2]);
     return [...names].sort();
+}
+
+function resolveIn(content: string, values: Readonly<Record<string, string>>, where: string): string {
+    return content.replace(SECRET_REF, (_, base64: string | undefined, name: string) => {
+        const v = values[name];
+        if (v === undefined) throw new Error(`${where} references unknown secret "${name}"`);
+        return base64 ? Buffer.from(v, "utf8").toString("base64") : v;
+    });
 }
 
 /** Replaces the placeholders with values. Refuses a secret in a file that is not marked secret. */
@@ -73,14 +98,10 @@ export function resolveSecrets(step: Step, values: Readonly<Record<string, strin
         if (!SECRET_REF.test(f.content)) return f;
         SECRET_REF.lastIndex = 0;
         if (!f.secret) throw new Error(`step ${step.name}: ${f.path} references a secret but is not marked secret`);
-        const content = f.content.replace(SECRET_REF, (_, name: string) => {
-            const v = values[name];
-            if (v === undefined) throw new Error(`step ${step.name}: ${f.path} references unknown secret "${name}"`);
-            return v;
-        });
-        return { ...f, content };
+        return { ...f, content: resolveIn(f.content, values, `step ${step.name}: ${f.path}`) };
     });
-    return { ...step, files };
+    const inputs = step.inputs?.map((i) => ({ ...i, content: resolveIn(i.content, values, `step ${step.name}: input ${i.name}`) }));
+    return { ...step, files, ...(inputs ? { inputs } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -152,6 +173,9 @@ export function renderApplyScript(step: Step): string {
         `ISPMAIL_STEP=${shellQuote(step.name)}`,
         `ISPMAIL_SECRETS_DIR=${shellQuote(SECRETS_DIR)}`,
         `ISPMAIL_STATE_DIR=${shellQuote(STATE_DIR)}`,
+        // bash keeps a large here-document (file content, inputs) in a temporary file while it
+        // runs: in memory (tmpfs), root only, never on a disk.
+        "install -d -m 0700 /run/ispmail && TMPDIR=/run/ispmail",
         PRELUDE,
         // Everything below is one function, called on the last line with stdin from /dev/null:
         // bash parses the whole body before running any of it, so a child that reads stdin (under
@@ -176,6 +200,11 @@ export function renderApplyScript(step: Step): string {
         if (!SAFE_ACCOUNT.test(owner) || !SAFE_ACCOUNT.test(group)) throw new Error(`step ${step.name}: bad owner/group for ${f.path}`);
         const b64 = Buffer.from(f.content, "utf8").toString("base64").replace(/.{1,76}/g, "$&\n");
         lines.push(`ispmail_file ${f.path} ${owner} ${group} ${mode} <<'ISPMAIL_B64'`, b64.trimEnd(), "ISPMAIL_B64");
+    }
+    for (const i of step.inputs ?? []) {
+        if (!/^[a-z0-9_]+$/.test(i.name)) throw new Error(`step ${step.name}: input name ${JSON.stringify(i.name)} is not [a-z0-9_]+`);
+        const b64 = Buffer.from(i.content, "utf8").toString("base64").replace(/.{1,76}/g, "$&\n");
+        lines.push(`ispmail_input ${i.name} <<'ISPMAIL_B64'`, b64.trimEnd(), "ISPMAIL_B64");
     }
     lines.push("# --- step script ---", step.script.trim(), "# --- end of step script ---", "ispmail_result", "}", "ispmail_main </dev/null");
     return lines.join("\n") + "\n";

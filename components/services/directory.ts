@@ -7,14 +7,16 @@
  *    /etc/ispmail/directory.json (no passwords inside), applied by `ispmail-db sync` in one
  *    transaction through the SQL function directory_sync(). Only managed rows are touched; rows
  *    added by hand (managed = false) stay. A removed mailbox's Maildir is never deleted (logged).
- * 3. Passwords: secret `user:<address>` in a root-only file per mailbox; stored as
- *    {ARGON2ID}$argon2id$v=19$... and re-hashed only when the stored hash does not verify it.
+ * 3. Passwords: the config's (or generated) password of each mailbox, secret `user:<address>`, is
+ *    its *initial* password. It reaches `ispmail-db sync` on standard input (a step input, never a
+ *    file), which stores it as {ARGON2ID}$argon2id$v=19$... together with a keyed digest of it
+ *    (HMAC-SHA-256 with secret `directory.digest-key`). Later syncs compare digests only: the hash is
+ *    written again only when the configured password itself changed (an admin reset), never because
+ *    the user changed theirs.
  */
-import { createHash } from "node:crypto";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Model } from "../config";
-import { SECRETS_DIR } from "../paths";
 import { userPasswordSecret, type SecretSpec } from "../secrets";
 import type { StepFile } from "../steps";
 import { secretRef } from "../steps";
@@ -35,8 +37,6 @@ export interface DesiredDirectory {
         readonly domain: string;
         readonly display_name: string | null;
         readonly quota_mb: number;
-        /** Relative to the secrets directory; holds the password (secret user:<address>). */
-        readonly password_file: string;
     }>;
     readonly aliases: ReadonlyArray<{ readonly source_local: string; readonly source_domain: string; readonly destination: string }>;
     readonly shares: ReadonlyArray<{
@@ -48,14 +48,16 @@ export interface DesiredDirectory {
     }>;
 }
 
+/** The key of the configured passwords' digests in the directory (losing it resets every password). */
+export const DIRECTORY_DIGEST_KEY_SECRET = "directory.digest-key";
+
 /**
- * The file (below the secrets directory) holding a mailbox's password. The address itself where
- * it is made of path-safe characters; otherwise (a local part with ' or & ...) a hash of it, so
- * the name is stable and never needs quoting.
+ * The sync's password input, one line each, values base64 (a configured password may hold any
+ * character): `digest-key <key>`, then `user <address> <password>` per mailbox.
  */
-export function userPasswordFile(address: string): string {
-    if (/^[a-z0-9][a-z0-9_.@+-]*$/.test(address)) return `user/${address}`;
-    return `user/sha256-${createHash("sha256").update(address).digest("hex").slice(0, 32)}`;
+export function renderPasswordInput(model: Pick<Model, "users">): string {
+    const users = [...model.users].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+    return [`digest-key ${secretRef(DIRECTORY_DIGEST_KEY_SECRET, "base64")}`, ...users.map((u) => `user ${u.address} ${secretRef(userPasswordSecret(u.address), "base64")}`)].join("\n") + "\n";
 }
 
 function splitAddress(address: string): { local: string; domain: string } {
@@ -76,7 +78,6 @@ export function renderDesiredDirectory(model: Model): DesiredDirectory {
                 domain: u.domain,
                 display_name: u.displayName ?? null,
                 quota_mb: u.quotaMb,
-                password_file: userPasswordFile(u.address),
             })),
         aliases: [...model.aliases]
             .sort((a, b) => byText(`${a.source} ${a.destination}`, `${b.source} ${b.destination}`))
@@ -101,15 +102,6 @@ export function migrationFiles(): Array<{ name: string; sql: string }> {
 function render(model: Model): StepBody {
     const desired = renderDesiredDirectory(model);
     const migrations: StepFile[] = migrationFiles().map((m) => ({ path: `${MIGRATIONS_DIR}/${m.name}`, content: m.sql, owner: "root", group: "root", mode: "0644" }));
-    const passwords: StepFile[] = desired.users.map((u) => ({
-        path: `${SECRETS_DIR}/${u.password_file}`,
-        // Exactly the password, no newline: ispmail-db reads the whole file as the password.
-        content: secretRef(userPasswordSecret(u.address)),
-        owner: "root",
-        group: "root",
-        mode: "0600",
-        secret: true,
-    }));
     return {
         description: `Mail directory: schema migrations, then ${desired.domains.length} domain(s), ${desired.users.length} mailbox(es), ${desired.aliases.length} alias(es), ${desired.shares.length} share(s) synced`,
         // argon2-cffi for the {ARGON2ID} hashes (python3-psycopg comes with the postgresql step).
@@ -118,14 +110,16 @@ function render(model: Model): StepBody {
             ...migrations,
             // Addresses only, but nobody else needs to read them.
             { path: DESIRED_DIRECTORY_FILE, content: JSON.stringify(desired, null, 2) + "\n", owner: "root", group: "root", mode: "0600" },
-            ...passwords,
         ],
+        inputs: [{ name: "passwords", content: renderPasswordInput(model) }],
         script: readStatic("directory/apply.sh"),
     };
 }
 
-/** A generated password for every mailbox whose password is not set in the stack config. */
-const secrets = (model: Model): SecretSpec[] =>
-    model.users.filter((u) => !u.passwordFromConfig).map((u) => ({ name: userPasswordSecret(u.address), kind: "password", description: `mailbox ${u.address}`, stateful: false }));
+/** A generated initial password for every mailbox whose password is not set in the stack config, and the digests' key. */
+const secrets = (model: Model): SecretSpec[] => [
+    { name: DIRECTORY_DIGEST_KEY_SECRET, kind: "password", description: "key of the configured passwords' digests in the directory", stateful: true },
+    ...model.users.filter((u) => !u.passwordFromConfig).map((u): SecretSpec => ({ name: userPasswordSecret(u.address), kind: "password", description: `mailbox ${u.address}`, stateful: false })),
+];
 
 export const directory: Service = { name: STEP.directory, after: [STEP.postgresql], secrets, render };

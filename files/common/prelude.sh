@@ -1,6 +1,7 @@
 # Helpers shared by every apply script (components/steps.ts renderApplyScript prepends this file).
 # Step scripts rely on: log, mark_changed, changed PATH..., reload SERVICE, restart SERVICE,
-# reload_when_changed SERVICE PATH... [-- CHECK...], mark_pending SERVICE, secret_file NAME.
+# reload_when_changed SERVICE PATH... [-- CHECK...], mark_pending SERVICE, secret_file NAME,
+# step_input NAME.
 # Runs under `set -euo pipefail` and `umask 077`, after ISPMAIL_STEP, ISPMAIL_SECRETS_DIR and
 # ISPMAIL_STATE_DIR are set (components/steps.ts, from components/paths.ts).
 ISPMAIL_CHANGED_FILES=()
@@ -22,6 +23,11 @@ changed() {
 reload() { systemctl reload-or-restart "$1"; ispmail_action "reloaded $1"; }
 restart() { systemctl restart "$1"; ispmail_action "restarted $1"; }
 secret_file() { printf '%s/%s' "$ISPMAIL_SECRETS_DIR" "$1"; }
+# ispmail_input NAME < base64: keeps a step input in a variable (never in a file); step_input NAME
+# prints it, through a pipe (printf is a builtin: no temporary file either).
+declare -A ISPMAIL_INPUTS=()
+ispmail_input() { ISPMAIL_INPUTS[$1]=$(cat); }
+step_input() { printf '%s\n' "${ISPMAIL_INPUTS[$1]}" | base64 -d; }
 # A changed configuration is remembered on disk until its daemon has reloaded it, so a run that
 # failed after installing the files still reloads on the next one (which sees no file change).
 mark_pending() { install -d -m 0700 "$ISPMAIL_STATE_DIR/pending-reload"; touch "$ISPMAIL_STATE_DIR/pending-reload/$1"; }

@@ -4,14 +4,18 @@
   ispmail-db roles   create the login roles and databases; set a role's password only when the
                      stored SCRAM verifier does not match the secret file (db.<role>)
   ispmail-db migrate apply the pending files/postgresql/migrations in ONE transaction, each once
-  ispmail-db sync    make the managed directory rows equal to /etc/ispmail/directory.json in ONE
-                     transaction; user passwords are re-hashed only when the stored hash does not
-                     verify the secret file's password
+  ispmail-db sync --passwords -
+                     make the managed directory rows equal to /etc/ispmail/directory.json in ONE
+                     transaction. The configured (initial) passwords come on standard input; a
+                     mailbox's hash is written only when it is new or its configured password
+                     changed (a keyed digest of the last one applied is kept), never because its
+                     user changed the password
 
 Each command prints one line on stdout saying what it changed, or nothing when it changed nothing
 (the apply script reports "changed" from that). Details go to stderr.
 
-Secrets are read from root-only files and never appear in argv, the environment or a log line.
+Secrets are read from root-only files (role passwords) or standard input (mailbox passwords, which
+are never written to a file) and never appear in argv, the environment or a log line.
 `roles` and `migrate` drop to the postgres user and use the Unix socket (peer authentication);
 `sync` logs in as mailadmin over TCP to localhost (scram-sha-256), the same path the other
 daemons use, with only the rights that role has.
@@ -204,20 +208,56 @@ def cmd_migrate(args: argparse.Namespace) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # sync
 # ---------------------------------------------------------------------------------------------
-def password_hash_for(stored: str | None, password: str, hasher) -> tuple[str, bool]:
-    """(hash to store, re-hashed?). Keeps the stored hash when it verifies the password with our
-    parameters, so an unchanged password leaves the row untouched."""
+def read_password_input(stream) -> tuple[bytes, dict[str, str]]:
+    """The sync's input (components/services/directory.ts renderPasswordInput): the digest key and
+    each mailbox's configured password, base64."""
+    key, passwords = None, {}
+    for number, line in enumerate(stream.read().splitlines(), 1):
+        fields = line.split(" ")
+        if fields[0] == "digest-key" and len(fields) == 2:
+            key = b64decode(fields[1], validate=True)
+        elif fields[0] == "user" and len(fields) == 3:
+            passwords[fields[1]] = b64decode(fields[2], validate=True).decode("utf-8")
+        elif line:
+            raise SystemExit(f"ispmail-db: password input line {number}: expected 'digest-key B64' or 'user ADDRESS B64'")
+    if not key:
+        raise SystemExit("ispmail-db: password input without a digest-key line")
+    return key, passwords
+
+
+def password_digest(key: bytes, address: str, password: str) -> str:
+    return hmac.new(key, f"{address}\0{password}".encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def verifies(hasher, stored: str | None, password: str) -> bool:
     # InvalidHash: the name argon2-cffi 21.1 (Debian 13) has; later versions keep it as an alias.
     from argon2.exceptions import InvalidHash, VerificationError
 
-    if stored and stored.startswith(ARGON2_PREFIX):
-        encoded = stored[len(ARGON2_PREFIX):]
-        try:
-            if hasher.verify(encoded, password) and not hasher.check_needs_rehash(encoded):
-                return stored, False
-        except (VerificationError, InvalidHash):
-            pass
-    return ARGON2_PREFIX + hasher.hash(password), True
+    if not stored or not stored.startswith(ARGON2_PREFIX):
+        return False
+    try:
+        return hasher.verify(stored[len(ARGON2_PREFIX):], password)
+    except (VerificationError, InvalidHash):
+        return False
+
+
+def new_password_hash(stored: str | None, stored_digest: str | None, digest: str, password: str, hasher) -> str | None:
+    """The hash to store for a mailbox, or None to keep the stored one.
+
+    - a new mailbox: the configured password;
+    - the configured password is the one applied last (same digest): keep, whatever the user set;
+    - it changed (an admin reset): the configured password;
+    - no digest yet (a directory from before digests, or a row adopted from the hand-made ones):
+      keep the stored hash if it verifies the configured password, else the configured password,
+      as the sync did before the user could change it.
+    """
+    if stored is None:
+        return ARGON2_PREFIX + hasher.hash(password)
+    if stored_digest == digest:
+        return None
+    if stored_digest is None and verifies(hasher, stored, password):
+        return None
+    return ARGON2_PREFIX + hasher.hash(password)
 
 
 def cmd_sync(args: argparse.Namespace) -> list[str]:
@@ -225,23 +265,37 @@ def cmd_sync(args: argparse.Namespace) -> list[str]:
 
     hasher = PasswordHasher(**ARGON2_PARAMS)
     desired = json.loads(Path(args.desired).read_text(encoding="utf-8"))
-    passwords = {u["address"]: read_secret(args.secrets_dir, u["password_file"]) for u in desired["users"]}
+    if args.passwords != "-":
+        raise SystemExit("ispmail-db: passwords come on standard input only (--passwords -)")
+    key, passwords = read_password_input(sys.stdin)
+    missing = [u["address"] for u in desired["users"] if u["address"] not in passwords]
+    if missing:
+        raise SystemExit(f"ispmail-db: no configured password for {', '.join(missing)}")
     admin_password = read_secret(args.secrets_dir, "db.mailadmin")
     actions: list[str] = []
     with psycopg.connect(host=args.tcp_host, port=args.port, dbname=MAIL_DATABASE, user="mailadmin", password=admin_password) as conn:
         with conn.transaction():
             # Concurrent syncs would each hash and write; let them queue instead.
             conn.execute("SELECT lock_address('ispmail-directory-sync')")
-            stored = dict(conn.execute("SELECT local || '@' || domain, password_hash FROM users").fetchall())
-            rehashed = []
+            # FOR UPDATE: a password a user changes meanwhile waits for this transaction and then
+            # wins, instead of being overwritten with the hash read here.
+            stored = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT local || '@' || domain, password_hash, config_password_digest FROM users FOR UPDATE")}
+            reset, digests = [], []
             users = []
             for u in desired["users"]:
-                password_hash, changed = password_hash_for(stored.get(u["address"]), passwords[u["address"]], hasher)
-                if changed:
-                    rehashed.append(u["address"])
-                users.append({k: u[k] for k in ("local", "domain", "display_name", "quota_mb")} | {"password_hash": password_hash})
+                address = u["address"]
+                stored_hash, stored_digest = stored.get(address, (None, None))
+                digest = password_digest(key, address, passwords[address])
+                new_hash = new_password_hash(stored_hash, stored_digest, digest, passwords[address], hasher)
+                if new_hash is not None and stored_hash is not None:
+                    reset.append(address)
+                if stored_digest != digest:
+                    digests.append((digest, u["local"], u["domain"]))
+                users.append({k: u[k] for k in ("local", "domain", "display_name", "quota_mb")} | {"password_hash": new_hash or stored_hash})
             state = {"domains": desired["domains"], "users": users, "aliases": desired["aliases"], "shares": desired["shares"]}
             report = conn.execute("SELECT directory_sync(%s::jsonb)", (json.dumps(state),)).fetchone()[0]
+            with conn.cursor() as cur:
+                cur.executemany("UPDATE users SET config_password_digest = %s WHERE local = %s AND domain = %s", digests)
     for address in report["removed_mailboxes"]:
         local, domain = address.split("@", 1)
         log(f"mailbox {address} was removed from the directory; its Maildir {args.vmail}/{domain}/{local} is kept (delete it by hand when no longer needed)")
@@ -255,23 +309,24 @@ def cmd_sync(args: argparse.Namespace) -> list[str]:
     if counts:
         actions.append("synced directory: " + ", ".join(counts))
         log(f"directory report: {json.dumps(report, sort_keys=True)}")
-    if rehashed:
-        log(f"stored new password hashes for {', '.join(rehashed)}")
-    actions.extend(remove_stale_password_files(args, desired))
+    if reset:
+        actions.append(f"set the configured password of {', '.join(reset)}")
+    if digests and not counts and not reset:
+        actions.append(f"recorded the configured password's digest of {len(digests)} mailbox(es)")
+    actions.extend(remove_password_files(args))
     return actions
 
 
-def remove_stale_password_files(args: argparse.Namespace, desired: dict) -> list[str]:
-    """Password files of users no longer configured: delete them (the step never deletes files)."""
+def remove_password_files(args: argparse.Namespace) -> list[str]:
+    """Mailbox password files that versions before the digests wrote (plaintext): delete them."""
     directory = Path(args.secrets_dir, "user")
-    wanted = {Path(args.secrets_dir, u["password_file"]) for u in desired["users"]}
-    removed = []
-    if directory.is_dir():
-        for path in sorted(directory.iterdir()):
-            if path.is_file() and path not in wanted:
-                path.unlink()
-                removed.append(path.name)
-    return [f"removed password files of {', '.join(removed)}"] if removed else []
+    if not directory.is_dir():
+        return []
+    removed = sorted(path.name for path in directory.iterdir() if path.is_file())
+    for name in removed:
+        Path(directory, name).unlink()
+    directory.rmdir()
+    return [f"removed the plaintext password files of {len(removed)} mailbox(es)"] if removed else ["removed the empty password directory"]
 
 
 def main() -> None:
@@ -286,6 +341,7 @@ def main() -> None:
     p.add_argument("--migrations", default=DEFAULT_MIGRATIONS_DIR)
     p = sub.add_parser("sync")
     p.add_argument("--desired", default=DEFAULT_DESIRED)
+    p.add_argument("--passwords", required=True, help="'-': the configured passwords on standard input")
     p.add_argument("--vmail", default="/var/vmail", help="where Maildirs live (only for the log line)")
     args = parser.parse_args()
     actions = {"roles": cmd_roles, "migrate": cmd_migrate, "sync": cmd_sync}[args.command](args)

@@ -101,6 +101,35 @@ export function deliveryLine(on: Guest, since: string, queueId: string, to: stri
     });
 }
 
+const LOGIN_CHECK = `
+import imaplib, smtplib, ssl, sys
+protocol, user = sys.argv[1], sys.argv[2]
+password = sys.stdin.read()
+context = ssl._create_unverified_context()
+try:
+    if protocol == "imap":
+        with imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=context, timeout=30) as imap:
+            imap.login(user, password)
+    else:
+        with smtplib.SMTP("127.0.0.1", 587, timeout=30) as smtp:
+            smtp.starttls(context=context)
+            smtp.login(user, password)
+    print("accepted")
+except (imaplib.IMAP4.error, smtplib.SMTPAuthenticationError) as e:
+    print("refused", e)
+`;
+
+/**
+ * Does IMAP (993) or SMTP AUTH (587) accept this login? Asked on the server over loopback, which
+ * fail2ban's address jails ignore, so that a test's deliberate failures never ban the lab host;
+ * the password goes on stdin, never into argv.
+ */
+export async function loginAccepted(protocol: "imap" | "smtp", user: string, password: string): Promise<boolean> {
+    const r = await guest("mail").exec(`python3 -c ${shellQuote(LOGIN_CHECK)} ${protocol} ${shellQuote(user)}`, { input: password });
+    if (r.code !== 0) throw new Error(`${protocol} login check: ${r.stderr}`);
+    return r.stdout.startsWith("accepted");
+}
+
 /** The message's header block with folded lines unfolded. */
 export function headerBlock(message: string): string {
     return message.split(/\r?\n\r?\n/)[0].replace(/\r?\n[ \t]+/g, " ");

@@ -2,14 +2,22 @@
  * The base system and the mail directory on the lab's mail guest, as `npm run lab` left them:
  * the volume layout, SSH and journal settings, PostgreSQL on the volume and on localhost only, the
  * views and grants of the directory contract, hashes Dovecot verifies, and re-applies that change
- * exactly what the config diff says and restart nothing.
+ * exactly what the config diff says and restart nothing; who owns a mailbox's password (the config
+ * sets the initial one and may reset it, the user may change it) and that none is on the disk.
  */
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Model } from "../../components/config";
-import { applyOnGuest, guest, labSession } from "../../lab/testkit";
 import { SERVICE, stepsOf } from "../../components/services";
 import { migrationFiles } from "../../components/services/directory";
+import { guestRoot } from "../../lab/lab";
+import { run } from "../../lab/proc";
+import { applyOnGuest, guest, LAB, labSession, PATHS } from "../../lab/testkit";
+import { loginAccepted } from "./clients";
 
 const mail = guest("mail");
 const PGPASS = "/root/.ispmail-e2e-pgpass";
@@ -206,5 +214,53 @@ describe("base system and mail directory (lab)", { timeout: 900_000 }, () => {
         assert.match(alias.stderr, /alias source alice@example\.org is already a mailbox/);
         const domain = await sqlAs("mailadmin", "DELETE FROM domains WHERE domain = 'example.org'");
         assert.match(domain.stderr, /domain example\.org still has \d+ mailbox\(es\)/);
+    });
+
+    test("passwords: one a user set survives the next apply; a changed configured password (admin reset) replaces it", async () => {
+        const alice = "alice@example.org";
+        const own = `alice's own ${randomBytes(4).toString("hex")}`;
+        // What a user's own change (webmail, Nextcloud) stores: an ARGON2ID hash, password on stdin.
+        const hash = (await mail.execOk("doveadm pw -s ARGON2ID", { input: `${own}\n${own}\n` })).trim();
+        await sql(`UPDATE users SET password_hash = '${hash}' WHERE local = 'alice' AND domain = 'example.org'`);
+        const reset = { ...secrets, [`user:${alice}`]: `reset-${randomBytes(12).toString("hex")}` };
+        try {
+            const [same] = await applyOnGuest("mail", stepsOf(SERVICE.directory, model), secrets);
+            assert.equal(same.result, "unchanged", same.actions.join("; "));
+            assert.equal(await sql("SELECT password_hash FROM users WHERE local = 'alice' AND domain = 'example.org'"), hash);
+            assert.equal(await loginAccepted("imap", alice, own), true, "her own password opens IMAP");
+            assert.equal(await loginAccepted("smtp", alice, own), true, "and SMTP AUTH");
+            assert.equal(await loginAccepted("imap", alice, secrets[`user:${alice}`]), false, "the configured one no longer does");
+
+            const [applied] = await applyOnGuest("mail", stepsOf(SERVICE.directory, model), reset);
+            assert.deepEqual(applied.actions, ["synced directory: users +0 ~1 -0", `set the configured password of ${alice}`]);
+            assert.equal(await loginAccepted("imap", alice, reset[`user:${alice}`]), true);
+            assert.equal(await loginAccepted("smtp", alice, reset[`user:${alice}`]), true);
+            assert.equal(await loginAccepted("imap", alice, own), false);
+            assert.equal(await loginAccepted("smtp", alice, own), false);
+        } finally {
+            // Back to the lab's configured password (a reset as well: its digest changes back).
+            await applyOnGuest("mail", stepsOf(SERVICE.directory, model), secrets);
+        }
+        assert.equal(await loginAccepted("imap", alice, secrets[`user:${alice}`]), true);
+    });
+
+    test("passwords: no mailbox password is anywhere on the server's disks; the same search finds a secret that lives there", async () => {
+        const dir = mkdtempSync(join(tmpdir(), "ispmail-pwgrep-"));
+        const search = async (values: readonly string[]) => {
+            writeFileSync(join(dir, "patterns"), values.join("\n") + "\n", { mode: 0o600 });
+            // The guest's root file system and its data volume, as files on the lab host.
+            const r = await run("grep", ["-rlaF", "-f", join(dir, "patterns"), guestRoot(LAB.mail), PATHS.mailData], { timeoutMs: 300_000 });
+            assert.ok(r.code === 0 || r.code === 1, r.stderr);
+            return r.stdout.split("\n").filter(Boolean).map((f) => f.replace(guestRoot(LAB.mail), ""));
+        };
+        try {
+            // Every mailbox password the lab ever generated (removed test users' too).
+            const passwords = Object.entries(secrets).filter(([name]) => name.startsWith("user:")).map(([, value]) => value);
+            for (const u of model.users) assert.ok(passwords.includes(secrets[`user:${u.address}`]), u.address);
+            assert.deepEqual(await search(passwords), []);
+            assert.ok((await search([secrets["db.mailadmin"]])).includes("/etc/ispmail/secrets/db.mailadmin"), "the search finds what is there");
+        } finally {
+            rmSync(dir, { recursive: true, force: true });
+        }
     });
 });

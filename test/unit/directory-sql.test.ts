@@ -9,14 +9,15 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parseConfig, type Model } from "../../components/config";
-import { DB_ROLES } from "../../components/secrets";
-import { renderDesiredDirectory } from "../../components/services/directory";
+import { DB_ROLES, userPasswordSecret } from "../../components/secrets";
+import { DIRECTORY_DIGEST_KEY_SECRET, renderDesiredDirectory, renderPasswordInput } from "../../components/services/directory";
+import { resolveSecrets } from "../../components/steps";
 import { FILES_DIR } from "../../components/templates";
 import { validRawConfig } from "../fixtures/config";
 import { TRIXIE_CHROOT } from "../harness/trixie-chroot";
@@ -71,16 +72,29 @@ describe("directory in PostgreSQL 17", { skip }, () => {
     let dir = ""; // the same directory inside the chroot
     let port = 0;
     const userPasswords = new Map<string, string>();
+    const digestKey = randomPassword();
+    let desiredModel: Model | undefined;
+
+    /** The sync's standard input as the directory step renders it, with this test's passwords. */
+    const passwordInput = (): string => {
+        const model = desiredModel!;
+        const values = { [DIRECTORY_DIGEST_KEY_SECRET]: digestKey, ...Object.fromEntries(model.users.map((u) => [userPasswordSecret(u.address), userPasswords.get(u.address)!])) };
+        const step = { name: "t", description: "", files: [], inputs: [{ name: "passwords", content: renderPasswordInput(model) }], script: "", after: [] };
+        return resolveSecrets(step, values).inputs![0].content;
+    };
 
     const db = (command: string, ...extra: string[]): Run =>
-        inChroot([
-            "python3", `${dir}/ispmail-db.py`,
-            "--socket-dir", `${dir}/sock`, "--port", String(port), "--tcp-host", "127.0.0.1", "--secrets-dir", `${dir}/secrets`,
-            command,
-            ...(command === "migrate" ? ["--migrations", `${dir}/migrations`] : []),
-            ...(command === "sync" ? ["--desired", `${dir}/directory.json`] : []),
-            ...extra,
-        ]);
+        inChroot(
+            [
+                "python3", `${dir}/ispmail-db.py`,
+                "--socket-dir", `${dir}/sock`, "--port", String(port), "--tcp-host", "127.0.0.1", "--secrets-dir", `${dir}/secrets`,
+                command,
+                ...(command === "migrate" ? ["--migrations", `${dir}/migrations`] : []),
+                ...(command === "sync" ? ["--desired", `${dir}/directory.json`, "--passwords", "-"] : []),
+                ...extra,
+            ],
+            command === "sync" ? passwordInput() : undefined,
+        );
     const dbOk = (command: string, ...extra: string[]): string[] => {
         const r = db(command, ...extra);
         assert.equal(r.code, 0, `ispmail-db ${command} failed:\n${r.stderr}`);
@@ -104,16 +118,20 @@ describe("directory in PostgreSQL 17", { skip }, () => {
         return r.stdout.trim();
     };
 
-    /** Writes directory.json and the password files as the directory step would. */
+    /** Writes directory.json as the directory step would; the passwords go to the next sync's stdin. */
     const writeDesired = (model: Model) => {
         const desired = renderDesiredDirectory(model);
         writeFileSync(join(hostDir, "directory.json"), JSON.stringify(desired));
-        for (const u of desired.users) {
-            if (!userPasswords.has(u.address)) userPasswords.set(u.address, randomPassword());
-            const path = join(hostDir, "secrets", u.password_file);
-            mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-            writeFileSync(path, userPasswords.get(u.address)!, { mode: 0o600 });
-        }
+        for (const u of desired.users) if (!userPasswords.has(u.address)) userPasswords.set(u.address, randomPassword());
+        desiredModel = model;
+    };
+    const hashOf = (address: string) => query(`SELECT password_hash FROM users WHERE local || '@' || domain = '${address}'`);
+    const verifiesHash = (hash: string, password: string) => inChroot(["doveadm", "pw", "-t", hash], `${password}\n`).code === 0;
+    /** A password hash as a user's own change (webmail) would store it. */
+    const usersOwnHash = (password: string) => {
+        const r = inChroot(["doveadm", "pw", "-s", "ARGON2ID"], `${password}\n${password}\n`);
+        assert.equal(r.code, 0, r.stderr);
+        return r.stdout.trim();
     };
 
     const rowVersions = (table: string, key: string): Map<string, string> =>
@@ -178,20 +196,20 @@ describe("directory in PostgreSQL 17", { skip }, () => {
     it("migrations: apply from empty in one run, then re-applying is a no-op", () => {
         const first = dbOk("migrate");
         assert.equal(first.length, 1);
-        assert.match(first[0], /^applied migrations 001_directory_tables, 002_address_ownership_triggers, 003_views_and_grants, 004_directory_sync_function, 005_login_guards$/);
-        assert.equal(query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"), "1,2,3,4,5");
+        assert.match(first[0], /^applied migrations 001_directory_tables, 002_address_ownership_triggers, 003_views_and_grants, 004_directory_sync_function, 005_login_guards, 006_configured_password_digest$/);
+        assert.equal(query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"), "1,2,3,4,5,6");
         assert.deepEqual(dbOk("migrate"), []);
     });
 
     it("migrations: a failing migration leaves nothing behind (one transaction)", () => {
         const broken = join(hostDir, "migrations-broken");
         cpSync(join(hostDir, "migrations"), broken, { recursive: true });
-        writeFileSync(join(broken, "006_broken.sql"), "CREATE TABLE should_vanish (x integer);\nSELECT 1 / 0;\n");
+        writeFileSync(join(broken, "007_broken.sql"), "CREATE TABLE should_vanish (x integer);\nSELECT 1 / 0;\n");
         const r = db("migrate", "--migrations", `${dir}/migrations-broken`);
         assert.notEqual(r.code, 0);
         assert.match(r.stderr, /division by zero/);
         assert.equal(query("SELECT to_regclass('should_vanish') IS NULL"), "t");
-        assert.equal(query("SELECT count(*) FROM schema_migrations"), "5");
+        assert.equal(query("SELECT count(*) FROM schema_migrations"), "6");
     });
 
     it("migrations: an applied migration that was edited is refused", () => {
@@ -257,11 +275,55 @@ describe("directory in PostgreSQL 17", { skip }, () => {
         assert.equal(query("SELECT display_name FROM virtual_mailboxes WHERE address = 'bob@example.org'"), "Bob Builder");
     });
 
+    it("sync: each mailbox records the keyed digest of its configured password (HMAC-SHA-256 of address NUL password)", () => {
+        for (const [address, password] of userPasswords) {
+            const digest = createHmac("sha256", digestKey).update(`${address}\0${password}`).digest("hex");
+            assert.equal(query(`SELECT config_password_digest FROM users WHERE local || '@' || domain = '${address}'`), digest, address);
+        }
+        assert.equal(existsSync(join(hostDir, "secrets", "user")), false, "no password file");
+    });
+
+    it("sync: a password the user changed survives every later sync with the same configured password", () => {
+        const own = usersOwnHash("alice's own choice 2026");
+        query(`UPDATE users SET password_hash = '${own}' WHERE local = 'alice'`);
+        assert.deepEqual(dbOk("sync"), []);
+        writeDesired(modelWith((raw) => ((raw.users[1].displayName = "Bob Builder"), (raw.users[2].displayName = "Carol")))); // an unrelated change
+        assert.deepEqual(dbOk("sync"), ["synced directory: users +0 ~1 -0"]);
+        assert.equal(hashOf("alice@example.org"), own);
+        assert.ok(verifiesHash(own, "alice's own choice 2026"));
+    });
+
+    it("sync: a changed configured password (an admin reset) replaces the user's own, and only that mailbox's", () => {
+        const before = rowVersions("users", "local || '@' || domain || ':' || password_hash");
+        userPasswords.set("alice@example.org", randomPassword());
+        assert.deepEqual(dbOk("sync"), ["synced directory: users +0 ~1 -0", "set the configured password of alice@example.org"]);
+        assert.ok(verifiesHash(hashOf("alice@example.org"), userPasswords.get("alice@example.org")!));
+        assert.ok(!verifiesHash(hashOf("alice@example.org"), "alice's own choice 2026"));
+        const afterSync = rowVersions("users", "local || '@' || domain || ':' || password_hash");
+        assert.deepEqual([...afterSync.keys()].filter((k) => !before.has(k)).map((k) => k.split(":")[0]), ["alice@example.org"]);
+        assert.deepEqual(dbOk("sync"), []);
+    });
+
+    it("sync: a directory from before the digests keeps each hash that verifies its configured password and replaces the others", () => {
+        query("UPDATE users SET config_password_digest = NULL WHERE managed");
+        const alice = hashOf("alice@example.org");
+        query(`UPDATE users SET password_hash = '${usersOwnHash("not the configured one")}' WHERE local = 'bob'`);
+        assert.deepEqual(dbOk("sync"), ["synced directory: users +0 ~1 -0", "set the configured password of bob@example.org"]);
+        assert.equal(hashOf("alice@example.org"), alice, "a verifying hash is kept");
+        assert.ok(verifiesHash(hashOf("bob@example.org"), userPasswords.get("bob@example.org")!));
+        assert.equal(query("SELECT count(*) FROM users WHERE managed AND config_password_digest IS NULL"), "0");
+        // Plaintext password files of older versions are deleted.
+        mkdirSync(join(hostDir, "secrets", "user"), { mode: 0o700 });
+        writeFileSync(join(hostDir, "secrets", "user", "alice@example.org"), userPasswords.get("alice@example.org")!, { mode: 0o600 });
+        assert.deepEqual(dbOk("sync"), ["removed the plaintext password files of 1 mailbox(es)"]);
+        assert.equal(existsSync(join(hostDir, "secrets", "user")), false);
+        assert.deepEqual(dbOk("sync"), []);
+    });
+
     it("sync: a changed password re-hashes only that mailbox", () => {
         const before = rowVersions("users", "local || '@' || domain || ':' || password_hash");
         userPasswords.set("carol@example.com", randomPassword());
-        writeDesired(modelWith((raw) => (raw.users[1].displayName = "Bob Builder")));
-        assert.deepEqual(dbOk("sync"), ["synced directory: users +0 ~1 -0"]);
+        assert.deepEqual(dbOk("sync"), ["synced directory: users +0 ~1 -0", "set the configured password of carol@example.com"]);
         const afterSync = rowVersions("users", "local || '@' || domain || ':' || password_hash");
         const changedKeys = [...afterSync.keys()].filter((k) => !before.has(k));
         assert.equal(changedKeys.length, 1);
@@ -299,15 +361,13 @@ describe("directory in PostgreSQL 17", { skip }, () => {
         );
         const r = db("sync");
         assert.equal(r.code, 0, r.stderr);
-        assert.equal(r.stdout.trim(), "synced directory: users +1 ~1 -1, aliases +1 ~0 -2, shares +1 ~1 -0\nremoved password files of carol@example.com");
+        assert.equal(r.stdout.trim(), "synced directory: users +1 ~1 -1, aliases +1 ~0 -2, shares +1 ~1 -0");
         assert.match(r.stderr, /mailbox carol@example\.com was removed from the directory; its Maildir \/var\/vmail\/example\.com\/carol is kept/);
         assert.equal(query("SELECT string_agg(address || ':' || quota_bytes, ',' ORDER BY address) FROM virtual_mailboxes WHERE address <> 'zed@example.org'"),
             "alice@example.org:4294967296,bob@example.org:1073741824,dave@example.org:2147483648");
         assert.equal(query("SELECT string_agg(source, ',' ORDER BY source) FROM virtual_aliases"), "abuse@example.org,hand@example.org,postmaster@example.org,sales@example.com");
         assert.equal(query("SELECT string_agg(shared_mailbox || '>' || shared_to || ':' || rights, ',' ORDER BY shared_mailbox) FROM shared_mailboxes_view"),
             "alice@example.org>bob@example.org:lr,dave@example.org>alice@example.org:lrws");
-        // carol's password file is gone with her.
-        assert.equal(existsSync(join(hostDir, "secrets", "user", "carol@example.com")), false);
         assert.equal(query("SELECT count(*) FROM users WHERE local = 'zed'"), "1", "the hand-added mailbox is still there");
     });
 

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parseConfig } from "../../components/config";
-import { DESIRED_DIRECTORY_FILE, migrationFiles, renderDesiredDirectory, userPasswordFile } from "../../components/services/directory";
+import { DESIRED_DIRECTORY_FILE, migrationFiles, renderDesiredDirectory } from "../../components/services/directory";
 import { renderServerSteps } from "../../components/services";
 import { renderApplyScript, resolveSecrets, secretsOf } from "../../components/steps";
 import { fixtureModel, validRawConfig } from "../fixtures/config";
@@ -46,38 +46,26 @@ describe("directory: rendering", () => {
         assert.deepEqual(renderDesiredDirectory(shuffled), renderDesiredDirectory(model));
     });
 
-    it("directory: directory.json holds no password, and each mailbox password is a root-only secret file", () => {
+    it("directory: no password in any file; the configured passwords and the digest key reach the sync as a step input", () => {
         const json = step.files.find((f) => f.path === DESIRED_DIRECTORY_FILE);
         assert.ok(json);
         assert.equal(json.mode, "0600");
-        assert.ok(!json.secret);
-        assert.doesNotMatch(json.content, /@@secret:|password"\s*:/);
+        assert.doesNotMatch(json.content, /@@secret|password/);
+        for (const f of step.files) assert.doesNotMatch(f.content, /@@secret/, `${f.path} holds no secret`);
         const secrets = secretsOf(step);
-        assert.deepEqual(secrets, ["user:alice@example.org", "user:bob@example.org", "user:carol@example.com"]);
-        for (const u of model.users) {
-            const f = step.files.find((x) => x.path === `/etc/ispmail/secrets/${userPasswordFile(u.address)}`);
-            assert.ok(f, u.address);
-            assert.equal(f.content, `@@secret:user:${u.address}@@`);
-            assert.equal(f.mode, "0600");
-            assert.equal(f.secret, true);
-        }
-        // Resolvable and renderable (paths pass the apply script's safety checks).
-        const resolved = resolveSecrets(step, Object.fromEntries(secrets.map((n) => [n, "pw"])));
-        assert.match(renderApplyScript(resolved), /ispmail_file \/etc\/ispmail\/secrets\/user\/alice@example\.org root root 0600/);
-    });
-
-    it("directory: password file names are the address when path-safe, a stable hash otherwise", () => {
-        assert.equal(userPasswordFile("alice@example.org"), "user/alice@example.org");
-        assert.equal(userPasswordFile("first.last+tag@example.org"), "user/first.last+tag@example.org");
-        const odd = userPasswordFile("o'brien@example.org");
-        assert.match(odd, /^user\/sha256-[0-9a-f]{32}$/);
-        assert.equal(userPasswordFile("o'brien@example.org"), odd);
-        assert.notEqual(userPasswordFile("o&brien@example.org"), odd);
-        const raw = validRawConfig();
-        raw.users.push({ address: "o'brien@example.org" });
-        const [withOdd] = stepsOf(SERVICE.directory, parseConfig(raw, { stack: "test" }).model);
-        const resolved = resolveSecrets(withOdd, Object.fromEntries(secretsOf(withOdd).map((n) => [n, "pw"])));
-        assert.doesNotThrow(() => renderApplyScript(resolved));
+        assert.deepEqual(secrets, ["directory.digest-key", "user:alice@example.org", "user:bob@example.org", "user:carol@example.com"]);
+        assert.deepEqual(step.inputs?.map((i) => i.name), ["passwords"]);
+        // Values base64-encoded: a configured password may hold spaces, quotes or newlines.
+        const values = Object.fromEntries(secrets.map((n) => [n, n === "user:bob@example.org" ? "a b\n'c\"" : "pw"]));
+        const resolved = resolveSecrets(step, values);
+        assert.equal(
+            resolved.inputs![0].content,
+            ["digest-key cHc=", "user alice@example.org cHc=", `user bob@example.org ${Buffer.from("a b\n'c\"").toString("base64")}`, "user carol@example.com cHc=", ""].join("\n"),
+        );
+        const script = renderApplyScript(resolved);
+        assert.match(script, /^ispmail_input passwords <<'ISPMAIL_B64'$/m);
+        assert.doesNotMatch(script, /ispmail_file \/etc\/ispmail\/secrets\/user/);
+        assert.match(step.script, /step_input passwords \| \/usr\/local\/sbin\/ispmail-db sync --passwords -/);
     });
 
     it("migrations: numbered 001..n without gaps and shipped in order", () => {

@@ -96,12 +96,12 @@ describe("graph: the example stacks", () => {
 describe("graph: protection per stack", () => {
     const protectedOf = (rs: readonly RegisteredResource[]) => rs.filter((r) => r.protect).map(short).sort();
 
-    it("graph: in prod the primary IPs, the volume, the DKIM keys and the backup password are protected", async () => {
+    it("graph: in prod the primary IPs, the volume, the DKIM keys, the backup password and the password digests' key are protected", async () => {
         const raw = validRawConfig();
         raw.backup = { repository: "sftp:backup@backup.example.net:/ispmail" };
         const run = await programRun("prod", raw);
         assert.equal(run.error, undefined, String(run.error));
-        assert.deepEqual(protectedOf(run.resources), ["PrimaryIp:ipv4", "PrimaryIp:ipv6", "PrivateKey:dkim:s2026a", "PrivateKey:dkim:s2026b", "PrivateKey:tls:tls1", "RandomPassword:backup.restic", "Volume:data", "ZoneDnssec:dnssec:example.com", "ZoneDnssec:dnssec:example.org"]);
+        assert.deepEqual(protectedOf(run.resources), ["PrimaryIp:ipv4", "PrimaryIp:ipv6", "PrivateKey:dkim:s2026a", "PrivateKey:dkim:s2026b", "PrivateKey:tls:tls1", "RandomPassword:backup.restic", "RandomPassword:directory.digest-key", "Volume:data", "ZoneDnssec:dnssec:example.com", "ZoneDnssec:dnssec:example.org"]);
     });
 
     it("graph: in staging nothing is protected", async () => {

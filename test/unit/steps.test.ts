@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -200,6 +201,23 @@ describe("steps: secrets", () => {
         assert.equal(run.code, 0, run.stderr);
         assert.equal(readFileSync(join(root, "sql/reader.cf"), "utf8"), resolved.files[0].content);
         assert.ok(!(run.stdout + run.stderr).includes(VALUE));
+    });
+
+    test("steps: a step input reaches the script exactly, through step_input, without a file and without showing its value", { skip: INSTALLS_AS_ROOT }, () => {
+        const out = join(root, "input-seen");
+        const content = `key ${secretRef("db.mailreader", "base64")}\nraw ${secretRef("db.mailadmin")}\n`;
+        const s = step("input", [], `step_input passwords | sha256sum > ${out}`, { inputs: [{ name: "passwords", content }] });
+        assert.deepEqual(secretsOf(s), ["db.mailadmin", "db.mailreader"]);
+        const resolved = resolveSecrets(s, { "db.mailreader": `${VALUE} "quoted"`, "db.mailadmin": VALUE });
+        const expected = `key ${Buffer.from(`${VALUE} "quoted"`).toString("base64")}\nraw ${VALUE}\n`;
+        assert.equal(resolved.inputs![0].content, expected);
+        assert.ok(!renderApplyScript(resolved).includes(VALUE));
+        const run = apply(resolved);
+        assert.equal(run.code, 0, run.stderr);
+        assert.equal(readFileSync(out, "utf8").split(" ")[0], createHash("sha256").update(expected).digest("hex"));
+        assert.ok(!(run.stdout + run.stderr).includes(VALUE));
+        assert.equal(run.result?.result, "unchanged", "an input is not a file: nothing was installed");
+        assert.throws(() => renderApplyScript(step("bad", [], "", { inputs: [{ name: "pass-words", content: "" }] })), /input name "pass-words" is not/);
     });
 
     test("steps: resolveSecrets refuses unknown secret names and secrets in non-secret files", () => {
