@@ -33,12 +33,17 @@ export const DB_ROLES = {
     nextcloudAuth: "nextcloudauth",
     /** Nextcloud's own database. */
     nextcloud: "nextcloud",
+    /** Roundcube's own database (the webmail step). */
+    webmail: "roundcube",
+    /** Roundcube's password plugin: may only run change_own_password() in the directory. */
+    passwordChange: "mailpassword",
 } as const;
 
 /** Secret names: each service's `secrets` lists the ones it needs (components/services). */
 export const RSPAMD_CONTROLLER_SECRET = "rspamd.controller";
 export const NEXTCLOUD_ADMIN_SECRET = "nextcloud.admin";
 export const BACKUP_PASSWORD_SECRET = "backup.restic";
+export const WEBMAIL_DES_KEY_SECRET = "webmail.des-key";
 export const userPasswordSecret = (address: string) => `user:${address}`;
 /** The Spamhaus DQS key, given as secret config (ispmail:spamhausDqsKey). */
 export const SPAMHAUS_DQS_SECRET = "spamhaus.dqs";

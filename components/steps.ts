@@ -67,7 +67,8 @@ export interface Step {
 // ---------------------------------------------------------------------------------------------
 // Secret placeholders
 // ---------------------------------------------------------------------------------------------
-const SECRET_REF = /@@secret(-base64)?:([a-zA-Z0-9_.:@+-]+)@@/g;
+// Lazy: a placeholder may be followed by "@" (a DSN's user:password@host), and names hold "@".
+const SECRET_REF = /@@secret(-base64)?:([a-zA-Z0-9_.:@+-]+?)@@/g;
 
 /**
  * A placeholder for a secret value in file or input content; resolved by {@link resolveSecrets}.

@@ -63,6 +63,8 @@ export interface Model {
     /** Postfix message_size_limit; Dovecot and quota follow it. */
     readonly messageSizeLimitMb: number;
     readonly nextcloud: Readonly<Parsed["nextcloud"]> & { readonly host: string };
+    /** Roundcube on its own vhost (default webmail.<first domain>). */
+    readonly webmail: { readonly enabled: boolean; readonly host: string };
     readonly acme: Readonly<Parsed["acme"]>;
     readonly mtaSts: Readonly<Parsed["mtaSts"]>;
     readonly dns: Readonly<Parsed["dns"]>;
@@ -132,6 +134,7 @@ export function buildModel(c: Parsed, stack: string): { model: Model; configured
         defaultQuotaMb: c.defaultQuotaMb,
         messageSizeLimitMb: 50,
         nextcloud: { ...c.nextcloud, host: nextcloudHost },
+        webmail: { enabled: c.webmail.enabled, host: c.webmail.host ?? `webmail.${c.domains[0]}` },
         acme: c.acme,
         mtaSts: c.mtaSts,
         dns: c.dns,

@@ -31,6 +31,7 @@ export interface RelationInput {
     dkimSelectors: ListPart<string>;
     tlsKeys: ListPart<string>;
     nextcloudHost?: string;
+    webmailHost?: string;
     /** ispmail:spamhausDqsKey is given (whether or not it parsed): it must be secret config. */
     spamhausDqsKeyGiven: boolean;
 }
@@ -51,6 +52,7 @@ export function fromComplete(c: Parsed): RelationInput {
         dkimSelectors: whole(c.dkimSelectors),
         tlsKeys: whole(c.tlsKeys),
         nextcloudHost: c.nextcloud.host,
+        webmailHost: c.webmail.host,
         spamhausDqsKeyGiven: c.spamhausDqsKey !== undefined,
     };
 }
@@ -91,6 +93,7 @@ export function partialParse(decoded: Record<string, unknown>, undecodable: Read
     const mailHost = configSchema.shape.mailHost.safeParse(values.mailHost);
     const adminEmail = configSchema.shape.adminEmail.safeParse(values.adminEmail);
     const nextcloud = configSchema.shape.nextcloud.safeParse(values.nextcloud);
+    const webmail = configSchema.shape.webmail.safeParse(values.webmail);
     return {
         ...(mailHost.success ? { mailHost: mailHost.data } : {}),
         ...(adminEmail.success ? { adminEmail: adminEmail.data } : {}),
@@ -103,6 +106,7 @@ export function partialParse(decoded: Record<string, unknown>, undecodable: Read
         tlsKeys: partialList(values, "tlsKeys"),
         spamhausDqsKeyGiven: decoded.spamhausDqsKey !== undefined,
         ...(nextcloud.success && nextcloud.data.host ? { nextcloudHost: nextcloud.data.host } : {}),
+        ...(webmail.success && webmail.data.host ? { webmailHost: webmail.data.host } : {}),
     };
 }
 
@@ -175,8 +179,10 @@ export function checkRelations(c: RelationInput, secretKeys: ReadonlySet<string>
         if (tlsKeys.has(k)) problems.push(`${keyPath(["tlsKeys", index])}: key "${k}" is listed twice; each key may appear once`);
         tlsKeys.add(k);
     }
-    const host = c.nextcloudHost;
-    if (host && c.mailHost && domainsKnown && host !== c.mailHost && !c.domains.items.some(({ value: d }) => host === d || host.endsWith(`.${d}`))) {
-        problems.push(`${keyPath(["nextcloud", "host"])}: "${host}" must be mailHost or a name in one of ispmail:domains (${domainList}), so that its DNS is managed here`);
+    // Web host names get A/AAAA records and the certificate: they must be in a zone managed here.
+    for (const [service, host] of [["nextcloud", c.nextcloudHost], ["webmail", c.webmailHost]] as const) {
+        if (host && c.mailHost && domainsKnown && host !== c.mailHost && !c.domains.items.some(({ value: d }) => host === d || host.endsWith(`.${d}`))) {
+            problems.push(`${keyPath([service, "host"])}: "${host}" must be mailHost or a name in one of ispmail:domains (${domainList}), so that its DNS is managed here`);
+        }
     }
 }

@@ -174,6 +174,14 @@ const nextcloudSchema = z
     })
     .describe("a mapping {enabled, version?, url?, sha256?, host?}");
 
+const webmailSchema = z
+    .strictObject({
+        enabled: z.boolean().default(true).describe("true or false (default true)"),
+        /** Roundcube's own vhost name. */
+        host: fqdn.optional().describe(`the webmail host name, ${FQDN_ALLOWED} (default: webmail.<first of ispmail:domains>)`),
+    })
+    .describe("a mapping {enabled?, host?}");
+
 const acmeSchema = z
     .strictObject({
         /** ACME directory. Let's Encrypt production by default; the lab points it at its pebble. */
@@ -302,6 +310,7 @@ export const configSchema = z.strictObject({
     tlsKeys: tlsKeyList,
     defaultQuotaMb: z.number().int().min(1).max(1024 * 1024).default(2048).describe("a whole number of MB from 1 to 1048576 (default 2048)"),
     nextcloud: nextcloudSchema.default({ enabled: false }),
+    webmail: webmailSchema.default({ enabled: true }),
     acme: acmeSchema.default({ directoryUrl: "https://acme-v02.api.letsencrypt.org/directory" }),
     mtaSts: mtaStsSchema.default({ mode: "enforce", maxAge: 604800 }),
     dns: dnsSchema.default({ ttl: 3600, zoneIds: {}, dnssec: true }),

@@ -34,7 +34,7 @@ function render(model: Model): StepBody {
         // Both are only Recommends of fail2ban, and steps install without recommends.
         packages: ["fail2ban", "python3-systemd", "nftables"],
         files: [
-            { path: JAIL, content: renderTemplate("fail2ban/jail.d/ispmail.conf.mustache", { sshExempt: sshExemptNetworks(model) }), mode: "0644" },
+            { path: JAIL, content: renderTemplate("fail2ban/jail.d/ispmail.conf.mustache", { sshExempt: sshExemptNetworks(model), webmail: model.webmail.enabled }), mode: "0644" },
             { path: DOVECOT_FILTER, content: readStatic("fail2ban/filter.d/dovecot.local"), mode: "0644" },
             { path: SSHD_FILTER, content: readStatic("fail2ban/filter.d/sshd.local"), mode: "0644" },
             // Failed logins per account (the ispmail-login jail), and what its ban does.

@@ -27,12 +27,13 @@ import { isEnabled, type DeploymentFacts, type PublicPort, type RenderContext, t
 import { tls } from "./tls";
 import { tlsPolicy } from "./tls-policy";
 import { web } from "./web";
+import { webmail } from "./webmail";
 
 export type { DeploymentFacts, PublicPort, RenderContext, Service, StepBody } from "./service";
 export { STEP } from "./names";
 
 /** Every service by its module's name (tests and tools pick one: `stepsOf(SERVICE.postfix, model)`). */
-export const SERVICE = { base, resolver, tlsPolicy, postgresql, directory, tls, rspamd, dkimSigner, dovecot, postfix, web, certbot, nextcloud, fail2ban, backup } as const;
+export const SERVICE = { base, resolver, tlsPolicy, postgresql, directory, tls, rspamd, dkimSigner, dovecot, postfix, web, certbot, webmail, nextcloud, fail2ban, backup } as const;
 
 /** Every service, in a stable order (the steps are then ordered by their `after` and `follows`). */
 export const SERVICES: readonly Service[] = Object.values(SERVICE);

@@ -15,6 +15,7 @@ export const STEP = {
     postfix: "postfix",
     web: "web",
     certbot: "certbot",
+    webmail: "webmail",
     nextcloud: "nextcloud",
     fail2ban: "fail2ban",
     backup: "backup",

@@ -22,6 +22,7 @@ export const PG_DATA_DIR = `/srv/ispmail/postgresql/${PG_MAJOR}/main`;
 /** The directory database of the contract (Postfix, Dovecot, Nextcloud's user backend). */
 export const MAIL_DATABASE = "mailserver";
 export const NEXTCLOUD_DATABASE = "nextcloud";
+export const WEBMAIL_DATABASE = "roundcube";
 /** The helper that creates roles, runs migrations and syncs the directory (files/postgresql/ispmail-db.py). */
 export const ISPMAIL_DB_TOOL = "/usr/local/sbin/ispmail-db";
 export { SECRETS_DIR };
@@ -45,7 +46,7 @@ function rolePasswordFiles(): StepFile[] {
 
 function render(_model: Model): StepBody {
     return {
-        description: `PostgreSQL ${PG_MAJOR}: cluster on the data volume, localhost only, SCRAM, roles ${Object.values(DB_ROLES).join(", ")}, databases ${MAIL_DATABASE} and ${NEXTCLOUD_DATABASE}`,
+        description: `PostgreSQL ${PG_MAJOR}: cluster on the data volume, localhost only, SCRAM, roles ${Object.values(DB_ROLES).join(", ")}, databases ${MAIL_DATABASE}, ${NEXTCLOUD_DATABASE} and ${WEBMAIL_DATABASE}`,
         // No `packages`: they are installed by the script, after the createcluster drop-in
         // below is in place (a package list is installed before the step's files).
         files: [

@@ -13,6 +13,7 @@ import { shellAssignments } from "../shell";
 import type { StepFile } from "../steps";
 import { readStatic, renderTemplate } from "../templates";
 import { STEP } from "./names";
+import { WEBMAIL_ROOT } from "./webmail";
 import type { PublicPort, RenderContext, Service, StepBody } from "./service";
 
 /** The ports Apache serves to the internet (the firewall, `check` and the SRV records are made from them). */
@@ -80,6 +81,9 @@ export function renderApacheSites(model: Model, webHosts: readonly string[]): Ap
             }),
         },
     ];
+    if (model.webmail.enabled) {
+        sites.push({ name: "ispmail-15-webmail", content: renderTemplate("apache/sites/ispmail-15-webmail.conf.mustache", { host: model.webmail.host, docroot: WEBMAIL_ROOT }) });
+    }
     if (groupwareHost !== model.mailHost) {
         sites.push({
             name: "ispmail-20-mailhost",

@@ -40,13 +40,18 @@ DEFAULT_MIGRATIONS_DIR = "/usr/local/share/ispmail/migrations"
 DEFAULT_DESIRED = "/etc/ispmail/directory.json"
 MAIL_DATABASE = "mailserver"
 NEXTCLOUD_DATABASE = "nextcloud"
+WEBMAIL_DATABASE = "roundcube"
 # Role -> databases it may connect to. Must match components/secrets.ts DB_ROLES.
 ROLES = {
     "mailreader": [MAIL_DATABASE],
     "mailadmin": [MAIL_DATABASE],
     "nextcloudauth": [MAIL_DATABASE],
     "nextcloud": [NEXTCLOUD_DATABASE],
+    "roundcube": [WEBMAIL_DATABASE],
+    "mailpassword": [MAIL_DATABASE],
 }
+# Database -> its owner.
+DATABASES = {MAIL_DATABASE: "postgres", NEXTCLOUD_DATABASE: "nextcloud", WEBMAIL_DATABASE: "roundcube"}
 # Dovecot's own defaults for ARGON2ID (what `doveadm pw -s ARGON2ID` produces): 64 MiB, 3 passes,
 # 1 lane, 32-byte hash. Dovecot and PHP's password_verify() read the parameters from the hash.
 ARGON2_PARAMS = dict(time_cost=3, memory_cost=65536, parallelism=1, hash_len=32, salt_len=16)
@@ -135,7 +140,7 @@ def cmd_roles(args: argparse.Namespace) -> list[str]:
                 new_verifier = conn.pgconn.encrypt_password(password.encode("utf-8"), role.encode(), b"scram-sha-256").decode()
                 conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(new_verifier)))
                 actions.append(f"set password of role {role}")
-        for dbname, owner in ((MAIL_DATABASE, "postgres"), (NEXTCLOUD_DATABASE, "nextcloud")):
+        for dbname, owner in DATABASES.items():
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is None:
                 conn.execute(
                     sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' LOCALE 'C.UTF-8' TEMPLATE template0").format(

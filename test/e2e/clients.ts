@@ -93,6 +93,17 @@ export function queueIdOf(transcript: string): string {
     return queueId;
 }
 
+/**
+ * A message handed to the foreign MTA (the lab host is in its mynetworks), which DKIM-signs it as
+ * example.net's and sends it to the recipient's MX, as a provider's user would. Returns its queue
+ * id there.
+ */
+export async function sendThroughForeign(to: string, subject: string, body?: string): Promise<string> {
+    const r = await swaks(["--server", LAB.foreign.ipv4, "--port", "25", "--from", FOREIGN_RCPT, "--to", to, "--h-Subject", subject, ...(body ? ["--body", body] : [])]);
+    if (r.code !== 250) throw new Error(`the foreign MTA did not take the message:\n${r.transcript}`);
+    return queueIdOf(r.transcript);
+}
+
 /** A guest's delivery log line for a queued message to `to` with this status (polled until it is logged). */
 export function deliveryLine(on: Guest, since: string, queueId: string, to: string, status: "sent" | "deferred" | "bounced"): Promise<string> {
     return eventually(`the ${status} line for ${queueId} to ${to}`, async () => {

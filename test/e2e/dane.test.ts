@@ -14,18 +14,11 @@ import { before, describe, test } from "node:test";
 import { tlsaOfKey } from "../../components/dns/records";
 import { tlsKeySecret } from "../../components/secrets";
 import { ensureLab, guest, LAB, labModel, labSecrets } from "../../lab/testkit";
-import { deliveryLine, FOREIGN_RCPT, foreignMessage, guestNow, postfixLogSince, queueIdOf, submit, swaks, token } from "./clients";
+import { deliveryLine, FOREIGN_RCPT, foreignMessage, guestNow, postfixLogSince, queueIdOf, sendThroughForeign, submit, token } from "./clients";
 
 const mail = guest("mail");
 const foreign = guest("foreign");
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-
-/** A message handed to the foreign MTA (the lab host is in its mynetworks), which looks up the MX and sends. */
-async function sendThroughForeign(to: string, subject: string): Promise<string> {
-    const r = await swaks(["--server", LAB.foreign.ipv4, "--port", "25", "--from", FOREIGN_RCPT, "--to", to, "--h-Subject", subject]);
-    assert.equal(r.code, 250, r.transcript);
-    return queueIdOf(r.transcript);
-}
 
 describe("DANE, sending (lab)", { timeout: 300_000 }, () => {
     let password: string;

@@ -360,8 +360,9 @@ describe("web: certificate", () => {
         const pem = await guest("mail").execOk("cat /etc/ispmail/tls/fullchain.pem");
         const cert = new X509Certificate(pem);
         const names = (cert.subjectAltName ?? "").split(", ").map((n) => n.replace(/^DNS:/, "")).sort();
-        // lab/stack.yaml: mailHost (also the groupware host) and each domain's MTA-STS and autoconfig names.
-        assert.deepEqual(names, ["autoconfig.example.com", "autoconfig.example.org", "mta-sts.example.com", "mta-sts.example.org", "mx1.example.org"]);
+        // lab/stack.yaml: mailHost (also the groupware host), each domain's MTA-STS and autoconfig
+        // names, and the webmail's (webmail.<first domain>).
+        assert.deepEqual(names, ["autoconfig.example.com", "autoconfig.example.org", "mta-sts.example.com", "mta-sts.example.org", "mx1.example.org", "webmail.example.org"]);
         assert.equal(await servedSerial(443, []), cert.serialNumber.toUpperCase());
         // The key is the stack's (lab: .lab/secrets.json, Pulumi: tls.PrivateKey), so the TLSA record
         // the lab DNS serves for it matches the served certificate.

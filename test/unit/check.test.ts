@@ -42,6 +42,8 @@ function labZone(): Served {
     add("TXT", "mx1.example.org", "v=spf1 a -all");
     add("TXT", "example.com._report._dmarc.example.org", "v=DMARC1");
     add("TLSA", "_25._tcp.mx1.example.org", TLSA);
+    add("A", "webmail.example.org", IPV4);
+    add("AAAA", "webmail.example.org", IPV6);
     for (const d of ["example.org", "example.com"]) {
         for (const host of [`mta-sts.${d}`, `autoconfig.${d}`]) {
             add("A", host, IPV4);

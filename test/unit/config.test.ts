@@ -246,12 +246,13 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
         assert.equal(model.dkimSelectors[0], "s2026b", "the first selector is the one wanted for signing");
         assert.equal(model.messageSizeLimitMb, 50);
         assert.deepEqual(model.nextcloud, { enabled: false, host: "mx1.example.org" });
+        assert.deepEqual(model.webmail, { enabled: true, host: "webmail.example.org" }, "webmail on, on the first domain");
         assert.equal(model.acme.directoryUrl, "https://acme-v02.api.letsencrypt.org/directory");
         assert.deepEqual(model.mtaSts, { mode: "enforce", maxAge: 604800 });
         assert.deepEqual(model.dns, { ttl: 3600, zoneIds: {}, dnssec: true });
         assert.deepEqual(model.tlsKeys, ["tls1"], "one certificate key unless a rollover lists more");
         assert.equal(model.backup, undefined);
-        assert.deepEqual(webHosts(model), ["mx1.example.org", "mta-sts.example.org", "autoconfig.example.org", "mta-sts.example.com", "autoconfig.example.com"]);
+        assert.deepEqual(webHosts(model), ["mx1.example.org", "mta-sts.example.org", "autoconfig.example.org", "mta-sts.example.com", "autoconfig.example.com", "webmail.example.org"]);
 
         const bare = validRawConfig();
         delete bare.users;

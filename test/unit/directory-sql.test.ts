@@ -174,10 +174,11 @@ describe("directory in PostgreSQL 17", { skip }, () => {
     it("postgresql: creates the roles and databases once; a second run changes nothing", () => {
         const first = dbOk("roles");
         for (const role of Object.values(DB_ROLES)) assert.ok(first.includes(`created role ${role}`), first.join("\n"));
-        assert.ok(first.includes("created database mailserver") && first.includes("created database nextcloud"));
+        for (const db of ["mailserver", "nextcloud", "roundcube"]) assert.ok(first.includes(`created database ${db}`), first.join("\n"));
         assert.deepEqual(dbOk("roles"), []);
         // Only SCRAM verifiers are stored.
-        assert.equal(query("SELECT count(*) FROM pg_authid WHERE rolname IN ('mailreader','mailadmin','nextcloudauth','nextcloud') AND rolpassword LIKE 'SCRAM-SHA-256$%'", { database: "postgres" }), "4");
+        const roles = Object.values(DB_ROLES).map((r) => `'${r}'`).join(",");
+        assert.equal(query(`SELECT count(*) FROM pg_authid WHERE rolname IN (${roles}) AND rolpassword LIKE 'SCRAM-SHA-256$%'`, { database: "postgres" }), String(Object.values(DB_ROLES).length));
     });
 
     it("postgresql: a role's password is set again only when its secret changes", () => {
@@ -196,20 +197,20 @@ describe("directory in PostgreSQL 17", { skip }, () => {
     it("migrations: apply from empty in one run, then re-applying is a no-op", () => {
         const first = dbOk("migrate");
         assert.equal(first.length, 1);
-        assert.match(first[0], /^applied migrations 001_directory_tables, 002_address_ownership_triggers, 003_views_and_grants, 004_directory_sync_function, 005_login_guards, 006_configured_password_digest$/);
-        assert.equal(query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"), "1,2,3,4,5,6");
+        assert.match(first[0], /^applied migrations 001_directory_tables, 002_address_ownership_triggers, 003_views_and_grants, 004_directory_sync_function, 005_login_guards, 006_configured_password_digest, 007_own_password_change$/);
+        assert.equal(query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"), "1,2,3,4,5,6,7");
         assert.deepEqual(dbOk("migrate"), []);
     });
 
     it("migrations: a failing migration leaves nothing behind (one transaction)", () => {
         const broken = join(hostDir, "migrations-broken");
         cpSync(join(hostDir, "migrations"), broken, { recursive: true });
-        writeFileSync(join(broken, "007_broken.sql"), "CREATE TABLE should_vanish (x integer);\nSELECT 1 / 0;\n");
+        writeFileSync(join(broken, "008_broken.sql"), "CREATE TABLE should_vanish (x integer);\nSELECT 1 / 0;\n");
         const r = db("migrate", "--migrations", `${dir}/migrations-broken`);
         assert.notEqual(r.code, 0);
         assert.match(r.stderr, /division by zero/);
         assert.equal(query("SELECT to_regclass('should_vanish') IS NULL"), "t");
-        assert.equal(query("SELECT count(*) FROM schema_migrations"), "6");
+        assert.equal(query("SELECT count(*) FROM schema_migrations"), "7");
     });
 
     it("migrations: an applied migration that was edited is refused", () => {
@@ -330,6 +331,28 @@ describe("directory in PostgreSQL 17", { skip }, () => {
         assert.match(changedKeys[0], /^carol@example\.com:/);
         const hash = changedKeys[0].slice("carol@example.com:".length);
         assert.equal(inChroot(["doveadm", "pw", "-t", hash], `${userPasswords.get("carol@example.com")}\n`).code, 0);
+    });
+
+    it("own password: role mailpassword can set an Argon2id hash of a mailbox through change_own_password(), and nothing else", () => {
+        const own = usersOwnHash("carol's own choice 2026");
+        assert.equal(query(`SELECT change_own_password('Carol@example.com', '${own}')`, { role: "mailpassword" }), "t");
+        assert.equal(hashOf("carol@example.com"), own);
+        // The sync keeps it: the configured password did not change.
+        assert.deepEqual(dbOk("sync"), []);
+        assert.equal(hashOf("carol@example.com"), own);
+        // Only a hash in Dovecot's Argon2id form, only of an existing mailbox.
+        assert.match(psql("SELECT change_own_password('carol@example.com', 'plaintext')", { role: "mailpassword" }).stderr, /not an \{ARGON2ID\} hash/);
+        assert.match(psql("SELECT change_own_password('carol@example.com', '{PLAIN}secret')", { role: "mailpassword" }).stderr, /not an \{ARGON2ID\} hash/);
+        assert.match(psql(`SELECT change_own_password('nobody@example.com', '${own}')`, { role: "mailpassword" }).stderr, /no mailbox nobody@example\.com/);
+        // No table or view, no other function.
+        assert.match(psql("SELECT * FROM users", { role: "mailpassword" }).stderr, /permission denied for table users/);
+        assert.match(psql("SELECT * FROM virtual_mailboxes", { role: "mailpassword" }).stderr, /permission denied for view virtual_mailboxes/);
+        assert.match(psql("UPDATE users SET quota_mb = 1", { role: "mailpassword" }).stderr, /permission denied for table users/);
+        assert.match(psql("SELECT directory_sync('{}'::jsonb)", { role: "mailpassword" }).stderr, /permission denied for function directory_sync/);
+        assert.match(psql("SELECT 1", { role: "mailpassword", database: "roundcube" }).stderr, /permission denied for database "roundcube"/);
+        // Back to the configured password, as the next test expects: an admin reset.
+        userPasswords.set("carol@example.com", randomPassword());
+        assert.deepEqual(dbOk("sync"), ["synced directory: users +0 ~1 -0", "set the configured password of carol@example.com"]);
     });
 
     it("sync: rows added by hand survive, and the sync never touches them", () => {

@@ -64,6 +64,8 @@ describe("dns: record set", () => {
             r("example.com", "mta-sts.example.com", "AAAA", IPV6),
             r("example.com", "autoconfig.example.com", "A", IPV4),
             r("example.com", "autoconfig.example.com", "AAAA", IPV6),
+            r("example.org", "webmail.example.org", "A", IPV4),
+            r("example.org", "webmail.example.org", "AAAA", IPV6),
             ...caa("example.org"),
             ...caa("example.com"),
             ...perDomain("example.org"),
@@ -76,7 +78,7 @@ describe("dns: record set", () => {
             r("example.org", "_25._tcp.mx1.example.org", "TLSA", TLSA_1),
         ];
         assert.deepEqual(sorted(render()), sorted(expected));
-        assert.equal(render().length, 45);
+        assert.equal(render().length, 47);
     });
 
     it("dns: CAA binds issuance to the configured ACME account once ispmail:acme.accountUri is set", () => {

@@ -27,8 +27,8 @@ const short = (r: RegisteredResource) => `${r.type.split(":").pop()}:${r.name}`;
 
 /** The server steps of each example stack, written out: staging runs without Nextcloud and backups. */
 const STEPS_OF_STACK: Record<string, string[]> = {
-    "Pulumi.prod.yaml": ["base", "resolver", "tls-policy", "postgresql", "directory", "tls", "rspamd", "dkim-signer", "postfix", "dovecot", "web", "certbot", "nextcloud", "fail2ban", "backup"],
-    "Pulumi.staging.yaml": ["base", "resolver", "tls-policy", "postgresql", "directory", "tls", "rspamd", "dkim-signer", "postfix", "dovecot", "web", "certbot", "fail2ban"],
+    "Pulumi.prod.yaml": ["base", "resolver", "tls-policy", "postgresql", "directory", "tls", "rspamd", "dkim-signer", "postfix", "dovecot", "web", "certbot", "webmail", "nextcloud", "fail2ban", "backup"],
+    "Pulumi.staging.yaml": ["base", "resolver", "tls-policy", "postgresql", "directory", "tls", "rspamd", "dkim-signer", "postfix", "dovecot", "web", "certbot", "webmail", "fail2ban"],
 };
 
 describe("graph: the example stacks", () => {

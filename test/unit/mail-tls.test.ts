@@ -52,7 +52,7 @@ describe("tls step", () => {
             assert.match(text, /CN ?= ?mx1\.example\.org$/m);
             // The fixture's mailHost and web hosts (MTA-STS and autoconfig of both domains), written out.
             const sans = [...text.matchAll(/DNS:([a-z0-9.-]+)/g)].map((m) => m[1]).sort();
-            assert.deepEqual(sans, ["autoconfig.example.com", "autoconfig.example.org", "mta-sts.example.com", "mta-sts.example.org", "mx1.example.org"]);
+            assert.deepEqual(sans, ["autoconfig.example.com", "autoconfig.example.org", "mta-sts.example.com", "mta-sts.example.org", "mx1.example.org", "webmail.example.org"]);
             assert.equal(statSync(join(dir, "privkey.pem")).mode & 0o777, 0o640);
             assert.equal(statSync(join(dir, "fullchain.pem")).mode & 0o777, 0o644);
             // For the stack's key: its published TLSA matches even this stopgap certificate.

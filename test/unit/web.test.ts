@@ -91,8 +91,8 @@ describe("web: step shape", () => {
 
 describe("apache: names and vhosts", () => {
     // The web hosts of the fixture, written out: mailHost (always one), MTA-STS and autoconfig of
-    // both domains, and the groupware's host when it has a name of its own.
-    const FIXTURE_WEB_HOSTS = ["autoconfig.example.com", "autoconfig.example.org", "mta-sts.example.com", "mta-sts.example.org", "mx1.example.org"];
+    // both domains, the webmail, and the groupware's host when it has a name of its own.
+    const FIXTURE_WEB_HOSTS = ["autoconfig.example.com", "autoconfig.example.org", "mta-sts.example.com", "mta-sts.example.org", "mx1.example.org", "webmail.example.org"];
     for (const [label, m, webNames] of [
         ["groupware on mailHost, nextcloud off", model(), FIXTURE_WEB_HOSTS],
         ["groupware on its own name, nextcloud on", withNextcloud("cloud.example.org"), [...FIXTURE_WEB_HOSTS, "cloud.example.org"].sort()],
@@ -255,7 +255,7 @@ describe("certbot", () => {
     it("asks for one certificate naming mailHost and every web host, each once", () => {
         const m = withNextcloud("cloud.example.org");
         // mailHost, Nextcloud's host, MTA-STS and autoconfig of both domains: sorted, each once.
-        assert.deepEqual(certificateDomains(m, webHosts(m)), ["autoconfig.example.com", "autoconfig.example.org", "cloud.example.org", "mta-sts.example.com", "mta-sts.example.org", "mx1.example.org"]);
+        assert.deepEqual(certificateDomains(m, webHosts(m)), ["autoconfig.example.com", "autoconfig.example.org", "cloud.example.org", "mta-sts.example.com", "mta-sts.example.org", "mx1.example.org", "webmail.example.org"]);
         assert.deepEqual(certificateDomains(m, ["mx1.example.org", "b.example.org", "a.example.org", "b.example.org"]), ["a.example.org", "b.example.org", "mx1.example.org"]);
     });
 
@@ -267,7 +267,7 @@ describe("certbot", () => {
         const [step] = stepsOf(SERVICE.certbot, m);
         const conf = step.files.find((f) => f.path === CERTIFICATE_CONF)!;
         const vars = execFileSync("bash", ["-c", `${conf.content}\nprintf '%s\\n' "$CERT_CN" "$ACME_SERVER" "$ACME_EMAIL" "$ACME_WEBROOT" "$CERT_DOMAINS" "$KEY"`], { encoding: "utf8" });
-        assert.deepEqual(vars.trim().split("\n"), ["mx1.example.org", "https://198.51.100.1:14000/dir", "postmaster@example.org", ACME_WEBROOT, "autoconfig.example.com autoconfig.example.org mta-sts.example.com mta-sts.example.org mx1.example.org", CERTIFICATE_KEY]);
+        assert.deepEqual(vars.trim().split("\n"), ["mx1.example.org", "https://198.51.100.1:14000/dir", "postmaster@example.org", ACME_WEBROOT, "autoconfig.example.com autoconfig.example.org mta-sts.example.com mta-sts.example.org mx1.example.org webmail.example.org", CERTIFICATE_KEY]);
         // The key in use is the first listed, delivered by the tls step as a secret (root only);
         // both are kept by the stack.
         const [tlsStep] = stepsOf(SERVICE.tls, m);
