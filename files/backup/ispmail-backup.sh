@@ -40,7 +40,8 @@ elif [ "$rc" -ne 0 ]; then
 fi
 
 install -d -m 0700 "$DUMPS"
-for db in mailserver nextcloud; do
+# roundcube: the webmail users' settings, identities and address books.
+for db in mailserver nextcloud roundcube; do
   if [ "$(as_postgres psql -XAtq -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" = 1 ]; then
     # Written next to the old dump and renamed, so a failed dump never replaces a good one.
     as_postgres pg_dump -Fc "$db" > "$DUMPS/$db.dump.tmp"

@@ -4,7 +4,7 @@
 #   ispmail-restore [--snapshot ID] --yes
 #
 # Restores a snapshot made by ispmail-backup (default: the latest of this mail host): the
-# databases (mailserver, nextcloud) from their pg_dump files, and the data directories on the
+# databases (mailserver, nextcloud, roundcube) from their pg_dump files, and the data directories on the
 # volume (mailboxes, DKIM keys, ...). Postfix and Dovecot are stopped meanwhile, so that no mail is
 # delivered into a half-restored mailbox, and started again afterwards.
 #

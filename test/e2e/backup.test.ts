@@ -93,6 +93,8 @@ describe("backup and restore", { timeout: 900_000 }, () => {
         const backup = await mail.exec("systemctl start ispmail-backup.service", { timeoutMs: 600_000 });
         assert.equal(backup.code, 0, (await mail.exec("journalctl -u ispmail-backup.service -n 50 --no-pager")).stdout);
         const backupSeconds = (Date.now() - t0) / 1000;
+        // Every database with users' data: the directory and the webmail's (settings, address books).
+        for (const db of ["mailserver", "roundcube"]) assert.equal((await mail.exec(`test -s /srv/ispmail/backup/dumps/${db}.dump`)).code, 0, `${db} is dumped`);
 
         // 3. Disaster: every mailbox and the mail database are gone.
         const destroy = await mail.exec(
