@@ -157,6 +157,12 @@ export function stepHash(step: Step): string {
     return createHash("sha256").update(JSON.stringify(step)).digest("hex");
 }
 
+/** A command reading `content` base64-encoded from a here-document (76-character lines). */
+function base64HereDocument(command: string, content: string): string[] {
+    const b64 = Buffer.from(content, "utf8").toString("base64").replace(/.{1,76}/g, "$&\n");
+    return [`${command} <<'ISPMAIL_B64'`, b64.trimEnd(), "ISPMAIL_B64"];
+}
+
 /**
  * Renders a self-contained bash script that installs a step's packages and files and runs its
  * script. Send it on stdin (`bash -s`); it prints one `ispmail-step-result:{json}` line at the end.
@@ -199,13 +205,11 @@ export function renderApplyScript(step: Step): string {
         if (!/^0?[0-7]{3,4}$/.test(mode)) throw new Error(`step ${step.name}: bad mode ${mode} for ${f.path}`);
         if (f.secret && /[0-7]{2}[1-7]$/.test(mode)) throw new Error(`step ${step.name}: secret file ${f.path} must not be world-readable (mode ${mode})`);
         if (!SAFE_ACCOUNT.test(owner) || !SAFE_ACCOUNT.test(group)) throw new Error(`step ${step.name}: bad owner/group for ${f.path}`);
-        const b64 = Buffer.from(f.content, "utf8").toString("base64").replace(/.{1,76}/g, "$&\n");
-        lines.push(`ispmail_file ${f.path} ${owner} ${group} ${mode} <<'ISPMAIL_B64'`, b64.trimEnd(), "ISPMAIL_B64");
+        lines.push(...base64HereDocument(`ispmail_file ${f.path} ${owner} ${group} ${mode}`, f.content));
     }
     for (const i of step.inputs ?? []) {
         if (!/^[a-z0-9_]+$/.test(i.name)) throw new Error(`step ${step.name}: input name ${JSON.stringify(i.name)} is not [a-z0-9_]+`);
-        const b64 = Buffer.from(i.content, "utf8").toString("base64").replace(/.{1,76}/g, "$&\n");
-        lines.push(`ispmail_input ${i.name} <<'ISPMAIL_B64'`, b64.trimEnd(), "ISPMAIL_B64");
+        lines.push(...base64HereDocument(`ispmail_input ${i.name}`, i.content));
     }
     lines.push("# --- step script ---", step.script.trim(), "# --- end of step script ---", "ispmail_result", "}", "ispmail_main </dev/null");
     return lines.join("\n") + "\n";

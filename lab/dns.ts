@@ -11,7 +11,7 @@ import * as ipaddr from "ipaddr.js";
 import type { Model } from "../components/config";
 import { renderDnsRecords, sshfpOf, tlsaOfKey, txtContent, zoneOf, type DnsRecord } from "../components/dns/records";
 import { dkimPublicKeyFromPem } from "../components/secrets";
-import { ensureForeignDkimKey, ensureForeignTlsKey, FOREIGN_DKIM_SELECTOR } from "./foreign";
+import { ensureForeignDkimKey, ensureForeignTlsKey, FOREIGN_DKIM_SELECTOR, STS_DOMAINS } from "./foreign";
 import { ecP256PrivateKey, keptKey, labTemplate, writeIfChanged } from "./files";
 import { LAB, PATHS } from "./lab";
 import { daemonPid, inLabNet, run, runOk, startDaemon, waitFor } from "./proc";
@@ -133,10 +133,9 @@ export function labZones({ model, dkimPublicKeys, tlsa, foreignDkimPublicKey, fo
     add(LAB.foreignDomain, { name: f.fqdn, type: "AAAA", ttl: LAB_TTL, content: f.ipv6 });
     // MTA-STS (RFC 8461): the policy's TXT record and its HTTPS host, on the foreign guest; the MX
     // names other than the foreign MTA's own have no TLSA record (DNSSEC proves there is none).
-    const sts = LAB.mtaSts;
-    for (const { domain, mx } of [sts.ok, sts.mismatch, sts.dane]) {
+    for (const { domain, mx } of STS_DOMAINS) {
         add(LAB.foreignDomain, { name: domain, type: "MX", ttl: LAB_TTL, content: `10 ${mx}` });
-        add(LAB.foreignDomain, { name: `_mta-sts.${domain}`, type: "TXT", ttl: LAB_TTL, content: txtContent(`v=STSv1; id=${sts.policyId}`) });
+        add(LAB.foreignDomain, { name: `_mta-sts.${domain}`, type: "TXT", ttl: LAB_TTL, content: txtContent(`v=STSv1; id=${LAB.mtaSts.policyId}`) });
         for (const host of mx === f.fqdn ? [`mta-sts.${domain}`] : [`mta-sts.${domain}`, mx]) {
             add(LAB.foreignDomain, { name: host, type: "A", ttl: LAB_TTL, content: f.ipv4 });
             add(LAB.foreignDomain, { name: host, type: "AAAA", ttl: LAB_TTL, content: f.ipv6 });

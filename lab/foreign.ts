@@ -33,14 +33,17 @@ export function ensureForeignTlsKey(): string {
 
 const FOREIGN_TLS_KEY_PATH = "/etc/postfix/tls/mx.key";
 const FOREIGN_TLS_CERT_PATH = "/etc/postfix/tls/mx.crt";
-const STS_DOMAINS = [LAB.mtaSts.ok, LAB.mtaSts.mismatch, LAB.mtaSts.dane];
+/** The lab's MTA-STS domains (LAB.mtaSts), each with its MX. */
+export const STS_DOMAINS = [LAB.mtaSts.ok, LAB.mtaSts.mismatch, LAB.mtaSts.dane];
+/** Their policy hosts (https://mta-sts.<domain>/.well-known/mta-sts.txt). */
+const STS_POLICY_HOSTS = STS_DOMAINS.map((d) => `mta-sts.${d.domain}`);
 
 /**
  * The names the foreign guest serves with a certificate of the lab CA (for its TLS key), as a
  * provider's would come from a public CA: the MTA-STS policy hosts, and the MX name whose policy
  * verifies (Postfix picks that certificate by SNI).
  */
-export const FOREIGN_WEB_NAMES = [...STS_DOMAINS.map((d) => `mta-sts.${d.domain}`), LAB.mtaSts.ok.mx];
+export const FOREIGN_WEB_NAMES = [...STS_POLICY_HOSTS, LAB.mtaSts.ok.mx];
 
 /** Makes the lab CA's certificate for FOREIGN_WEB_NAMES (once, or when the names change). */
 export async function ensureForeignWebCertificate(): Promise<void> {
@@ -80,7 +83,7 @@ export function renderForeignMtaSteps(
         tlsKeyPath: FOREIGN_TLS_KEY_PATH,
         tlsCertPath: FOREIGN_TLS_CERT_PATH,
         stsDomains: STS_DOMAINS.map((d) => d.domain).join(" "),
-        webNames: FOREIGN_WEB_NAMES.filter((n) => n.startsWith("mta-sts.")).join(" "),
+        webNames: STS_POLICY_HOSTS.join(" "),
     };
     const rspamdLocal = (name: string) => ({ path: `/etc/rspamd/local.d/${name}`, content: labFile(`foreign/rspamd/${name}`) });
     const rspamdTemplate = (name: string) => ({ path: `/etc/rspamd/local.d/${name}`, content: labTemplate(`foreign/rspamd/${name}.mustache`, view) });

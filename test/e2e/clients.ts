@@ -47,6 +47,9 @@ export async function swaks(args: readonly string[], password?: string, timeoutM
     return { code, replies, transcript };
 }
 
+/** `s` as a regular expression that matches exactly it. */
+export const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
 export function shellQuote(s: string): string {
     return `'${s.replace(/'/g, `'\\''`)}'`;
 }

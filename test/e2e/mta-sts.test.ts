@@ -11,13 +11,12 @@
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 import { ensureLab, guest, LAB, labSecrets } from "../../lab/testkit";
-import { deliveryLine, foreignMessage, guestNow, postfixLogSince, queueIdOf, shellQuote, submit, token } from "./clients";
+import { deliveryLine, escapeRegExp, foreignMessage, guestNow, postfixLogSince, queueIdOf, shellQuote, submit, token } from "./clients";
 
 const mail = guest("mail");
 const STS = LAB.mtaSts;
 const DANE_TABLE = "socketmap:inet:127.0.0.1:8462:dane-first";
 const STS_TABLE = "socketmap:inet:127.0.0.1:8461:postfix";
-const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 /** `postmap -q` of one table on the server: the answer, or undefined when the key is not found. */
 async function lookup(key: string, table: string): Promise<string | undefined> {
@@ -50,10 +49,10 @@ describe("outbound TLS policy: DANE first, then MTA-STS (lab)", { timeout: 400_0
         assert.notEqual(bogus.code, 0);
         assert.match(bogus.stderr, /DNS lookup failed/, bogus.stderr);
 
-        assert.match((await lookup(STS.ok.domain, STS_TABLE)) ?? "", new RegExp(`^secure match=${escape(STS.ok.mx)}\\b`));
-        assert.match((await lookup(STS.mismatch.domain, STS_TABLE)) ?? "", new RegExp(`^secure match=${escape(STS.mismatch.mx)}\\b`));
+        assert.match((await lookup(STS.ok.domain, STS_TABLE)) ?? "", new RegExp(`^secure match=${escapeRegExp(STS.ok.mx)}\\b`));
+        assert.match((await lookup(STS.mismatch.domain, STS_TABLE)) ?? "", new RegExp(`^secure match=${escapeRegExp(STS.mismatch.mx)}\\b`));
         // Asked alone, this table would make the DANE domain's mail wait for a public CA's certificate.
-        assert.match((await lookup(STS.dane.domain, STS_TABLE)) ?? "", new RegExp(`^secure match=${escape(STS.dane.mx)}\\b`));
+        assert.match((await lookup(STS.dane.domain, STS_TABLE)) ?? "", new RegExp(`^secure match=${escapeRegExp(STS.dane.mx)}\\b`));
         assert.equal(await lookup(LAB.foreignDomain, STS_TABLE), undefined, "example.net publishes no MTA-STS policy");
         assert.equal((await mail.execOk("postconf -h smtp_tls_policy_maps")).trim(), `${DANE_TABLE}, ${STS_TABLE}`);
     });
@@ -64,8 +63,8 @@ describe("outbound TLS policy: DANE first, then MTA-STS (lab)", { timeout: 400_0
         const queueId = await send(`${LAB.foreignUser}@${STS.ok.domain}`, subject);
         await foreignMessage(subject);
         const sent = await deliveryLine(mail, since, queueId, `${LAB.foreignUser}@${STS.ok.domain}`, "sent");
-        assert.match(sent, new RegExp(`relay=${escape(STS.ok.mx)}\\[`), sent);
-        assert.match(await postfixLogSince(since), new RegExp(`^Verified TLS connection established to ${escape(STS.ok.mx)}\\[`, "m"));
+        assert.match(sent, new RegExp(`relay=${escapeRegExp(STS.ok.mx)}\\[`), sent);
+        assert.match(await postfixLogSince(since), new RegExp(`^Verified TLS connection established to ${escapeRegExp(STS.ok.mx)}\\[`, "m"));
     });
 
     test("mta-sts: mail to an enforce-mode domain whose MX certificate does not verify is deferred, not sent", async (t) => {
@@ -77,7 +76,7 @@ describe("outbound TLS policy: DANE first, then MTA-STS (lab)", { timeout: 400_0
         });
         const line = await deliveryLine(mail, since, queueId, rcpt, "deferred");
         assert.match(line, /status=deferred \(Server certificate not (trusted|verified)\)/, line);
-        assert.doesNotMatch(await postfixLogSince(since), new RegExp(`${queueId}: to=<${escape(rcpt)}>.*status=sent`), "sent anyway");
+        assert.doesNotMatch(await postfixLogSince(since), new RegExp(`${queueId}: to=<${escapeRegExp(rcpt)}>.*status=sent`), "sent anyway");
         assert.match(await mail.execOk("postqueue -p"), new RegExp(`^${queueId}\\b`, "m"), "it waits in the queue for a retry");
     });
 
@@ -89,7 +88,7 @@ describe("outbound TLS policy: DANE first, then MTA-STS (lab)", { timeout: 400_0
         await deliveryLine(mail, since, queueId, `${LAB.foreignUser}@${STS.dane.domain}`, "sent");
         // The MX's certificate is self-signed (the mismatch test shows the MTA-STS policy refusing
         // it): it verified through its TLSA record.
-        assert.match(await postfixLogSince(since), new RegExp(`^Verified TLS connection established to ${escape(STS.dane.mx)}\\[`, "m"));
+        assert.match(await postfixLogSince(since), new RegExp(`^Verified TLS connection established to ${escapeRegExp(STS.dane.mx)}\\[`, "m"));
     });
 
     test("tls-policy: while the DANE table is down, mail waits in the queue rather than go out under a weaker policy", async (t) => {
