@@ -3,7 +3,10 @@
  * configurable URL, pinned by sha256, installed with `occ maintenance:install` on PostgreSQL (its
  * own role and database), our settings in a rendered config file, APCu, cron as a systemd timer,
  * and mail users logging in with their mail address and password through the app
- * user_backend_sql_raw, which reads the directory's `nextcloud_users` view.
+ * user_backend_sql_raw, which reads the directory's `nextcloud_users` view. Users change their own
+ * password and display name there too (two columns of that view, migration 008). The bundled
+ * password_policy app gets the webmail's minimum length ({@link MINIMUM_PASSWORD_LENGTH}); see
+ * files/nextcloud/apply.sh for what it does and does not check.
  *
  * Without internet (the lab) the archive cannot be fetched: the step then says so and leaves a
  * placeholder page. The SQL-raw queries below are still exercised against the real directory by
@@ -17,6 +20,7 @@ import { secretRef, type StepFile } from "../steps";
 import { readStatic, renderTemplate } from "../templates";
 import { STEP } from "./names";
 import type { Service, StepBody } from "./service";
+import { MINIMUM_PASSWORD_LENGTH } from "./webmail";
 
 /** Nextcloud's data directory: on the data volume with the other state (conventions). */
 export const NEXTCLOUD_DATA = "/srv/ispmail/nextcloud";
@@ -28,15 +32,28 @@ export const NEXTCLOUD_ADMIN_USER = "admin";
 /** The directory database and the view that role nextcloudauth may read (PostgreSQL contract). */
 export const DIRECTORY_DATABASE = "mailserver";
 export const LOGIN_VIEW = "nextcloud_users";
-/** user_backend_sql_raw first, so mail users can log in; then the tutorial's groupware apps. */
-export const NEXTCLOUD_APPS = ["user_backend_sql_raw", "mail", "calendar", "contacts"] as const;
+/** Nextcloud's own log (JSON lines): the fail2ban step's nextcloud jail reads its failed logins. */
+export const NEXTCLOUD_LOG = `${NEXTCLOUD_DATA}/nextcloud.log`;
+/**
+ * user_backend_sql_raw first, so mail users can log in; then the tutorial's groupware apps, and the
+ * bundled password_policy (enabled by default; named so that it is enabled again if it was not).
+ */
+export const NEXTCLOUD_APPS = ["user_backend_sql_raw", "mail", "calendar", "contacts", "password_policy"] as const;
 
 /**
- * The queries of user_backend_sql_raw (its README: named parameters, at most one column). The view
- * holds `username` (the full, lowercase address), `password_hash` (already without Dovecot's
- * `{ARGON2ID}` prefix, so PHP's password_verify accepts it) and `display_name`. The app appends
+ * The queries of user_backend_sql_raw (its README: named parameters, at most one column; the query
+ * names and parameter names are the app's, lib/Config.php and lib/UserBackend.php). The view holds
+ * `username` (the full, lowercase address), `password_hash` (already without Dovecot's `{ARGON2ID}`
+ * prefix, so PHP's password_verify accepts it) and `display_name`. The app appends
  * `LIMIT :limit OFFSET :offset` to get_users and binds `:search` as `%term%`.
- * Only reading queries: users and passwords are owned by the stack config (see the config file).
+ *
+ * Two writes, and only these: a user's own password (`:new_password_hash`, PHP's argon2id hash,
+ * see `hash_algorithm_for_new_passwords` in the config file) and display name. Role nextcloudauth
+ * may update exactly these two columns of the view (migration 008), whose trigger stores the hash in
+ * Dovecot's form and refuses any other scheme. Creating, renaming and deleting users stay with the
+ * stack config (no create_user/delete_user query, so Nextcloud does not offer them). The directory
+ * sync keeps what a user set: the configured password or display name replaces it only when that
+ * configured value itself changes (ispmail-db sync).
  */
 export const SQL_RAW_QUERIES = {
     get_password_hash_for_user: `SELECT password_hash FROM ${LOGIN_VIEW} WHERE username = :username`,
@@ -45,6 +62,8 @@ export const SQL_RAW_QUERIES = {
     get_display_name: `SELECT COALESCE(display_name, username) FROM ${LOGIN_VIEW} WHERE username = :username`,
     get_email_address: `SELECT username FROM ${LOGIN_VIEW} WHERE username = :username`,
     count_users: `SELECT COUNT(*) FROM ${LOGIN_VIEW}`,
+    set_password_hash_for_user: `UPDATE ${LOGIN_VIEW} SET password_hash = :new_password_hash WHERE username = :username`,
+    set_display_name: `UPDATE ${LOGIN_VIEW} SET display_name = :new_display_name WHERE username = :username`,
 } as const;
 
 export type SqlRawQueryName = keyof typeof SQL_RAW_QUERIES;
@@ -113,6 +132,7 @@ function render(model: Model): StepBody {
             NC_ADMIN_USER: NEXTCLOUD_ADMIN_USER,
             NC_INSTALL_SECRETS: NEXTCLOUD_INSTALL_SECRETS,
             NC_APPS: NEXTCLOUD_APPS.join(" "),
+            NC_PASSWORD_MIN_LENGTH: String(MINIMUM_PASSWORD_LENGTH),
             PLACEHOLDER_HTML: placeholderPath,
         }),
         readStatic("nextcloud/apply.sh"),

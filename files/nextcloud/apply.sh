@@ -1,6 +1,6 @@
 # nextcloud step. Set by the step before this: NC_VERSION, NC_URL, NC_SHA256, NC_ROOT, NC_DATA,
 # NC_CONFIG, NC_DB_NAME, NC_DB_USER, NC_ADMIN_USER, NC_INSTALL_SECRETS (a root-only file: the database
-# password, then the admin password, one per line), NC_APPS, PLACEHOLDER_HTML.
+# password, then the admin password, one per line), NC_APPS, NC_PASSWORD_MIN_LENGTH, PLACEHOLDER_HTML.
 #
 # The release archive comes from a configurable URL and must match the pinned sha256. When it
 # cannot be fetched (no internet, e.g. the lab) the step is skipped with a clear message and the
@@ -92,6 +92,17 @@ nextcloud_apply() {
     fi
     ispmail_action "enabled Nextcloud app $app"
   done
+
+  # The bundled password policy: the webmail's minimum length (components/services/webmail.ts).
+  # The app stores it as an integer (PasswordPolicyConfig::setMinLength); --type says so for a key
+  # that does not exist yet. It checks what Nextcloud itself validates: its own accounts (the admin)
+  # and share passwords. user_backend_sql_raw does not ask it when a mail user changes the password
+  # (only Nextcloud's database backend dispatches ValidatePasswordPolicyEvent), so that change is
+  # not held to this length.
+  if [ "$(occ config:app:get password_policy minLength 2>/dev/null || true)" != "$NC_PASSWORD_MIN_LENGTH" ]; then
+    occ config:app:set password_policy minLength --value="$NC_PASSWORD_MIN_LENGTH" --type=integer --no-interaction >&2
+    ispmail_action "Nextcloud password policy: at least $NC_PASSWORD_MIN_LENGTH characters"
+  fi
 
   if [ "$(occ config:app:get core backgroundjobs_mode 2>/dev/null || true)" != "cron" ]; then
     occ background:cron >&2

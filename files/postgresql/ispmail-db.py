@@ -9,7 +9,8 @@
                      transaction. The configured (initial) passwords come on standard input; a
                      mailbox's hash is written only when it is new or its configured password
                      changed (a keyed digest of the last one applied is kept), never because its
-                     user changed the password
+                     user changed the password; likewise its display name, only when it is new or
+                     its configured display name changed (the last one applied is kept)
 
 Each command prints one line on stdout saying what it changed, or nothing when it changed nothing
 (the apply script reports "changed" from that). Details go to stderr.
@@ -265,6 +266,14 @@ def new_password_hash(stored: str | None, stored_digest: str | None, digest: str
     return ARGON2_PREFIX + hasher.hash(password)
 
 
+def display_name_to_store(exists: bool, stored: str | None, stored_config: str | None, configured: str | None) -> str | None:
+    """The display name to store for a mailbox: the user's own (Nextcloud) stays while the configured
+    one is the one applied last; a new mailbox, or a changed configured one, gets the configured one."""
+    if exists and stored_config == configured:
+        return stored
+    return configured
+
+
 def cmd_sync(args: argparse.Namespace) -> list[str]:
     from argon2 import PasswordHasher
 
@@ -284,23 +293,37 @@ def cmd_sync(args: argparse.Namespace) -> list[str]:
             conn.execute("SELECT lock_address('ispmail-directory-sync')")
             # FOR UPDATE: a password a user changes meanwhile waits for this transaction and then
             # wins, instead of being overwritten with the hash read here.
-            stored = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT local || '@' || domain, password_hash, config_password_digest FROM users FOR UPDATE")}
-            reset, digests = [], []
+            # The same for display names a user changes (Nextcloud) meanwhile.
+            stored = {
+                r[0]: r[1:]
+                for r in conn.execute(
+                    "SELECT local || '@' || domain, password_hash, config_password_digest, display_name, config_display_name FROM users FOR UPDATE"
+                )
+            }
+            reset, digests, names = [], [], []
             users = []
             for u in desired["users"]:
                 address = u["address"]
-                stored_hash, stored_digest = stored.get(address, (None, None))
+                row = stored.get(address)
+                stored_hash, stored_digest, stored_name, stored_config_name = row or (None, None, None, None)
                 digest = password_digest(key, address, passwords[address])
                 new_hash = new_password_hash(stored_hash, stored_digest, digest, passwords[address], hasher)
                 if new_hash is not None and stored_hash is not None:
                     reset.append(address)
                 if stored_digest != digest:
                     digests.append((digest, u["local"], u["domain"]))
-                users.append({k: u[k] for k in ("local", "domain", "display_name", "quota_mb")} | {"password_hash": new_hash or stored_hash})
+                if stored_config_name != u["display_name"]:
+                    names.append((u["display_name"], u["local"], u["domain"]))
+                display_name = display_name_to_store(row is not None, stored_name, stored_config_name, u["display_name"])
+                users.append(
+                    {k: u[k] for k in ("local", "domain", "quota_mb")}
+                    | {"display_name": display_name, "password_hash": new_hash or stored_hash}
+                )
             state = {"domains": desired["domains"], "users": users, "aliases": desired["aliases"], "shares": desired["shares"]}
             report = conn.execute("SELECT directory_sync(%s::jsonb)", (json.dumps(state),)).fetchone()[0]
             with conn.cursor() as cur:
                 cur.executemany("UPDATE users SET config_password_digest = %s WHERE local = %s AND domain = %s", digests)
+                cur.executemany("UPDATE users SET config_display_name = %s WHERE local = %s AND domain = %s", names)
     for address in report["removed_mailboxes"]:
         local, domain = address.split("@", 1)
         log(f"mailbox {address} was removed from the directory; its Maildir {args.vmail}/{domain}/{local} is kept (delete it by hand when no longer needed)")
@@ -318,6 +341,9 @@ def cmd_sync(args: argparse.Namespace) -> list[str]:
         actions.append(f"set the configured password of {', '.join(reset)}")
     if digests and not counts and not reset:
         actions.append(f"recorded the configured password's digest of {len(digests)} mailbox(es)")
+    if names and not counts:
+        # The configured display name changed to the one the user already has.
+        actions.append(f"recorded the configured display name of {len(names)} mailbox(es)")
     actions.extend(remove_password_files(args))
     return actions
 

@@ -26,6 +26,7 @@ import { DB_ADMIN_PORT } from "../../components/services/web";
 import { resolveSecrets, type Step } from "../../components/steps";
 import { applyOnGuest, client, guest, LAB, labModelWith, PATHS, labSession } from "../../lab/testkit";
 import { SERVICE, stepsOf, webHosts } from "../../components/services";
+import { loginAccepted } from "./clients";
 
 const MAIL = LAB.mail;
 const resolver = new Resolver({ timeout: 3000, tries: 2 });
@@ -478,7 +479,7 @@ echo json_encode($out), "\\n";
             const keys = await guest("mail").execOk(`php -r 'include "${dir}/config.php"; echo json_encode(array_keys($CONFIG["user_backend_sql_raw"])), "\\n", json_encode(array_keys($CONFIG["user_backend_sql_raw"]["queries"]));'`);
             const [settings, queries] = keys.trim().split("\n").map((l) => JSON.parse(l) as string[]);
             for (const k of ["db_type", "db_host", "db_port", "db_name", "db_user", "db_password", "queries"]) assert.ok(settings.includes(k), `${k} missing: ${settings.join(", ")}`);
-            assert.deepEqual(queries.sort(), ["count_users", "get_display_name", "get_email_address", "get_password_hash_for_user", "get_users", "user_exists"]);
+            assert.deepEqual(queries.sort(), ["count_users", "get_display_name", "get_email_address", "get_password_hash_for_user", "get_users", "set_display_name", "set_password_hash_for_user", "user_exists"]);
         } finally {
             await guest("mail").exec(`rm -rf ${dir}`);
         }
@@ -498,9 +499,15 @@ echo json_encode($out), "\\n";
                     return `$${names.indexOf(n) + 1}`;
                 });
                 const types = names.map((n) => (n === "limit" || n === "offset" ? "int" : "text"));
-                const values = names.map((n) => (n === "limit" ? "1" : n === "offset" ? "0" : n === "search" ? "'%example%'" : "'alice@example.org'"));
+                // The writes get values their trigger accepts (an Argon2id hash of nothing in use)
+                // and run in a transaction that is rolled back: alice's row stays as it is.
+                const value = (n: string) =>
+                    n === "limit" ? "1" : n === "offset" ? "0" : n === "search" ? "'%example%'"
+                    : n === "new_password_hash" ? "'$argon2id$v=19$m=65536,t=4,p=1$ZTJlLXNhbHQtZTJlLXNhbHQ$aGFzaC1oYXNoLWhhc2gtaGFzaC1oYXNoLWhhc2g'"
+                    : n === "new_display_name" ? "'Alice (rolled back)'" : "'alice@example.org'";
+                const values = names.map(value);
                 // PostgreSQL checks privileges when a statement runs, not when it is prepared: both.
-                const r = await psql(`PREPARE q${types.length ? `(${types.join(", ")})` : ""} AS ${positional};\nEXECUTE q${values.length ? `(${values.join(", ")})` : ""};\n`);
+                const r = await psql(`BEGIN;\nPREPARE q${types.length ? `(${types.join(", ")})` : ""} AS ${positional};\nEXECUTE q${values.length ? `(${values.join(", ")})` : ""};\nROLLBACK;\n`);
                 assert.equal(r.code, 0, `${name}: ${r.stderr}`);
             }
             // Control: the same session, the same way, on the users table: refused.
@@ -535,8 +542,8 @@ echo json_encode($out), "\\n";
             ],
         );
         assert.equal(report.login[0].display, alice.displayName ?? alice.address);
-        // What the config hands the app reads the login view only (written out, not the constant it was made from).
-        for (const [name, q] of Object.entries(report.queries as Record<string, string>)) assert.match(q, /\bFROM nextcloud_users\b/, name);
+        // What the config hands the app uses the login view only (written out, not the constant it was made from).
+        for (const [name, q] of Object.entries(report.queries as Record<string, string>)) assert.match(q, name.startsWith("set_") ? /^UPDATE nextcloud_users SET / : /\bFROM nextcloud_users\b/, name);
     });
 
     it("nextcloud (a re-implementation of user_backend_sql_raw's calls in the guest's PHP): user search and count see the mail users, the role cannot read the users table", async () => {
@@ -545,5 +552,143 @@ echo json_encode($out), "\\n";
         assert.deepEqual(report.search, expected);
         assert.equal(Number(report.count), model.users.length);
         assert.equal(report.users_table, "42501", "nextcloudauth must get permission denied on the users table");
+    });
+
+    // Users change their own password and display name (migration 008). Bob's account: alice's is
+    // the webmail browser tests'. The after() below gives him back his configured ones.
+    type Write =
+        | { op: "password"; username: string; password: string; algorithm?: "bcrypt" }
+        | { op: "display"; username: string; name: string }
+        | { op: "sql"; sql: string; params: Record<string, string> };
+
+    /**
+     * Runs user_backend_sql_raw's writes in the server's PHP as nextcloudauth: UserBackend::setPassword
+     * (user_exists, then password_hash() with the configured hash_algorithm_for_new_passwords, then
+     * set_password_hash_for_user binding :username and :new_password_hash) and setDisplayName
+     * (set_display_name binding :username and :new_display_name), or any statement. Reports the
+     * affected row count, the hash stored, or the SQLSTATE of a refusal.
+     */
+    async function runWrites(writes: Write[]): Promise<{ rows?: number; hash?: string; error?: string; exists?: boolean }[]> {
+        const php =
+            backendConfigPhp() +
+            `
+$c = $CONFIG['user_backend_sql_raw'];
+$q = $c['queries'];
+$db = new PDO('pgsql:host=' . $c['db_host'] . ';port=' . $c['db_port'] . ';dbname=' . $c['db_name'] . ';user=' . $c['db_user'] . ';password=' . $c['db_password']);
+$db->setAttribute(PDO::ATTR_ERRMODE, PDO::ERRMODE_EXCEPTION);
+// UserBackend::hashPassword's mapping of the configured algorithm.
+$algorithms = ['bcrypt' => PASSWORD_BCRYPT, 'argon2i' => PASSWORD_ARGON2I, 'argon2id' => PASSWORD_ARGON2ID];
+$out = [];
+foreach (json_decode(base64_decode('${Buffer.from(JSON.stringify(writes)).toString("base64")}'), true) as $t) {
+    try {
+        if ($t['op'] === 'password') {
+            $s = $db->prepare($q['user_exists']);
+            $s->execute(['username' => $t['username']]);
+            if (!$s->fetchColumn()) { $out[] = ['exists' => false]; continue; }
+            $hash = password_hash($t['password'], $algorithms[$t['algorithm'] ?? $c['hash_algorithm_for_new_passwords']]);
+            $s = $db->prepare($q['set_password_hash_for_user']);
+            $s->execute([':username' => $t['username'], ':new_password_hash' => $hash]);
+            $out[] = ['rows' => $s->rowCount(), 'hash' => $hash];
+        } elseif ($t['op'] === 'display') {
+            $s = $db->prepare($q['set_display_name']);
+            $s->execute([':username' => $t['username'], ':new_display_name' => $t['name']]);
+            $out[] = ['rows' => $s->rowCount()];
+        } else {
+            $s = $db->prepare($t['sql']);
+            $s->execute($t['params']);
+            $out[] = ['rows' => $s->rowCount()];
+        }
+    } catch (PDOException $e) {
+        $out[] = ['error' => $e->getCode()];
+    }
+}
+echo json_encode($out), "\\n";
+`;
+        const stdout = await guest("mail").execOk("php", { input: php, timeoutMs: 60_000 });
+        return JSON.parse(stdout.trim().split("\n").pop()!);
+    }
+
+    /** A query as postgres on the server (the directory as it really is). */
+    const directory = async (query: string) => (await guest("mail").execOk("runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -d mailserver", { input: query })).trim();
+    const bobRow = (column: "password_hash" | "display_name" | "config_display_name") => directory(`SELECT ${column} FROM users WHERE local = 'bob' AND domain = 'example.org'`);
+
+    after(async () => {
+        if (!model) return;
+        // Bob's configured password and display name, whatever a test left behind: the hash of
+        // his configured password (its digest is still the recorded one, so the sync keeps it).
+        const bob = model.users.find((u) => u.address === "bob@example.org")!;
+        const configured = secrets[`user:${bob.address}`];
+        if (!(await loginAccepted("imap", bob.address, configured))) {
+            const hash = (await guest("mail").execOk("doveadm pw -s ARGON2ID", { input: `${configured}\n${configured}\n` })).trim();
+            await directory(`UPDATE users SET password_hash = '${hash}' WHERE local = 'bob' AND domain = 'example.org'`);
+        }
+        if ((await bobRow("display_name")) !== (bob.displayName ?? "")) {
+            await directory(`UPDATE users SET display_name = ${bob.displayName ? `'${bob.displayName}'` : "NULL"}, config_display_name = ${bob.displayName ? `'${bob.displayName}'` : "NULL"} WHERE local = 'bob' AND domain = 'example.org'`);
+        }
+        assert.equal(await loginAccepted("imap", bob.address, configured), true, "bob's configured password works again");
+        const [applied] = await applyOnGuest("mail", stepsOf(SERVICE.directory, model), secrets);
+        assert.equal(applied.result, "unchanged", applied.actions.join("; "));
+    });
+
+    it("nextcloud (a re-implementation of user_backend_sql_raw's calls in the guest's PHP): a new password set with set_password_hash_for_user (PHP's Argon2id) opens IMAP, the old one no longer; an apply of the directory keeps it", async () => {
+        const bob = "bob@example.org";
+        const configured = secrets[`user:${bob}`];
+        const own = `bob's nextcloud ${globalThis.crypto.randomUUID()}`;
+        const [set] = await runWrites([{ op: "password", username: bob, password: own }]);
+        assert.equal(set.rows, 1, JSON.stringify(set));
+        assert.match(set.hash!, /^\$argon2id\$v=19\$m=\d+,t=\d+,p=\d+\$/);
+        // Stored in Dovecot's form, which IMAP and SMTP AUTH (and the webmail) read.
+        assert.equal(await bobRow("password_hash"), `{ARGON2ID}${set.hash}`);
+        assert.equal(await loginAccepted("imap", bob, own), true, "IMAP takes the password set in Nextcloud");
+        assert.equal(await loginAccepted("imap", bob, configured), false, "IMAP refuses the old one");
+        // Nextcloud's own login (password_verify against the view) too.
+        const login = await runBackend([{ username: bob, password: own }, { username: bob, password: configured }], "example");
+        assert.deepEqual(login.login.map((l: any) => l.accepted), [true, false]);
+
+        // An apply with no config change (the directory step, as `npm run lab` runs it) keeps his.
+        const [applied] = await applyOnGuest("mail", stepsOf(SERVICE.directory, model), secrets);
+        assert.equal(applied.result, "unchanged", applied.actions.join("; "));
+        assert.equal(await loginAccepted("imap", bob, own), true, "still his after the apply");
+    });
+
+    it("nextcloud (a re-implementation of user_backend_sql_raw's calls in the guest's PHP): set_display_name changes the display name; an apply keeps it, a changed configured display name replaces it", async () => {
+        const bob = model.users.find((u) => u.address === "bob@example.org")!;
+        const own = "Bob (his own, e2e)";
+        assert.deepEqual(await runWrites([{ op: "display", username: bob.address, name: own }]), [{ rows: 1 }]);
+        assert.equal(await bobRow("display_name"), own);
+        assert.equal((await runBackend([{ username: bob.address, password: "" }], "example")).login[0].display, own, "get_display_name reads it");
+
+        const [kept] = await applyOnGuest("mail", stepsOf(SERVICE.directory, model), secrets);
+        assert.equal(kept.result, "unchanged", kept.actions.join("; "));
+        assert.equal(await bobRow("display_name"), own, "the user's own name survives an apply");
+
+        // The admin changes bob's configured display name: it replaces his own; then back to the
+        // lab's configuration (a change again, so the configured name is back too).
+        const renamed: Model = { ...model, users: model.users.map((u) => (u.address === bob.address ? { ...u, displayName: "Bob (configured, e2e)" } : u)) };
+        try {
+            const [applied] = await applyOnGuest("mail", stepsOf(SERVICE.directory, renamed), secrets);
+            assert.deepEqual(applied.actions, ["synced directory: users +0 ~1 -0"]);
+            assert.equal(await bobRow("display_name"), "Bob (configured, e2e)");
+            assert.equal(await bobRow("config_display_name"), "Bob (configured, e2e)");
+        } finally {
+            const [restored] = await applyOnGuest("mail", stepsOf(SERVICE.directory, model), secrets);
+            assert.deepEqual(restored.actions, ["synced directory: users +0 ~1 -0"]);
+        }
+        assert.equal(await bobRow("display_name"), bob.displayName ?? "");
+    });
+
+    it("nextcloud (a re-implementation of user_backend_sql_raw's calls in the guest's PHP): nextcloudauth cannot change a username, write or read the users table, or store a bcrypt hash (the app's default)", async () => {
+        const bob = "bob@example.org";
+        const before = await bobRow("password_hash");
+        const results = await runWrites([
+            { op: "sql", sql: "UPDATE nextcloud_users SET username = :new WHERE username = :username", params: { new: "mallory@example.org", username: bob } },
+            { op: "sql", sql: "UPDATE users SET password_hash = :hash WHERE local = 'bob'", params: { hash: "{PLAIN}guessme" } },
+            { op: "sql", sql: "UPDATE users SET display_name = :name WHERE local = 'bob'", params: { name: "Mallory" } },
+            { op: "sql", sql: "SELECT password_hash FROM users WHERE local = :local", params: { local: "bob" } },
+            { op: "password", username: bob, password: "a bcrypt password 2026", algorithm: "bcrypt" },
+        ]);
+        assert.deepEqual(results, [{ error: "42501" }, { error: "42501" }, { error: "42501" }, { error: "42501" }, { error: "23514" }]);
+        assert.equal(await bobRow("password_hash"), before, "nothing changed");
+        assert.equal(await directory("SELECT count(*) FROM users WHERE local = 'mallory'"), "0");
     });
 });

@@ -197,20 +197,20 @@ describe("directory in PostgreSQL 17", { skip }, () => {
     it("migrations: apply from empty in one run, then re-applying is a no-op", () => {
         const first = dbOk("migrate");
         assert.equal(first.length, 1);
-        assert.match(first[0], /^applied migrations 001_directory_tables, 002_address_ownership_triggers, 003_views_and_grants, 004_directory_sync_function, 005_login_guards, 006_configured_password_digest, 007_own_password_change$/);
-        assert.equal(query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"), "1,2,3,4,5,6,7");
+        assert.match(first[0], /^applied migrations 001_directory_tables, 002_address_ownership_triggers, 003_views_and_grants, 004_directory_sync_function, 005_login_guards, 006_configured_password_digest, 007_own_password_change, 008_nextcloud_writes$/);
+        assert.equal(query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"), "1,2,3,4,5,6,7,8");
         assert.deepEqual(dbOk("migrate"), []);
     });
 
     it("migrations: a failing migration leaves nothing behind (one transaction)", () => {
         const broken = join(hostDir, "migrations-broken");
         cpSync(join(hostDir, "migrations"), broken, { recursive: true });
-        writeFileSync(join(broken, "008_broken.sql"), "CREATE TABLE should_vanish (x integer);\nSELECT 1 / 0;\n");
+        writeFileSync(join(broken, "009_broken.sql"), "CREATE TABLE should_vanish (x integer);\nSELECT 1 / 0;\n");
         const r = db("migrate", "--migrations", `${dir}/migrations-broken`);
         assert.notEqual(r.code, 0);
         assert.match(r.stderr, /division by zero/);
         assert.equal(query("SELECT to_regclass('should_vanish') IS NULL"), "t");
-        assert.equal(query("SELECT count(*) FROM schema_migrations"), "7");
+        assert.equal(query("SELECT count(*) FROM schema_migrations"), "8");
     });
 
     it("migrations: an applied migration that was edited is refused", () => {
@@ -394,19 +394,20 @@ describe("directory in PostgreSQL 17", { skip }, () => {
         assert.equal(query("SELECT count(*) FROM users WHERE local = 'zed'"), "1", "the hand-added mailbox is still there");
     });
 
+    /** The config from here on: sales@example.com a mailbox (no display name), dave@example.org "Dave". */
+    const movedConfig = (raw: Record<string, any>) => {
+        raw.users[1].displayName = "Bob Builder";
+        raw.users = raw.users.filter((u: { address: string }) => u.address !== "carol@example.com");
+        raw.users.push({ address: "dave@example.org", displayName: "Dave" }, { address: "sales@example.com" });
+        raw.users[0].quotaMb = 4096;
+        raw.aliases = raw.aliases.filter((a: { source: string }) => !["@example.com", "info@example.org", "sales@example.com"].includes(a.source));
+        raw.aliases.push({ source: "abuse@example.org", destination: "dave@example.org" });
+        raw.sharedMailboxes[0].rights = "lr";
+        raw.sharedMailboxes.push({ mailbox: "dave@example.org", sharedTo: "alice@example.org", rights: "lrws" });
+    };
+
     it("sync: an address moves from alias to mailbox in one run", () => {
-        writeDesired(
-            modelWith((raw) => {
-                raw.users[1].displayName = "Bob Builder";
-                raw.users = raw.users.filter((u: { address: string }) => u.address !== "carol@example.com");
-                raw.users.push({ address: "dave@example.org", displayName: "Dave" }, { address: "sales@example.com" });
-                raw.users[0].quotaMb = 4096;
-                raw.aliases = raw.aliases.filter((a: { source: string }) => !["@example.com", "info@example.org", "sales@example.com"].includes(a.source));
-                raw.aliases.push({ source: "abuse@example.org", destination: "dave@example.org" });
-                raw.sharedMailboxes[0].rights = "lr";
-                raw.sharedMailboxes.push({ mailbox: "dave@example.org", sharedTo: "alice@example.org", rights: "lrws" });
-            }),
-        );
+        writeDesired(modelWith(movedConfig));
         assert.deepEqual(dbOk("sync"), ["synced directory: users +1 ~0 -0, aliases +0 ~0 -1"]);
         assert.equal(query("SELECT count(*) FROM virtual_mailboxes WHERE address = 'sales@example.com'"), "1");
     });
@@ -461,6 +462,85 @@ describe("directory in PostgreSQL 17", { skip }, () => {
         assert.equal(query("SELECT count(*) > 0 FROM nextcloud_users", { role: "nextcloudauth" }), "t");
         assert.match(psql("SELECT count(*) FROM virtual_mailboxes", { role: "nextcloudauth" }).stderr, /permission denied for view virtual_mailboxes/);
         assert.match(psql("SELECT count(*) FROM users", { role: "nextcloudauth" }).stderr, /permission denied for table users/);
+    });
+
+    /** psql as a role with the SQLSTATE in its error messages ("ERROR:  42501: ..."). */
+    const refused = (sql: string, role: string): { sqlstate: string; message: string } => {
+        const r = psql(`\\set VERBOSITY verbose\n${sql}`, { role });
+        assert.notEqual(r.code, 0, `${sql} was not refused`);
+        const m = /ERROR:\s+([0-9A-Z]{5}): (.*)/.exec(r.stderr);
+        assert.ok(m, r.stderr);
+        return { sqlstate: m[1], message: m[2] };
+    };
+    /** A hash as PHP's password_hash(..., PASSWORD_ARGON2ID) makes it: Dovecot's without the prefix. */
+    const phpArgon2id = (password: string) => usersOwnHash(password).replace(/^\{ARGON2ID\}/, "");
+    const displayNameOf = (address: string) => query(`SELECT coalesce(display_name, 'NULL') || '|' || coalesce(config_display_name, 'NULL') FROM users WHERE local || '@' || domain = '${address}'`);
+
+    it("nextcloud writes: nextcloudauth sets a mailbox's password (argon2id, stored in Dovecot's form) and display name through its view", () => {
+        const bare = phpArgon2id("dave's nextcloud choice 2026");
+        assert.match(bare, /^\$argon2id\$v=19\$/);
+        // The app's set_password_hash_for_user and set_display_name, as nextcloudauth.
+        query(`UPDATE nextcloud_users SET password_hash = '${bare}' WHERE username = 'dave@example.org'`, { role: "nextcloudauth" });
+        assert.equal(hashOf("dave@example.org"), `{ARGON2ID}${bare}`);
+        assert.ok(verifiesHash(hashOf("dave@example.org"), "dave's nextcloud choice 2026"), "Dovecot's doveadm verifies what Nextcloud stored");
+        assert.equal(query("SELECT password_hash FROM nextcloud_users WHERE username = 'dave@example.org'", { role: "nextcloudauth" }), bare, "and Nextcloud reads it back");
+        query("UPDATE nextcloud_users SET display_name = 'Dave D.' WHERE username = 'dave@example.org'", { role: "nextcloudauth" });
+        assert.equal(displayNameOf("dave@example.org"), "Dave D.|Dave");
+        // Only that row changed.
+        assert.equal(displayNameOf("alice@example.org"), "Alice|Alice");
+        assert.equal(query("SELECT count(*) FROM users WHERE display_name = 'Dave D.'"), "1");
+    });
+
+    it("nextcloud writes: nextcloudauth cannot change a username, touch or read the users table, nor store anything but an argon2id hash", () => {
+        const before = hashOf("dave@example.org");
+        assert.deepEqual(refused("UPDATE nextcloud_users SET username = 'eve@example.org' WHERE username = 'dave@example.org'", "nextcloudauth"), {
+            sqlstate: "42501",
+            message: "permission denied for view nextcloud_users",
+        });
+        assert.deepEqual(refused("UPDATE users SET display_name = 'x' WHERE local = 'dave'", "nextcloudauth"), { sqlstate: "42501", message: "permission denied for table users" });
+        assert.deepEqual(refused("UPDATE users SET password_hash = '{PLAIN}x'", "nextcloudauth"), { sqlstate: "42501", message: "permission denied for table users" });
+        assert.deepEqual(refused("SELECT password_hash FROM users", "nextcloudauth"), { sqlstate: "42501", message: "permission denied for table users" });
+        assert.deepEqual(refused("DELETE FROM nextcloud_users WHERE username = 'dave@example.org'", "nextcloudauth"), { sqlstate: "42501", message: "permission denied for view nextcloud_users" });
+        assert.deepEqual(refused("INSERT INTO nextcloud_users (display_name) VALUES ('Eve')", "nextcloudauth"), { sqlstate: "42501", message: "permission denied for view nextcloud_users" });
+        for (const hash of [
+            "$2y$10$abcdefghijklmnopqrstuuPKm1C2BBSYBdaZI7OrEoWW8HC0nFmbi", // bcrypt, PHP's default
+            `{ARGON2ID}${phpArgon2id("x")}`, // already in Dovecot's form
+            "$argon2i$v=19$m=65536,t=4,p=1$c2FsdHNhbHQ$aGFzaGhhc2g", // argon2i
+            "a plaintext password",
+            "",
+        ]) {
+            assert.deepEqual(refused(`UPDATE nextcloud_users SET password_hash = '${hash}' WHERE username = 'dave@example.org'`, "nextcloudauth"), { sqlstate: "23514", message: "nextcloud_users: not an argon2id hash" }, hash);
+        }
+        assert.equal(hashOf("dave@example.org"), before, "nothing was stored");
+        // The view's other readers and writers gain nothing.
+        assert.deepEqual(refused("UPDATE nextcloud_users SET display_name = 'x'", "mailadmin"), { sqlstate: "42501", message: "permission denied for view nextcloud_users" });
+        assert.deepEqual(refused("UPDATE nextcloud_users SET display_name = 'x'", "mailpassword"), { sqlstate: "42501", message: "permission denied for view nextcloud_users" });
+        // A display name is bounded by the column's domain.
+        assert.equal(refused(`UPDATE nextcloud_users SET display_name = '${"x".repeat(257)}' WHERE username = 'dave@example.org'`, "nextcloudauth").sqlstate, "23514");
+    });
+
+    it("sync: a display name the user set in Nextcloud survives a sync with the same configured name; a changed configured name replaces it", () => {
+        const own = hashOf("dave@example.org");
+        writeDesired(modelWith(movedConfig));
+        assert.deepEqual(dbOk("sync"), [], "nothing to do: the user's name and password are theirs");
+        assert.equal(displayNameOf("dave@example.org"), "Dave D.|Dave");
+        assert.equal(hashOf("dave@example.org"), own);
+        // A mailbox without a configured name: the user's own is kept too.
+        query("UPDATE nextcloud_users SET display_name = 'Sales Team' WHERE username = 'sales@example.com'", { role: "nextcloudauth" });
+        assert.deepEqual(dbOk("sync"), []);
+        assert.equal(displayNameOf("sales@example.com"), "Sales Team|NULL");
+        // The admin changes the configured name: it replaces the user's (the password stays theirs).
+        writeDesired(modelWith((raw) => (movedConfig(raw), (raw.users.find((u: { address: string }) => u.address === "dave@example.org").displayName = "David"))));
+        assert.deepEqual(dbOk("sync"), ["synced directory: users +0 ~1 -0"]);
+        assert.equal(displayNameOf("dave@example.org"), "David|David");
+        assert.equal(hashOf("dave@example.org"), own);
+        assert.deepEqual(dbOk("sync"), [], "and a second run is a no-op");
+        // The configured name changes to the one the user already has: only recorded.
+        query("UPDATE nextcloud_users SET display_name = 'Dave D.' WHERE username = 'dave@example.org'", { role: "nextcloudauth" });
+        writeDesired(modelWith((raw) => (movedConfig(raw), (raw.users.find((u: { address: string }) => u.address === "dave@example.org").displayName = "Dave D."))));
+        assert.deepEqual(dbOk("sync"), ["recorded the configured display name of 1 mailbox(es)"]);
+        assert.equal(displayNameOf("dave@example.org"), "Dave D.|Dave D.");
+        assert.deepEqual(dbOk("sync"), []);
     });
 
     it("pg_hba: the superuser cannot log in over TCP", () => {

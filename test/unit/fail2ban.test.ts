@@ -1,15 +1,17 @@
 /**
  * The fail2ban step: what it installs, where it sits in the order, that its script is valid bash,
  * and (where the trixie chroot is available, i.e. on the team's machine as root) that Debian 13's
- * fail2ban loads our jails and that the Dovecot filter matches what Dovecot 2.4 really logs.
+ * fail2ban loads our jails and that the Dovecot and Nextcloud filters match what Dovecot 2.4 and
+ * Nextcloud 31 really log.
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { renderServerSteps, SERVICE, stepsOf } from "../../components/services";
-import { sshExemptNetworks } from "../../components/services/fail2ban";
+import { NEXTCLOUD_LOG_DROPIN, sshExemptNetworks } from "../../components/services/fail2ban";
+import { NEXTCLOUD_DATA, NEXTCLOUD_LOG } from "../../components/services/nextcloud";
 import { renderApplyScript } from "../../components/steps";
 import { FILES_DIR } from "../../components/templates";
 import { labModel } from "../fixtures/config";
@@ -37,9 +39,12 @@ function fail2banRegex(line: string, filter: string, extraArgs: readonly string[
     }
 }
 
+/** The lab stack with Nextcloud enabled (the lab itself cannot download it). */
+const withNextcloud = () => labModel({ nextcloud: { enabled: true, version: "31.0.9", sha256: "cd".repeat(32) } });
+
 /** The jail file as the step installs it (rendered for the lab stack). */
-function renderedJail(): string {
-    return stepsOf(SERVICE.fail2ban, labModel())[0].files.find((f) => f.path === "/etc/fail2ban/jail.d/ispmail.conf")!.content;
+function renderedJail(model = labModel()): string {
+    return stepsOf(SERVICE.fail2ban, model)[0].files.find((f) => f.path === "/etc/fail2ban/jail.d/ispmail.conf")!.content;
 }
 
 describe("fail2ban step", () => {
@@ -140,6 +145,85 @@ describe("fail2ban step", () => {
             assert.match(fail2banRegex(line, "ispmail-login", ["-o", "<fid>"]).out, /^alice@example\.org$/m);
         }
         assert.equal(fail2banRegex(DOVECOT_24_SUCCESS, "ispmail-login").matched, 0);
+    });
+
+    test("fail2ban: with Nextcloud, a nextcloud jail reads Nextcloud's log file with our filter; without it, no such jail or files", () => {
+        const files = stepsOf(SERVICE.fail2ban, withNextcloud())[0].files.map((f) => f.path);
+        assert.ok(files.includes("/etc/fail2ban/filter.d/ispmail-nextcloud.conf"));
+        assert.ok(files.includes(NEXTCLOUD_LOG_DROPIN));
+        const jail = renderedJail(withNextcloud());
+        const section = /^\[nextcloud\]\n([\s\S]*?)(?=^\[|(?![\s\S]))/m.exec(jail)?.[1] ?? "";
+        const settings = Object.fromEntries([...section.matchAll(/^([a-z.]+) = (.+)$/gm)].map((m) => [m[1], m[2]]));
+        assert.deepEqual(settings, { enabled: "true", port: "http,https", filter: "ispmail-nextcloud", backend: "polling", logpath: NEXTCLOUD_LOG });
+        assert.equal(NEXTCLOUD_LOG, `${NEXTCLOUD_DATA}/nextcloud.log`);
+        assert.doesNotMatch(renderedJail(), /^\[nextcloud\]/m);
+        assert.ok(!stepsOf(SERVICE.fail2ban, labModel())[0].files.some((f) => /nextcloud/.test(f.path)));
+        // The script knows the log file only when the jail is there.
+        const vars = (model: ReturnType<typeof labModel>) =>
+            spawnSync("bash", ["-c", `${stepsOf(SERVICE.fail2ban, model)[0].script.split("\n").filter((l) => /^[A-Z_]+='/.test(l)).join("\n")}\nprintf '%s' "$NEXTCLOUD_LOG"`], { encoding: "utf8" }).stdout;
+        assert.equal(vars(withNextcloud()), NEXTCLOUD_LOG);
+        assert.equal(vars(labModel()), "");
+        const r = spawnSync("bash", ["-n"], { input: renderApplyScript(stepsOf(SERVICE.fail2ban, withNextcloud())[0]), encoding: "utf8" });
+        assert.equal(r.status, 0, r.stderr);
+    });
+
+    test("fail2ban: Debian 13's fail2ban loads the nextcloud jail (file backend, our filter) beside the journal jails", { skip: chrootReason() }, () => {
+        const dir = mkdtempSync(join(CHROOT, "tmp", "f2b-test-"));
+        try {
+            cpSync(join(CHROOT, "etc", "fail2ban"), dir, { recursive: true });
+            cpSync(join(FILES_DIR, "fail2ban", "filter.d"), join(dir, "filter.d"), { recursive: true });
+            cpSync(join(FILES_DIR, "fail2ban", "action.d"), join(dir, "action.d"), { recursive: true });
+            writeFileSync(join(dir, "jail.d", "ispmail.conf"), renderedJail(withNextcloud()));
+            const out = execFileSync("chroot", [CHROOT, "fail2ban-client", "-c", dir.slice(CHROOT.length), "-d"], { encoding: "utf8", timeout: 60_000 });
+            assert.ok(out.includes("['add', 'nextcloud', 'polling']"), out.slice(0, 3000));
+            for (const j of ["sshd", "postfix-sasl", "dovecot", "ispmail-login", "roundcube-auth"]) assert.ok(out.includes(`['add', '${j}', 'systemd']`), j);
+            assert.ok(out.includes("['set', 'nextcloud', 'datepattern', ',\"time\":\"%Y-%m-%dT%H:%M:%S%z\"']"), out.slice(0, 3000));
+        } finally {
+            rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    // Nextcloud 31's log lines (lib/private/Log/LogDetails.php field order, logtimezone UTC): a wrong
+    // password on the login page (LoggedInCheckCommand), one over WebDAV from the desktop client
+    // (Session::logClientIn, quoted form), a login name made to look like another address, and a
+    // successful login as the admin_audit app logs it.
+    const NC_FAILED_WEB = '{"reqId":"Wq2xkT9mB3dLr8ZpYc4N","level":2,"time":"2025-11-25T10:19:38+00:00","remoteAddr":"192.0.2.50","user":"--","app":"no app in context","method":"POST","url":"/login","scriptName":"/index.php","message":"Login failed: alice@example.org (Remote IP: 192.0.2.50)","userAgent":"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0","version":"31.0.9.1","data":[]}';
+    const NC_FAILED_DAV = '{"reqId":"p0Lk2M9xQw7Rt4Zs1Vb8","level":2,"time":"2025-11-25T10:21:02+00:00","remoteAddr":"2001:db8:2::50","user":"--","app":"core","method":"PROPFIND","url":"/remote.php/dav/files/alice@example.org/","scriptName":"/remote.php","message":"Login failed: \'alice@example.org\' (Remote IP: \'2001:db8:2::50\')","userAgent":"Mozilla/5.0 (Linux) mirall/3.16.0 (Nextcloud, debian-6.12.43 ClientArchitecture: x86_64 OsArchitecture: x86_64)","version":"31.0.9.1","data":{"app":"core"}}';
+    const NC_FAILED_SPOOF = '{"reqId":"Jd8Hs2Kq5Lm1Nb7Vc3Xz","level":2,"time":"2025-11-25T10:22:15+00:00","remoteAddr":"192.0.2.51","user":"--","app":"no app in context","method":"POST","url":"/login","scriptName":"/index.php","message":"Login failed: x\\",\\"remoteAddr\\":\\"203.0.113.66\\",\\"message\\":\\"Login failed: (Remote IP: 203.0.113.66) (Remote IP: 192.0.2.51)","userAgent":"curl/8.14.1","version":"31.0.9.1","data":[]}';
+    const NC_SUCCESS = '{"reqId":"Tz4Yb6Nc1Md9Ke3Lf7Gh","level":1,"time":"2025-11-25T10:20:09+00:00","remoteAddr":"192.0.2.50","user":"alice@example.org","app":"admin_audit","method":"POST","url":"/login","scriptName":"/index.php","message":"Login successful: \\"alice@example.org\\"","userAgent":"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0","version":"31.0.9.1","data":{"app":"admin_audit"}}';
+
+    test("fail2ban: the ispmail-nextcloud filter matches Nextcloud 31's failed logins with the client's address, never a successful one", { skip: chrootReason() }, () => {
+        for (const [line, address] of [[NC_FAILED_WEB, "192.0.2.50"], [NC_FAILED_DAV, "2001:db8:2::50"], [NC_FAILED_SPOOF, "192.0.2.51"]]) {
+            JSON.parse(line); // a real JSON line, as Nextcloud writes it
+            assert.equal(fail2banRegex(line, "ispmail-nextcloud").matched, 1, line);
+            // The address is the connection's (remoteAddr), not one written into the login name.
+            assert.equal(fail2banRegex(line, "ispmail-nextcloud", ["-o", "<ip>"]).out.trim(), address);
+        }
+        assert.equal(fail2banRegex(NC_SUCCESS, "ispmail-nextcloud").matched, 0);
+        // Its date is the line's "time" field (not the time of the test run).
+        assert.match(fail2banRegex(NC_FAILED_WEB, "ispmail-nextcloud").out, /\[1\] ,"time":"Year-Month-DayT24hour:Minute:SecondZone offset"/);
+    });
+
+    test("fail2ban: before fail2ban starts, the drop-in creates Nextcloud's missing log file as Nextcloud would, and leaves an existing one alone", { skip: chrootSkipReason("usr/bin/install") }, () => {
+        const dropin = stepsOf(SERVICE.fail2ban, withNextcloud())[0].files.find((f) => f.path === NEXTCLOUD_LOG_DROPIN)!.content;
+        const command = /^ExecStartPre=\/bin\/sh -c '(.*)'$/m.exec(dropin)?.[1];
+        assert.ok(command, dropin);
+        const dir = mkdtempSync(join(CHROOT, "tmp", "f2b-dropin-"));
+        try {
+            // The same command with the data directory moved into a scratch directory.
+            const inside = `${dir.slice(CHROOT.length)}/data`;
+            const run = () => execFileSync("chroot", [CHROOT, "sh", "-c", command.replaceAll(NEXTCLOUD_DATA, inside)], { encoding: "utf8" });
+            run();
+            const log = join(dir, "data", "nextcloud.log");
+            const st = statSync(log);
+            assert.deepEqual([st.uid, st.gid, (st.mode & 0o777).toString(8), st.size], [33, 33, "640", 0]);
+            assert.equal((statSync(join(dir, "data")).mode & 0o777).toString(8), "750");
+            writeFileSync(log, NC_FAILED_WEB + "\n");
+            run();
+            assert.equal(readFileSync(log, "utf8"), NC_FAILED_WEB + "\n");
+        } finally {
+            rmSync(dir, { recursive: true, force: true });
+        }
     });
 
     test("fail2ban: the login guard refuses an account name that is not a plain address, before any database access", { skip: chrootSkipReason("usr/bin/python3") }, () => {

@@ -1,6 +1,7 @@
 /**
  * The nextcloud step as rendered data: present only when enabled, secrets only in secret files,
- * the user backend's queries read-only against the directory's login view, the archive pinned.
+ * the user backend's queries against the directory's login view (reads, and the two writes of a
+ * user's own password and display name), the archive pinned, the password policy's minimum length.
  * The queries themselves run against the real directory in the lab (test/e2e/web.test.ts).
  */
 import assert from "node:assert/strict";
@@ -10,6 +11,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { parseConfig, type Model } from "../../components/config";
 import { NEXTCLOUD_CONFIG_PATH, NEXTCLOUD_INSTALL_SECRETS, nextcloudArchiveUrl, renderNextcloudConfig, SQL_RAW_QUERIES } from "../../components/services/nextcloud";
+import { MINIMUM_PASSWORD_LENGTH } from "../../components/services/webmail";
 import { secretSpecs } from "../../components/services";
 import { renderApplyScript, resolveSecrets, secretRef, secretsOf, type Step } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
@@ -85,11 +87,43 @@ describe("nextcloud: step", () => {
         assert.match(s.script, /occ maintenance:install [^<]*< "\$NC_INSTALL_SECRETS"/);
     });
 
-    it("enables the SQL user backend first, then Mail, Calendar and Contacts", () => {
+    it("enables the SQL user backend first, then Mail, Calendar and Contacts, and the bundled password policy", () => {
         const s = step(enabled());
         const apps = execFileSync("bash", ["-c", `${s.script.split("\n").filter((l) => /^NC_APPS='/.test(l)).join("\n")}\nprintf '%s\\n' $NC_APPS`], { encoding: "utf8" });
-        assert.deepEqual(apps.trim().split("\n"), ["user_backend_sql_raw", "mail", "calendar", "contacts"]);
+        assert.deepEqual(apps.trim().split("\n"), ["user_backend_sql_raw", "mail", "calendar", "contacts", "password_policy"]);
         assert.match(s.script, /for app in \$NC_APPS; do/, "enabled in that order");
+    });
+
+    /**
+     * Runs the script's password policy block with `occ` replaced by a stub whose
+     * `config:app:get password_policy minLength` prints `current`; returns the occ calls made and
+     * the actions reported.
+     */
+    function passwordPolicy(current: string | undefined): { calls: string[]; actions: string[] } {
+        const s = step(enabled());
+        const block = /^  # The bundled password policy[\s\S]*?^  fi$/m.exec(s.script)?.[0];
+        assert.ok(block, "the script has the password policy block");
+        const assignments = s.script.split("\n").filter((l) => /^[A-Z_0-9]+='/.test(l)).join("\n");
+        const stub = `occ() { echo "occ $*" >> "$CALLS"; if [ "$1" = config:app:get ]; then ${current === undefined ? "return 1" : `echo ${current}`}; fi; }
+ispmail_action() { echo "$1" >> "$ACTIONS"; }`;
+        const out = execFileSync("bash", ["-euo", "pipefail", "-c", `CALLS=$(mktemp); ACTIONS=$(mktemp)\n${assignments}\n${stub}\n${block}\necho ---; cat "$CALLS"; echo ---; cat "$ACTIONS"; rm -f "$CALLS" "$ACTIONS"`], { encoding: "utf8" });
+        const [, calls, actions] = out.split("---\n");
+        return { calls: calls.trim().split("\n").filter(Boolean), actions: actions.trim().split("\n").filter(Boolean) };
+    }
+
+    it("sets the password policy's minimum length to the webmail's, only when it differs", () => {
+        assert.equal(MINIMUM_PASSWORD_LENGTH, 12);
+        assert.match(step(enabled()).script, new RegExp(`^NC_PASSWORD_MIN_LENGTH='${MINIMUM_PASSWORD_LENGTH}'$`, "m"));
+        const set = `occ config:app:set password_policy minLength --value=${MINIMUM_PASSWORD_LENGTH} --type=integer --no-interaction`;
+        // The app's default (10 in Nextcloud 31), and a key never set: set, and said so.
+        for (const current of ["10", undefined]) {
+            assert.deepEqual(passwordPolicy(current), {
+                calls: ["occ config:app:get password_policy minLength", set],
+                actions: [`Nextcloud password policy: at least ${MINIMUM_PASSWORD_LENGTH} characters`],
+            });
+        }
+        // Already set: only read (a second apply changes nothing).
+        assert.deepEqual(passwordPolicy(String(MINIMUM_PASSWORD_LENGTH)), { calls: ["occ config:app:get password_policy minLength"], actions: [] });
     });
 });
 
@@ -110,46 +144,72 @@ describe("nextcloud: config file", () => {
     });
 
     it("carries exactly the queries the e2e test runs", () => {
-        const rendered = Object.fromEntries([...config.matchAll(/^\s+'([a-z_]+)' => '(SELECT [^']*)',$/gm)].map((m) => [m[1], m[2]]));
+        const rendered = Object.fromEntries([...config.matchAll(/^\s+'([a-z_]+)' => '((?:SELECT|UPDATE) [^']*)',$/gm)].map((m) => [m[1], m[2]]));
         assert.deepEqual(rendered, SQL_RAW_QUERIES);
+    });
+
+    it("hashes new passwords with Argon2id (the one scheme the directory takes from Nextcloud)", () => {
+        assert.match(config, /^\s+'hash_algorithm_for_new_passwords' => 'argon2id',$/m);
     });
 });
 
-/** What the directory's migrations let role nextcloudauth select (their GRANT SELECT statements). */
-function grantedToNextcloudauth(): string[] {
+/** The directory's migrations without comments, in order. */
+function migrationsSql(): string {
     const dir = join(FILES_DIR, "postgresql", "migrations");
-    const sql = readdirSync(dir)
+    return readdirSync(dir)
         .filter((f) => f.endsWith(".sql"))
+        .sort()
         .map((f) => readFileSync(join(dir, f), "utf8").replace(/--.*$/gm, ""))
         .join("\n");
-    return [...sql.matchAll(/\bGRANT\s+SELECT\s+ON\s+([^;]+?)\s+TO\s+([^;]+);/gi)]
-        .filter((m) => m[2].split(",").some((role) => role.trim() === "nextcloudauth"))
-        .flatMap((m) => m[1].split(",").map((t) => t.trim()));
+}
+
+/** What the migrations grant role nextcloudauth: GRANT <privilege> ON <objects> TO ...nextcloudauth. */
+function grantedToNextcloudauth(privilege: "SELECT" | "UPDATE"): string[] {
+    return [...migrationsSql().matchAll(/\bGRANT\s+(SELECT|UPDATE)(\s*\([^)]*\))?\s+ON\s+([^;]+?)\s+TO\s+([^;]+);/gi)]
+        .filter((m) => m[1].toUpperCase() === privilege && m[4].split(",").some((role) => role.trim() === "nextcloudauth"))
+        .flatMap((m) => m[3].split(",").map((t) => `${t.trim()}${m[2] ? ` ${m[2].trim().replace(/\s+/g, " ")}` : ""}`));
 }
 
 describe("nextcloud: user backend queries", () => {
-    it("only read, and only from the login view nextcloudauth may select", () => {
-        const granted = grantedToNextcloudauth();
-        assert.deepEqual(granted, ["nextcloud_users"], "the migrations grant nextcloudauth the login view alone");
-        for (const [name, sql] of Object.entries(SQL_RAW_QUERIES)) {
+    const reads = Object.entries(SQL_RAW_QUERIES).filter(([name]) => !name.startsWith("set_"));
+    const writes = Object.entries(SQL_RAW_QUERIES).filter(([name]) => name.startsWith("set_"));
+
+    it("read only from the login view nextcloudauth may select", () => {
+        assert.deepEqual(grantedToNextcloudauth("SELECT"), ["nextcloud_users"], "the migrations grant nextcloudauth the login view alone");
+        for (const [name, sql] of reads) {
             assert.match(sql, /^SELECT /, name);
             assert.doesNotMatch(sql, /\b(INSERT|UPDATE|DELETE|DROP|ALTER|CREATE|GRANT)\b/i, name);
             const tables = [...sql.matchAll(/\bFROM\s+([a-z_]+)/gi)].map((m) => m[1]);
-            assert.deepEqual([...new Set(tables)], granted, name);
+            assert.deepEqual([...new Set(tables)], ["nextcloud_users"], name);
         }
     });
 
-    it("offer no write actions to Nextcloud (users are owned by the stack config)", () => {
-        for (const write of ["set_password_hash_for_user", "delete_user", "set_display_name", "create_user"]) {
-            assert.ok(!(write in SQL_RAW_QUERIES), write);
+    it("write exactly a user's own password hash and display name, the two columns nextcloudauth may update", () => {
+        assert.deepEqual(grantedToNextcloudauth("UPDATE"), ["nextcloud_users (password_hash, display_name)"]);
+        assert.deepEqual(Object.fromEntries(writes), {
+            set_password_hash_for_user: "UPDATE nextcloud_users SET password_hash = :new_password_hash WHERE username = :username",
+            set_display_name: "UPDATE nextcloud_users SET display_name = :new_display_name WHERE username = :username",
+        });
+    });
+
+    it("offer Nextcloud no query to create or delete users, nor to set their home or groups (those stay with the stack config)", () => {
+        for (const absent of ["delete_user", "create_user", "get_home", "get_groups"]) {
+            assert.ok(!(absent in SQL_RAW_QUERIES), absent);
         }
     });
 
     it("use the parameter names the app binds", () => {
+        // lib/UserBackend.php: :username everywhere; getUsers binds :search; setPassword
+        // :new_password_hash; setDisplayName :new_display_name.
+        const expected: Record<string, string[]> = {
+            get_users: ["search"],
+            count_users: [],
+            set_password_hash_for_user: ["new_password_hash", "username"],
+            set_display_name: ["new_display_name", "username"],
+        };
         for (const [name, sql] of Object.entries(SQL_RAW_QUERIES)) {
             const params = new Set([...sql.matchAll(/:([a-z_]+)/g)].map((m) => m[1]));
-            const expected = name === "get_users" ? ["search"] : name === "count_users" ? [] : ["username"];
-            assert.deepEqual([...params], expected, name);
+            assert.deepEqual([...params], expected[name] ?? ["username"], name);
         }
     });
 });
