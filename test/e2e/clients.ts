@@ -98,11 +98,11 @@ export function queueIdOf(transcript: string): string {
 
 /**
  * A message handed to the foreign MTA (the lab host is in its mynetworks), which DKIM-signs it as
- * example.net's and sends it to the recipient's MX, as a provider's user would. Returns its queue
- * id there.
+ * example.net's and sends it to the recipient's MX, as a provider's user would (as `from`, by
+ * default the foreign user). Returns its queue id there.
  */
-export async function sendThroughForeign(to: string, subject: string, body?: string): Promise<string> {
-    const r = await swaks(["--server", LAB.foreign.ipv4, "--port", "25", "--from", FOREIGN_RCPT, "--to", to, "--h-Subject", subject, ...(body ? ["--body", body] : [])]);
+export async function sendThroughForeign(to: string, subject: string, body?: string, from: string = FOREIGN_RCPT): Promise<string> {
+    const r = await swaks(["--server", LAB.foreign.ipv4, "--port", "25", "--from", from, "--to", to, "--h-Subject", subject, ...(body ? ["--body", body] : [])]);
     if (r.code !== 250) throw new Error(`the foreign MTA did not take the message:\n${r.transcript}`);
     return queueIdOf(r.transcript);
 }
@@ -142,6 +142,20 @@ export async function loginAccepted(protocol: "imap" | "smtp", user: string, pas
     const r = await guest("mail").exec(`python3 -c ${shellQuote(LOGIN_CHECK)} ${protocol} ${shellQuote(user)}`, { input: password });
     if (r.code !== 0) throw new Error(`${protocol} login check: ${r.stderr}`);
     return r.stdout.startsWith("accepted");
+}
+
+/** How many messages Rspamd's Bayes classifier has learned, per class (its statfiles, from `rspamc stat`). */
+export async function bayesLearned(): Promise<{ spam: number; ham: number }> {
+    const stat = await guest("mail").execOk("rspamc stat");
+    const count = (statfile: string) => Number(new RegExp(`Statfile: ${statfile} .*?learned: (\\d+)`).exec(stat)?.[1] ?? NaN);
+    return { spam: count("BAYES_SPAM"), ham: count("BAYES_HAM") };
+}
+
+/** Waits until a message whose subject contains `subject` is in this user's mailbox (doveadm, on the server). */
+export function inMailbox(user: string, mailbox: string, subject: string): Promise<true> {
+    return eventually(`"${subject}" in ${user}'s ${mailbox}`, async () =>
+        (await guest("mail").exec(`doveadm search -u ${shellQuote(user)} mailbox ${shellQuote(mailbox)} subject ${shellQuote(subject)}`)).stdout.trim() ? true : undefined,
+    );
 }
 
 /** The message's header block with folded lines unfolded. */

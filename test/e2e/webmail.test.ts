@@ -12,12 +12,12 @@ import { createHash, createPublicKey, randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { chromium, type Browser, type Page } from "playwright-core";
+import { chromium, type Browser, type FrameLocator, type Page } from "playwright-core";
 import { SERVICE, stepsOf } from "../../components/services";
 import { tlsKeySecret } from "../../components/secrets";
 import { STATE_DIR } from "../../lab/lab";
 import { applyOnGuest, ensureLab, guest, LAB, labModel, labSecrets } from "../../lab/testkit";
-import { escapeRegExp, eventually, FOREIGN_RCPT, foreignMessage, headerBlock, loginAccepted, sendThroughForeign, token } from "./clients";
+import { bayesLearned, escapeRegExp, eventually, FOREIGN_RCPT, foreignMessage, headerBlock, inMailbox, loginAccepted, sendThroughForeign, shellQuote, sleep, token } from "./clients";
 
 const CHROMIUM = "/usr/bin/chromium";
 export const ARTIFACTS = join(STATE_DIR, "artifacts", "webmail");
@@ -80,6 +80,25 @@ describe("webmail in a browser (lab)", { timeout: 600_000 }, () => {
         return page;
     }
 
+    /**
+     * Where a settings page's form is: Roundcube's elastic skin shows some settings sections in a
+     * content frame (#preferences-frame; managesieve's filter form in #filter-box) and others in
+     * the page itself. Waits for `field` in whichever it is.
+     */
+    async function settingsForm(page: Page, field: string): Promise<Page | FrameLocator> {
+        const frame = "#preferences-frame, #filter-box";
+        const root = (await page.locator(frame).count()) > 0 ? page.frameLocator(frame).first() : page;
+        await root.locator(field).waitFor({ timeout: 30_000 });
+        return root;
+    }
+
+    /** alice's Sieve scripts, as Roundcube's managesieve plugin left them: deactivated and deleted. */
+    async function removeSieveScripts(): Promise<void> {
+        await mail.execOk(`doveadm sieve deactivate -u ${ALICE}`);
+        const names = (await mail.execOk(`doveadm sieve list -u ${ALICE}`)).split("\n").map((l) => l.replace(/\s+ACTIVE$/, "").trim()).filter(Boolean);
+        for (const name of names) await mail.execOk(`doveadm sieve delete -u ${ALICE} ${shellQuote(name)}`);
+    }
+
     /** A fresh browser session logged in to Roundcube as `user`. */
     async function logIn(user: string, password: string, screenshot?: string): Promise<Page> {
         const page = await submitLogin(user, password, screenshot);
@@ -130,30 +149,30 @@ describe("webmail in a browser (lab)", { timeout: 600_000 }, () => {
         assert.match(log, new RegExp(`Failed login for ${escapeRegExp(ALICE)} from ${escapeRegExp(LAB.host.ipv4)}`), log);
     });
 
-    test("webmail: alice changes her password: too short is refused with a message; then the old one fails on IMAP and SMTP and the new one works, and an apply keeps it", async () => {
+    test("webmail: alice changes her password: too short or the same is refused with a message; then the old one fails on IMAP and SMTP and the new one works; an apply keeps it, an admin reset in the config replaces it", async () => {
         const fresh = `alice-${randomBytes(9).toString("hex")}`;
         const page = await logIn(ALICE, configured);
         await page.goto(`${url}?_task=settings&_action=plugin.password`);
-        const form = page.frameLocator("#preferences-frame").first();
-        const inFrame = (await page.locator("#preferences-frame").count()) > 0;
-        const root = inFrame ? form : page;
-        await root.locator("#curpasswd").waitFor({ timeout: 30_000 });
+        const form = await settingsForm(page, "#curpasswd");
         await shot(page, "password-page");
+        const submitPassword = async (current: string, next: string) => {
+            await form.locator("#curpasswd").fill(current);
+            await form.locator("#newpasswd").fill(next);
+            await form.locator("#confpasswd").fill(next);
+            await form.locator("button.mainaction, input.mainaction").first().click();
+        };
 
         // Too short: refused, with Roundcube's message, and nothing changes.
-        await root.locator("#curpasswd").fill(configured);
-        await root.locator("#newpasswd").fill("short1");
-        await root.locator("#confpasswd").fill("short1");
-        await root.locator("button.mainaction, input.mainaction").first().click();
+        await submitPassword(configured, "short1");
         // The error notice (the page's own hint says the same, so the notice is what counts).
         await notice(page, "error", /at least 12 characters/i);
         await shot(page, "password-too-short");
         assert.equal(await loginAccepted("imap", ALICE, configured), true, "the too-short attempt changed nothing");
+        // The same one again: refused too.
+        await submitPassword(configured, configured);
+        await notice(page, "error", /have to be different from the old one/i);
 
-        await root.locator("#curpasswd").fill(configured);
-        await root.locator("#newpasswd").fill(fresh);
-        await root.locator("#confpasswd").fill(fresh);
-        await root.locator("button.mainaction, input.mainaction").first().click();
+        await submitPassword(configured, fresh);
         await notice(page, "confirmation", /Successfully saved/i);
         await shot(page, "password-changed");
         await page.context().close();
@@ -164,20 +183,113 @@ describe("webmail in a browser (lab)", { timeout: 600_000 }, () => {
         assert.equal(await loginAccepted("smtp", ALICE, configured), false, "SMTP AUTH refuses the old one");
 
         // An apply with no config change (the directory step, as `npm run lab` runs it) keeps hers.
-        const [applied] = await applyOnGuest("mail", stepsOf(SERVICE.directory, model), labSecrets());
+        const directory = stepsOf(SERVICE.directory, model);
+        const [applied] = await applyOnGuest("mail", directory, labSecrets());
         assert.equal(applied.result, "unchanged", applied.actions.join("; "));
         assert.equal(await loginAccepted("imap", ALICE, fresh), true, "still hers after the apply");
 
-        // And back, through the same page (the other suites log in with the configured password).
-        const again = await logIn(ALICE, fresh);
-        await again.goto(`${url}?_task=settings&_action=plugin.password`);
-        const root2 = inFrame ? again.frameLocator("#preferences-frame").first() : again;
-        await root2.locator("#curpasswd").fill(fresh);
-        await root2.locator("#newpasswd").fill(configured);
-        await root2.locator("#confpasswd").fill(configured);
-        await root2.locator("button.mainaction, input.mainaction").first().click();
-        await notice(again, "confirmation", /Successfully saved/i);
-        await again.context().close();
+        // The admin resets it in the stack config (`pulumi config set --secret --path
+        // 'ispmail:users[0].password' ...`): after the apply the configured one works in the webmail
+        // and on IMAP and SMTP, hers no longer.
+        const reset = `reset-${randomBytes(9).toString("hex")}`;
+        const [resetApplied] = await applyOnGuest("mail", directory, { ...labSecrets(), [`user:${ALICE}`]: reset });
+        assert.match(resetApplied.actions.join("; "), new RegExp(`set the configured password of ${escapeRegExp(ALICE)}`), resetApplied.actions.join("; "));
+        assert.equal(await loginAccepted("imap", ALICE, fresh), false, "IMAP refuses hers after the reset");
+        assert.equal(await loginAccepted("imap", ALICE, reset), true, "IMAP takes the reset password");
+        assert.equal(await loginAccepted("smtp", ALICE, reset), true, "SMTP AUTH takes the reset password");
+        await (await logIn(ALICE, reset, "login-after-reset")).context().close();
+
+        // Back to the lab's configured password: one more reset, as its digest changes back.
+        const [restored] = await applyOnGuest("mail", directory, labSecrets());
+        assert.match(restored.actions.join("; "), /set the configured password/, restored.actions.join("; "));
         assert.equal(await loginAccepted("imap", ALICE, configured), true);
+    });
+
+    test("webmail: alice turns on a vacation reply; a foreign sender of two messages gets exactly one, DKIM-signed by us", async (t) => {
+        t.after(removeSieveScripts);
+        const replySubject = token("Out of office");
+        const page = await logIn(ALICE, configured);
+        await page.goto(`${url}?_task=settings&_action=plugin.managesieve-vacation`);
+        const form = await settingsForm(page, "#vacation_subject");
+        await form.locator("#vacation_subject").fill(replySubject);
+        await form.locator("#vacation_reason").fill("I am away this week and will read my mail on Monday.");
+        await form.locator("#vacation_status").selectOption("on");
+        await shot(page, "vacation");
+        await form.locator(".formbuttons button.submit").first().click();
+        await notice(page, "confirmation", /Out-of-office data saved successfully/i);
+        await page.context().close();
+
+        // A sender of its own (rcpt+tag@example.net): a vacation reply goes to each sender once per interval.
+        const sender = `${LAB.foreignUser}+away${randomBytes(4).toString("hex")}@${LAB.foreignDomain}`;
+        for (const n of [1, 2]) {
+            const subject = token(`before the holidays ${n}`);
+            await sendThroughForeign(ALICE, subject, undefined, sender);
+            await inMailbox(ALICE, "INBOX", subject);
+        }
+        const reply = headerBlock(await foreignMessage(replySubject));
+        assert.match(reply, new RegExp(`^To: <?${escapeRegExp(sender)}>?$`, "m"), reply);
+        assert.match(reply, /^From: .*alice@example\.org/m, reply);
+        assert.match(reply, /dkim=pass header\.d=example\.org/, reply);
+        // Both messages are delivered (the replies are decided at delivery): once our queue is empty
+        // a second reply would have left too.
+        await eventually("an empty queue on the mail server", async () => ((await mail.execOk("postqueue -j")).trim() === "" ? true : undefined));
+        await sleep(3000);
+        const replies = await guest("foreign").execOk(`grep -lF -- ${shellQuote(replySubject)} /home/${LAB.foreignUser}/Maildir/new/* | wc -l`);
+        assert.equal(replies.trim(), "1", "exactly one vacation reply for two messages");
+    });
+
+    test("webmail: alice adds a filter that files mail from example.net into a folder, and the next message from there lands in it", async (t) => {
+        t.after(removeSieveScripts);
+        const folder = "From abroad";
+        await mail.execOk(`doveadm mailbox status -u ${ALICE} messages ${shellQuote(folder)} >/dev/null 2>&1 || doveadm mailbox create -s -u ${ALICE} ${shellQuote(folder)}`);
+        const page = await logIn(ALICE, configured);
+        await page.goto(`${url}?_task=settings&_action=plugin.managesieve`);
+        // "Create", as a person adds a filter: the form opens in the settings frame.
+        await page.locator('a.create[onclick*="plugin.managesieve-add"]').first().click();
+        const form = await settingsForm(page, "#_name");
+        await form.locator("#_name").fill("Mail from example.net");
+        await form.locator("#header0").selectOption("from");
+        await form.locator("#rule_op0").selectOption("contains");
+        await form.locator('input[name="_rule_target[0][]"]').first().fill(`@${LAB.foreignDomain}`);
+        await form.locator("#action_type0").selectOption("fileinto");
+        await form.locator("#action_mailbox0").selectOption(folder);
+        await shot(page, "filter");
+        await form.locator(".formbuttons button.submit").first().click();
+        await notice(page, "confirmation", /Filter saved successfully/i);
+        await page.context().close();
+
+        const subject = token("filed by alice's filter");
+        await sendThroughForeign(ALICE, subject);
+        await inMailbox(ALICE, folder, subject);
+        const inInbox = await mail.execOk(`doveadm search -u ${ALICE} mailbox INBOX subject ${shellQuote(subject)}`);
+        assert.equal(inInbox.trim(), "", "filed, not (also) kept in INBOX");
+    });
+
+    test("webmail: marking a message as junk moves it to Junk and Rspamd learns it as spam", async () => {
+        const subject = token("webmail junk");
+        // A body of its own: Rspamd recognises a message it learned before by its content.
+        await sendThroughForeign(ALICE, subject, `Cheap watches and a lottery win, reference ${randomBytes(8).toString("hex")}.`);
+        await inMailbox(ALICE, "INBOX", subject);
+        const start = await bayesLearned();
+        assert.ok(Number.isInteger(start.spam) && Number.isInteger(start.ham), `rspamc stat names both statfiles: ${JSON.stringify(start)}`);
+
+        const page = await logIn(ALICE, configured);
+        const row = page.locator("#messagelist tr", { hasText: subject });
+        await row.waitFor({ timeout: 30_000 });
+        await row.click();
+        // markasjunk's toolbar button, "Junk".
+        await page.locator("a.button.junk").first().click();
+        await notice(page, "confirmation", /Successfully reported as junk/i);
+        await shot(page, "marked-as-junk");
+        await page.context().close();
+
+        await inMailbox(ALICE, "Junk", subject);
+        const asSpam = { spam: start.spam + 1, ham: start.ham };
+        // Dovecot's imapsieve pipes the moved message to Rspamd (it has taken up to 20 s here).
+        const learned = await eventually("learned as spam", async () => {
+            const now = await bayesLearned();
+            return now.spam === asSpam.spam && now.ham === asSpam.ham ? now : undefined;
+        }, 60, 1000).catch(bayesLearned);
+        assert.deepEqual(learned, asSpam, "one spam learn, no ham learn");
     });
 });
