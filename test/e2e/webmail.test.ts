@@ -277,8 +277,10 @@ describe("webmail in a browser (lab)", { timeout: 600_000 }, () => {
         const row = page.locator("#messagelist tr", { hasText: subject });
         await row.waitFor({ timeout: 30_000 });
         await row.click();
+        // Selected and shown in the preview pane: only then does the toolbar act on it.
+        await page.frameLocator("#messagecontframe").getByText(subject).first().waitFor({ timeout: 30_000 });
         // markasjunk's toolbar button, "Junk".
-        await page.locator("a.button.junk").first().click();
+        await page.locator("a.button.junk:not(.disabled)").first().click();
         await notice(page, "confirmation", /Successfully reported as junk/i);
         await shot(page, "marked-as-junk");
         await page.context().close();
