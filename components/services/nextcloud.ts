@@ -5,8 +5,9 @@
  * and mail users logging in with their mail address and password through the app
  * user_backend_sql_raw, which reads the directory's `nextcloud_users` view. Users change their own
  * password and display name there too (two columns of that view, migration 008). The bundled
- * password_policy app gets the webmail's minimum length ({@link MINIMUM_PASSWORD_LENGTH}); see
- * files/nextcloud/apply.sh for what it does and does not check.
+ * password_policy app gets the webmail's minimum length ({@link MINIMUM_PASSWORD_LENGTH}), and our
+ * own app {@link PASSWORD_RULES_APP} holds mail users' new passwords to it and refuses their current
+ * one (the SQL-raw backend does not ask the policy itself).
  *
  * Without internet (the lab) the archive cannot be fetched: the step then says so and leaves a
  * placeholder page. The SQL-raw queries below are still exercised against the real directory by
@@ -35,10 +36,20 @@ export const LOGIN_VIEW = "nextcloud_users";
 /** Nextcloud's own log (JSON lines): the fail2ban step's nextcloud jail reads its failed logins. */
 export const NEXTCLOUD_LOG = `${NEXTCLOUD_DATA}/nextcloud.log`;
 /**
- * user_backend_sql_raw first, so mail users can log in; then the tutorial's groupware apps, and the
- * bundled password_policy (enabled by default; named so that it is enabled again if it was not).
+ * Our own Nextcloud app (files/nextcloud/apps/ispmail_password_rules/): before a user of the SQL-raw
+ * backend gets a new password, it asks password_policy about it (Nextcloud's own user database does
+ * that itself, user_backend_sql_raw does not) and refuses the current password.
  */
-export const NEXTCLOUD_APPS = ["user_backend_sql_raw", "mail", "calendar", "contacts", "password_policy"] as const;
+export const PASSWORD_RULES_APP = "ispmail_password_rules";
+/** Its files, relative to its directory; the step writes each into `${NEXTCLOUD_ROOT}/apps/`. */
+export const PASSWORD_RULES_APP_FILES = ["appinfo/info.xml", "lib/AppInfo/Application.php", "lib/Listener/PasswordRulesListener.php"] as const;
+
+/**
+ * user_backend_sql_raw first, so mail users can log in; then the tutorial's groupware apps, the
+ * bundled password_policy (enabled by default; named so that it is enabled again if it was not),
+ * and our app, which asks that policy about mail users' new passwords.
+ */
+export const NEXTCLOUD_APPS = ["user_backend_sql_raw", "mail", "calendar", "contacts", "password_policy", PASSWORD_RULES_APP] as const;
 
 /**
  * The queries of user_backend_sql_raw (its README: named parameters, at most one column; the query
@@ -118,6 +129,15 @@ function render(model: Model): StepBody {
         { path: "/etc/systemd/system/nextcloud-cron.service", content: readStatic("nextcloud/nextcloud-cron.service"), owner: "root", group: "root", mode: "0644" },
         { path: "/etc/systemd/system/nextcloud-cron.timer", content: readStatic("nextcloud/nextcloud-cron.timer"), owner: "root", group: "root", mode: "0644" },
         { path: placeholderPath, content: placeholder, owner: "root", group: "root", mode: "0644" },
+        // Nextcloud's default apps directory (ispmail.config.php sets no apps_paths), owned like the
+        // rest of Nextcloud's code after unpacking (www-data, nothing for others).
+        ...PASSWORD_RULES_APP_FILES.map((rel): StepFile => ({
+            path: `${NEXTCLOUD_ROOT}/apps/${PASSWORD_RULES_APP}/${rel}`,
+            content: readStatic(`nextcloud/apps/${PASSWORD_RULES_APP}/${rel}`),
+            owner: "www-data",
+            group: "www-data",
+            mode: "0640",
+        })),
     ];
     const script = [
         shellAssignments({
@@ -132,6 +152,7 @@ function render(model: Model): StepBody {
             NC_ADMIN_USER: NEXTCLOUD_ADMIN_USER,
             NC_INSTALL_SECRETS: NEXTCLOUD_INSTALL_SECRETS,
             NC_APPS: NEXTCLOUD_APPS.join(" "),
+            NC_RULES_APP: PASSWORD_RULES_APP,
             NC_PASSWORD_MIN_LENGTH: String(MINIMUM_PASSWORD_LENGTH),
             PLACEHOLDER_HTML: placeholderPath,
         }),

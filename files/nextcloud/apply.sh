@@ -1,6 +1,7 @@
 # nextcloud step. Set by the step before this: NC_VERSION, NC_URL, NC_SHA256, NC_ROOT, NC_DATA,
 # NC_CONFIG, NC_DB_NAME, NC_DB_USER, NC_ADMIN_USER, NC_INSTALL_SECRETS (a root-only file: the database
-# password, then the admin password, one per line), NC_APPS, NC_PASSWORD_MIN_LENGTH, PLACEHOLDER_HTML.
+# password, then the admin password, one per line), NC_APPS, NC_RULES_APP (our own app, written by
+# the step into $NC_ROOT/apps/), NC_PASSWORD_MIN_LENGTH, PLACEHOLDER_HTML.
 #
 # The release archive comes from a configurable URL and must match the pinned sha256. When it
 # cannot be fetched (no internet, e.g. the lab) the step is skipped with a clear message and the
@@ -46,11 +47,13 @@ nextcloud_apply() {
       fi
       return 0
     fi
-    # The archive holds nextcloud/; unpack beside the target, keep our config file, swap in.
+    # The archive holds nextcloud/; unpack beside the target, keep our config file and our app
+    # (both written by the step before this script), swap in.
     local staging
     staging=$(mktemp -d /var/www/.nextcloud-unpack.XXXXXX)
     tar -xjf "$archive" -C "$staging"
     cp -a "$NC_ROOT/config/ispmail.config.php" "$staging/nextcloud/config/"
+    cp -a "$NC_ROOT/apps/$NC_RULES_APP" "$staging/nextcloud/apps/"
     rm -rf "$NC_ROOT"
     mv "$staging/nextcloud" "$NC_ROOT"
     rmdir "$staging"
@@ -80,7 +83,9 @@ nextcloud_apply() {
     ispmail_action "installed Nextcloud $NC_VERSION on PostgreSQL database $NC_DB_NAME"
   fi
 
-  # Apps: the mail directory as user backend, and the groupware the tutorial sets up.
+  # Apps: the mail directory as user backend, the groupware the tutorial sets up, the password
+  # policy and our own app (from its directory, never from the app store), each enabled only when
+  # it is not yet.
   local app enabled
   enabled=$(occ app:list --output=json | php -r '$a = json_decode(stream_get_contents(STDIN), true); echo implode(" ", array_keys($a["enabled"] ?? []));')
   for app in $NC_APPS; do
@@ -95,10 +100,9 @@ nextcloud_apply() {
 
   # The bundled password policy: the webmail's minimum length (components/services/webmail.ts).
   # The app stores it as an integer (PasswordPolicyConfig::setMinLength); --type says so for a key
-  # that does not exist yet. It checks what Nextcloud itself validates: its own accounts (the admin)
-  # and share passwords. user_backend_sql_raw does not ask it when a mail user changes the password
-  # (only Nextcloud's database backend dispatches ValidatePasswordPolicyEvent), so that change is
-  # not held to this length.
+  # that does not exist yet. Nextcloud asks it about its own accounts (the admin) and share
+  # passwords; user_backend_sql_raw does not ask it when a mail user changes the password, so our
+  # app $NC_RULES_APP does (files/nextcloud/apps/), and refuses the current password too.
   if [ "$(occ config:app:get password_policy minLength 2>/dev/null || true)" != "$NC_PASSWORD_MIN_LENGTH" ]; then
     occ config:app:set password_policy minLength --value="$NC_PASSWORD_MIN_LENGTH" --type=integer --no-interaction >&2
     ispmail_action "Nextcloud password policy: at least $NC_PASSWORD_MIN_LENGTH characters"

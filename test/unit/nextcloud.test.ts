@@ -1,22 +1,38 @@
 /**
  * The nextcloud step as rendered data: present only when enabled, secrets only in secret files,
  * the user backend's queries against the directory's login view (reads, and the two writes of a
- * user's own password and display name), the archive pinned, the password policy's minimum length.
- * The queries themselves run against the real directory in the lab (test/e2e/web.test.ts).
+ * user's own password and display name), the archive pinned, the password policy's minimum length,
+ * our app ispmail_password_rules shipped and enabled. The queries themselves run against the real
+ * directory in the lab (test/e2e/web.test.ts); the app's PHP is checked with Debian 13's PHP in the
+ * trixie tools chroot, its decisions against stand-ins of Nextcloud's classes (Nextcloud itself
+ * cannot run in the lab).
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { execFileSync, spawnSync } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
 import { describe, it } from "node:test";
+import { parse as parseYaml } from "yaml";
 import { parseConfig, type Model } from "../../components/config";
-import { NEXTCLOUD_CONFIG_PATH, NEXTCLOUD_INSTALL_SECRETS, nextcloudArchiveUrl, renderNextcloudConfig, SQL_RAW_QUERIES } from "../../components/services/nextcloud";
+import { NEXTCLOUD_ROOT } from "../../components/paths";
+import {
+    NEXTCLOUD_APPS,
+    NEXTCLOUD_CONFIG_PATH,
+    NEXTCLOUD_INSTALL_SECRETS,
+    nextcloudArchiveUrl,
+    PASSWORD_RULES_APP,
+    PASSWORD_RULES_APP_FILES,
+    renderNextcloudConfig,
+    SQL_RAW_QUERIES,
+} from "../../components/services/nextcloud";
 import { MINIMUM_PASSWORD_LENGTH } from "../../components/services/webmail";
 import { secretSpecs } from "../../components/services";
 import { renderApplyScript, resolveSecrets, secretRef, secretsOf, type Step } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
 import { SERVICE, stepsOf } from "../../components/services";
 import { FILES_DIR } from "../../components/templates";
+import { CHROOT, chrootSkipReason } from "./mail-chroot";
 
 function model(nextcloud?: Record<string, unknown>): Model {
     const raw = validRawConfig();
@@ -87,10 +103,10 @@ describe("nextcloud: step", () => {
         assert.match(s.script, /occ maintenance:install [^<]*< "\$NC_INSTALL_SECRETS"/);
     });
 
-    it("enables the SQL user backend first, then Mail, Calendar and Contacts, and the bundled password policy", () => {
+    it("enables the SQL user backend first, then Mail, Calendar and Contacts, the bundled password policy and our password rules", () => {
         const s = step(enabled());
         const apps = execFileSync("bash", ["-c", `${s.script.split("\n").filter((l) => /^NC_APPS='/.test(l)).join("\n")}\nprintf '%s\\n' $NC_APPS`], { encoding: "utf8" });
-        assert.deepEqual(apps.trim().split("\n"), ["user_backend_sql_raw", "mail", "calendar", "contacts", "password_policy"]);
+        assert.deepEqual(apps.trim().split("\n"), ["user_backend_sql_raw", "mail", "calendar", "contacts", "password_policy", "ispmail_password_rules"]);
         assert.match(s.script, /for app in \$NC_APPS; do/, "enabled in that order");
     });
 
@@ -211,5 +227,118 @@ describe("nextcloud: user backend queries", () => {
             const params = new Set([...sql.matchAll(/:([a-z_]+)/g)].map((m) => m[1]));
             assert.deepEqual([...params], expected[name] ?? ["username"], name);
         }
+    });
+});
+
+/** files/nextcloud/apps/ispmail_password_rules, and every file below it (relative paths). */
+const APP_DIR = join(FILES_DIR, "nextcloud", "apps", PASSWORD_RULES_APP);
+function appFiles(dir = APP_DIR): string[] {
+    return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? appFiles(join(dir, e.name)) : [relative(APP_DIR, join(dir, e.name))]));
+}
+const appFile = (rel: string) => readFileSync(join(APP_DIR, rel), "utf8");
+
+/**
+ * Runs the script's apps block with `occ` and `php` replaced by stubs: `occ app:list` (piped
+ * through php) reports `alreadyEnabled`, and the only app directory is ours. Returns the occ calls.
+ */
+function enableApps(alreadyEnabled: readonly string[]): string[] {
+    const s = step(enabled());
+    const block = /^  # Apps:[\s\S]*?^  done$/m.exec(s.script)?.[0];
+    assert.ok(block, "the script has the apps block");
+    const assignments = s.script.split("\n").filter((l) => /^[A-Z_0-9]+='/.test(l)).join("\n");
+    const root = mkdtempSync(join(tmpdir(), "nextcloud-root-"));
+    try {
+        mkdirSync(join(root, "apps", PASSWORD_RULES_APP), { recursive: true });
+        const stub = `NC_ROOT=${root}
+occ() { echo "occ $*" >> "$CALLS"; }
+php() { cat > /dev/null; echo ${alreadyEnabled.join(" ")}; }
+ispmail_action() { :; }`;
+        const out = execFileSync("bash", ["-euo", "pipefail", "-c", `CALLS=$(mktemp)\n${assignments}\n${stub}\nnextcloud_apps() {\n  local app\n${block}\n}\nnextcloud_apps\ncat "$CALLS"; rm -f "$CALLS"`], { encoding: "utf8" });
+        return out.trim().split("\n").filter(Boolean);
+    } finally {
+        rmSync(root, { recursive: true, force: true });
+    }
+}
+
+describe("nextcloud: our app ispmail_password_rules (mail users' own passwords)", () => {
+    it("ships every file of files/nextcloud/apps/ispmail_password_rules into Nextcloud's apps directory, for the web server only", () => {
+        assert.deepEqual(appFiles().sort(), [...PASSWORD_RULES_APP_FILES].sort(), "the step lists exactly the app's files");
+        const shipped = step(enabled()).files.filter((f) => f.path.startsWith(`${NEXTCLOUD_ROOT}/apps/`));
+        assert.deepEqual(
+            shipped.map((f) => f.path),
+            PASSWORD_RULES_APP_FILES.map((rel) => `/var/www/nextcloud/apps/ispmail_password_rules/${rel}`),
+        );
+        for (const f of shipped) {
+            assert.equal(f.content, appFile(f.path.slice(`${NEXTCLOUD_ROOT}/apps/${PASSWORD_RULES_APP}/`.length)), f.path);
+            assert.deepEqual([f.owner, f.group, f.mode, f.secret], ["www-data", "www-data", "0640", undefined], f.path);
+        }
+        // Nextcloud's default apps directory: our config file names no other.
+        assert.doesNotMatch(renderNextcloudConfig(enabled()), /apps_paths/);
+    });
+
+    it("enables it with occ from its directory, only while it is not enabled", () => {
+        const others = NEXTCLOUD_APPS.filter((a) => a !== PASSWORD_RULES_APP);
+        assert.deepEqual(enableApps(others), ["occ app:list --output=json", `occ app:enable ${PASSWORD_RULES_APP}`]);
+        assert.deepEqual(enableApps([...NEXTCLOUD_APPS]), ["occ app:list --output=json"], "a second apply changes nothing");
+    });
+
+    it("keeps the app when the archive is unpacked in place of the placeholder", () => {
+        const script = step(enabled()).script;
+        assert.match(script, /^NC_RULES_APP='ispmail_password_rules'$/m);
+        const keep = script.indexOf(`cp -a "$NC_ROOT/apps/$NC_RULES_APP" "$staging/nextcloud/apps/"`);
+        assert.ok(keep > 0, "the app is copied into the unpacked tree");
+        assert.ok(keep < script.indexOf(`rm -rf "$NC_ROOT"`), "before the old tree is removed");
+    });
+
+    it("info.xml names the app, its PHP namespace, and exactly the Nextcloud major the prod stack pins", () => {
+        const info = appFile("appinfo/info.xml");
+        assert.match(info, /<id>ispmail_password_rules<\/id>/);
+        assert.match(info, /<namespace>IspmailPasswordRules<\/namespace>/);
+        for (const rel of PASSWORD_RULES_APP_FILES.filter((f) => f.endsWith(".php"))) {
+            assert.match(appFile(rel), /^namespace OCA\\IspmailPasswordRules\\/m, rel);
+        }
+        assert.match(appFile("lib/AppInfo/Application.php"), /public const APP_ID = 'ispmail_password_rules';/);
+        const prod = parseYaml(readFileSync(join(__dirname, "..", "..", "Pulumi.prod.yaml"), "utf8")) as { config: Record<string, { version?: string }> };
+        const major = String(prod.config["ispmail:nextcloud"].version).split(".")[0];
+        assert.match(info, new RegExp(`<nextcloud min-version="${major}" max-version="${major}"/>`));
+    });
+
+    /** The app and the PHP test copied below the chroot's /tmp; returns the chroot path of that copy. */
+    function inChrootCopy<T>(body: (inside: string) => T): T {
+        const host = mkdtempSync(join(CHROOT, "tmp", "nextcloud-app-"));
+        try {
+            cpSync(APP_DIR, join(host, "app"), { recursive: true });
+            writeFileSync(join(host, "standins.php"), readFileSync(join(__dirname, "php", "password-rules-standins.php")));
+            return body(host.slice(CHROOT.length));
+        } finally {
+            rmSync(host, { recursive: true, force: true });
+        }
+    }
+    const php = (args: string[]) => spawnSync("chroot", [CHROOT, "php8.4", ...args], { encoding: "utf8", timeout: 60_000 });
+    const skipPhp = chrootSkipReason("usr/bin/php8.4");
+
+    it("every PHP file of the app parses with Debian 13's PHP 8.4 (php -l)", { skip: skipPhp }, () => {
+        inChrootCopy((inside) => {
+            for (const rel of [...PASSWORD_RULES_APP_FILES.filter((f) => f.endsWith(".php")).map((f) => `app/${f}`), "standins.php"]) {
+                const r = php(["-l", `${inside}/${rel}`]);
+                assert.equal(r.status, 0, `${rel}: ${r.stdout}${r.stderr}`);
+            }
+        });
+    });
+
+    it("the listener's decisions, run with PHP 8.4 against stand-ins of Nextcloud 31's classes (not Nextcloud itself)", { skip: skipPhp }, () => {
+        const r = inChrootCopy((inside) => php([`${inside}/standins.php`, `${inside}/app`]));
+        assert.equal(r.stderr, "");
+        assert.deepEqual(r.stdout.trim().split("\n"), [
+            "ok the app registers its listener for BeforePasswordUpdatedEvent",
+            "ok mail user: a password shorter than 12 characters is refused with the policy's hint, nothing stored",
+            "ok mail user: the current password again is refused with our hint, nothing stored",
+            "ok mail user: a new password of 12 characters is stored after one policy check of it",
+            "ok mail user: after a change the old password counts as a new one again",
+            "ok Nextcloud's own users (backend Database, which asks the policy itself) are left alone",
+            "ok without password_policy enabled only the current-password rule holds (a short one passes)",
+            "ok other events are ignored",
+        ]);
+        assert.equal(r.status, 0);
     });
 });
