@@ -437,7 +437,7 @@ describe("nextcloud: SQL user backend against the mail directory", () => {
 $c = $CONFIG['user_backend_sql_raw'];
 $q = $c['queries'];
 // Exactly the app's DSN (lib/Dbs/Postgresql.php).
-$db = new PDO('pgsql:host=' . $c['db_host'] . ';port=' . $c['db_port'] . ';dbname=' . $c['db_name'] . ';user=' . $c['db_user'] . ';password=' . $c['db_password']);
+$db = new PDO($c['dsn'], $c['db_user'], $c['db_password']);
 $out = ['login' => [], 'queries' => $q];
 foreach (json_decode(base64_decode('${Buffer.from(JSON.stringify(checks)).toString("base64")}'), true) as $t) {
     // UserBackend::checkPassword
@@ -478,7 +478,7 @@ echo json_encode($out), "\\n";
             assert.equal(lint.code, 0, lint.stdout + lint.stderr);
             const keys = await guest("mail").execOk(`php -r 'include "${dir}/config.php"; echo json_encode(array_keys($CONFIG["user_backend_sql_raw"])), "\\n", json_encode(array_keys($CONFIG["user_backend_sql_raw"]["queries"]));'`);
             const [settings, queries] = keys.trim().split("\n").map((l) => JSON.parse(l) as string[]);
-            for (const k of ["db_type", "db_host", "db_port", "db_name", "db_user", "db_password", "queries"]) assert.ok(settings.includes(k), `${k} missing: ${settings.join(", ")}`);
+            for (const k of ["dsn", "db_type", "db_host", "db_port", "db_name", "db_user", "db_password", "queries"]) assert.ok(settings.includes(k), `${k} missing: ${settings.join(", ")}`);
             assert.deepEqual(queries.sort(), ["count_users", "get_display_name", "get_email_address", "get_password_hash_for_user", "get_users", "set_display_name", "set_password_hash_for_user", "user_exists"]);
         } finally {
             await guest("mail").exec(`rm -rf ${dir}`);
@@ -574,7 +574,7 @@ echo json_encode($out), "\\n";
             `
 $c = $CONFIG['user_backend_sql_raw'];
 $q = $c['queries'];
-$db = new PDO('pgsql:host=' . $c['db_host'] . ';port=' . $c['db_port'] . ';dbname=' . $c['db_name'] . ';user=' . $c['db_user'] . ';password=' . $c['db_password']);
+$db = new PDO($c['dsn'], $c['db_user'], $c['db_password']);
 $db->setAttribute(PDO::ATTR_ERRMODE, PDO::ERRMODE_EXCEPTION);
 // UserBackend::hashPassword's mapping of the configured algorithm.
 $algorithms = ['bcrypt' => PASSWORD_BCRYPT, 'argon2i' => PASSWORD_ARGON2I, 'argon2id' => PASSWORD_ARGON2ID];

@@ -155,6 +155,8 @@ describe("nextcloud: config file", () => {
 
     it("connects the user backend as nextcloudauth to the mail directory with its secret", () => {
         assert.match(config, /'db_name' => 'mailserver'/);
+        // Version 2 of user_backend_sql_raw connects with the DSN only.
+        assert.match(config, /'dsn' => 'pgsql:host=localhost;port=5432;dbname=mailserver'/);
         assert.match(config, /'db_user' => 'nextcloudauth'/);
         assert.match(config, new RegExp(`'db_password' => '${secretRef("db.nextcloudauth").replace(/[.]/g, "\\.")}'`));
     });
