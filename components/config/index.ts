@@ -15,7 +15,7 @@ import { ConfigError, describeIssue, keyPath, unwrap } from "./messages";
 import { checkRelations, fromComplete, partialParse } from "./rules";
 import { buildModel, type ConfiguredSecrets, type Model } from "./model";
 
-export { CONFIG_NAMESPACE, configSchema, type RawConfig } from "./schema";
+export { CONFIG_NAMESPACE, configSchema, DB_ADMINS, type DbAdmin, type RawConfig } from "./schema";
 export { ConfigError, keyPath } from "./messages";
 export { isProtectedStack, type ConfiguredSecrets, type MailAlias, type MailUser, type Model, type SharedMailbox } from "./model";
 export { readStackFile, stackFileConfig, type StackFile, type StackFileOptions } from "./stack-file";

@@ -4,7 +4,7 @@
  * `protectState`, `mailHostIsMailDomain`), everything deeply frozen. Configured passwords are returned beside it, never inside.
  */
 import { SPAMHAUS_DQS_SECRET, userPasswordSecret } from "../secrets";
-import { splitAddress, type Parsed } from "./schema";
+import { splitAddress, type DbAdmin, type Parsed } from "./schema";
 
 export interface MailUser {
     readonly address: string;
@@ -65,6 +65,8 @@ export interface Model {
     readonly nextcloud: Readonly<Parsed["nextcloud"]> & { readonly host: string };
     /** Roundcube on its own vhost (default webmail.<first domain>). */
     readonly webmail: { readonly enabled: boolean; readonly host: string };
+    /** The database admin on the loopback-only vhost (phpPgAdmin by default), or none. */
+    readonly dbAdmin: DbAdmin;
     readonly acme: Readonly<Parsed["acme"]>;
     readonly mtaSts: Readonly<Parsed["mtaSts"]>;
     readonly dns: Readonly<Parsed["dns"]>;
@@ -135,6 +137,7 @@ export function buildModel(c: Parsed, stack: string): { model: Model; configured
         messageSizeLimitMb: 50,
         nextcloud: { ...c.nextcloud, host: nextcloudHost },
         webmail: { enabled: c.webmail.enabled, host: c.webmail.host ?? `webmail.${c.domains[0]}` },
+        dbAdmin: c.dbAdmin,
         acme: c.acme,
         mtaSts: c.mtaSts,
         dns: c.dns,

@@ -182,6 +182,10 @@ const webmailSchema = z
     })
     .describe("a mapping {enabled?, host?}");
 
+/** The database admins the web step can serve on its loopback-only vhost (first: the default, the tutorial's). */
+export const DB_ADMINS = ["phppgadmin", "adminer", "none"] as const;
+export type DbAdmin = (typeof DB_ADMINS)[number];
+
 const acmeSchema = z
     .strictObject({
         /** ACME directory. Let's Encrypt production by default; the lab points it at its pebble. */
@@ -311,6 +315,14 @@ export const configSchema = z.strictObject({
     defaultQuotaMb: z.number().int().min(1).max(1024 * 1024).default(2048).describe("a whole number of MB from 1 to 1048576 (default 2048)"),
     nextcloud: nextcloudSchema.default({ enabled: false }),
     webmail: webmailSchema.default({ enabled: true }),
+    /**
+     * The web-based database admin, served only on the server's loopback interface (reached through
+     * an SSH tunnel): phpPgAdmin as in the tutorial, Adminer, or none.
+     */
+    dbAdmin: z
+        .enum(DB_ADMINS)
+        .default("phppgadmin")
+        .describe('one of "phppgadmin" (the default, as in the tutorial), "adminer" or "none": the database admin served on the loopback interface only (port 8080, reached through an SSH tunnel)'),
     acme: acmeSchema.default({ directoryUrl: "https://acme-v02.api.letsencrypt.org/directory" }),
     mtaSts: mtaStsSchema.default({ mode: "enforce", maxAge: 604800 }),
     dns: dnsSchema.default({ ttl: 3600, zoneIds: {}, dnssec: true }),

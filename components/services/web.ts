@@ -1,7 +1,8 @@
 /**
  * The `web` step: Apache 2.4 with PHP 8.4-FPM serving every web name of the server over HTTPS
  * (the groupware host, mta-sts.<domain>, autoconfig.<domain>), port 80 only for ACME challenges
- * and redirects, and the database admin (Adminer) on the loopback interface only.
+ * and redirects, and the database admin (`ispmail:dbAdmin`: phpPgAdmin, Adminer or none; ./dbadmin.ts)
+ * on the loopback interface only.
  *
  * Config files are real files under files/apache, files/autoconfig; this module fills in the
  * names. The certificate is the convention's /etc/ispmail/tls pair (tls step, then certbot).
@@ -12,6 +13,7 @@ import { ACME_WEBROOT, NEXTCLOUD_ROOT } from "../paths";
 import { shellAssignments } from "../shell";
 import type { StepFile } from "../steps";
 import { readStatic, renderTemplate } from "../templates";
+import { DB_ADMIN_APPS, DB_ADMIN_GLOBAL_CONFS, DB_ADMIN_PORT, DB_ADMIN_ROOT, dbAdminFiles, dbAdminPackages, renderDbAdminSite } from "./dbadmin";
 import { STEP } from "./names";
 import { WEBMAIL_ROOT } from "./webmail";
 import type { PublicPort, RenderContext, Service, StepBody } from "./service";
@@ -27,10 +29,7 @@ export { ACME_WEBROOT };
 export const PLACEHOLDER_ROOT = "/var/www/ispmail";
 export const MTA_STS_ROOT = "/var/www/mta-sts";
 export const AUTOCONFIG_ROOT = "/var/www/autoconfig";
-/** Adminer's vhost document root (Adminer itself is aliased from /etc/adminer). */
-export const DB_ADMIN_ROOT = "/var/www/localhost";
-/** Port of the loopback-only database admin vhost (127.0.0.1 and ::1). */
-export const DB_ADMIN_PORT = 8080;
+export { DB_ADMIN_PORT, DB_ADMIN_ROOT };
 
 export const MTA_STS_POLICY_PATH = `${MTA_STS_ROOT}/.well-known/mta-sts.txt`;
 export const AUTOCONFIG_XML_PATH = `${AUTOCONFIG_ROOT}/mail/config-v1.1.xml`;
@@ -100,10 +99,8 @@ export function renderApacheSites(model: Model, webHosts: readonly string[]): Ap
         name: "ispmail-40-autoconfig",
         content: renderTemplate("apache/sites/ispmail-40-autoconfig.conf.mustache", { first: firstAuto, aliases: otherAuto, docroot: AUTOCONFIG_ROOT }),
     });
-    sites.push({
-        name: "ispmail-90-dbadmin",
-        content: renderTemplate("apache/sites/ispmail-90-dbadmin.conf.mustache", { port: DB_ADMIN_PORT, docroot: DB_ADMIN_ROOT }),
-    });
+    const dbAdmin = renderDbAdminSite(model);
+    if (dbAdmin) sites.push(dbAdmin);
     return sites;
 }
 
@@ -126,19 +123,22 @@ function render(model: Model, { webHosts }: RenderContext): StepBody {
         file(MTA_STS_POLICY_PATH, mtaStsPolicy(model).text),
         file(AUTOCONFIG_XML_PATH, renderAutoconfigXml(model)),
         file(AUTODISCOVER_PHP_PATH, renderAutodiscoverPhp(model)),
-        // Empty document root of the loopback vhost: only /adminer/ is served there.
-        file(`${DB_ADMIN_ROOT}/index.html`, "<!DOCTYPE html><title>localhost</title><a href=\"/adminer/\">Adminer</a>\n"),
+        ...dbAdminFiles(model),
     ];
     const script = [
-        shellAssignments({ WEB_SITES: sites.map((s) => s.name).join(" "), ACME_WEBROOT }),
+        shellAssignments({ WEB_SITES: sites.map((s) => s.name).join(" "), ACME_WEBROOT, DB_ADMIN_CONFS: DB_ADMIN_GLOBAL_CONFS.join(" ") }),
         readStatic("apache/apply.sh"),
     ].join("\n");
     return {
-        description: "Apache 2.4 + PHP 8.4-FPM: HTTPS vhosts (groupware, MTA-STS, autoconfig/autodiscover), ACME webroot, loopback-only Adminer",
-        // php8.4-xml: SimpleXML for the autodiscover responder; php8.4-pgsql: Adminer on PostgreSQL;
-        // php8.4-cli: `php -l` checks. Listed before adminer so apt satisfies its PHP dependencies
-        // with FPM instead of pulling in mod_php.
-        packages: ["apache2", "ssl-cert", "php8.4-fpm", "php8.4-cli", "php8.4-xml", "php8.4-pgsql", "php-pgsql", "adminer"],
+        description: `Apache 2.4 + PHP 8.4-FPM: HTTPS vhosts (groupware, MTA-STS, autoconfig/autodiscover), ACME webroot, ${
+            model.dbAdmin === "none" ? "no database admin" : `loopback-only ${DB_ADMIN_APPS[model.dbAdmin].title}`
+        }`,
+        // php8.4-xml: SimpleXML for the autodiscover responder; php8.4-pgsql: the database admin on
+        // PostgreSQL; php8.4-cli: `php -l` checks. The admin's package comes last: phppgadmin and
+        // adminer depend on "libapache2-mod-php | php-cgi | php-fpm", and apt satisfies that with the
+        // php8.4-fpm (Provides: php-fpm) already installed or in the same request, instead of pulling
+        // in mod_php, which would need the prefork MPM.
+        packages: ["apache2", "ssl-cert", "php8.4-fpm", "php8.4-cli", "php8.4-xml", "php8.4-pgsql", "php-pgsql", ...dbAdminPackages(model)],
         files,
         script,
     };

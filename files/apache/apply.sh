@@ -1,5 +1,6 @@
 # Web step: Apache 2.4 + PHP-FPM. Runs after the step's files are installed (components/steps.ts).
-# Set by the step before this: WEB_SITES (the ispmail-* site names to enable), ACME_WEBROOT.
+# Set by the step before this: WEB_SITES (the ispmail-* site names to enable), ACME_WEBROOT,
+# DB_ADMIN_CONFS (the database admins' own Apache confs, which Debian enables for every vhost).
 # Everything below acts only when something is not yet as wanted, so a second run changes nothing.
 
 # Apache is reloaded only when its configuration changed (files under /etc/apache2 or a2en*/a2dis*).
@@ -23,14 +24,16 @@ for mod in mpm_prefork mpm_worker php8.4; do
 done
 
 # Global configuration: our TLS/hardening and PHP-FPM on; the catch-all access log (we keep none),
-# Debian's security.conf (ours replaces it), cgi-bin and Adminer's global /adminer alias off.
+# Debian's security.conf (ours replaces it), cgi-bin, and the database admins' global aliases
+# (/phppgadmin, /adminer on every vhost) off, whichever admin is chosen: the loopback vhost includes
+# the chosen one's conf itself, so a switch leaves nothing of the other reachable.
 for conf in ispmail php8.4-fpm; do
   if [ ! -e "/etc/apache2/conf-enabled/$conf.conf" ]; then
     a2enconf -q "$conf" >/dev/null
     apache_action "enabled apache conf $conf"
   fi
 done
-for conf in other-vhosts-access-log security serve-cgi-bin adminer; do
+for conf in other-vhosts-access-log security serve-cgi-bin $DB_ADMIN_CONFS; do
   if [ -e "/etc/apache2/conf-enabled/$conf.conf" ]; then
     a2disconf -q "$conf" >/dev/null
     apache_action "disabled apache conf $conf"

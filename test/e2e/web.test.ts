@@ -22,7 +22,6 @@ import { mtaStsPolicy, tlsaOfKey } from "../../components/dns/records";
 import { tlsKeySecret } from "../../components/secrets";
 import { labDig } from "../../lab/dns";
 import { renderNextcloudConfig, SQL_RAW_QUERIES } from "../../components/services/nextcloud";
-import { DB_ADMIN_PORT } from "../../components/services/web";
 import { resolveSecrets, type Step } from "../../components/steps";
 import { applyOnGuest, client, guest, LAB, labModelWith, PATHS, labSession } from "../../lab/testkit";
 import { SERVICE, stepsOf, webHosts } from "../../components/services";
@@ -336,23 +335,6 @@ describe("web: mail client autoconfiguration", () => {
         const r = await request(`https://autoconfig.${model.domains[0]}/autodiscover/autodiscover.xml`, { method: "POST", body });
         assert.equal(r.status, 200);
         assert.doesNotMatch(r.body, /LoginName/);
-    });
-});
-
-describe("web: database admin", () => {
-    it("dbadmin: refused from the lab network (IPv4 and IPv6), absent from the public vhosts", async () => {
-        assert.equal(await tcpOutcome(MAIL.ipv4, DB_ADMIN_PORT), "refused");
-        assert.equal(await tcpOutcome(MAIL.ipv6, DB_ADMIN_PORT), "refused");
-        assert.equal((await request(`https://${model.mailHost}/adminer/`)).status, 404);
-        assert.equal((await request(`https://${model.mailHost}/adminer/conf.php`)).status, 404);
-    });
-
-    it("dbadmin: Adminer is served on localhost inside the server (SSH tunnel target)", async () => {
-        for (const url of [`http://127.0.0.1:${DB_ADMIN_PORT}/adminer/`, `http://[::1]:${DB_ADMIN_PORT}/adminer/`]) {
-            const page = await guest("mail").execOk(`php -r 'echo file_get_contents($argv[1]);' '${url}'`);
-            assert.match(page, /<title>Login - Adminer/, url);
-            assert.match(page, /pgsql/, `${url}: Adminer offers PostgreSQL`);
-        }
     });
 });
 

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { ConfigError, isProtectedStack, parseConfig, stackFileConfig } from "../../components/config";
+import { ConfigError, DB_ADMINS, isProtectedStack, parseConfig, stackFileConfig } from "../../components/config";
 import { REPO_ROOT, modelFromStackFile, rawFromStackFile, validRawConfig } from "../fixtures/config";
 import { webHosts } from "../../components/services";
 
@@ -112,6 +112,8 @@ const BAD_CASES: readonly BadCase[] = [
     { name: "a nextcloud host outside the managed domains", mutate: (c) => (c.nextcloud = { host: "cloud.example.net" }), path: "ispmail:nextcloud.host", allowed: /must be mailHost or a name in one of ispmail:domains/ },
     // --- the rest of the contract
     { name: "a top-level key with a typo", mutate: (c) => (c.domain = ["example.org"]), path: "ispmail:domain", allowed: /unknown setting \(did you mean ispmail:domains\?\); allowed here: mailHost, domains/ },
+    { name: "a database admin that is not offered", mutate: (c) => (c.dbAdmin = "pgadmin4"), path: "ispmail:dbAdmin", allowed: /^ispmail:dbAdmin: must be one of "phppgadmin" \(the default, as in the tutorial\), "adminer" or "none".* \(got "pgadmin4"\)$/ },
+    { name: "a database admin given as false instead of none", mutate: (c) => (c.dbAdmin = false), path: "ispmail:dbAdmin", allowed: /must be one of "phppgadmin" .*"adminer" or "none".* \(got false\)$/ },
     { name: "an MTA-STS mode that does not exist", mutate: (c) => (c.mtaSts = { mode: "on" }), path: "ispmail:mtaSts.mode", allowed: /one of "enforce", "testing", "none"/ },
     { name: "an ACME directory over plain http", mutate: (c) => (c.acme = { directoryUrl: "http://acme.example.org/dir" }), path: "ispmail:acme.directoryUrl", allowed: /an https URL of an ACME directory/ },
     { name: "an ACME account URL over plain http", mutate: (c) => (c.acme = { accountUri: "http://acme-v02.api.letsencrypt.org/acme/acct/1" }), path: "ispmail:acme.accountUri", allowed: /the https URL of the server's ACME account/ },
@@ -247,6 +249,7 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
         assert.equal(model.messageSizeLimitMb, 50);
         assert.deepEqual(model.nextcloud, { enabled: false, host: "mx1.example.org" });
         assert.deepEqual(model.webmail, { enabled: true, host: "webmail.example.org" }, "webmail on, on the first domain");
+        assert.equal(model.dbAdmin, "phppgadmin", "the tutorial's database admin unless the stack says otherwise");
         assert.equal(model.acme.directoryUrl, "https://acme-v02.api.letsencrypt.org/directory");
         assert.deepEqual(model.mtaSts, { mode: "enforce", maxAge: 604800 });
         assert.deepEqual(model.dns, { ttl: 3600, zoneIds: {}, dnssec: true });
@@ -261,6 +264,15 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
         bare.adminEmail = "admin@elsewhere.example"; // with no mailboxes, an address of ours could receive nothing
         const empty = parseConfig(bare, { stack: "test" }).model;
         assert.deepEqual([empty.users, empty.aliases, empty.sharedMailboxes], [[], [], []]);
+    });
+
+    test("config: ispmail:dbAdmin takes each offered database admin as it is", () => {
+        assert.deepEqual(DB_ADMINS, ["phppgadmin", "adminer", "none"]);
+        for (const choice of DB_ADMINS) {
+            const raw = validRawConfig();
+            raw.dbAdmin = choice;
+            assert.equal(parseConfig(raw, { stack: "test" }).model.dbAdmin, choice);
+        }
     });
 
     test("config: the model is deeply frozen (assignment throws)", () => {

@@ -11,11 +11,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { XMLParser, XMLValidator } from "fast-xml-parser";
-import { parseConfig, type Model } from "../../components/config";
+import { DB_ADMINS, parseConfig, type Model } from "../../components/config";
 import { CERTIFICATE_CONF, CERTIFICATE_SCRIPT, certificateDomains } from "../../components/services/certbot";
 import { CERTIFICATE_KEY } from "../../components/services/tls";
 import { tlsKeySecret } from "../../components/secrets";
-import { ACME_WEBROOT, AUTOCONFIG_XML_PATH, DB_ADMIN_PORT, MTA_STS_POLICY_PATH, PLACEHOLDER_ROOT, renderApacheSites, renderAutoconfigXml, renderAutodiscoverPhp } from "../../components/services/web";
+import { DB_ADMIN_APPS, DB_ADMIN_SITE, PHPPGADMIN_CONFIG } from "../../components/services/dbadmin";
+import { ACME_WEBROOT, AUTOCONFIG_XML_PATH, DB_ADMIN_PORT, DB_ADMIN_ROOT, MTA_STS_POLICY_PATH, PLACEHOLDER_ROOT, renderApacheSites, renderAutoconfigXml, renderAutodiscoverPhp } from "../../components/services/web";
 import { mtaStsPolicy } from "../../components/dns/records";
 import { renderApplyScript, secretRef, type Step } from "../../components/steps";
 import { readStatic } from "../../components/templates";
@@ -80,12 +81,12 @@ describe("web: step shape", () => {
         }
     });
 
-    it("installs PHP-FPM, not mod_php, and Adminer from Debian", () => {
-        const pkgs = webStep(model()).packages ?? [];
-        assert.ok(pkgs.includes("php8.4-fpm") && pkgs.includes("adminer") && pkgs.includes("apache2"));
-        assert.ok(!pkgs.some((p) => p.startsWith("libapache2-mod-php")));
-        // apt satisfies adminer's "php-fpm | mod_php" with what is already in the same request.
-        assert.ok(pkgs.indexOf("php8.4-fpm") < pkgs.indexOf("adminer"));
+    it("installs Apache with PHP-FPM, never mod_php", () => {
+        for (const choice of DB_ADMINS) {
+            const pkgs = webStep(model((raw) => (raw.dbAdmin = choice))).packages ?? [];
+            assert.ok(pkgs.includes("apache2") && pkgs.includes("php8.4-fpm"), choice);
+            assert.ok(!pkgs.some((p) => p.startsWith("libapache2-mod-php") || p === "php-cgi"), choice);
+        }
     });
 });
 
@@ -147,15 +148,115 @@ describe("apache: names and vhosts", () => {
         assert.match(fileOf(webStep(m), `${PLACEHOLDER_ROOT}/index.html`), /<h1>mx1\.example\.org<\/h1>/);
     });
 
-    it("the database admin listens on the loopback addresses only and is not in any public vhost", () => {
-        const sites = renderApacheSites(model(), webHosts(model()));
-        const listens = sites.flatMap((s) => [...s.content.matchAll(/^Listen (\S+)/gm)].map((l) => l[1]));
-        assert.deepEqual(listens.sort(), [`127.0.0.1:${DB_ADMIN_PORT}`, `[::1]:${DB_ADMIN_PORT}`].sort());
-        const dbadmin = virtualHosts(model()).filter((v) => v.body.includes("adminer"));
-        assert.equal(dbadmin.length, 1);
-        assert.deepEqual(dbadmin[0].addresses.sort(), [`127.0.0.1:${DB_ADMIN_PORT}`, `[::1]:${DB_ADMIN_PORT}`].sort());
-        // Debian enables adminer.conf for every vhost; the step turns that off.
-        assert.match(readStatic("apache/apply.sh"), /for conf in [^;]*\badminer\b[^;]*; do\n\s+if \[ -e "\/etc\/apache2\/conf-enabled\/\$conf\.conf" \]; then\n\s+a2disconf/);
+});
+
+describe("database admin (ispmail:dbAdmin): on the loopback vhost only", () => {
+    const LOOPBACK = [`127.0.0.1:${DB_ADMIN_PORT}`, `[::1]:${DB_ADMIN_PORT}`].sort();
+    const withAdmin = (choice: string) => model((raw) => (raw.dbAdmin = choice));
+    const listens = (m: Model) => renderApacheSites(m, webHosts(m)).flatMap((s) => [...s.content.matchAll(/^Listen (\S+)/gm)].map((l) => l[1]));
+    /** The Apache confs the rendered vhosts include. */
+    const includes = (v: VirtualHost) => [...v.body.matchAll(/^\s*Include (\S+)/gm)].map((i) => i[1]);
+    const ADMIN_CONF = (name: string) => `/etc/apache2/conf-available/${name}.conf`;
+
+    it("phpPgAdmin is the default, as in the tutorial", () => {
+        assert.equal(model().dbAdmin, "phppgadmin");
+        assert.deepEqual(webStep(model()), webStep(withAdmin("phppgadmin")));
+    });
+
+    for (const [choice, app, other] of [
+        ["phppgadmin", "phppgadmin", "adminer"],
+        ["adminer", "adminer", "phppgadmin"],
+    ] as const) {
+        it(`${choice}: its Debian package is installed after php8.4-fpm (apt then takes FPM for "libapache2-mod-php | php-cgi | php-fpm"), the other admin's is not`, () => {
+            const pkgs = webStep(withAdmin(choice)).packages ?? [];
+            assert.ok(pkgs.includes(app));
+            assert.ok(!pkgs.includes(other), `${other} is not installed for ${choice}`);
+            assert.ok(pkgs.indexOf("php8.4-fpm") < pkgs.indexOf(app));
+            assert.ok(pkgs.includes("php8.4-pgsql"), "PostgreSQL for PHP");
+        });
+
+        it(`${choice}: served at ${DB_ADMIN_APPS[choice].path} only on 127.0.0.1 and [::1] port ${DB_ADMIN_PORT}, in no public vhost`, () => {
+            const m = withAdmin(choice);
+            assert.deepEqual(listens(m).sort(), LOOPBACK, "Apache listens on the port only on the loopback addresses");
+            const vhosts = virtualHosts(m);
+            const loopback = vhosts.filter((v) => v.site === DB_ADMIN_SITE);
+            assert.equal(loopback.length, 1);
+            assert.deepEqual(loopback[0].addresses.sort(), LOOPBACK);
+            assert.deepEqual(includes(loopback[0]), [ADMIN_CONF(app)], `the loopback vhost includes ${app}.conf and nothing else`);
+            assert.match(loopback[0].body, /<Directory \/var\/www\/localhost>[\s\S]*?Require local/);
+            for (const v of vhosts.filter((x) => x.site !== DB_ADMIN_SITE)) {
+                assert.doesNotMatch(v.body, /phppgadmin|adminer/i, `${v.site} mentions a database admin`);
+                assert.ok(v.addresses.every((a) => a === "*:80" || a === "*:443"), `${v.site}: ${v.addresses.join(" ")}`);
+            }
+            const index = fileOf(webStep(m), `${DB_ADMIN_ROOT}/index.html`);
+            assert.match(index, new RegExp(`<a href="${DB_ADMIN_APPS[choice].path}">${DB_ADMIN_APPS[choice].title}</a>`));
+        });
+    }
+
+    it("none: no admin package, no loopback vhost, nothing listens on the port, no admin files", () => {
+        const m = withAdmin("none");
+        const step = webStep(m);
+        assert.ok(!(step.packages ?? []).some((p) => p === "phppgadmin" || p === "adminer"));
+        assert.deepEqual(listens(m), []);
+        assert.ok(!renderApacheSites(m, webHosts(m)).some((s) => s.name === DB_ADMIN_SITE));
+        assert.ok(!virtualHosts(m).some((v) => /phppgadmin|adminer/i.test(v.body)));
+        assert.deepEqual(step.files.filter((f) => f.path.startsWith(`${DB_ADMIN_ROOT}/`) || f.path.startsWith("/etc/phppgadmin/")), []);
+        assert.match(step.description, /no database admin/);
+    });
+
+    it("a switch leaves nothing of the previous admin reachable: both packages' global confs are disabled whatever the choice, an unrendered site is removed", () => {
+        const script = readStatic("apache/apply.sh");
+        // Debian's phppgadmin and adminer enable conf-enabled/<name>.conf, which serves them on every vhost.
+        assert.match(script, /^for conf in [^;\n]*\$DB_ADMIN_CONFS; do\n\s+if \[ -e "\/etc\/apache2\/conf-enabled\/\$conf\.conf" \]; then\n\s+a2disconf/m);
+        assert.match(script, /^for path in \/etc\/apache2\/sites-available\/ispmail-\*\.conf; do$/m, "sites no longer rendered (the loopback vhost for none) are removed");
+        for (const choice of DB_ADMINS) {
+            const vars = execFileSync("bash", ["-c", `${webStep(withAdmin(choice)).script.split("\n").filter((l) => /^[A-Z_]+=/.test(l)).join("\n")}\nprintf '%s' "$DB_ADMIN_CONFS"`], { encoding: "utf8" });
+            assert.deepEqual(vars.split(" ").sort(), ["adminer", "phppgadmin"], choice);
+        }
+    });
+
+    describe("phpPgAdmin's config.inc.php", () => {
+        const conf = fileOf(webStep(model()), PHPPGADMIN_CONFIG);
+        /** The PHP literal assigned to $conf[...] (keys as in the file, e.g. "['servers'][0]['host']"). */
+        const setting = (key: string) => {
+            const all = [...conf.matchAll(new RegExp(`^\\$conf${key.replace(/[[\]]/g, "\\$&")} = (.+);$`, "gm"))];
+            assert.equal(all.length, 1, `${key} is set once`);
+            return all[0][1];
+        };
+
+        it("is the real file from files/dbadmin, world-readable and holding no secret", () => {
+            const f = webStep(model()).files.find((x) => x.path === PHPPGADMIN_CONFIG)!;
+            assert.equal(f.content, readStatic("dbadmin/phppgadmin.config.inc.php"));
+            assert.deepEqual([f.owner, f.group, f.mode, f.secret], ["root", "root", "0644", undefined]);
+            assert.doesNotMatch(conf, /@@secret/);
+            assert.ok(!webStep(withAdmin("adminer")).files.some((x) => x.path === PHPPGADMIN_CONFIG));
+        });
+
+        it("connects to 127.0.0.1:5432 over TCP, where pg_hba.conf asks every role but postgres for its password (SCRAM)", () => {
+            assert.equal(setting("['servers'][0]['host']"), "'127.0.0.1'");
+            assert.equal(setting("['servers'][0]['port']"), "5432");
+            assert.equal(setting("['servers'][0]['defaultdb']"), "'postgres'");
+            const hba = readStatic("postgresql/pg_hba.conf")
+                .split("\n")
+                .filter((l) => l.trim() && !l.startsWith("#"))
+                .map((l) => l.trim().split(/\s+/));
+            // First match wins: postgres is rejected on loopback, every other role needs its password.
+            const loopback = hba.filter((f) => f[0] === "host" && f[3] === "127.0.0.1/32");
+            assert.deepEqual(loopback.map((f) => [f[2], f[4]]), [["postgres", "reject"], ["all", "scram-sha-256"]]);
+        });
+
+        it("refuses passwordless and superuser logins (extra_login_security on, unlike the tutorial), shows every database (mailserver belongs to postgres)", () => {
+            assert.equal(setting("['extra_login_security']"), "true");
+            assert.equal(setting("['extra_session_security']"), "true");
+            assert.equal(setting("['owned_only']"), "false");
+            assert.equal(setting("['max_chars']"), "120", "the tutorial's");
+        });
+
+        it("has the format version phpPgAdmin 7.14 expects (19; it refuses below 16)", () => {
+            assert.equal(setting("['version']"), "19");
+            assert.match(conf, /^<\?php\n/);
+            assert.doesNotMatch(conf, /\?>\s*$/, "no closing tag: nothing can follow it into the output");
+        });
     });
 });
 
