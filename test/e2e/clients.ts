@@ -3,6 +3,7 @@
  * (passwords in its environment, never in argv), and the foreign MTA's mailbox as the receiving end.
  */
 import { randomBytes } from "node:crypto";
+import { connect as netConnect } from "node:net";
 import { run } from "../../lab/proc";
 import { guest, LAB, type Guest } from "../../lab/testkit";
 
@@ -156,6 +157,22 @@ export function inMailbox(user: string, mailbox: string, subject: string): Promi
     return eventually(`"${subject}" in ${user}'s ${mailbox}`, async () =>
         (await guest("mail").exec(`doveadm search -u ${shellQuote(user)} mailbox ${shellQuote(mailbox)} subject ${shellQuote(subject)}`)).stdout.trim() ? true : undefined,
     );
+}
+
+/** How a TCP connection to host:port ends: connected, refused (nothing listens), or another error code. */
+export function tcpOutcome(host: string, port: number): Promise<"connected" | "refused" | string> {
+    return new Promise((resolve) => {
+        const socket = netConnect({ host, port, timeout: 5000 });
+        socket.on("connect", () => {
+            socket.destroy();
+            resolve("connected");
+        });
+        socket.on("timeout", () => {
+            socket.destroy();
+            resolve("timeout");
+        });
+        socket.on("error", (e: NodeJS.ErrnoException) => resolve(e.code === "ECONNREFUSED" ? "refused" : (e.code ?? e.message)));
+    });
 }
 
 /** The message's header block with folded lines unfolded. */

@@ -13,7 +13,7 @@ import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import * as http from "node:http";
 import * as https from "node:https";
-import { connect as netConnect, createServer } from "node:net";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { chromium, type Browser, type FrameLocator, type Page } from "playwright-core";
@@ -24,7 +24,7 @@ import { DB_ROLES, dbPasswordSecret } from "../../components/secrets";
 import { STATE_DIR } from "../../lab/lab";
 import { sshArgs } from "../../lab/ssh";
 import { applyOnGuest, guest, LAB, labModel, labModelWith, labSession } from "../../lab/testkit";
-import { eventually } from "./clients";
+import { eventually, sleep, tcpOutcome } from "./clients";
 
 const CHROMIUM = "/usr/bin/chromium";
 const ARTIFACTS = join(STATE_DIR, "artifacts", "dbadmin");
@@ -35,23 +35,7 @@ const ERROR_LOG = "/var/log/apache2/dbadmin.error.log";
 /** phpPgAdmin's one server, as its config.inc.php names it. */
 const SERVER_DESC = "PostgreSQL (ispmail)";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** How a TCP connection to host:port ends: connected, refused (nothing listens), or another error code. */
-function tcpOutcome(host: string, port: number): Promise<"connected" | "refused" | string> {
-    return new Promise((resolve) => {
-        const socket = netConnect({ host, port, timeout: 5000 });
-        socket.on("connect", () => {
-            socket.destroy();
-            resolve("connected");
-        });
-        socket.on("timeout", () => {
-            socket.destroy();
-            resolve("timeout");
-        });
-        socket.on("error", (e: NodeJS.ErrnoException) => resolve(e.code === "ECONNREFUSED" ? "refused" : (e.code ?? e.message)));
-    });
-}
 
 interface Answer {
     readonly status: number;

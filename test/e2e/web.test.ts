@@ -9,7 +9,6 @@ import assert from "node:assert/strict";
 import { Resolver } from "node:dns/promises";
 import * as http from "node:http";
 import * as https from "node:https";
-import { connect as netConnect } from "node:net";
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,7 +24,7 @@ import { renderNextcloudConfig, SQL_RAW_QUERIES } from "../../components/service
 import { resolveSecrets, type Step } from "../../components/steps";
 import { applyOnGuest, client, guest, LAB, labModelWith, PATHS, labSession } from "../../lab/testkit";
 import { SERVICE, stepsOf, webHosts } from "../../components/services";
-import { loginAccepted } from "./clients";
+import { loginAccepted, sleep, tcpOutcome } from "./clients";
 
 const MAIL = LAB.mail;
 const resolver = new Resolver({ timeout: 3000, tries: 2 });
@@ -82,21 +81,6 @@ async function request(url: string, opts: { method?: string; body?: string; head
     });
 }
 
-/** Whether a TCP connection to address:port is refused (nothing listens there for us). */
-function tcpOutcome(host: string, port: number): Promise<"connected" | "refused" | string> {
-    return new Promise((resolve) => {
-        const socket = netConnect({ host, port, timeout: 5000 });
-        socket.on("connect", () => {
-            socket.destroy();
-            resolve("connected");
-        });
-        socket.on("timeout", () => {
-            socket.destroy();
-            resolve("timeout");
-        });
-        socket.on("error", (e: NodeJS.ErrnoException) => resolve(e.code === "ECONNREFUSED" ? "refused" : (e.code ?? e.message)));
-    });
-}
 
 /** The TLS ports of the server and how a client starts TLS on each. */
 const TLS_PORTS = [
@@ -143,7 +127,7 @@ async function startOldTlsServer(): Promise<{ port: number; stop: () => void }> 
     assert.equal(made.code, 0, made.stderr);
     const port = 40000 + Math.floor(Math.random() * 20000);
     const server = spawn("openssl", ["s_server", "-accept", `127.0.0.1:${port}`, "-cert", join(dir, "cert.pem"), "-key", join(dir, "key.pem"), "-cipher", "ALL:@SECLEVEL=0", "-min_protocol", "TLSv1", "-max_protocol", "TLSv1.2", "-www", "-quiet"], { stdio: "ignore" });
-    for (let i = 0; i < 50 && (await tcpOutcome("127.0.0.1", port)) !== "connected"; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 50 && (await tcpOutcome("127.0.0.1", port)) !== "connected"; i++) await sleep(100);
     const stop = () => {
         server.kill();
         rmSync(dir, { recursive: true, force: true });
