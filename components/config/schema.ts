@@ -171,6 +171,11 @@ const nextcloudSchema = z
         if (!n.enabled) return;
         if (!n.version) ctx.addIssue({ code: "custom", path: ["version"], message: "is required when nextcloud.enabled is true: a Nextcloud release number such as 31.0.9" });
         if (!n.sha256) ctx.addIssue({ code: "custom", path: ["sha256"], message: "is required when nextcloud.enabled is true (the archive is pinned by hash): 64 hex digits" });
+        // One digit 64 times is a placeholder, never a real archive's hash: refused here, before any
+        // resource exists, instead of in the middle of `pulumi up` when the download does not match.
+        else if (/^(.)\1{63}$/.test(n.sha256)) {
+            ctx.addIssue({ code: "custom", path: ["sha256"], message: "is a placeholder (one digit 64 times): copy the real SHA-256 from the .sha256 file next to the archive" });
+        }
     })
     .describe("a mapping {enabled, version?, url?, sha256?, host?}");
 
