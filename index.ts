@@ -12,6 +12,8 @@ export const dnsRecords = outputs.dnsRecords;
 export const dnssecDs = outputs.dnssecDs;
 /** Passwords of the mailboxes whose password was generated (secret). */
 export const userPasswords = outputs.userPasswords;
+/** What an administrator logs in with: db.mailadmin, rspamd.controller, nextcloud.admin, backup.restic (secret). */
+export const adminSecrets = outputs.adminSecrets;
 /** Which DKIM selector signs; during a rotation, when the next `pulumi up` will switch it. */
 export const dkimSigning = outputs.dkimSigning;
 export const beforeFirstUse = outputs.beforeFirstUse;

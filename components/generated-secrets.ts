@@ -18,7 +18,7 @@ import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
 import type { ConfiguredSecrets, Model } from "./config";
 import { tlsaOfKey } from "./dns/records";
-import { DKIM_SECRET_PREFIX, dkimPublicKeyFromPem, TLS_KEY_SECRET_PREFIX, userPasswordSecret, type SecretSpec } from "./secrets";
+import { ADMIN_SECRETS, DKIM_SECRET_PREFIX, dkimPublicKeyFromPem, TLS_KEY_SECRET_PREFIX, userPasswordSecret, type SecretSpec } from "./secrets";
 import { secretSpecs, type Service } from "./services";
 
 export interface GeneratedSecretsArgs {
@@ -41,6 +41,8 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
     public readonly tlsa: Readonly<Record<string, pulumi.Output<string>>>;
     /** address -> password, for the users whose password was generated (secret; a stack output). */
     public readonly generatedUserPasswords: pulumi.Output<Record<string, string>>;
+    /** Secret name -> value of the stack's {@link ADMIN_SECRETS} (secret; a stack output). */
+    public readonly adminSecrets: pulumi.Output<Record<string, string>>;
 
     constructor(name: string, args: GeneratedSecretsArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ispmail:secrets:GeneratedSecrets", name, {}, opts);
@@ -96,6 +98,8 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
         this.dkimPublicKeys = dkim;
         this.tlsa = tlsa;
         const generatedUsers = model.users.filter((u) => !u.passwordFromConfig);
+        const admin = ADMIN_SECRETS.filter((name) => name in byName);
+        this.adminSecrets = pulumi.secret(pulumi.all(admin.map((name) => byName[name])).apply((values) => Object.fromEntries(admin.map((name, i) => [name, values[i]]))));
         this.generatedUserPasswords = pulumi.secret(
             pulumi.all(generated).apply((g) => Object.fromEntries(generatedUsers.map((u) => [u.address, g[userPasswordSecret(u.address)]]))),
         );

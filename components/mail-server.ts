@@ -62,7 +62,7 @@ export function beforeFirstUse(model: Pick<Model, "mailHost" | "dns">): string {
         `2. Reverse DNS (PTR) of both addresses is set to ${model.mailHost} by this stack; check it with: dig -x <ipv4> +short`,
         "3. Each domain's zone must be active at Cloudflare (its registrar points to Cloudflare's name servers), or the records here are not seen.",
         "4. The certificate comes from Let's Encrypt once the A/AAAA records resolve; until then the server uses a self-signed one.",
-        "5. Generated mailbox passwords: pulumi stack output --show-secrets userPasswords",
+        "5. Generated mailbox passwords: pulumi stack output --show-secrets userPasswords; the admins' (database admin as mailadmin, Rspamd's web interface, Nextcloud's admin, the backup repository): pulumi stack output --show-secrets adminSecrets",
         ...(model.dns.dnssec
             ? ["6. DNSSEC: give each zone's DS record (pulumi stack output dnssecDs) to its registrar; until then the zones are signed but not validated, and DANE senders do not check this server. `npm run check` says which zone's DS is missing."]
             : []),
@@ -76,6 +76,7 @@ export class MailServer extends pulumi.ComponentResource {
     /** Zone -> DS record for the registrar (empty when dns.dnssec is false). */
     public readonly dnssecDs: pulumi.Output<Record<string, string>>;
     public readonly userPasswords: pulumi.Output<Record<string, string>>;
+    public readonly adminSecrets: pulumi.Output<Record<string, string>>;
     public readonly secrets: GeneratedSecrets;
     public readonly host: Host;
     public readonly dns: MailDns;
@@ -125,6 +126,7 @@ export class MailServer extends pulumi.ComponentResource {
         this.dnsRecords = this.dns.records;
         this.dnssecDs = this.dns.dnssecDs;
         this.userPasswords = this.secrets.generatedUserPasswords;
+        this.adminSecrets = this.secrets.adminSecrets;
         this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6 });
     }
 }

@@ -43,6 +43,8 @@ export interface ProgramOutputs {
     /** Zone -> DS record to give to the registrar (DNSSEC). */
     readonly dnssecDs: pulumi.Output<Record<string, string>>;
     readonly userPasswords: pulumi.Output<Record<string, string>>;
+    /** Secret name -> value of the secrets an administrator logs in with (components/secrets.ts ADMIN_SECRETS). */
+    readonly adminSecrets: pulumi.Output<Record<string, string>>;
     /** Which DKIM selector signs, and when a rotation listed in the config will take effect. */
     readonly dkimSigning: pulumi.Output<DkimSigningPlan>;
     readonly beforeFirstUse: string;
@@ -69,6 +71,7 @@ export function program(): ProgramOutputs {
         dnsRecords: server.dnsRecords,
         dnssecDs: server.dnssecDs,
         userPasswords: server.userPasswords,
+        adminSecrets: server.adminSecrets,
         dkimSigning: server.dkimSigning,
         beforeFirstUse: beforeFirstUse(model),
     };

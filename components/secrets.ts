@@ -52,6 +52,12 @@ export const dkimKeySecret = (selector: string) => `${DKIM_SECRET_PREFIX}${selec
 export const TLS_KEY_SECRET_PREFIX = "tls:";
 export const tlsKeySecret = (name: string) => `${TLS_KEY_SECRET_PREFIX}${name}`;
 export const dbPasswordSecret = (role: string) => `db.${role}`;
+/**
+ * The secrets an administrator logs in with (stack output `adminSecrets`): the database admin as
+ * mailadmin, Rspamd's web interface, Nextcloud's admin, the backup repository. Only those the
+ * stack has (Nextcloud's when enabled, restic's with backups).
+ */
+export const ADMIN_SECRETS: readonly string[] = [dbPasswordSecret(DB_ROLES.admin), RSPAMD_CONTROLLER_SECRET, NEXTCLOUD_ADMIN_SECRET, BACKUP_PASSWORD_SECRET];
 
 /**
  * base64 of the DER SubjectPublicKeyInfo: the `p=` value of a DKIM record (RFC 6376 §3.6.1).

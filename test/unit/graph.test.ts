@@ -9,7 +9,7 @@ import { parseConfig } from "../../components/config";
 import { sshfpOf, tlsaOfKey, txtText } from "../../components/dns/records";
 import { program, type ProgramOutputs } from "../../components/program";
 import { secretSpecs } from "../../components/services";
-import { isSecret, ofType, one, runMocked, valueOf, type RegisteredResource } from "../harness/mocks";
+import { isSecret, mockState, ofType, one, runMocked, valueOf, type RegisteredResource } from "../harness/mocks";
 import { loadStackFile } from "../harness/stack-file";
 import { REPO_ROOT, validRawConfig } from "../fixtures/config";
 
@@ -223,6 +223,28 @@ describe("graph: secrets", () => {
         assert.match(exported["bob@example.org"], /^[A-Za-z0-9]{32}$/);
         assert.equal(await isSecret(outputs.userPasswords), true);
     });
+
+    it("graph: the admins' secrets are one secret output, holding exactly the ones the stack has, with the values the server gets", async () => {
+        const raw = validRawConfig();
+        const run = await programRun("staging", raw);
+        assert.equal(run.error, undefined, String(run.error));
+        const outputs = run.result as ProgramOutputs;
+        assert.equal(await isSecret(outputs.adminSecrets), true);
+        const admin = await valueOf(outputs.adminSecrets);
+        // No Nextcloud and no backups in the fixture: the database admin and Rspamd's only.
+        assert.deepEqual(Object.keys(admin).sort(), ["db.mailadmin", "rspamd.controller"]);
+        for (const [name, value] of Object.entries(admin)) {
+            const generated = one(run.resources, "random:index/randomPassword:RandomPassword", name);
+            assert.equal(value, mockState({ ...generated, custom: true }).state.result, name);
+        }
+
+        const withAll = validRawConfig();
+        withAll.nextcloud = { enabled: true, version: "31.0.9", sha256: "ab".repeat(32) };
+        withAll.backup = { repository: "sftp:backup@backup.example.net:/srv/restic/mx1" };
+        const all = await programRun("staging", withAll);
+        assert.equal(all.error, undefined, String(all.error));
+        assert.deepEqual(Object.keys(await valueOf((all.result as ProgramOutputs).adminSecrets)).sort(), ["backup.restic", "db.mailadmin", "nextcloud.admin", "rspamd.controller"]);
+    });
 });
 
 describe("graph: a bad config", () => {
@@ -254,7 +276,7 @@ describe("graph: index.ts, the real entry point", () => {
         raw.users[1].password = "configured-password-for-bob";
         const out = runIndex(withNamespace(raw), "staging", ["ispmail:users"]);
         assert.equal(out.error, null);
-        assert.deepEqual(Object.keys(out.outputs).sort(), ["beforeFirstUse", "clientSettings", "dkimSigning", "dnsRecords", "dnssecDs", "ipv4", "ipv6", "mailHost", "userPasswords"]);
+        assert.deepEqual(Object.keys(out.outputs).sort(), ["adminSecrets", "beforeFirstUse", "clientSettings", "dkimSigning", "dnsRecords", "dnssecDs", "ipv4", "ipv6", "mailHost", "userPasswords"]);
         assert.equal(out.outputs.mailHost, "mx1.example.org");
         // The mocked records are long published: the first listed selector signs.
         assert.deepEqual([out.outputs.dkimSigning.selector, out.outputs.dkimSigning.state], [raw.dkimSelectors[0], "settled"]);
