@@ -10,16 +10,18 @@
  *   secret (a new user's password) leaves every other step's stdin known and unchanged in preview;
  * - `addPreviousOutputInEnv: false`: the provider would otherwise send the previous stdout as an SSH
  *   environment variable on every update, which sshd refuses (AcceptEnv) with a warning;
- * - `triggers` = [step content hash, server id]: the hash (placeholders unresolved, so harmless)
- *   makes a changed step visible in `pulumi preview`; the server id re-runs every step on a new
- *   machine, because a changed connection alone is only an update;
+ * - `triggers` = ["server <id>", ...the step's summary lines ({@link stepSummary}: each file with a
+ *   short hash of its content, placeholders unresolved, so harmless; the packages; the script)]:
+ *   `pulumi preview --diff` shows which file of which step changes, and a changed step is replaced
+ *   (run again); the server id re-runs every step on a new machine, because a changed connection
+ *   alone is only an update;
  * - steps that hold secrets log nothing and their stdout/stderr are secret outputs;
  * - one command per step (each opens its own SSH connection), ordered by the steps' `after`;
  * - no `delete`: removing a step from the program leaves the server as it is.
  */
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { remoteApplyCommand, renderApplyScript, resolveSecrets, secretsOf, stepHash, type Step } from "./steps";
+import { remoteApplyCommand, renderApplyScript, resolveSecrets, secretsOf, stepHash, stepSummary, type Step } from "./steps";
 
 /** How every command reaches the server. */
 export interface ServerConnection {
@@ -69,8 +71,8 @@ export function stepCommand(
         serverId: pulumi.Input<string>;
         /** Exactly the secrets the step references (known up front, also for a deferred step). */
         secrets: SecretInputs;
-        /** Content hash of the step (placeholders unresolved). */
-        hash: pulumi.Input<string>;
+        /** The step's summary lines ({@link stepSummary}, placeholders unresolved). */
+        summary: pulumi.Input<string[]>;
         name: string;
     },
     opts: pulumi.CustomResourceOptions,
@@ -83,7 +85,7 @@ export function stepCommand(
             connection: pulumi.secret(pulumi.output(args.connection)),
             create: remoteApplyCommand({ name: args.name }, { holdsSecrets }),
             stdin: pulumi.secret(stdin),
-            triggers: [args.hash, args.serverId],
+            triggers: pulumi.all([args.serverId, args.summary]).apply(([serverId, summary]) => [`server ${serverId}`, ...summary]),
             addPreviousOutputInEnv: false,
             ...(holdsSecrets ? { logging: command.types.enums.remote.Logging.None } : {}),
         },
@@ -174,7 +176,7 @@ export class ServerConfig extends pulumi.ComponentResource {
                     connection: args.connection,
                     serverId: args.serverId,
                     secrets: secretsFor(step, args.secrets),
-                    hash: deferred ? pulumi.output(content).apply((c) => stepHash(c as Step)) : stepHash(step),
+                    summary: deferred ? pulumi.output(content).apply((c) => stepSummary(c as Step)) : stepSummary(step),
                 },
                 { parent: this, dependsOn: [args.machineReady, ...after, ...(args.extraDependsOn?.[step.name] ?? [])] },
             );

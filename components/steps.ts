@@ -157,6 +157,28 @@ export function stepHash(step: Step): string {
     return createHash("sha256").update(JSON.stringify(step)).digest("hex");
 }
 
+/**
+ * What a step installs, one readable line per part: the command's `triggers`, so that `pulumi
+ * preview --diff` names what changed ("file /etc/postfix/main.cf root:root 0644 3f2a1b2c9d0e")
+ * instead of one hash of everything. Together the lines cover every part of the step that the
+ * server acts on (not its description, which is prose). The short hashes are of the content with its secret placeholders unresolved: neither
+ * a secret nor a secret's hash.
+ */
+export function stepSummary(step: Step): string[] {
+    const short = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 12);
+    return [
+        ...(step.packages?.length ? [`packages ${step.packages.join(" ")}`] : []),
+        ...(step.debconf?.length ? [`debconf ${short(step.debconf.join("\n"))}`] : []),
+        ...step.files.map((f) => {
+            const owner = f.owner ?? "root";
+            const mode = f.mode ?? (f.secret ? "0600" : "0644");
+            return `file ${f.path} ${owner}:${f.group ?? owner} ${mode}${f.secret ? " secret" : ""} ${short(f.content)}`;
+        }),
+        ...(step.inputs ?? []).map((i) => `input ${i.name} ${short(i.content)}`),
+        `script ${short(step.script)}`,
+    ];
+}
+
 /** A command reading `content` base64-encoded from a here-document (76-character lines). */
 function base64HereDocument(command: string, content: string): string[] {
     const b64 = Buffer.from(content, "utf8").toString("base64").replace(/.{1,76}/g, "$&\n");

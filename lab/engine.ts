@@ -62,6 +62,8 @@ export interface PlanEntry {
     /** When the provider operation started and ended (ms since the epoch; `up` only). */
     startedAt?: number;
     endedAt?: number;
+    /** A step command's changed summary lines, as `pulumi preview --diff` shows its `triggers`. */
+    readonly triggerDiff?: readonly string[];
     /** What the provider reported (a step's result line), or its error. */
     detail?: string;
     error?: string;
@@ -253,7 +255,8 @@ export async function runEngine(opts: EngineRunOptions): Promise<EngineRun> {
                     const classified = classify(args.type, inputs, old, ignoreChangesOf.get(key));
                     const forced = old !== undefined && opts.replace?.includes(key) === true;
                     const c: Classified = forced ? { ...classified, op: "replace", replaceBecause: ["--replace"] } : classified;
-                    const entry: PlanEntry = { key, type: args.type, name: args.name, op: c.op, changed: c.changed, replaceBecause: c.replaceBecause };
+                    const triggerDiff = old && c.changed.includes("triggers") ? summaryDiff(old.inputs.triggers, c.inputs.triggers) : [];
+                    const entry: PlanEntry = { key, type: args.type, name: args.name, op: c.op, changed: c.changed, replaceBecause: c.replaceBecause, ...(triggerDiff.length ? { triggerDiff } : {}) };
                     plan.push(entry);
                     if (c.op === "same") return { id: old!.id, state: { ...old!.inputs, ...old!.outputs } };
                     // Preview: inputs only, computed outputs unknown (a known id only when kept).
@@ -375,11 +378,40 @@ export function formatPlan(plan: readonly PlanEntry[], opts: { showSame?: boolea
         const why = e.op === "replace" ? `${diff} replaced for: ${e.replaceBecause.join(", ")}`.trim() : diff;
         const time = e.seconds !== undefined ? `${e.seconds.toFixed(1).padStart(6)} s` : "";
         const detail = e.error ? `FAILED: ${e.error.split("\n")[0]}` : (e.detail ?? "");
-        return `  ${SYMBOL[e.op].padEnd(2)} ${e.op.padEnd(7)} ${what}  ${[time, why, detail].filter(Boolean).join("  ")}`.trimEnd();
+        const line = `  ${SYMBOL[e.op].padEnd(2)} ${e.op.padEnd(7)} ${what}  ${[time, why, detail].filter(Boolean).join("  ")}`.trimEnd();
+        return [line, ...(e.triggerDiff ?? []).map((d) => `        ${d}`)].join("\n");
     });
     const count = (op: Operation) => plan.filter((e) => e.op === op).length;
     lines.push(`  ${count("create")} to create, ${count("update")} to update, ${count("replace")} to replace, ${count("delete")} to delete, ${count("same")} unchanged`);
     return lines.join("\n");
+}
+
+/**
+ * What changed between two step summaries (components/steps.ts stepSummary: "file PATH owner:group
+ * mode HASH", "packages ...", "script HASH", ...), one line per part: `~ file /etc/postfix/main.cf`,
+ * `+ file ...`, `- file ...`, `~ packages a b -> a b c`. A part is known by its kind and, for
+ * files and inputs, its name; empty when either side is not such a list (e.g. unknown in preview).
+ */
+export function summaryDiff(before: unknown, after: unknown): string[] {
+    const lines = (v: unknown) => (Array.isArray(v) && v.every((x) => typeof x === "string") ? (v as string[]) : undefined);
+    const a = lines(before);
+    const b = lines(after);
+    if (!a || !b) return [];
+    const partOf = (line: string) => {
+        const [kind, name] = line.split(" ");
+        return kind === "file" || kind === "input" ? `${kind} ${name}` : kind;
+    };
+    const byPart = (list: string[]) => new Map(list.map((l) => [partOf(l), l]));
+    const old = byPart(a);
+    const now = byPart(b);
+    const out: string[] = [];
+    for (const [part, line] of now) {
+        const was = old.get(part);
+        if (was === undefined) out.push(`+ ${part}`);
+        else if (was !== line) out.push(part === "packages" || part === "server" ? `~ ${was} -> ${line.slice(part.length + 1)}` : `~ ${part}`);
+    }
+    for (const part of old.keys()) if (!now.has(part)) out.push(`- ${part}`);
+    return out;
 }
 
 /** `type::name -> op` for the resources that change (what tests compare). */

@@ -31,7 +31,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
 import type { Model } from "../config";
 import { stepCommand, waitForMachine, type ServerConnection } from "../remote";
-import { stepHash } from "../steps";
+import { stepSummary } from "../steps";
 import type { Service } from "../services";
 import { cloudInit, firewallRules, serverIpv6Address, sshAccessStep } from "./rules";
 
@@ -145,7 +145,7 @@ export class Host extends pulumi.ComponentResource {
                 connection: this.connection,
                 serverId: this.serverId,
                 secrets: {},
-                hash: access.apply(stepHash),
+                summary: access.apply(stepSummary),
             },
             { parent: this, dependsOn: [this.ready] },
         );

@@ -40,6 +40,9 @@ function render(model: Model, { webHosts }: RenderContext): StepBody {
         ACME_EMAIL: model.adminEmail,
         ACME_WEBROOT,
         KEY: CERTIFICATE_KEY,
+        // Which of ispmail:tlsKeys the installed key is: moving another key first changes this file,
+        // so the step runs again and asks for a certificate of the new key right after the tls step.
+        KEY_NAME: model.tlsKeys[0],
     });
     const file = (path: string, content: string, mode = "0644"): StepFile => ({ path, content, owner: "root", group: "root", mode });
     return {

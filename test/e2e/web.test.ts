@@ -387,7 +387,7 @@ describe("nextcloud: SQL user backend against the mail directory", () => {
      * stack), secrets resolved: the very queries and credentials Nextcloud would use.
      */
     function backendConfigPhp(): string {
-        const m = labModelWith({ nextcloud: { enabled: true, version: "31.0.9", sha256: "0".repeat(64) } });
+        const m = labModelWith({ nextcloud: { enabled: true, version: "31.0.9", sha256: "ab".repeat(32) } });
         const step: Step = { name: "nextcloud-config", description: "", files: [{ path: "/x", content: renderNextcloudConfig(m), secret: true }], script: "", after: [] };
         return resolveSecrets(step, secrets).files[0].content;
     }

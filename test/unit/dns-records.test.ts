@@ -122,7 +122,7 @@ describe("dns: record set", () => {
 
     it("dns: the groupware SRV records (RFC 6764) appear only when Nextcloud is enabled", () => {
         const withCloud = model((raw) => {
-            raw.nextcloud = { enabled: true, version: "31.0.9", sha256: "a".repeat(64), host: "cloud.example.org" };
+            raw.nextcloud = { enabled: true, version: "31.0.9", sha256: "ab".repeat(32), host: "cloud.example.org" };
         });
         const records = render(withCloud);
         const srv = records.filter((x) => x.name.startsWith("_cal") || x.name.startsWith("_card")).map((x) => `${x.name} ${x.content}`);

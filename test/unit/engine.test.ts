@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it, mock } from "node:test";
-import { changes, emptyState, formatPlan, runEngine, type EngineRun, type EngineState, type ProviderRequest } from "../../lab/engine";
+import { changes, emptyState, formatPlan, runEngine, summaryDiff, type EngineRun, type EngineState, type ProviderRequest } from "../../lab/engine";
 import { validRawConfig } from "../fixtures/config";
 import { mockCall, mockState } from "../harness/mocks";
 
@@ -140,6 +140,11 @@ describe("engine: what a preview shows for typical changes", () => {
         try {
             const r = await run(validRawConfig(), await deployed(), true);
             assert.deepEqual(changes(r.plan), { "Command postfix": "replace" });
+            // What a reviewer reads in the plan (pulumi preview --diff shows the same triggers): the
+            // one file that changed, not a hash of the whole step.
+            const postfix = r.plan.find((e) => e.name === "postfix")!;
+            assert.deepEqual(postfix.triggerDiff, ["~ file /etc/postfix/main.cf"]);
+            assert.match(formatPlan(r.plan), /\+- replace Command postfix .*\n {8}~ file \/etc\/postfix\/main\.cf\n/);
         } finally {
             m.mock.restore();
         }
@@ -198,5 +203,15 @@ describe("engine: what a preview shows for typical changes", () => {
     it("engine: removing an admin key updates only root's authorized_keys (no Hetzner key to delete)", async () => {
         const r = await previewOf((raw) => (raw.server.sshPublicKeys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKb9zUXqHK3B8t2wB1e3mE3bX3p5ZbqR9N6m1zq2w3xY other@example.org"]));
         assert.deepEqual(changes(r.plan), { "Command ssh-access": "replace" });
+    });
+});
+
+describe("engine: the summary diff under a step", () => {
+    it("engine: changed, added and removed parts, one line each; packages show both lists; none when a side is unknown", () => {
+        const before = ["server 1", "packages a b", "file /etc/x root:root 0644 111111111111", "file /etc/y root:root 0644 222222222222", "script 333333333333"];
+        const after = ["server 1", "packages a b c", "file /etc/x root:root 0644 999999999999", "file /etc/z root:root 0644 444444444444", "script 333333333333"];
+        assert.deepEqual(summaryDiff(before, after), ["~ packages a b -> a b c", "~ file /etc/x", "+ file /etc/z", "- file /etc/y"]);
+        assert.deepEqual(summaryDiff(before, before), []);
+        assert.deepEqual(summaryDiff(before, undefined), []);
     });
 });

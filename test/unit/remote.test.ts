@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { ServerConfig, type ServerConnection } from "../../components/remote";
-import { remoteApplyCommand, secretRef, stepHash, type Step } from "../../components/steps";
+import { remoteApplyCommand, secretRef, stepSummary, type Step } from "../../components/steps";
 import { one, ofType, runMocked, type RegisteredResource } from "../harness/mocks";
 
 const CONNECTION: ServerConnection = { host: "203.0.113.10", user: "root", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n", hostKey: "ssh-ed25519 AAAAhost" };
@@ -70,11 +70,11 @@ describe("remote: steps as commands", () => {
         for (const c of commandsOf(resources)) assert.ok(!JSON.stringify(c.inputs.create).includes(SECRETS["db.mailreader"]));
     });
 
-    it("remote: triggers are the step's content hash and the server id", async () => {
+    it("remote: triggers are the server id and the step's summary lines", async () => {
         const { resources } = await configRun();
-        for (const s of STEPS) assert.deepEqual(one(resources, "command:remote:Command", s.name).inputs.triggers, [stepHash(s), "4711"]);
-        // The hash is of the step with placeholders: it never contains a secret.
-        assert.ok(!JSON.stringify(STEPS).includes(SECRETS["db.mailreader"]));
+        for (const s of STEPS) assert.deepEqual(one(resources, "command:remote:Command", s.name).inputs.triggers, ["server 4711", ...stepSummary(s)]);
+        // Summarised with placeholders: the triggers never contain a secret.
+        for (const c of commandsOf(resources)) assert.ok(!JSON.stringify(c.inputs.triggers).includes(SECRETS["db.mailreader"]), c.name);
     });
 
     it("remote: a step that holds secrets logs nothing and keeps its output secret; others log", async () => {
@@ -128,13 +128,13 @@ describe("remote: steps decided during the deployment (deferred)", () => {
     const tlsA = step("tls", ["base"], { script: 'log "signer a"' });
     const tlsB = step("tls", ["base"], { script: 'log "signer b"' });
 
-    it("remote: the chosen candidate becomes the step's content and its hash the trigger; other steps stay plain", async () => {
+    it("remote: the chosen candidate becomes the step's content and its summary the triggers; other steps stay plain", async () => {
         const { resources, error } = await deferredRun([tlsA, tlsB], tlsB);
         assert.equal(error, undefined, String(error));
         const tls = one(resources, "command:remote:Command", "tls");
-        assert.deepEqual(tls.inputs.triggers, [stepHash(tlsB), "4711"]);
+        assert.deepEqual(tls.inputs.triggers, ["server 4711", ...stepSummary(tlsB)]);
         assert.match(String(tls.inputs.stdin), /signer b/);
-        assert.deepEqual(one(resources, "command:remote:Command", "base").inputs.triggers, [stepHash(STEPS[0]), "4711"]);
+        assert.deepEqual(one(resources, "command:remote:Command", "base").inputs.triggers, ["server 4711", ...stepSummary(STEPS[0])]);
     });
 
     it("remote: a candidate that differs in secrets or order is refused up front, before any command exists", async () => {

@@ -12,7 +12,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, st
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { needsRoot } from "../harness/needs";
-import { orderSteps, parseStepResult, RESULT_PREFIX, renderApplyScript, resolveSecrets, secretRef, secretsOf, stepHash, type Step, type StepFile } from "../../components/steps";
+import { orderSteps, parseStepResult, RESULT_PREFIX, renderApplyScript, resolveSecrets, secretRef, secretsOf, stepHash, stepSummary, type Step, type StepFile } from "../../components/steps";
 
 let root: string;
 let fakeBin: string;
@@ -362,5 +362,41 @@ describe("steps: reload_when_changed (files/common/prelude.sh), the one reload c
         } finally {
             writeFileSync(join(fakeBin, "systemctl"), recorder, { mode: 0o755 });
         }
+    });
+});
+
+describe("steps: the readable summary (a command's triggers)", () => {
+    const base: Step = {
+        name: "demo",
+        description: "a demo step",
+        packages: ["postfix", "postfix-pgsql"],
+        files: [
+            { path: "/etc/demo/main.cf", content: "a = 1\n" },
+            { path: "/etc/demo/secret.cf", content: `password = ${secretRef("db.demo")}\n`, owner: "root", group: "postfix", mode: "0640", secret: true },
+        ],
+        inputs: [{ name: "passwords", content: `user a@example.org ${secretRef("user:a@example.org", "base64")}\n` }],
+        script: "reload postfix",
+        after: [],
+    };
+
+    test("steps: one line per part: packages, each file with owner, mode and a short hash, each input, the script", () => {
+        const lines = stepSummary(base);
+        assert.equal(lines.length, 5);
+        assert.equal(lines[0], "packages postfix postfix-pgsql");
+        assert.match(lines[1], /^file \/etc\/demo\/main\.cf root:root 0644 [0-9a-f]{12}$/);
+        assert.match(lines[2], /^file \/etc\/demo\/secret\.cf root:postfix 0640 secret [0-9a-f]{12}$/);
+        assert.match(lines[3], /^input passwords [0-9a-f]{12}$/);
+        assert.match(lines[4], /^script [0-9a-f]{12}$/);
+    });
+
+    test("steps: a changed file changes its line only; the secret's value never reaches the summary", () => {
+        const changed: Step = { ...base, files: [{ ...base.files[0], content: "a = 2\n" }, base.files[1]] };
+        const [a, b] = [stepSummary(base), stepSummary(changed)];
+        assert.deepEqual(a.map((l, i) => (l === b[i] ? "=" : l.split(" ").slice(0, 2).join(" "))), ["=", "file /etc/demo/main.cf", "=", "=", "="]);
+        // Hashed with the placeholder, so a new secret value leaves the summary as it was.
+        const secret = "s3cr3t-value-of-db-demo";
+        const resolved = resolveSecrets(base, { "db.demo": secret, "user:a@example.org": "pw" });
+        assert.notDeepEqual(stepSummary(resolved), a, "the resolved step differs (the check can fail)");
+        assert.ok(!stepSummary(base).join("\n").includes(secret));
     });
 });
