@@ -9,10 +9,11 @@
  *   the `base` step formats it only when blkid finds no filesystem, so it is never reformatted);
  * - the deploy key and the SSH host key are generated in the graph and kept in the state.
  *
- * Protection: in a protected stack (`prod`, `prod-*`, `production`: see isProtectedStack in
- * components/config/) the primary IPs and the volume are `protect`ed in Pulumi and have Hetzner's
- * delete protection on, so neither `pulumi destroy` nor a click in the console can lose them; other
- * stacks (staging, lab, dev) can be torn down freely. The DKIM keys are protected the same way
+ * Protection: in a protected stack (`ispmail:protect`, by default every stack but lab, dev,
+ * staging and the like: see isProtectedStack in components/config/) the primary IPs and the volume
+ * are `protect`ed in Pulumi, have Hetzner's delete protection on and `retainOnDelete`, so neither
+ * `pulumi destroy`, a click in the console nor a resource leaving the stack can lose them; the
+ * disposable stacks can be torn down freely. The DKIM keys are protected the same way
  * (components/generated-secrets.ts).
  *
  * Replacing the server is delete-then-create: a primary IP can be assigned to one server only.
@@ -76,7 +77,9 @@ export class Host extends pulumi.ComponentResource {
             new hcloud.PrimaryIp(
                 family,
                 { name: `${base}-${family}`, type: family, location: cfg.location, assigneeType: "server", autoDelete: false, deleteProtection: protect },
-                { parent: this, protect },
+                // Protected stacks keep the address at Hetzner even if it leaves the stack (a
+                // mistaken `pulumi state delete` or a refactor): its reputation and PTR are worth more.
+                { parent: this, protect, retainOnDelete: protect },
             );
         const ipv4 = primaryIp("ipv4");
         const ipv6 = primaryIp("ipv6");
@@ -112,7 +115,8 @@ export class Host extends pulumi.ComponentResource {
             "data",
             // No `format`, no automount: the base step finds the blank volume, formats it once and mounts it by label.
             { name: `${base}-data`, size: cfg.volumeSizeGb, location: cfg.location, deleteProtection: protect },
-            { parent: this, protect },
+            // Mail, database and backups: kept at Hetzner in protected stacks even when the stack lets go of it.
+            { parent: this, protect, retainOnDelete: protect },
         );
         const attachment = new hcloud.VolumeAttachment("data", { serverId: server.id.apply(Number), volumeId: volume.id.apply(Number), automount: false }, { parent: this });
 

@@ -85,12 +85,16 @@ export interface Model {
  */
 export type ConfiguredSecrets = ReadonlyMap<string, string>;
 
+/** Stack names meant to be torn down: these alone, or followed by "-something" (staging-eu, dev-alice). */
+const DISPOSABLE_STACK = /^(lab|dev|test|staging|ci|preview|sandbox|demo)(-.+)?$/;
+
 /**
- * Stacks whose stateful resources (primary IPs, volume, DKIM keys, backup password) are protected
- * against deletion: prod, production and prod-*. Staging, lab and dev stacks can be torn down.
+ * Whether a stack's stateful resources (primary IPs, volume, DKIM and TLS keys, backup password,
+ * the password digests' key, DNSSEC) are protected when `ispmail:protect` is not set: every stack
+ * but the disposable ones. Safe by default: a stack named "production2" or "mail" is protected.
  */
 export function isProtectedStack(stack: string): boolean {
-    return stack === "prod" || stack.startsWith("prod-") || stack === "production";
+    return !DISPOSABLE_STACK.test(stack);
 }
 
 function deepFreeze<T>(o: T): T {
@@ -122,7 +126,7 @@ export function buildModel(c: Parsed, stack: string): { model: Model; configured
     const nextcloudHost = c.nextcloud.host ?? c.mailHost;
     const model: Model = {
         stack,
-        protectState: isProtectedStack(stack),
+        protectState: c.protect ?? isProtectedStack(stack),
         mailHost: c.mailHost,
         domains: c.domains,
         mailHostIsMailDomain: c.domains.includes(c.mailHost),

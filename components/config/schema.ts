@@ -311,6 +311,11 @@ export const configSchema = z.strictObject({
     mailHost: fqdn.describe(`the server's host name, ${FQDN_ALLOWED}`),
     domains: z.array(fqdn.describe(`a mail domain, ${FQDN_ALLOWED}`)).min(1).describe("a list of at least one mail domain such as [example.org]"),
     adminEmail: emailAddress.describe("the administrator's e-mail address such as hostmaster@example.org (ACME account, CAA iodef, DMARC and TLS reports)"),
+    /** Protection of the stateful resources; unset: by the stack's name (isProtectedStack). */
+    protect: z
+        .boolean()
+        .optional()
+        .describe("true or false (default: true, unless the stack's name is lab, dev, test, staging, ci, preview, sandbox or demo, alone or followed by -something)"),
     server: serverSchema,
     users: z.array(userSchema).default([]).describe("a list of mailboxes, each a mapping {address, displayName?, quotaMb?, password?}"),
     aliases: z.array(aliasSchema).default([]).describe("a list of aliases, each a mapping {source, destination}"),

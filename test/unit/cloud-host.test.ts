@@ -172,11 +172,14 @@ describe("cloud: protection per stack", () => {
         const { resources } = await hostRun("prod");
         assert.deepEqual(protectedNames(resources), ["PrimaryIp:ipv4", "PrimaryIp:ipv6", "Volume:data"]);
         for (const r of resources.filter((x) => x.protect)) assert.equal(r.inputs.deleteProtection, true);
+        // And kept at Hetzner if they ever leave the stack.
+        assert.deepEqual(resources.filter((r) => r.retainOnDelete).map((r) => `${r.type.split(":").pop()}:${r.name}`).sort(), ["PrimaryIp:ipv4", "PrimaryIp:ipv6", "Volume:data"]);
     });
 
     it("cloud: in staging nothing is protected", async () => {
         const { resources } = await hostRun("staging");
         assert.deepEqual(protectedNames(resources), []);
         for (const r of ofType(resources, HCLOUD("PrimaryIp"))) assert.equal(r.inputs.deleteProtection, false);
+        assert.deepEqual(resources.filter((r) => r.retainOnDelete), []);
     });
 });

@@ -310,13 +310,23 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
         assert.equal(parseConfig(raw, { stack: "test" }).model.mailHostIsMailDomain, true, "mailHost example.org is one of the domains");
     });
 
-    test("config: protectState follows the stack name (only production stacks are protected)", () => {
-        const expected: Record<string, boolean> = { prod: true, production: true, "prod-eu": true, staging: false, lab: false, dev: false, produce: false, "my-prod": false };
+    test("config: without ispmail:protect every stack is protected but the disposable ones (lab, dev, test, staging, ... alone or with a -suffix)", () => {
+        const expected: Record<string, boolean> = {
+            prod: true, production: true, "prod-eu": true, mail: true, "my-prod": true, produce: true,
+            staging: false, "staging-eu": false, lab: false, dev: false, "dev-alice": false, test: false, ci: false, preview: false, sandbox: false, demo: false,
+            "staging2": true, "labrador": true,
+        };
         for (const [stack, protect] of Object.entries(expected)) {
             assert.equal(isProtectedStack(stack), protect, stack);
             assert.equal(parseConfig(validRawConfig(), { stack }).model.protectState, protect, stack);
             assert.equal(parseConfig(validRawConfig(), { stack }).model.stack, stack);
         }
+    });
+
+    test("config: ispmail:protect overrides the stack name either way; anything but a boolean is refused", () => {
+        assert.equal(parseConfig({ ...validRawConfig(), protect: true }, { stack: "staging" }).model.protectState, true);
+        assert.equal(parseConfig({ ...validRawConfig(), protect: false }, { stack: "prod" }).model.protectState, false);
+        assert.throws(() => parseConfig({ ...validRawConfig(), protect: "yes" }, { stack: "prod" }), /ispmail:protect: .*true or false/);
     });
 
     test("config: a secret password goes to the configured secrets, never into the model", () => {
