@@ -1,5 +1,5 @@
 /**
- * `ispmail:secrets:GeneratedSecrets`: every secret of {@link secretSpecs} as a resource, so that it
+ * `ispmail:index:GeneratedSecrets`: every secret of {@link secretSpecs} as a resource, so that it
  * is generated once, kept (encrypted) in the Pulumi state and reused on every `up`.
  *
  * - "password" -> `random.RandomPassword` (32 letters and digits: safe in every config syntax);
@@ -20,6 +20,7 @@ import type { ConfiguredSecrets, Model } from "./config";
 import { tlsaOfKey } from "./dns/records";
 import { ADMIN_SECRETS, DKIM_SECRET_PREFIX, dkimPublicKeyFromPem, TLS_KEY_SECRET_PREFIX, userPasswordSecret, type SecretSpec } from "./secrets";
 import { secretSpecs, type Service } from "./services";
+import { componentType } from "./component-types";
 
 export interface GeneratedSecretsArgs {
     readonly model: Model;
@@ -45,7 +46,8 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
     public readonly adminSecrets: pulumi.Output<Record<string, string>>;
 
     constructor(name: string, args: GeneratedSecretsArgs, opts?: pulumi.ComponentResourceOptions) {
-        super("ispmail:secrets:GeneratedSecrets", name, {}, opts);
+        const [type, options] = componentType("GeneratedSecrets", opts);
+        super(type, name, {}, options);
         const { model } = args;
         const specs = secretSpecs(model, args.services);
         const generated: Record<string, pulumi.Output<string>> = {};

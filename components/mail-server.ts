@@ -1,5 +1,5 @@
 /**
- * `ispmail:MailServer`: the whole stack as one component.
+ * `ispmail:index:MailServer`: the whole stack as one component.
  *
  *   config model ──► GeneratedSecrets (passwords, DKIM keys)
  *                ──► Host (primary IPs, firewall, server, volume, rDNS, "machine ready")
@@ -17,6 +17,7 @@ import { planDkimSigning, selectorPublishedAt, type DkimSigningPlan } from "./dk
 import { ServerConfig, type DeferredStep } from "./remote";
 import { factStepCandidates, publicPorts, renderServerSteps, settledFacts, type Service } from "./services";
 import type { Step } from "./steps";
+import { componentType } from "./component-types";
 
 export interface MailServerArgs {
     readonly model: Model;
@@ -85,7 +86,8 @@ export class MailServer extends pulumi.ComponentResource {
     public readonly dkimSigning: pulumi.Output<DkimSigningPlan>;
 
     constructor(name: string, args: MailServerArgs, opts?: pulumi.ComponentResourceOptions) {
-        super("ispmail:MailServer", name, {}, opts);
+        const [type, options] = componentType("MailServer", opts);
+        super(type, name, {}, options);
         const { model, services } = args;
         this.secrets = new GeneratedSecrets("secrets", { model, configuredSecrets: args.configuredSecrets, services }, { parent: this });
         this.host = new Host("host", { model, services }, { parent: this });

@@ -1,5 +1,5 @@
 /**
- * Steps as resources: `ispmail:server:ServerConfig` turns each {@link Step} into one
+ * Steps as resources: `ispmail:index:ServerConfig` turns each {@link Step} into one
  * `command.remote.Command` that sends the step's apply script to `bash -s` over SSH.
  *
  * Pitfalls this follows (shared/PULUMI-NOTES.md):
@@ -22,6 +22,7 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { remoteApplyCommand, renderApplyScript, resolveSecrets, secretsOf, stepHash, stepSummary, type Step } from "./steps";
+import { componentType } from "./component-types";
 
 /** How every command reaches the server. */
 export interface ServerConnection {
@@ -132,7 +133,8 @@ export class ServerConfig extends pulumi.ComponentResource {
     public readonly commands: Readonly<Record<string, command.remote.Command>>;
 
     constructor(name: string, args: ServerConfigArgs, opts?: pulumi.ComponentResourceOptions) {
-        super("ispmail:server:ServerConfig", name, {}, opts);
+        const [type, options] = componentType("ServerConfig", opts);
+        super(type, name, {}, options);
         const known = new Set(Object.keys(args.secrets));
         const commands: Record<string, command.remote.Command> = {};
         const check = (step: Step) => {

@@ -1,5 +1,5 @@
 /**
- * `ispmail:cloud:Host`: the Hetzner Cloud machine and everything that must outlive it.
+ * `ispmail:index:Host`: the Hetzner Cloud machine and everything that must outlive it.
  *
  * What survives a server replacement (new image, new type, a rebuilt machine) and why:
  * - the IPv4 and IPv6 **primary IPs** are resources of their own (`autoDelete: false`), attached
@@ -35,6 +35,7 @@ import { stepCommand, waitForMachine, type ServerConnection } from "../remote";
 import { stepSummary } from "../steps";
 import type { Service } from "../services";
 import { cloudInit, firewallRules, serverIpv6Address, sshAccessStep } from "./rules";
+import { componentType } from "../component-types";
 
 export interface HostArgs {
     readonly model: Model;
@@ -61,7 +62,8 @@ export class Host extends pulumi.ComponentResource {
     public readonly hostPublicKey: pulumi.Output<string>;
 
     constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
-        super("ispmail:cloud:Host", name, {}, opts);
+        const [type, options] = componentType("Host", opts);
+        super(type, name, {}, options);
         const { model } = args;
         const { server: cfg } = model;
         const protect = model.protectState;

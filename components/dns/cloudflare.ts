@@ -1,5 +1,5 @@
 /**
- * `ispmail:dns:MailDns`: the record set of {@link renderDnsRecords} as `cloudflare.DnsRecord`s
+ * `ispmail:index:MailDns`: the record set of {@link renderDnsRecords} as `cloudflare.DnsRecord`s
  * (provider v6), nothing proxied: mail and ACME need the server's own addresses.
  *
  * Resource names come from the record's identity, not from its position in the list, so adding a
@@ -24,6 +24,7 @@ import type { Model } from "../config";
 import { dkimRecordName } from "../dkim";
 import type { Service } from "../services";
 import { dnsZones, renderDnsRecords, sshfpOf, type DnsRecord } from "./records";
+import { componentType } from "../component-types";
 
 /** The arguments of one `cloudflare.DnsRecord`, without zoneId. */
 export interface CloudflareRecordArgs {
@@ -150,7 +151,8 @@ export class MailDns extends pulumi.ComponentResource {
     public readonly dnssecDs: pulumi.Output<Record<string, string>>;
 
     constructor(name: string, args: MailDnsArgs, opts?: pulumi.ComponentResourceOptions) {
-        super("ispmail:dns:MailDns", name, {}, opts);
+        const [type, options] = componentType("MailDns", opts);
+        super(type, name, {}, options);
         const { model } = args;
         const sshHostKeys = args.sshHostKeys ?? [];
         const template = recordTemplate(model, args.services, sshHostKeys.length);

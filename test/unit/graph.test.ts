@@ -8,6 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { parseConfig } from "../../components/config";
 import { sshfpOf, tlsaOfKey, txtText } from "../../components/dns/records";
 import { program, type ProgramOutputs } from "../../components/program";
+import { COMPONENT_TYPES, componentType, type ComponentKind } from "../../components/component-types";
 import { secretSpecs } from "../../components/services";
 import { isSecret, mockState, ofType, one, runMocked, valueOf, type RegisteredResource } from "../harness/mocks";
 import { loadStackFile } from "../harness/stack-file";
@@ -244,6 +245,22 @@ describe("graph: secrets", () => {
         const all = await programRun("staging", withAll);
         assert.equal(all.error, undefined, String(all.error));
         assert.deepEqual(Object.keys(await valueOf((all.result as ProgramOutputs).adminSecrets)).sort(), ["backup.restic", "db.mailadmin", "nextcloud.admin", "rspamd.controller"]);
+    });
+});
+
+describe("graph: component type tokens", () => {
+    it("graph: every component is ispmail:index:<Type>, and each keeps an alias to the token it had, so existing stacks keep their resources", async () => {
+        const run = await programRun("staging", validRawConfig());
+        assert.equal(run.error, undefined, String(run.error));
+        const components = run.resources.filter((r) => !r.custom && r.type.startsWith("ispmail:"));
+        assert.deepEqual([...new Set(components.map((r) => r.type))].sort(), Object.values(COMPONENT_TYPES).map((t) => t.type).sort());
+        for (const r of components) assert.match(r.type, /^ispmail:index:[A-Z][A-Za-z]+$/, r.name);
+        for (const kind of Object.keys(COMPONENT_TYPES) as ComponentKind[]) {
+            const [type, options] = componentType(kind, { aliases: [{ name: "earlier-name" }] });
+            assert.equal(type, COMPONENT_TYPES[kind].type);
+            assert.deepEqual(options.aliases, [{ name: "earlier-name" }, { type: COMPONENT_TYPES[kind].formerly }], kind);
+            assert.notEqual(COMPONENT_TYPES[kind].formerly, type);
+        }
     });
 });
 
