@@ -9,9 +9,10 @@
  *   renewal) carries the same key.
  *
  * Resource names are the secret names (`db.mailreader`, `user:alice@example.org`, `dkim:s2026`), so
- * adding a user or a selector creates one resource and touches no other. Stateful secrets (DKIM
- * keys, the backup repository password) are `protect`ed in protected stacks and ignore changes of
- * their generation parameters, so a code change can never rotate them by accident.
+ * adding a user or a selector creates one resource and touches no other. Every secret ignores
+ * changes of its generation parameters, so a code change can never rotate one by accident; the
+ * stateful ones (DKIM and TLS keys, the backup password, the digests' key) are also `protect`ed in
+ * protected stacks.
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
@@ -56,7 +57,9 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
         const optsFor = (spec: SecretSpec, parameters: string[]): pulumi.CustomResourceOptions => ({
             parent: this,
             protect: spec.stateful && model.protectState,
-            ...(spec.stateful ? { ignoreChanges: parameters } : {}),
+            // Every secret, not only the stateful ones: a changed length or alphabet in this code
+            // must not regenerate every mailbox's initial password (an admin reset of all of them).
+            ignoreChanges: parameters,
         });
 
         /** An RSA 2048 key kept in the state; its private PEM is the secret's value. */

@@ -118,6 +118,13 @@ describe("graph: protection per stack", () => {
         assert.deepEqual([...key.ignoreChanges].sort(), ["algorithm", "rsaBits"]);
         assert.deepEqual(key.inputs, { algorithm: "RSA", rsaBits: 2048 });
     });
+
+    it("graph: every generated password ignores changes of its length and alphabet, so a code change never regenerates one (no mass reset of mailbox passwords)", async () => {
+        const run = await programRun("staging");
+        const passwords = ofType(run.resources, "random:index/randomPassword:RandomPassword");
+        assert.ok(passwords.some((p) => p.name.startsWith("user:")), "mailbox passwords are among them");
+        for (const p of passwords) assert.deepEqual([...p.ignoreChanges].sort(), ["length", "special"], p.name);
+    });
 });
 
 describe("graph: changes that must not touch the cloud or DNS", () => {
