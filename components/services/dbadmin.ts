@@ -6,8 +6,8 @@
  *
  *   ssh -L 8080:127.0.0.1:8080 root@<mailHost>     then open  http://127.0.0.1:8080/phppgadmin/
  *
- * and one logs in as a database role with its password (mailadmin: the stack's secret
- * db.mailadmin). The superuser postgres has no password and may not log in over TCP (pg_hba.conf);
+ * and one logs in as a database role with its password (mailadmin: db.mailadmin in the stack
+ * output adminSecrets). The superuser postgres has no password and may not log in over TCP (pg_hba.conf);
  * phpPgAdmin's extra_login_security refuses it and empty passwords before even trying.
  *
  * Not a step of its own: Apache belongs to the web step, which renders this vhost with the others,

@@ -6,8 +6,8 @@
  *
  * phpPgAdmin is served only on the loopback vhost (127.0.0.1:8080, [::1]:8080): open an SSH
  * tunnel (ssh -L 8080:127.0.0.1:8080 root@<server>) and http://127.0.0.1:8080/phppgadmin/.
- * One logs in as a database role with its own password, e.g. mailadmin (the stack's secret
- * db.mailadmin), which may change the mail directory's rows in database mailserver.
+ * One logs in as a database role with its own password, e.g. mailadmin (db.mailadmin in the stack
+ * output adminSecrets), which may change the mail directory's rows in database mailserver.
  */
 
 // The one server: this machine's PostgreSQL 17 cluster.
