@@ -404,11 +404,13 @@ describe("config: the example stack files", () => {
         test(`config: ${file} holds no secret value, only instructions to set them`, () => {
             const text = readFileSync(join(REPO_ROOT, file), "utf8");
             const { otherKeys } = stackFileConfig(text);
-            assert.deepEqual(otherKeys, [], "provider tokens are set with pulumi config set --secret, not written here");
+            assert.deepEqual(otherKeys, [], "provider tokens come from the environment, they are not written here");
             assert.doesNotMatch(text, /^\s*password:/m);
             assert.doesNotMatch(text, /^\s*[^#\s].*secure:/m, "no encrypted value either: the example must parse without the CLI");
-            assert.match(text, /pulumi config set --secret hcloud:token/);
-            assert.match(text, /pulumi config set --secret cloudflare:apiToken/);
+            // One way to pass the provider tokens, the same as the workflows': environment variables.
+            assert.match(text, /export HCLOUD_TOKEN=/);
+            assert.match(text, /export CLOUDFLARE_API_TOKEN=/);
+            assert.doesNotMatch(text, /hcloud:token|cloudflare:apiToken/, "not a second way through the stack config");
             assert.match(text, /pulumi config set --secret --path 'ispmail:users\[0\]\.password'/);
         });
 

@@ -232,6 +232,11 @@ function pullRequestPolicy(wf: Workflow): string[] {
         }
     }
     for (const st of ["staging", "prod"]) if (!previewed.has(st)) problems.push(`pull request workflow: no pulumi preview of stack ${st}`);
+    // Pull request code must never see a write token: previews run in their own environments,
+    // whose secrets are read-only tokens.
+    for (const [name, job] of jobs) {
+        if (pulumiSteps(job).length && !/^preview-/.test(envName(job) ?? "")) problems.push(`job ${name}: a pull request preview must run in a preview-* environment (read-only tokens), got ${JSON.stringify(envName(job) ?? null)}`);
+    }
     return problems;
 }
 
@@ -249,7 +254,13 @@ function deployPolicy(wf: Workflow): string[] {
     if (prod) {
         const [name, job] = prod;
         if (envName(job) !== "production") problems.push(`job ${name}: pulumi up of prod must run in environment "production" (required reviewers = manual approval)`);
-        if (staging && !asList(job.needs).includes(staging[0])) problems.push(`job ${name}: prod must need the staging job ${staging[0]}`);
+        const waits = allNeeds(jobs, name);
+        if (staging && !waits.has(staging[0])) problems.push(`job ${name}: prod must need the staging job ${staging[0]}`);
+        // The reviewer approves having seen what this commit's `up` will do: a prod preview job
+        // runs first, and only reads (its environment is not production).
+        const previews = Object.entries(jobs).filter(([, j]) => pulumiSteps(j).some((s) => s.with?.command === "preview" && s.with?.["stack-name"] === "prod"));
+        if (!previews.some(([p]) => waits.has(p))) problems.push(`job ${name}: prod must wait for a job that previews prod (the plan shown before the approval)`);
+        for (const [p, j] of previews) if (envName(j) === "production") problems.push(`job ${p}: the prod preview must not run with the production environment's write tokens`);
     }
     problems.push(...deployTestProblems(jobs));
     for (const [name, job] of Object.entries(jobs)) {
@@ -460,6 +471,41 @@ function policyPackProblems(wf: Workflow): string[] {
     }
     return problems;
 }
+
+/** Every pulumi/actions step installs the CLI version of .pulumi.version, after a cache of the plugins. */
+function cliProblems(wf: Workflow): string[] {
+    const problems: string[] = [];
+    for (const [name, job] of Object.entries(wf.jobs ?? {})) {
+        const steps = job.steps ?? [];
+        for (const step of pulumiSteps(job)) {
+            if (step.with?.["pulumi-version-file"] !== ".pulumi.version") problems.push(`job ${name}: pulumi/actions must install the pinned CLI (pulumi-version-file: .pulumi.version)`);
+            const cached = steps.slice(0, steps.indexOf(step)).some((s) => s.uses?.startsWith("actions/cache@") && s.with?.path === "~/.pulumi/plugins" && String(s.with?.key).includes("hashFiles('.pulumi.version', 'package-lock.json')"));
+            if (!cached) problems.push(`job ${name}: the provider plugins must be cached (actions/cache of ~/.pulumi/plugins keyed by .pulumi.version and package-lock.json) before pulumi/actions`);
+        }
+    }
+    return problems;
+}
+
+describe("workflows: the Pulumi CLI", () => {
+    test("workflows: every Pulumi step installs the pinned CLI (.pulumi.version, the SDK's version) after caching the plugins", () => {
+        for (const file of ["pull-request.yml", "deploy.yml"]) assert.deepEqual(cliProblems(parse(read(file)) as Workflow), [], file);
+        const sdk = JSON.parse(readFileSync(join(__dirname, "..", "..", "package.json"), "utf8")).dependencies["@pulumi/pulumi"];
+        assert.equal(readFileSync(join(__dirname, "..", "..", ".pulumi.version"), "utf8").trim(), sdk, "the CLI pinned at the SDK's version");
+    });
+
+    test("workflows: the checks catch an unpinned CLI, a missing cache, a PR preview with write tokens and a prod up without a preview first", () => {
+        const pr = parse(read("pull-request.yml")) as Workflow;
+        delete pulumiSteps(pr.jobs!.preview!)[0].with!["pulumi-version-file"];
+        pr.jobs!.preview!.environment = "production";
+        assert.deepEqual(cliProblems(pr), ["job preview: pulumi/actions must install the pinned CLI (pulumi-version-file: .pulumi.version)"]);
+        assert.ok(pullRequestPolicy(pr).some((p) => p.includes("must run in a preview-* environment")), pullRequestPolicy(pr).join("\n"));
+        const deploy = parse(read("deploy.yml")) as Workflow;
+        deploy.jobs!.prod!.steps = deploy.jobs!.prod!.steps!.filter((s) => !s.uses?.startsWith("actions/cache@"));
+        deploy.jobs!.prod!.needs = "staging";
+        assert.deepEqual(cliProblems(deploy), ["job prod: the provider plugins must be cached (actions/cache of ~/.pulumi/plugins keyed by .pulumi.version and package-lock.json) before pulumi/actions"]);
+        assert.deepEqual(deployPolicy(deploy), ["job prod: prod must wait for a job that previews prod (the plan shown before the approval)"]);
+    });
+});
 
 describe("workflows: the policy pack", () => {
     test("workflows: every preview and up runs the policy pack with its stack's config", () => {
