@@ -23,6 +23,7 @@ import { readStatic } from "../../components/templates";
 import { validRawConfig } from "../fixtures/config";
 import { SERVICE, stepsOf, webHosts } from "../../components/services";
 import { NEXTCLOUD_ROOT } from "../../components/paths";
+import { clientSettings } from "../../components/mail-server";
 import { shellAssignments } from "../../components/shell";
 import { needsRoot } from "../harness/needs";
 
@@ -331,6 +332,22 @@ describe("autoconfig and autodiscover", () => {
             ["smtp", "mx1.example.org", 465, "SSL", "%EMAILADDRESS%"],
             ["smtp", "mx1.example.org", 587, "STARTTLS", "%EMAILADDRESS%"],
         ]);
+    });
+
+    it("the stack output clientSettings says what autoconfig and autodiscover tell mail clients (host, ports, TLS)", () => {
+        const m = model();
+        const settings = clientSettings(m);
+        const provider = parser.parse(renderAutoconfigXml(m)).clientConfig.emailProvider;
+        const socket = (t: string) => (t === "SSL" ? "TLS" : t);
+        const imap = provider.incomingServer;
+        assert.deepEqual({ host: imap.hostname, port: imap.port, security: socket(imap.socketType) }, settings.imap);
+        const [implicit, starttls] = provider.outgoingServer.map((o: any) => ({ host: o.hostname, port: o.port, security: socket(o.socketType) }));
+        assert.deepEqual(implicit, settings.smtp);
+        assert.deepEqual(starttls, settings.smtpStartTls);
+        const php = renderAutodiscoverPhp(m);
+        assert.match(php, new RegExp(`^const MAIL_HOST = '${settings.imap.host.replace(/\./g, "\\.")}';$`, "m"));
+        assert.match(php, new RegExp(`protocol\\('IMAP', ${settings.imap.port}, 'SSL'`));
+        assert.match(php, new RegExp(`protocol\\('SMTP', ${settings.smtp.port}, 'SSL'`));
     });
 
     it("is the file the step installs, reachable under /mail and /.well-known/autoconfig/mail", () => {
