@@ -1,5 +1,6 @@
 /**
  * npm run check -- --stack <name> [--outputs outputs.json | --ipv4 A --ipv6 B] [--dns-server IP] [--online]
+ * npm run check -- --preflight --stack <name> [--from IP]   (before the first up: check/preflight.ts)
  *
  * Compares what the stack should be with what is observed (see check/run.ts) and prints one line
  * per finding; exits 1 when there is a problem, 2 on a usage error. `--stack lab` checks the lab
@@ -11,7 +12,7 @@ import { formatFinding, summary } from "./findings";
 import { loadIntended } from "./intended";
 import { runChecks, type RunOptions } from "./run";
 
-const USAGE = "usage: npm run check -- --stack <name> [--outputs outputs.json | --ipv4 ADDRESS --ipv6 ADDRESS] [--dns-server IP] [--online]";
+const USAGE = "usage: npm run check -- --stack <name> [--outputs outputs.json | --ipv4 ADDRESS --ipv6 ADDRESS] [--dns-server IP] [--online]\n       npm run check -- --preflight --stack <name> [--from YOUR_PUBLIC_IPV4]   (before the first pulumi up)";
 
 async function main(argv: string[]): Promise<number> {
     const { values } = parseArgs({
@@ -23,6 +24,8 @@ async function main(argv: string[]): Promise<number> {
             ipv6: { type: "string" },
             "dns-server": { type: "string" },
             online: { type: "boolean", default: false },
+            preflight: { type: "boolean", default: false },
+            from: { type: "string" },
             help: { type: "boolean", default: false },
         },
         strict: true,
@@ -30,6 +33,14 @@ async function main(argv: string[]): Promise<number> {
     if (values.help || !values.stack) {
         console.error(USAGE);
         return values.help ? 0 : 2;
+    }
+
+    if (values.preflight) {
+        const { preflight } = await import("./preflight");
+        const findings = await preflight({ stack: values.stack, from: values.from });
+        for (const f of findings) console.log(formatFinding(f));
+        console.log(`preflight ${values.stack}: ${summary(findings)}`);
+        return findings.some((f) => f.status === "problem") ? 1 : 0;
     }
 
     const opts: RunOptions = { online: values.online };
