@@ -270,7 +270,15 @@ describe("webmail in a browser (lab)", { timeout: 600_000 }, () => {
         // A body of its own: Rspamd recognises a message it learned before by its content.
         await sendThroughForeign(ALICE, subject, `Cheap watches and a lottery win, reference ${randomBytes(8).toString("hex")}.`);
         await inMailbox(ALICE, "INBOX", subject);
-        const start = await bayesLearned();
+        // Rspamd autolearns inbound mail (classifier-bayes.conf): wait until the counts hold still
+        // for 3 s, so an autolearn of this very message is not counted as the learn under test.
+        let start = await bayesLearned();
+        for (let i = 0; i < 10; i++) {
+            await sleep(3000);
+            const now = await bayesLearned();
+            if (now.spam === start.spam && now.ham === start.ham) break;
+            start = now;
+        }
         assert.ok(Number.isInteger(start.spam) && Number.isInteger(start.ham), `rspamc stat names both statfiles: ${JSON.stringify(start)}`);
 
         const page = await logIn(ALICE, configured);
@@ -286,12 +294,14 @@ describe("webmail in a browser (lab)", { timeout: 600_000 }, () => {
         await page.context().close();
 
         await inMailbox(ALICE, "Junk", subject);
-        const asSpam = { spam: start.spam + 1, ham: start.ham };
+        // One spam learn more, and no ham learn: if autolearn had learned this very message as ham
+        // at delivery, Rspamd relearns it (the ham learn is taken back), so ham may also drop by one.
+        const learnedAsSpam = (now: { spam: number; ham: number }) => now.spam === start.spam + 1 && (now.ham === start.ham || now.ham === start.ham - 1);
         // Dovecot's imapsieve pipes the moved message to Rspamd (it has taken up to 20 s here).
         const learned = await eventually("learned as spam", async () => {
             const now = await bayesLearned();
-            return now.spam === asSpam.spam && now.ham === asSpam.ham ? now : undefined;
+            return learnedAsSpam(now) ? now : undefined;
         }, 60, 1000).catch(bayesLearned);
-        assert.deepEqual(learned, asSpam, "one spam learn, no ham learn");
+        assert.ok(learnedAsSpam(learned), `one spam learn, no ham learn: from ${JSON.stringify(start)} to ${JSON.stringify(learned)}`);
     });
 });
