@@ -153,6 +153,12 @@ const SAFE_ACCOUNT = /^[a-z_][a-z0-9_.-]*$/i;
 const SAFE_PATH = /^\/[A-Za-z0-9_.@+/-]+$/;
 
 /** sha256 (hex) of a step's rendered data, placeholders unresolved: safe to show in a preview. */
+/** A file's owner, group and mode as installed: root's, 0644 (0600 for a secret) unless given. */
+function fileAttributes(f: StepFile): { owner: string; group: string; mode: string } {
+    const owner = f.owner ?? "root";
+    return { owner, group: f.group ?? owner, mode: f.mode ?? (f.secret ? "0600" : "0644") };
+}
+
 export function stepHash(step: Step): string {
     return createHash("sha256").update(JSON.stringify(step)).digest("hex");
 }
@@ -174,9 +180,8 @@ export function stepSummary(step: Step): string[] {
         ...(secrets.length ? [`secrets ${secrets.join(" ")}`] : []),
         ...(step.debconf?.length ? [`debconf ${short(step.debconf.join("\n"))}`] : []),
         ...step.files.map((f) => {
-            const owner = f.owner ?? "root";
-            const mode = f.mode ?? (f.secret ? "0600" : "0644");
-            return `file ${f.path} ${owner}:${f.group ?? owner} ${mode}${f.secret ? " secret" : ""} ${short(f.content)}`;
+            const { owner, group, mode } = fileAttributes(f);
+            return `file ${f.path} ${owner}:${group} ${mode}${f.secret ? " secret" : ""} ${short(f.content)}`;
         }),
         ...(step.inputs ?? []).map((i) => `input ${i.name} ${short(i.content)}`),
         `script ${short(step.script)}`,
@@ -225,9 +230,7 @@ export function renderApplyScript(step: Step): string {
     }
     for (const f of step.files) {
         if (!SAFE_PATH.test(f.path) || f.path.includes("/../")) throw new Error(`step ${step.name}: unsafe path ${f.path}`);
-        const owner = f.owner ?? "root";
-        const group = f.group ?? (f.owner ?? "root");
-        const mode = f.mode ?? (f.secret ? "0600" : "0644");
+        const { owner, group, mode } = fileAttributes(f);
         if (!/^0?[0-7]{3,4}$/.test(mode)) throw new Error(`step ${step.name}: bad mode ${mode} for ${f.path}`);
         if (f.secret && /[0-7]{2}[1-7]$/.test(mode)) throw new Error(`step ${step.name}: secret file ${f.path} must not be world-readable (mode ${mode})`);
         if (!SAFE_ACCOUNT.test(owner) || !SAFE_ACCOUNT.test(group)) throw new Error(`step ${step.name}: bad owner/group for ${f.path}`);
