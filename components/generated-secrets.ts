@@ -9,7 +9,8 @@
  *   renewal) carries the same key.
  *
  * Resource names are the secret names (`db.mailreader`, `user:alice@example.org`, `dkim:s2026`), so
- * adding a user or a selector creates one resource and touches no other. Every secret ignores
+ * adding a user or a selector creates one resource and touches no other; a renamed mailbox's
+ * password carries an alias of its former name, so the rename keeps it. Every secret ignores
  * changes of its generation parameters, so a code change can never rotate one by accident; the
  * stateful ones (DKIM and TLS keys, the backup password, the digests' key) are also `protect`ed in
  * protected stacks.
@@ -60,6 +61,8 @@ export class GeneratedSecrets extends pulumi.ComponentResource {
             // Every secret, not only the stateful ones: a changed length or alphabet in this code
             // must not regenerate every mailbox's initial password (an admin reset of all of them).
             ignoreChanges: parameters,
+            // A renamed mailbox's password is the same resource under its new name: kept, not made anew.
+            ...(spec.formerName ? { aliases: [{ name: spec.formerName }] } : {}),
         });
 
         /** An RSA 2048 key kept in the state; its private PEM is the secret's value. */

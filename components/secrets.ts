@@ -21,6 +21,11 @@ export interface SecretSpec {
     readonly description: string;
     /** Losing it loses data or breaks mail (DKIM keys): protected in protected stacks, never replaced. */
     readonly stateful: boolean;
+    /**
+     * The name this secret had until a rename (a renamed mailbox's password): the same secret under
+     * its new name, a resource alias in Pulumi, the stored value carried over in the lab.
+     */
+    readonly formerName?: string;
 }
 
 /** Role names in PostgreSQL; their passwords are secrets `db.<role>`. */

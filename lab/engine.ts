@@ -15,6 +15,9 @@
  *   `update` re-runs `create`); equal -> same, and nothing runs. `ignoreChanges` keeps the old
  *   value from state, also for a replacement (pulumi/pulumi#2657). Resources in state that the
  *   program no longer registers are deleted.
+ * - **Aliases.** A resource that is not in state under its name but is under one of its `aliases`
+ *   (same type unless the alias says otherwise) is that resource renamed: it takes over the state
+ *   entry and is classified against it, so a rename alone is `same` — not a create and a delete.
  * - **Preview.** Nothing runs; a resource that would be created, replaced or updated gets its
  *   inputs back and no computed outputs, so whatever the program builds from them is unknown, as
  *   in a real preview; unknown inputs show as such in the plan.
@@ -62,6 +65,8 @@ export interface PlanEntry {
     /** When the provider operation started and ended (ms since the epoch; `up` only). */
     startedAt?: number;
     endedAt?: number;
+    /** The `type::name` the resource had in state, when it was found through an alias. */
+    readonly renamedFrom?: string;
     /** A step command's changed summary lines, as `pulumi preview --diff` shows its `triggers`. */
     readonly triggerDiff?: readonly string[];
     /** What the provider reported (a step's result line), or its error. */
@@ -219,6 +224,11 @@ interface RequestLike {
     getName(): string;
     getCustom(): boolean;
     getIgnorechangesList(): string[];
+    getAliasesList(): AliasLike[];
+}
+
+interface AliasLike {
+    getSpec(): { getName(): string; getType(): string } | undefined;
 }
 
 type Callback = (err: unknown, response?: unknown) => void;
@@ -235,6 +245,7 @@ export async function runEngine(opts: EngineRunOptions): Promise<EngineRun> {
     const errors: string[] = [];
     const registered = new Set<string>();
     const ignoreChangesOf = new Map<string, string[]>();
+    const aliasesOf = new Map<string, string[]>();
     const onRejection = (e: unknown) => errors.push(e instanceof Error ? e.message : String(e));
     process.on("unhandledRejection", onRejection);
     try {
@@ -251,12 +262,28 @@ export async function runEngine(opts: EngineRunOptions): Promise<EngineRun> {
                     if (registered.has(key)) throw new Error(`two resources named ${key}`);
                     registered.add(key);
                     const inputs = unwrapSecrets(args.inputs) as Record<string, unknown>;
+                    const renamedFrom = state.resources[key] ? undefined : aliasesOf.get(key)?.find((k) => state.resources[k] && !registered.has(k));
+                    if (renamedFrom) {
+                        // The state entry moves to the new name (in preview too: a copy of the state).
+                        state.resources[key] = { ...state.resources[renamedFrom], name: args.name };
+                        delete state.resources[renamedFrom];
+                        registered.add(renamedFrom);
+                    }
                     const old = state.resources[key];
                     const classified = classify(args.type, inputs, old, ignoreChangesOf.get(key));
                     const forced = old !== undefined && opts.replace?.includes(key) === true;
                     const c: Classified = forced ? { ...classified, op: "replace", replaceBecause: ["--replace"] } : classified;
                     const triggerDiff = old && c.changed.includes("triggers") ? summaryDiff(old.inputs.triggers, c.inputs.triggers) : [];
-                    const entry: PlanEntry = { key, type: args.type, name: args.name, op: c.op, changed: c.changed, replaceBecause: c.replaceBecause, ...(triggerDiff.length ? { triggerDiff } : {}) };
+                    const entry: PlanEntry = {
+                        key,
+                        type: args.type,
+                        name: args.name,
+                        op: c.op,
+                        changed: c.changed,
+                        replaceBecause: c.replaceBecause,
+                        ...(renamedFrom ? { renamedFrom } : {}),
+                        ...(triggerDiff.length ? { triggerDiff } : {}),
+                    };
                     plan.push(entry);
                     if (c.op === "same") return { id: old!.id, state: { ...old!.inputs, ...old!.outputs } };
                     // Preview: inputs only, computed outputs unknown (a known id only when kept).
@@ -296,7 +323,13 @@ export async function runEngine(opts: EngineRunOptions): Promise<EngineRun> {
         const original = monitor.registerResource.bind(monitor);
         monitor.registerResource = (req: RequestLike, cb: Callback) => {
             inFlight++;
-            ignoreChangesOf.set(`${req.getType()}::${req.getName()}`, req.getIgnorechangesList());
+            const key = `${req.getType()}::${req.getName()}`;
+            ignoreChangesOf.set(key, req.getIgnorechangesList());
+            const aliases = req.getAliasesList().flatMap((a) => {
+                const spec = a.getSpec();
+                return spec ? [`${spec.getType() || req.getType()}::${spec.getName() || req.getName()}`] : [];
+            });
+            if (aliases.length) aliasesOf.set(key, aliases);
             return original(req, (err, response) => {
                 inFlight--;
                 cb(err, response);
@@ -370,12 +403,14 @@ export function shortType(type: string): string {
 
 /** The plan as a reviewer reads `pulumi preview`: only what changes, one line each. */
 export function formatPlan(plan: readonly PlanEntry[], opts: { showSame?: boolean } = {}): string {
-    const rows = plan.filter((e) => opts.showSame || e.op !== "same");
+    // A rename is shown even when nothing else changes: the reviewer should see it kept the resource.
+    const rows = plan.filter((e) => opts.showSame || e.op !== "same" || e.renamedFrom);
     const width = Math.max(10, ...rows.map((e) => `${shortType(e.type)} ${e.name}`.length));
     const lines = rows.map((e) => {
         const what = `${shortType(e.type)} ${e.name}`.padEnd(width);
         const diff = e.changed.length ? `[diff: ${e.changed.map((k) => `~${k}`).join(", ")}]` : "";
-        const why = e.op === "replace" ? `${diff} replaced for: ${e.replaceBecause.join(", ")}`.trim() : diff;
+        const replaced = e.op === "replace" ? `${diff} replaced for: ${e.replaceBecause.join(", ")}`.trim() : diff;
+        const why = [replaced, e.renamedFrom ? `(renamed from ${e.renamedFrom.split("::").slice(1).join("::")})` : ""].filter(Boolean).join(" ");
         const time = e.seconds !== undefined ? `${e.seconds.toFixed(1).padStart(6)} s` : "";
         const detail = e.error ? `FAILED: ${e.error.split("\n")[0]}` : (e.detail ?? "");
         const line = `  ${SYMBOL[e.op].padEnd(2)} ${e.op.padEnd(7)} ${what}  ${[time, why, detail].filter(Boolean).join("  ")}`.trimEnd();

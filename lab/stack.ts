@@ -26,7 +26,7 @@ export function labStackRaw(deployPublicKey: string, overrides: Readonly<Record<
     // The lab zones are signed with a key made on this machine (lab/dns.ts): its trust anchors are
     // data the lab adds, as the deploy key is.
     const resolver = (raw.resolver ?? {}) as { trustAnchors?: string[] };
-    const trustAnchors = [...(resolver.trustAnchors ?? []), ...labTrustAnchors(raw.domains as string[])];
+    const trustAnchors = [...(resolver.trustAnchors ?? []), ...labTrustAnchors((raw.domains as Array<string | { name: string }>).map((d) => (typeof d === "string" ? d : d.name)))];
     return { ...raw, server, resolver: { ...resolver, trustAnchors }, ...overrides };
 }
 
@@ -68,7 +68,9 @@ export function ensureSecrets(model: Model, configured: ConfiguredSecrets): Reco
     let added = false;
     for (const spec of secretSpecs(model)) {
         if (stored[spec.name] === undefined) {
-            stored[spec.name] = generate(spec);
+            // A renamed secret keeps its value, as the resource alias keeps it in Pulumi.
+            const former = spec.formerName === undefined ? undefined : stored[spec.formerName];
+            stored[spec.name] = former ?? generate(spec);
             added = true;
         }
     }

@@ -4,6 +4,7 @@
  * `protectState`, `mailHostIsMailDomain`), everything deeply frozen. Configured passwords are returned beside it, never inside.
  */
 import { SPAMHAUS_DQS_SECRET, userPasswordSecret } from "../secrets";
+import { mailboxRenames } from "./renames";
 import { splitAddress, type DbAdmin, type Parsed } from "./schema";
 
 export interface MailUser {
@@ -14,6 +15,11 @@ export interface MailUser {
     readonly quotaMb: number;
     /** True when the stack config sets the password; otherwise a random one is generated. */
     readonly passwordFromConfig: boolean;
+    /**
+     * The address this mailbox had until now (its own `renamedFrom`, or its domain's): the sync
+     * moves that mailbox here, the generated password follows through a resource alias.
+     */
+    readonly renamedFrom?: string;
 }
 export interface MailAlias {
     readonly source: string;
@@ -108,6 +114,7 @@ function deepFreeze<T>(o: T): T {
 /** The frozen model of a config that passed the schema and the relation checks. */
 export function buildModel(c: Parsed, stack: string): { model: Model; configured: ConfiguredSecrets } {
     const mailboxes = new Set(c.users.map((u) => u.address));
+    const renames = mailboxRenames(c.domains, c.users);
     const configured = new Map<string, string>();
     const users: MailUser[] = c.users.map((u) => {
         if (u.password !== undefined) configured.set(userPasswordSecret(u.address), u.password);
@@ -117,6 +124,7 @@ export function buildModel(c: Parsed, stack: string): { model: Model; configured
             ...(u.displayName !== undefined ? { displayName: u.displayName } : {}),
             quotaMb: u.quotaMb ?? c.defaultQuotaMb,
             passwordFromConfig: u.password !== undefined,
+            ...(renames.has(u.address) ? { renamedFrom: renames.get(u.address) } : {}),
         };
     });
     const aliases: MailAlias[] = c.aliases.map((a) => {
@@ -128,8 +136,8 @@ export function buildModel(c: Parsed, stack: string): { model: Model; configured
         stack,
         protectState: c.protect ?? isProtectedStack(stack),
         mailHost: c.mailHost,
-        domains: c.domains,
-        mailHostIsMailDomain: c.domains.includes(c.mailHost),
+        domains: c.domains.map((d) => d.name),
+        mailHostIsMailDomain: c.domains.some((d) => d.name === c.mailHost),
         adminEmail: c.adminEmail,
         server: c.server,
         users,
@@ -140,7 +148,7 @@ export function buildModel(c: Parsed, stack: string): { model: Model; configured
         defaultQuotaMb: c.defaultQuotaMb,
         messageSizeLimitMb: 50,
         nextcloud: { ...c.nextcloud, host: nextcloudHost },
-        webmail: { enabled: c.webmail.enabled, host: c.webmail.host ?? `webmail.${c.domains[0]}` },
+        webmail: { enabled: c.webmail.enabled, host: c.webmail.host ?? `webmail.${c.domains[0].name}` },
         dbAdmin: c.dbAdmin,
         acme: c.acme,
         mtaSts: c.mtaSts,

@@ -7,6 +7,7 @@
 import { z } from "zod";
 import { CONFIG_NAMESPACE, configSchema, emailAddress, splitAddress, type Parsed } from "./schema";
 import { keyPath, schemaAt } from "./messages";
+import { mailboxRenames, type DomainEntry } from "./renames";
 
 type ElementOf<T> = T extends readonly (infer E)[] ? E : never;
 interface Indexed<T> {
@@ -23,6 +24,8 @@ export interface RelationInput {
     mailHost?: string;
     adminEmail?: string;
     domains: ListPart<string>;
+    /** The domain entries that parsed, with their renamedFrom (the names alone are in `domains`). */
+    domainEntries: ListPart<DomainEntry>;
     users: ListPart<ElementOf<Parsed["users"]>>;
     /** The address of every user entry whose address parses, even when another field of it does not. */
     mailboxAddresses: ListPart<string>;
@@ -44,7 +47,8 @@ export function fromComplete(c: Parsed): RelationInput {
     return {
         mailHost: c.mailHost,
         adminEmail: c.adminEmail,
-        domains: whole(c.domains),
+        domains: whole(c.domains.map((d) => d.name)),
+        domainEntries: whole(c.domains),
         users: whole(c.users),
         mailboxAddresses: whole(c.users.map((u) => u.address)),
         aliases: whole(c.aliases),
@@ -73,6 +77,10 @@ function partialList<K extends "domains" | "users" | "aliases" | "sharedMailboxe
     return { items, complete: false };
 }
 
+function domainParts(entries: ListPart<DomainEntry>): Pick<RelationInput, "domains" | "domainEntries"> {
+    return { domains: { items: entries.items.map(({ index, value }) => ({ index, value: value.name })), complete: entries.complete }, domainEntries: entries };
+}
+
 const UNKNOWN = Symbol("undecodable");
 
 function partialAddresses(users: unknown): ListPart<string> {
@@ -97,7 +105,7 @@ export function partialParse(decoded: Record<string, unknown>, undecodable: Read
     return {
         ...(mailHost.success ? { mailHost: mailHost.data } : {}),
         ...(adminEmail.success ? { adminEmail: adminEmail.data } : {}),
-        domains: partialList(values, "domains"),
+        ...domainParts(partialList(values, "domains")),
         users: partialList(values, "users"),
         mailboxAddresses: partialAddresses(values.users),
         aliases: partialList(values, "aliases"),
@@ -152,6 +160,7 @@ export function checkRelations(c: RelationInput, secretKeys: ReadonlySet<string>
         if (aliasPairs.has(key)) problems.push(`${keyPath(["aliases", index])}: the alias ${a.source} -> ${a.destination} is listed twice; each pair may appear once`);
         aliasPairs.add(key);
     }
+    checkRenames(c, managed, mailboxes, problems);
     // Alerts, bounces' reports and DMARC/TLS reports go to adminEmail: on a managed domain it must
     // be an address that receives mail here, or they would be refused as an unknown user.
     const admin = c.adminEmail;
@@ -184,5 +193,37 @@ export function checkRelations(c: RelationInput, secretKeys: ReadonlySet<string>
         if (host && c.mailHost && domainsKnown && host !== c.mailHost && !c.domains.items.some(({ value: d }) => host === d || host.endsWith(`.${d}`))) {
             problems.push(`${keyPath([service, "host"])}: "${host}" must be mailHost or a name in one of ispmail:domains (${domainList}), so that its DNS is managed here`);
         }
+    }
+}
+
+/**
+ * A rename names an old name that is gone: not the new name itself, not a domain or mailbox still
+ * listed (that would be a copy, not a rename), and each old name taken over by one new one only.
+ * The old address may be an alias source after the rename (the usual way to keep it receiving).
+ */
+function checkRenames(c: RelationInput, managed: ReadonlySet<string>, mailboxes: ReadonlySet<string>, problems: string[]): void {
+    const oldDomains = new Map<string, number>();
+    for (const { index, value: d } of c.domainEntries.items) {
+        if (d.renamedFrom === undefined) continue;
+        const at = keyPath(["domains", index, "renamedFrom"]);
+        if (d.renamedFrom === d.name) problems.push(`${at}: is the domain's own name; renamedFrom must be the name it had until now`);
+        else if (managed.has(d.renamedFrom)) problems.push(`${at}: "${d.renamedFrom}" is still in ispmail:domains; a renamed domain's old name must not be listed any more (keep both and use aliases to move mail instead)`);
+        const first = oldDomains.get(d.renamedFrom);
+        if (first !== undefined) problems.push(`${at}: "${d.renamedFrom}" is also renamedFrom of ${keyPath(["domains", first])}; one old name can become one new name only`);
+        else oldDomains.set(d.renamedFrom, index);
+    }
+    for (const { index, value: u } of c.users.items) {
+        if (u.renamedFrom === undefined) continue;
+        const at = keyPath(["users", index, "renamedFrom"]);
+        if (u.renamedFrom === u.address) problems.push(`${at}: is the mailbox's own address; renamedFrom must be the address it had until now`);
+        else if (mailboxes.has(u.renamedFrom)) problems.push(`${at}: "${u.renamedFrom}" is still a mailbox in ispmail:users; a renamed mailbox's old address must not be listed any more (make it an alias to keep it receiving)`);
+    }
+    if (!c.domainEntries.complete || !c.users.complete) return;
+    const claimedBy = new Map<string, string>();
+    for (const [address, was] of mailboxRenames(c.domainEntries.items.map((i) => i.value), c.users.items.map((i) => i.value))) {
+        const index = c.users.items.find((i) => i.value.address === address)!.index;
+        const other = claimedBy.get(was);
+        if (other !== undefined) problems.push(`${keyPath(["users", index])}: ${address} and ${other} would both take over the mailbox ${was} (by renamedFrom or a renamed domain); one old mailbox can become one new one only`);
+        else claimedBy.set(was, address);
     }
 }

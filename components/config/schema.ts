@@ -113,6 +113,25 @@ const serverSchema = z
     })
     .describe("a mapping {type, location, sshPublicKeys, adminCidrs, image?, volumeSizeGb?}");
 
+/**
+ * A rename is said once, on the new name, and may stay in the file afterwards: what it asks (keep
+ * the password, the Maildir, the settings) is done by the first `up` that sees it and is a no-op
+ * once the old name is gone (docs/OPERATIONS.md, "Renaming a mailbox or a domain").
+ */
+const RENAMED_FROM = "the address this mailbox had until now, such as alice@example.org: its password, Maildir, filters and webmail settings move to the new address";
+const RENAMED_DOMAIN_FROM = `the name this domain had until now, ${FQDN_ALLOWED}: its mailboxes move to the same local parts in the new name`;
+
+/** A mail domain: its name, or {name, renamedFrom} for one that had another name until now. */
+const domainEntry = z
+    .union([
+        fqdn.describe(`a mail domain, ${FQDN_ALLOWED}`),
+        z
+            .strictObject({ name: fqdn.describe(`a mail domain, ${FQDN_ALLOWED}`), renamedFrom: fqdn.describe(RENAMED_DOMAIN_FROM) })
+            .describe("a mapping {name, renamedFrom}: a mail domain that had another name until now"),
+    ])
+    .transform((d): { name: string; renamedFrom?: string } => (typeof d === "string" ? { name: d } : d))
+    .describe(`a mail domain, ${FQDN_ALLOWED}, or a mapping {name, renamedFrom} for one renamed`);
+
 const userSchema = z
     .strictObject({
         address: emailAddress,
@@ -129,8 +148,9 @@ const userSchema = z
             .max(256)
             .optional()
             .describe("a secret string of 12 to 256 characters set with `pulumi config set --secret --path 'ispmail:users[N].password'`, or nothing for a generated password"),
+        renamedFrom: emailAddress.optional().describe(RENAMED_FROM),
     })
-    .describe("a mapping {address, displayName?, quotaMb?, password?}");
+    .describe("a mapping {address, displayName?, quotaMb?, password?, renamedFrom?}");
 
 const aliasSchema = z
     .strictObject({
@@ -309,7 +329,10 @@ const tlsKeyList = keyNameList("a TLS key name: lowercase letters, digits and in
 /** The shape of every `ispmail:*` key; keys without a default must be present in the stack file. */
 export const configSchema = z.strictObject({
     mailHost: fqdn.describe(`the server's host name, ${FQDN_ALLOWED}`),
-    domains: z.array(fqdn.describe(`a mail domain, ${FQDN_ALLOWED}`)).min(1).describe("a list of at least one mail domain such as [example.org]"),
+    domains: z
+        .array(domainEntry)
+        .min(1)
+        .describe("a list of at least one mail domain such as [example.org]; a renamed domain as a mapping {name, renamedFrom}"),
     adminEmail: emailAddress.describe("the administrator's e-mail address such as hostmaster@example.org (ACME account, CAA iodef, DMARC and TLS reports)"),
     /** Protection of the stateful resources; unset: by the stack's name (isProtectedStack). */
     protect: z
@@ -317,7 +340,7 @@ export const configSchema = z.strictObject({
         .optional()
         .describe("true or false (default: true, unless the stack's name is lab, dev, test, staging, ci, preview, sandbox or demo, alone or followed by -something)"),
     server: serverSchema,
-    users: z.array(userSchema).default([]).describe("a list of mailboxes, each a mapping {address, displayName?, quotaMb?, password?}"),
+    users: z.array(userSchema).default([]).describe("a list of mailboxes, each a mapping {address, displayName?, quotaMb?, password?, renamedFrom?}"),
     aliases: z.array(aliasSchema).default([]).describe("a list of aliases, each a mapping {source, destination}"),
     sharedMailboxes: z.array(shareSchema).default([]).describe("a list of shares, each a mapping {mailbox, sharedTo, rights?}"),
     dkimSelectors: selectorList,

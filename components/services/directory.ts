@@ -37,6 +37,8 @@ export interface DesiredDirectory {
         readonly domain: string;
         readonly display_name: string | null;
         readonly quota_mb: number;
+        /** The address it had until now: the sync renames that mailbox (row, Maildir, webmail settings) to this one. */
+        readonly renamed_from?: string;
     }>;
     readonly aliases: ReadonlyArray<{ readonly source_local: string; readonly source_domain: string; readonly destination: string }>;
     readonly shares: ReadonlyArray<{
@@ -78,6 +80,7 @@ export function renderDesiredDirectory(model: Model): DesiredDirectory {
                 domain: u.domain,
                 display_name: u.displayName ?? null,
                 quota_mb: u.quotaMb,
+                ...(u.renamedFrom ? { renamed_from: u.renamedFrom } : {}),
             })),
         aliases: [...model.aliases]
             .sort((a, b) => byText(`${a.source} ${a.destination}`, `${b.source} ${b.destination}`))
@@ -119,7 +122,15 @@ function render(model: Model): StepBody {
 /** A generated initial password for every mailbox whose password is not set in the stack config, and the digests' key. */
 const secrets = (model: Model): SecretSpec[] => [
     { name: DIRECTORY_DIGEST_KEY_SECRET, kind: "password", description: "key of the configured passwords' digests in the directory", stateful: true },
-    ...model.users.filter((u) => !u.passwordFromConfig).map((u): SecretSpec => ({ name: userPasswordSecret(u.address), kind: "password", description: `mailbox ${u.address}`, stateful: false })),
+    ...model.users
+        .filter((u) => !u.passwordFromConfig)
+        .map((u): SecretSpec => ({
+            name: userPasswordSecret(u.address),
+            kind: "password",
+            description: `mailbox ${u.address}`,
+            stateful: false,
+            ...(u.renamedFrom ? { formerName: userPasswordSecret(u.renamedFrom) } : {}),
+        })),
 ];
 
 export const directory: Service = { name: STEP.directory, after: [STEP.postgresql], secrets, render };

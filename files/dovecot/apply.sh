@@ -56,6 +56,12 @@ if ! { [ -f "$APPLIED" ] && cmp -s "$SHARES" "$APPLIED"; }; then
     while read -r owner grantee _rights; do
       [ -n "$owner" ] || continue
       if ! awk -v o="$owner" -v g="$grantee" '$1 == o && $2 == g { found = 1 } END { exit !found }' "$SHARES"; then
+        # An owner that is no mailbox any more (removed, or renamed: its ACL file moved with its
+        # home and the new name's line below sets it again) has no ACL here to remove.
+        if ! doveadm user "$owner" >/dev/null 2>&1; then
+          log "not removing the share of $owner with $grantee: $owner is no longer a mailbox"
+          continue
+        fi
         "${DOVEADM_ACL[@]}" delete -u "$owner" INBOX "user=$grantee" </dev/null
         ispmail_action "removed the share of $owner with $grantee"
       fi

@@ -10,7 +10,10 @@
                      mailbox's hash is written only when it is new or its configured password
                      changed (a keyed digest of the last one applied is kept), never because its
                      user changed the password; likewise its display name, only when it is new or
-                     its configured display name changed (the last one applied is kept)
+                     its configured display name changed (the last one applied is kept).
+                     A mailbox with `renamed_from` takes over the old mailbox: its row (password,
+                     shares, digests), its home directory (Maildir, Sieve scripts) and its webmail
+                     settings move to the new address
 
 Each command prints one line on stdout saying what it changed, or nothing when it changed nothing
 (the apply script reports "changed" from that). Details go to stderr.
@@ -29,6 +32,8 @@ import hmac
 import json
 import os
 import pwd
+import shutil
+import subprocess
 import sys
 from base64 import b64decode
 from pathlib import Path
@@ -274,6 +279,123 @@ def display_name_to_store(exists: bool, stored: str | None, stored_config: str |
     return configured
 
 
+def home_of(vmail: str, address: str) -> Path:
+    """A mailbox's home: /var/vmail/<domain>/<local> (conf.d/auth-sql.conf.ext's `home`)."""
+    local, domain = address.rsplit("@", 1)
+    return Path(vmail, domain, local)
+
+
+def has_content(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def check_home_move(vmail: str, old: str, new: str) -> None:
+    """Refuse a rename whose two homes both hold mail (say which), before anything changes."""
+    old_home, new_home = home_of(vmail, old), home_of(vmail, new)
+    if has_content(old_home) and has_content(new_home):
+        raise SystemExit(
+            f"ispmail-db: cannot rename mailbox {old} to {new}: both {old_home} and {new_home} exist and hold files "
+            f"(a Maildir kept from an earlier mailbox {new}?). Nothing was changed. Move or delete {new_home} by hand, then apply again."
+        )
+
+
+def move_home(vmail: str, old: str, new: str) -> bool:
+    """Moves the old mailbox's home to the new address's (one rename(2): /var/vmail is one file
+    system, so a reader sees it whole at one place or the other). False when there is nothing to move."""
+    old_home, new_home = home_of(vmail, old), home_of(vmail, new)
+    if not old_home.is_dir():
+        return False
+    if new_home.is_dir():
+        new_home.rmdir()  # empty (check_home_move); Dovecot may have made it for a lookup
+    parent = new_home.parent
+    if not parent.is_dir():
+        like = os.stat(old_home.parent)
+        parent.mkdir(mode=0o700)
+        os.chown(parent, like.st_uid, like.st_gid)
+        os.chmod(parent, like.st_mode & 0o7777)
+    # Open IMAP sessions of the old login would go on writing below the old path.
+    if shutil.which("doveadm"):
+        subprocess.run(["doveadm", "kick", old], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    os.rename(old_home, new_home)
+    return True
+
+
+def rename_mailboxes(conn: psycopg.Connection, renames: dict[str, str], stored: dict[str, tuple], vmail: str) -> list[tuple[str, str]]:
+    """Renames each old mailbox row that still exists and whose new address is free; returns the
+    (old, new) pairs renamed. Runs before directory_sync(), which would otherwise delete the old
+    row and add an empty new one. Shares follow by ON UPDATE CASCADE (migration 009); aliases
+    added by hand that point at the old address are pointed at the new one."""
+    done = []
+    for new, old in sorted(renames.items()):
+        if old not in stored or new in stored:
+            continue
+        check_home_move(vmail, old, new)
+        old_local, old_domain = old.rsplit("@", 1)
+        new_local, new_domain = new.rsplit("@", 1)
+        conn.execute("INSERT INTO domains (domain, managed) VALUES (%s, true) ON CONFLICT (domain) DO NOTHING", (new_domain,))
+        # A managed alias with the new address as its source is about to go (the new address is a
+        # mailbox in the desired state); directory_sync() would delete it, but only after this.
+        conn.execute("DELETE FROM aliases WHERE managed AND source_local = %s AND source_domain = %s", (new_local, new_domain))
+        conn.execute("UPDATE users SET local = %s, domain = %s WHERE local = %s AND domain = %s", (new_local, new_domain, old_local, old_domain))
+        conn.execute("UPDATE aliases SET destination = %s WHERE NOT managed AND destination = %s", (new, old))
+        stored[new] = stored.pop(old)
+        done.append((old, new))
+    return done
+
+
+def rename_webmail_user(args: argparse.Namespace, old: str, new: str) -> bool:
+    """Roundcube keys a user's identities, contacts and settings by login: follow the rename."""
+    if not Path(args.secrets_dir, "db.roundcube").is_file():
+        return False
+    password = read_secret(args.secrets_dir, "db.roundcube")
+    with psycopg.connect(host=args.tcp_host, port=args.port, dbname=WEBMAIL_DATABASE, user="roundcube", password=password, autocommit=True) as conn:
+        cur = conn.execute(
+            "UPDATE users SET username = %s WHERE username = %s AND NOT EXISTS (SELECT 1 FROM users WHERE username = %s)",
+            (new, old, new),
+        )
+        return cur.rowcount > 0
+
+
+def sync_rows(conn: psycopg.Connection, desired: dict, renames: dict[str, str], key: bytes, passwords: dict[str, str], hasher, vmail: str):
+    """The sync's database part, in the caller's transaction: renames, then directory_sync() with
+    each mailbox's hash decided, then the digests and configured display names recorded."""
+    # Concurrent syncs would each hash and write; let them queue instead.
+    conn.execute("SELECT lock_address('ispmail-directory-sync')")
+    # FOR UPDATE: a password a user changes meanwhile waits for this transaction and then wins,
+    # instead of being overwritten with the hash read here. The same for display names a user
+    # changes (Nextcloud) meanwhile.
+    stored = {
+        r[0]: r[1:]
+        for r in conn.execute("SELECT local || '@' || domain, password_hash, config_password_digest, display_name, config_display_name FROM users FOR UPDATE")
+    }
+    renamed = rename_mailboxes(conn, renames, stored, vmail)
+    reset, digests, names = [], [], []
+    users = []
+    for u in desired["users"]:
+        address = u["address"]
+        row = stored.get(address)
+        stored_hash, stored_digest, stored_name, stored_config_name = row or (None, None, None, None)
+        digest = password_digest(key, address, passwords[address])
+        # A digest is of (address, password): after a rename, the one recorded under the old
+        # address with the same configured password means "unchanged", and what its user set stays.
+        same = stored_digest == digest or (address in renames and stored_digest == password_digest(key, renames[address], passwords[address]))
+        new_hash = new_password_hash(stored_hash, digest if same else stored_digest, digest, passwords[address], hasher)
+        if new_hash is not None and stored_hash is not None:
+            reset.append(address)
+        if stored_digest != digest:
+            digests.append((digest, u["local"], u["domain"]))
+        if stored_config_name != u["display_name"]:
+            names.append((u["display_name"], u["local"], u["domain"]))
+        display_name = display_name_to_store(row is not None, stored_name, stored_config_name, u["display_name"])
+        users.append({k: u[k] for k in ("local", "domain", "quota_mb")} | {"display_name": display_name, "password_hash": new_hash or stored_hash})
+    state = {"domains": desired["domains"], "users": users, "aliases": desired["aliases"], "shares": desired["shares"]}
+    report = conn.execute("SELECT directory_sync(%s::jsonb)", (json.dumps(state),)).fetchone()[0]
+    with conn.cursor() as cur:
+        cur.executemany("UPDATE users SET config_password_digest = %s WHERE local = %s AND domain = %s", digests)
+        cur.executemany("UPDATE users SET config_display_name = %s WHERE local = %s AND domain = %s", names)
+    return report, renamed, reset, digests, names
+
+
 def cmd_sync(args: argparse.Namespace) -> list[str]:
     from argon2 import PasswordHasher
 
@@ -286,44 +408,33 @@ def cmd_sync(args: argparse.Namespace) -> list[str]:
     if missing:
         raise SystemExit(f"ispmail-db: no configured password for {', '.join(missing)}")
     admin_password = read_secret(args.secrets_dir, "db.mailadmin")
+    renames = {u["address"]: u["renamed_from"] for u in desired["users"] if u.get("renamed_from")}
     actions: list[str] = []
-    with psycopg.connect(host=args.tcp_host, port=args.port, dbname=MAIL_DATABASE, user="mailadmin", password=admin_password) as conn:
-        with conn.transaction():
-            # Concurrent syncs would each hash and write; let them queue instead.
-            conn.execute("SELECT lock_address('ispmail-directory-sync')")
-            # FOR UPDATE: a password a user changes meanwhile waits for this transaction and then
-            # wins, instead of being overwritten with the hash read here.
-            # The same for display names a user changes (Nextcloud) meanwhile.
-            stored = {
-                r[0]: r[1:]
-                for r in conn.execute(
-                    "SELECT local || '@' || domain, password_hash, config_password_digest, display_name, config_display_name FROM users FOR UPDATE"
-                )
-            }
-            reset, digests, names = [], [], []
-            users = []
-            for u in desired["users"]:
-                address = u["address"]
-                row = stored.get(address)
-                stored_hash, stored_digest, stored_name, stored_config_name = row or (None, None, None, None)
-                digest = password_digest(key, address, passwords[address])
-                new_hash = new_password_hash(stored_hash, stored_digest, digest, passwords[address], hasher)
-                if new_hash is not None and stored_hash is not None:
-                    reset.append(address)
-                if stored_digest != digest:
-                    digests.append((digest, u["local"], u["domain"]))
-                if stored_config_name != u["display_name"]:
-                    names.append((u["display_name"], u["local"], u["domain"]))
-                display_name = display_name_to_store(row is not None, stored_name, stored_config_name, u["display_name"])
-                users.append(
-                    {k: u[k] for k in ("local", "domain", "quota_mb")}
-                    | {"display_name": display_name, "password_hash": new_hash or stored_hash}
-                )
-            state = {"domains": desired["domains"], "users": users, "aliases": desired["aliases"], "shares": desired["shares"]}
-            report = conn.execute("SELECT directory_sync(%s::jsonb)", (json.dumps(state),)).fetchone()[0]
-            with conn.cursor() as cur:
-                cur.executemany("UPDATE users SET config_password_digest = %s WHERE local = %s AND domain = %s", digests)
-                cur.executemany("UPDATE users SET config_display_name = %s WHERE local = %s AND domain = %s", names)
+    moved: list[tuple[str, str]] = []
+    try:
+        with psycopg.connect(host=args.tcp_host, port=args.port, dbname=MAIL_DATABASE, user="mailadmin", password=admin_password) as conn:
+            with conn.transaction():
+                report, renamed, reset, digests, names = sync_rows(conn, desired, renames, key, passwords, hasher, args.vmail)
+                # Last, just before the commit: until then Dovecot and Postfix see the old rows,
+                # and a failure above leaves every home where its row says it is. Should the
+                # commit fail, the homes move back below. (A sync that finds a home moved and its
+                # row not, after a crash in between, renames the row and has nothing to move.)
+                for old, new in renamed:
+                    if move_home(args.vmail, old, new):
+                        moved.append((old, new))
+    except BaseException:
+        for old, new in reversed(moved):
+            os.rename(home_of(args.vmail, new), home_of(args.vmail, old))
+        raise
+    for old, new in renamed:
+        actions.append(f"renamed mailbox {old} to {new}")
+        if home_of(args.vmail, old).exists():
+            # Delivered in the moment between the move and the commit: kept, and said.
+            log(f"mail for {old} arrived during its rename and is in {home_of(args.vmail, old)}; move it into {new} with doveadm import")
+        if rename_webmail_user(args, old, new):
+            log(f"webmail settings of {old} now belong to {new}")
+        if Path(args.secrets_dir, "db.nextcloud").is_file():
+            log(f"Nextcloud cannot rename an account: the files of {old} stay with that account (occ files:transfer-ownership moves them)")
     for address in report["removed_mailboxes"]:
         local, domain = address.split("@", 1)
         log(f"mailbox {address} was removed from the directory; its Maildir {args.vmail}/{domain}/{local} is kept (delete it by hand when no longer needed)")
@@ -339,7 +450,7 @@ def cmd_sync(args: argparse.Namespace) -> list[str]:
         log(f"directory report: {json.dumps(report, sort_keys=True)}")
     if reset:
         actions.append(f"set the configured password of {', '.join(reset)}")
-    if digests and not counts and not reset:
+    if digests and not counts and not reset and not renamed:
         actions.append(f"recorded the configured password's digest of {len(digests)} mailbox(es)")
     if names and not counts:
         # The configured display name changed to the one the user already has.

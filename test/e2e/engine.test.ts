@@ -10,7 +10,9 @@ import { randomUUID } from "node:crypto";
 import { before, describe, it } from "node:test";
 import { changes, type PlanEntry } from "../../lab/engine";
 import { SERVER_KEY } from "../../lab/engine-lab";
-import { ensureLab, guest, labEngineRun } from "../../lab/testkit";
+import { ensureLab, guest, labEngineRun, labSecrets } from "../../lab/testkit";
+import { labRawConfig } from "../fixtures/config";
+import { inMailbox, loginAccepted, sendThroughForeign, token } from "./clients";
 
 before(ensureLab);
 
@@ -74,5 +76,48 @@ describe("engine in the lab", () => {
         const again = await labEngineRun({ preview: false });
         assert.deepEqual(changes(again.plan), {}, "and the next up executes nothing");
         assert.equal((await guest("mail").execOk("systemctl is-active postfix dovecot rspamd postgresql")).trim().split("\n").join(" "), "active active active active");
+    });
+    it("engine: renaming a mailbox in the stack (renamedFrom) keeps its password, its mail, its share and its alias; renaming it back restores the lab", async () => {
+        const mail = guest("mail");
+        /** The lab stack with `from` renamed to `to` everywhere a mailbox is named. */
+        const renamed = (from: string, to: string) => {
+            const raw = labRawConfig() as Record<string, any>;
+            for (const u of raw.users) if (u.address === "bob@example.org") Object.assign(u, { address: to, renamedFrom: from });
+            for (const a of raw.aliases) if (a.destination === "bob@example.org") a.destination = to;
+            for (const sh of raw.sharedMailboxes) if (sh.sharedTo === "bob@example.org") sh.sharedTo = to;
+            return { users: raw.users, aliases: raw.aliases, sharedMailboxes: raw.sharedMailboxes };
+        };
+        const password = labSecrets()["user:bob@example.org"];
+        const subject = token("before the rename");
+        await sendThroughForeign("bob@example.org", subject);
+        await inMailbox("bob@example.org", "INBOX", subject);
+
+        const up = await labEngineRun({ preview: false, overrides: renamed("bob@example.org", "robert@example.org") });
+        try {
+            assert.deepEqual(up.errors, [], up.errors.join("\n"));
+            assert.deepEqual(changes(up.plan), { "Command directory": "replace", "Command dovecot": "replace" });
+            assert.equal(up.plan.find((e) => e.name === "user:robert@example.org")?.renamedFrom, "random:index/randomPassword:RandomPassword::user:bob@example.org");
+            const directory = up.plan.find((e) => e.name === "directory")!;
+            assert.match(directory.detail ?? "", /renamed mailbox bob@example\.org to robert@example\.org/);
+
+            assert.ok(await loginAccepted("imap", "robert@example.org", password), "bob's password opens robert's mailbox");
+            assert.equal(await loginAccepted("imap", "bob@example.org", password), false, "the old login is gone");
+            await inMailbox("robert@example.org", "INBOX", subject);
+            assert.equal((await mail.exec("test -d /var/vmail/example.org/robert/Maildir && ! test -e /var/vmail/example.org/bob")).code, 0, "the Maildir moved");
+            assert.match(await mail.execOk("doveadm acl get -u alice@example.org INBOX"), /user=robert@example\.org/, "alice's share goes to the new name");
+            const viaAlias = token("to the alias after the rename");
+            await sendThroughForeign("sales@example.com", viaAlias);
+            await inMailbox("robert@example.org", "INBOX", viaAlias);
+        } finally {
+            const back = await labEngineRun({ preview: false, overrides: renamed("robert@example.org", "bob@example.org") });
+            assert.deepEqual(back.errors, [], back.errors.join("\n"));
+        }
+        await inMailbox("bob@example.org", "INBOX", subject);
+        assert.ok(await loginAccepted("imap", "bob@example.org", password));
+        const last = await labEngineRun({ preview: false });
+        const { ["Command directory"]: directory, ...others } = changes(last.plan);
+        assert.deepEqual(others, {}, "the lab's own stack again: only the directory step sees renamedFrom gone");
+        assert.equal(directory, "replace");
+        await mail.execOk("doveadm expunge -u bob@example.org mailbox INBOX subject 'rename'");
     });
 });

@@ -54,8 +54,8 @@ const BAD_CASES: readonly BadCase[] = [
     { name: "an adminEmail without @", mutate: (c) => (c.adminEmail = "hostmaster"), path: "ispmail:adminEmail", allowed: /has no @; must be an e-mail address local@domain/ },
     { name: "an adminEmail whose domain is not a FQDN", mutate: (c) => (c.adminEmail = "root@localhost"), path: "ispmail:adminEmail", allowed: /domain part "localhost" must be a fully qualified domain name/ },
     // --- users
-    { name: "users that is not a list", mutate: (c) => (c.users = { address: "alice@example.org" }), path: "ispmail:users", allowed: /a list of mailboxes, each a mapping \{address, displayName\?, quotaMb\?, password\?\}/ /* aliases are not reported as pointing nowhere while the users are unknown */ },
-    { name: "a user given as a bare string", mutate: (c) => (c.users[0] = "alice@example.org"), path: "ispmail:users[0]", allowed: /a mapping \{address, displayName\?, quotaMb\?, password\?\}/ },
+    { name: "users that is not a list", mutate: (c) => (c.users = { address: "alice@example.org" }), path: "ispmail:users", allowed: /a list of mailboxes, each a mapping \{address, displayName\?, quotaMb\?, password\?, renamedFrom\?\}/ /* aliases are not reported as pointing nowhere while the users are unknown */ },
+    { name: "a user given as a bare string", mutate: (c) => (c.users[0] = "alice@example.org"), path: "ispmail:users[0]", allowed: /a mapping \{address, displayName\?, quotaMb\?, password\?, renamedFrom\?\}/ },
     { name: "a user in a domain that is not managed", mutate: (c) => (c.users[2].address = "carol@example.net"), path: "ispmail:users[2].address", allowed: /not managed here; a mailbox must be in one of ispmail:domains \(example\.org, example\.com\)/, count: 2 /* the catch-all then points to an unknown carol@example.com */ },
     { name: "a local part over 64 characters", mutate: (c) => c.users.push({ address: `${"a".repeat(65)}@example.org` }), path: "ispmail:users[3].address", allowed: /local part \(before @\) must be 1 to 64 characters \(RFC 5321\), got 65/ },
     { name: "a local part with a space", mutate: (c) => c.users.push({ address: "dave smith@example.org" }), path: "ispmail:users[3].address", allowed: /local part .* may contain only letters, digits/ },
@@ -77,6 +77,22 @@ const BAD_CASES: readonly BadCase[] = [
     { name: "a catch-all without a domain", mutate: (c) => (c.aliases[3].source = "@"), path: "ispmail:aliases[3].source", allowed: /a catch-all source must be @ followed by a managed mail domain, such as @example\.org/ },
     { name: "an adminEmail on a managed domain that is neither a mailbox nor an alias source", mutate: (c) => (c.adminEmail = "hostmaster@example.org"), path: "ispmail:adminEmail", allowed: /"hostmaster@example\.org" is in managed domain example\.org but is neither a mailbox in ispmail:users nor an alias source/ },
     { name: "an alias that points to itself", mutate: (c) => (c.aliases[2].destination = "info@example.org"), path: "ispmail:aliases[2].destination", allowed: /an alias cannot point to itself/ },
+    // --- renames
+    { name: "a mailbox renamed from its own address", mutate: (c) => (c.users[0].renamedFrom = "Alice@example.org"), path: "ispmail:users[0].renamedFrom", allowed: /is the mailbox's own address; renamedFrom must be the address it had until now/ },
+    { name: "a mailbox renamed from a mailbox still listed", mutate: (c) => (c.users[0].renamedFrom = "bob@example.org"), path: "ispmail:users[0].renamedFrom", allowed: /"bob@example\.org" is still a mailbox in ispmail:users; a renamed mailbox's old address must not be listed any more \(make it an alias/ },
+    { name: "a mailbox renamed from something that is no address", mutate: (c) => (c.users[0].renamedFrom = "alice"), path: "ispmail:users[0].renamedFrom", allowed: /"alice" has no @; must be an e-mail address/ },
+    { name: "a domain renamed from its own name", mutate: (c) => (c.domains[1] = { name: "example.com", renamedFrom: "Example.com" }), path: "ispmail:domains[1].renamedFrom", allowed: /is the domain's own name/ },
+    { name: "a domain renamed from a domain still listed", mutate: (c) => (c.domains[1] = { name: "example.com", renamedFrom: "example.org" }), path: "ispmail:domains[1].renamedFrom", allowed: /"example\.org" is still in ispmail:domains; a renamed domain's old name must not be listed any more/ },
+    { name: "a domain entry with an unknown setting", mutate: (c) => (c.domains[1] = { name: "example.com", renamedFromm: "example.net" }), path: "ispmail:domains[1]", allowed: /a mapping \{name, renamedFrom\}/ },
+    {
+        name: "two mailboxes taking over the same old one (one by its own renamedFrom, one by its domain's)",
+        mutate: (c) => {
+            c.domains[1] = { name: "example.com", renamedFrom: "example.net" };
+            c.users.push({ address: "carol2@example.org", renamedFrom: "carol@example.net" });
+        },
+        path: "ispmail:users[3]",
+        allowed: /carol2@example\.org and carol@example\.com would both take over the mailbox carol@example\.net .*one old mailbox can become one new one only/,
+    },
     { name: "the same alias twice", mutate: (c) => c.aliases.push({ source: "Sales@example.com", destination: "bob@example.org" }), path: "ispmail:aliases[4]", allowed: /sales@example\.com -> bob@example\.org is listed twice/ },
     // --- shared mailboxes
     { name: "a share to the mailbox itself", mutate: (c) => (c.sharedMailboxes[0].sharedTo = "Alice@example.org"), path: "ispmail:sharedMailboxes[0].sharedTo", allowed: /cannot be shared to itself; sharedTo must be another mailbox/ },
@@ -232,6 +248,21 @@ describe("config: a right stack becomes a normalised, frozen model", () => {
         assert.equal(model.aliases[1].destination, "bob@example.org");
         assert.deepEqual(model.dkimSelectors, ["s2026b", "s2026a"]);
         assert.equal(model.nextcloud.sha256, "abcdef".padEnd(64, "0"));
+    });
+
+    test("config: a renamed domain renames its mailboxes unless one says otherwise; the model lists each mailbox's old address", () => {
+        const raw = validRawConfig();
+        raw.domains[1] = { name: "example.edu", renamedFrom: "example.com" };
+        raw.users[2].address = "carol@example.edu";
+        raw.users.push({ address: "dave@example.edu", renamedFrom: "bob.old@example.org" });
+        raw.users[1].renamedFrom = "Robert@example.org";
+        raw.aliases = raw.aliases.filter((a: { source: string }) => !a.source.endsWith("example.com"));
+        const { model } = parseConfig(raw, { stack: "test" });
+        assert.deepEqual(model.domains, ["example.org", "example.edu"]);
+        assert.deepEqual(
+            model.users.map((u) => [u.address, u.renamedFrom]),
+            [["alice@example.org", undefined], ["bob@example.org", "robert@example.org"], ["carol@example.edu", "carol@example.com"], ["dave@example.edu", "bob.old@example.org"]],
+        );
     });
 
     test("config: defaults fill what the stack leaves out", () => {

@@ -197,20 +197,21 @@ describe("directory in PostgreSQL 17", { skip }, () => {
     it("migrations: apply from empty in one run, then re-applying is a no-op", () => {
         const first = dbOk("migrate");
         assert.equal(first.length, 1);
-        assert.match(first[0], /^applied migrations 001_directory_tables, 002_address_ownership_triggers, 003_views_and_grants, 004_directory_sync_function, 005_login_guards, 006_configured_password_digest, 007_own_password_change, 008_nextcloud_writes$/);
-        assert.equal(query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"), "1,2,3,4,5,6,7,8");
+        assert.match(first[0], /^applied migrations 001_directory_tables, 002_address_ownership_triggers, 003_views_and_grants, 004_directory_sync_function, 005_login_guards, 006_configured_password_digest, 007_own_password_change, 008_nextcloud_writes, 009_renames_cascade_to_shares$/);
+        assert.equal(query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"), "1,2,3,4,5,6,7,8,9");
         assert.deepEqual(dbOk("migrate"), []);
     });
 
     it("migrations: a failing migration leaves nothing behind (one transaction)", () => {
         const broken = join(hostDir, "migrations-broken");
         cpSync(join(hostDir, "migrations"), broken, { recursive: true });
-        writeFileSync(join(broken, "009_broken.sql"), "CREATE TABLE should_vanish (x integer);\nSELECT 1 / 0;\n");
+        writeFileSync(join(broken, "010_broken.sql"), "CREATE TABLE should_vanish (x integer);\nSELECT 1 / 0;\n");
+        const applied = query("SELECT count(*) FROM schema_migrations");
         const r = db("migrate", "--migrations", `${dir}/migrations-broken`);
         assert.notEqual(r.code, 0);
         assert.match(r.stderr, /division by zero/);
         assert.equal(query("SELECT to_regclass('should_vanish') IS NULL"), "t");
-        assert.equal(query("SELECT count(*) FROM schema_migrations"), "8");
+        assert.equal(query("SELECT count(*) FROM schema_migrations"), applied);
     });
 
     it("migrations: an applied migration that was edited is refused", () => {
@@ -541,6 +542,84 @@ describe("directory in PostgreSQL 17", { skip }, () => {
         assert.deepEqual(dbOk("sync"), ["recorded the configured display name of 1 mailbox(es)"]);
         assert.equal(displayNameOf("dave@example.org"), "Dave D.|Dave D.");
         assert.deepEqual(dbOk("sync"), []);
+    });
+
+    /** movedConfig as the display-name test left it, then alice renamed to alice.smith (her old address an alias). */
+    const aliceRenamed = (raw: Record<string, any>) => {
+        movedConfig(raw);
+        raw.users.find((u: { address: string }) => u.address === "dave@example.org").displayName = "Dave D.";
+        const alice = raw.users.find((u: { address: string }) => u.address === "alice@example.org");
+        Object.assign(alice, { address: "alice.smith@example.org", renamedFrom: "alice@example.org" });
+        for (const a of raw.aliases) if (a.destination === "alice@example.org") a.destination = "alice.smith@example.org";
+        raw.aliases.push({ source: "alice@example.org", destination: "alice.smith@example.org" });
+        for (const sh of raw.sharedMailboxes) for (const k of ["mailbox", "sharedTo"]) if (sh[k] === "alice@example.org") sh[k] = "alice.smith@example.org";
+    };
+    const vmail = () => join(hostDir, "vmail");
+    const putMessage = (home: string, name: string) => {
+        mkdirSync(join(vmail(), home, "Maildir", "cur"), { recursive: true });
+        writeFileSync(join(vmail(), home, "Maildir", "cur", name), `Subject: ${name}\r\n\r\nkept\r\n`);
+    };
+
+    it("sync: a renamed mailbox keeps its row, its user's own password, its shares, its home and its webmail settings", () => {
+        const own = usersOwnHash("alice's rename-proof choice");
+        query(`UPDATE users SET password_hash = '${own}' WHERE local = 'alice' AND domain = 'example.org'`);
+        putMessage("example.org/alice", "1.M1.lab:2,S");
+        query("CREATE TABLE users (user_id serial PRIMARY KEY, username text NOT NULL, mail_host text NOT NULL, UNIQUE (username, mail_host))", { role: "roundcube", database: "roundcube" });
+        query("INSERT INTO users (username, mail_host) VALUES ('alice@example.org', 'localhost')", { role: "roundcube", database: "roundcube" });
+        userPasswords.set("alice.smith@example.org", userPasswords.get("alice@example.org")!);
+        writeDesired(modelWith(aliceRenamed));
+        const r = db("sync", "--vmail", `${dir}/vmail`);
+        assert.equal(r.code, 0, r.stderr);
+        const lines = r.stdout.trim().split("\n");
+        assert.equal(lines[0], "renamed mailbox alice@example.org to alice.smith@example.org");
+        // The renamed row needs no change; the aliases to her are re-pointed, her old address added.
+        assert.equal(lines[1], "synced directory: aliases +2 ~0 -1");
+        assert.equal(lines.length, 2, r.stdout);
+        assert.equal(query("SELECT count(*) FROM users WHERE local = 'alice' AND domain = 'example.org'"), "0");
+        assert.equal(hashOf("alice.smith@example.org"), own, "the password she set herself stays");
+        const digest = createHmac("sha256", digestKey).update(`alice.smith@example.org\0${userPasswords.get("alice.smith@example.org")}`).digest("hex");
+        assert.equal(query("SELECT config_password_digest FROM users WHERE local = 'alice.smith'"), digest, "the digest is recorded under the new address");
+        assert.equal(query("SELECT display_name FROM virtual_mailboxes WHERE address = 'alice.smith@example.org'"), "Alice");
+        assert.equal(
+            query("SELECT string_agg(shared_mailbox || '>' || shared_to || ':' || rights, ',' ORDER BY shared_mailbox) FROM shared_mailboxes_view"),
+            "alice.smith@example.org>bob@example.org:lr,dave@example.org>alice.smith@example.org:lrws",
+        );
+        assert.equal(query("SELECT destination FROM virtual_aliases WHERE source = 'alice@example.org'"), "alice.smith@example.org");
+        assert.ok(existsSync(join(vmail(), "example.org", "alice.smith", "Maildir", "cur", "1.M1.lab:2,S")), "the Maildir moved with its message");
+        assert.equal(existsSync(join(vmail(), "example.org", "alice")), false, "nothing is left at the old home");
+        assert.equal(query("SELECT string_agg(username, ',') FROM users", { role: "roundcube", database: "roundcube" }), "alice.smith@example.org");
+        assert.match(r.stderr, /webmail settings of alice@example\.org now belong to alice\.smith@example\.org/);
+        // renamedFrom may stay in the stack file: the next sync has nothing to do.
+        assert.deepEqual(dbOk("sync", "--vmail", `${dir}/vmail`), []);
+    });
+
+    it("sync: a renamed domain moves its mailboxes; a rename onto a home that already holds mail is refused and changes nothing", () => {
+        const domainRenamed = (raw: Record<string, any>) => {
+            aliceRenamed(raw);
+            raw.domains = ["example.org", { name: "example.net", renamedFrom: "example.com" }];
+            raw.users.find((u: { address: string }) => u.address === "sales@example.com").address = "sales@example.net";
+        };
+        const salesHash = hashOf("sales@example.com");
+        const domainsBefore = query("SELECT string_agg(domain, ',' ORDER BY domain) FROM domains");
+        putMessage("example.com/sales", "2.M2.lab:2,");
+        putMessage("example.net/sales", "left.from.an.earlier.sales");
+        userPasswords.set("sales@example.net", userPasswords.get("sales@example.com")!);
+        writeDesired(modelWith(domainRenamed));
+        const refused = db("sync", "--vmail", `${dir}/vmail`);
+        assert.notEqual(refused.code, 0);
+        assert.match(refused.stderr, /cannot rename mailbox sales@example\.com to sales@example\.net: both .*\/vmail\/example\.com\/sales and .*\/vmail\/example\.net\/sales exist and hold files.*Nothing was changed/s);
+        assert.equal(query("SELECT string_agg(domain, ',' ORDER BY domain) FROM domains"), domainsBefore, "the transaction rolled back");
+        assert.ok(existsSync(join(vmail(), "example.com", "sales", "Maildir", "cur", "2.M2.lab:2,")));
+
+        rmSync(join(vmail(), "example.net"), { recursive: true });
+        const r = db("sync", "--vmail", `${dir}/vmail`);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout.trim().split("\n")[0], "renamed mailbox sales@example.com to sales@example.net");
+        assert.equal(query("SELECT string_agg(domain, ',' ORDER BY domain) FROM domains"), "example.net,example.org", "the emptied old domain is gone");
+        assert.equal(hashOf("sales@example.net"), salesHash, "the password stays");
+        assert.ok(existsSync(join(vmail(), "example.net", "sales", "Maildir", "cur", "2.M2.lab:2,")));
+        assert.equal(existsSync(join(vmail(), "example.com", "sales")), false);
+        assert.deepEqual(dbOk("sync", "--vmail", `${dir}/vmail`), []);
     });
 
     it("pg_hba: the superuser cannot log in over TCP", () => {

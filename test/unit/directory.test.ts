@@ -9,7 +9,7 @@ import { DESIRED_DIRECTORY_FILE, migrationFiles, renderDesiredDirectory } from "
 import { renderServerSteps } from "../../components/services";
 import { renderApplyScript, resolveSecrets, secretsOf } from "../../components/steps";
 import { fixtureModel, validRawConfig } from "../fixtures/config";
-import { SERVICE, stepsOf } from "../../components/services";
+import { SERVICE, secretSpecs, stepsOf } from "../../components/services";
 
 const model = fixtureModel();
 const [step] = stepsOf(SERVICE.directory, model);
@@ -35,6 +35,19 @@ describe("directory: rendering", () => {
         assert.deepEqual(d.aliases.find((a) => a.source_domain === "example.com" && a.source_local === ""), { source_local: "", source_domain: "example.com", destination: "carol@example.com" });
         assert.equal(d.aliases.length, model.aliases.length);
         assert.deepEqual(d.shares, [{ shared_mailbox_local: "alice", shared_mailbox_domain: "example.org", shared_to_local: "bob", shared_to_domain: "example.org", rights: "lrws" }]);
+    });
+
+    it("directory: a renamed mailbox tells the sync its old address, and its generated password its former secret name", () => {
+        const raw = validRawConfig();
+        Object.assign(raw.users[1], { address: "robert@example.org", renamedFrom: "bob@example.org" });
+        raw.aliases[1].destination = "robert@example.org";
+        raw.sharedMailboxes[0].sharedTo = "robert@example.org";
+        const renamed = parseConfig(raw, { stack: "test" }).model;
+        const d = renderDesiredDirectory(renamed);
+        assert.deepEqual(d.users.find((u) => u.address === "robert@example.org"), { address: "robert@example.org", local: "robert", domain: "example.org", display_name: null, quota_mb: 1024, renamed_from: "bob@example.org" });
+        assert.equal(d.users.filter((u) => "renamed_from" in u).length, 1, "only the renamed mailbox says renamed_from");
+        const spec = secretSpecs(renamed).find((s) => s.name === "user:robert@example.org");
+        assert.equal(spec?.formerName, "user:bob@example.org");
     });
 
     it("directory: the config's order does not matter (no spurious change of directory.json)", () => {

@@ -128,6 +128,51 @@ describe("engine: what a preview shows for typical changes", () => {
         assert.deepEqual(changes(r.plan), { "Command directory": "replace" });
     });
 
+    /** bob@example.org becomes robert@example.org; what pointed at bob points at robert. */
+    const renameBob = (raw: Record<string, any>) => {
+        Object.assign(raw.users.find((u: { address: string }) => u.address === "bob@example.org"), { address: "robert@example.org", renamedFrom: "bob@example.org" });
+        for (const a of raw.aliases) if (a.destination === "bob@example.org") a.destination = "robert@example.org";
+        for (const sh of raw.sharedMailboxes) if (sh.sharedTo === "bob@example.org") sh.sharedTo = "robert@example.org";
+    };
+    const PASSWORD = "random:index/randomPassword:RandomPassword";
+
+    it("engine: renaming a mailbox keeps its generated password (an alias of its old name): no secret is made or deleted; only the directory and Dovecot (the share) re-run", async () => {
+        const r = await previewOf(renameBob);
+        assert.deepEqual(changes(r.plan), { "Command directory": "replace", "Command dovecot": "replace" });
+        const password = r.plan.find((e) => e.name === "user:robert@example.org")!;
+        assert.equal(password.op, "same");
+        assert.equal(password.renamedFrom, `${PASSWORD}::user:bob@example.org`);
+        assert.match(formatPlan(r.plan), /RandomPassword user:robert@example\.org +\(renamed from user:bob@example\.org\)/);
+        // The up: the new name has the old value; the old name is gone from the state.
+        const state = await deployed();
+        const raw = validRawConfig();
+        renameBob(raw);
+        const up = await run(raw, state, false);
+        assert.equal((up.outputs.userPasswords as Record<string, string>)["robert@example.org"], state.resources[`${PASSWORD}::user:bob@example.org`].outputs.result);
+        assert.equal(up.state.resources[`${PASSWORD}::user:bob@example.org`], undefined);
+    });
+
+    it("engine: renaming a domain keeps its mailboxes' passwords and every key; its records move to the new zone", async () => {
+        const r = await previewOf((raw) => {
+            raw.domains[1] = { name: "example.edu", renamedFrom: "example.com" };
+            raw.users.find((u: { address: string }) => u.address === "carol@example.com").address = "carol@example.edu";
+            for (const a of raw.aliases) {
+                a.source = a.source.replace(/example\.com$/, "example.edu");
+                a.destination = a.destination.replace(/example\.com$/, "example.edu");
+            }
+        });
+        const secrets = r.plan.filter((e) => e.type === PASSWORD || e.type === "tls:index/privateKey:PrivateKey");
+        assert.deepEqual(secrets.filter((e) => e.op !== "same").map((e) => `${e.op} ${e.name}`), [], "no secret or key is made, replaced or deleted");
+        assert.equal(secrets.find((e) => e.name === "user:carol@example.edu")?.renamedFrom, `${PASSWORD}::user:carol@example.com`);
+        const records = Object.entries(changes(r.plan)).filter(([k]) => k.startsWith("cloudflare.DnsRecord"));
+        assert.ok(records.some(([k, op]) => /example\.edu/.test(k) && op === "create"), "the new zone's records are made");
+        assert.ok(records.some(([k, op]) => /example\.com/.test(k) && op === "delete"), "the old zone's records go");
+        assert.equal(changes(r.plan)["Command directory"], "replace");
+        // Only the old zone's own things go (its DNSSEC, protected in protected stacks, included).
+        const deleted = Object.entries(changes(r.plan)).filter(([, op]) => op === "delete").map(([k]) => k);
+        assert.deepEqual(deleted.filter((k) => !/example\.com/.test(k)), []);
+    });
+
     it("engine: changing one Postfix setting re-runs only the postfix step", async () => {
         await deployed();
         // A developer edits one setting in files/postfix/main.cf.mustache (read at render time).
