@@ -8,6 +8,7 @@
  */
 import { acquireLabLock } from "../lab/lock";
 import { giveMailSlotBack, benchConverge } from "./converge";
+import { benchDirectoryScale } from "./directory-scale";
 import { benchImap } from "./imap";
 import { withLab } from "./lab-session";
 import { benchNoop } from "./noop";
@@ -31,6 +32,7 @@ const BENCHES: readonly Bench[] = [
     { name: "converge", lab: true, run: () => benchConverge({ runs: runs(2), log }) },
     { name: "noop", lab: true, run: () => benchNoop({ runs: runs(3), log }) },
     { name: "one-change", lab: true, run: () => benchOneChange({ runs: runs(2), log }) },
+    { name: "directory-scale", lab: true, run: () => benchDirectoryScale({ runs: runs(3), users: 5000, log }) },
     { name: "program-scale", lab: false, run: () => benchProgramScale({ runs: runs(3), log }) },
     { name: "throughput", lab: true, run: () => benchThroughput({ runs: runs(2), small: 1000, large: 50, log }) },
     { name: "imap", lab: true, run: () => benchImap({ runs: runs(5), messages: 10_000, log }) },
