@@ -83,9 +83,24 @@ export function dnsZones(model: Pick<Model, "domains" | "mailHost" | "dns">): st
 
 /** The nearest enclosing zone of `name`. */
 export function zoneOf(name: string, zones: readonly string[]): string {
-    const enclosing = zones.filter((z) => isUnder(name, z)).sort((a, b) => b.length - a.length);
-    if (enclosing.length === 0) throw new Error(`DNS name ${name} is in none of the zones ${zones.join(", ")}`);
-    return enclosing[0];
+    return zoneFinder(zones)(name);
+}
+
+/**
+ * {@link zoneOf} for many names: the nearest enclosing zone is the first zone met walking up the
+ * name's labels, a set lookup each (not a scan of every zone per name: 200 domains publish ~4,000
+ * records).
+ */
+function zoneFinder(zones: readonly string[]): (name: string) => string {
+    const set = new Set(zones);
+    return (name) => {
+        for (let n = name; ; ) {
+            if (set.has(n)) return n;
+            const dot = n.indexOf(".");
+            if (dot < 0) throw new Error(`DNS name ${name} is in none of the zones ${zones.join(", ")}`);
+            n = n.slice(dot + 1);
+        }
+    };
 }
 
 /**
@@ -145,8 +160,9 @@ export function renderDnsRecords(input: DnsInput): DnsRecord[] {
     const { model, ipv4, ipv6, dkimPublicKeys, services } = input;
     const ttl = model.dns.ttl;
     const zones = dnsZones(model);
+    const zoneOfName = zoneFinder(zones);
     const out: DnsRecord[] = [];
-    const add = (name: string, type: DnsRecordType, content: string) => out.push({ zone: zoneOf(name, zones), name, type, ttl, content });
+    const add = (name: string, type: DnsRecordType, content: string) => out.push({ zone: zoneOfName(name), name, type, ttl, content });
 
     for (const host of webHosts(model, services)) {
         add(host, "A", ipv4);
@@ -163,7 +179,7 @@ export function renderDnsRecords(input: DnsInput): DnsRecord[] {
     }
 
     // CAA goes on the apex of each zone that holds a name we publish (it covers every name below).
-    const usedZones = [...new Set(out.map((r) => r.zone).concat(model.domains.map((d) => zoneOf(d, zones))))].sort();
+    const usedZones = [...new Set(out.map((r) => r.zone).concat(model.domains.map(zoneOfName)))].sort();
     for (const zone of usedZones) {
         add(zone, "CAA", `0 issue "${caaIssueValue(model.acme.accountUri)}"`);
         add(zone, "CAA", `0 issuewild ";"`);
