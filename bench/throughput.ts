@@ -17,8 +17,8 @@ import { LAB } from "../lab/lab";
 import { guest } from "../lab/testkit";
 import { applyToMail, labServer, tally, type Log } from "./lab-session";
 import type { BenchOutcome } from "./report";
-import { sleep } from "../lab/proc";
 import { summarize, type Summary } from "./stats";
+import { cleanForeign, messageFile as loadMessage, sendFromForeign } from "./smtp-load";
 
 const RCPT = "carol@example.com";
 const MAILDIR = "/var/vmail/example.com/carol/Maildir";
@@ -38,25 +38,9 @@ interface Batch {
     readonly perSecond: number;
 }
 
-/** Every message file of the user, in every folder (Sieve may file some into Junk). */
-const COUNT = `find ${MAILDIR} -type f \\( -path '*/new/*' -o -path '*/cur/*' \\) | wc -l`;
-
 /** A pre-formatted message for smtp-source -F: ordinary headers, `bodyBytes` of text body. */
 function messageFile(bodyBytes: number): string {
-    const line = "The quick brown fox jumps over the lazy dog, again and again, for the benchmark.";
-    const lines = Math.max(1, Math.ceil(bodyBytes / (line.length + 2)));
-    return [
-        `From: Bench Sender <${SENDER}>`,
-        `To: Carol <${RCPT}>`,
-        `Subject: ${SUBJECT}`,
-        "Date: Wed, 25 Nov 2026 10:00:00 +0000",
-        `Message-ID: <bench-${bodyBytes}@${LAB.foreignDomain}>`,
-        "MIME-Version: 1.0",
-        "Content-Type: text/plain; charset=us-ascii",
-        "",
-        ...Array.from({ length: lines }, () => line),
-        "",
-    ].join("\n");
+    return loadMessage({ bodyBytes, sender: SENDER, rcpt: RCPT, rcptName: "Carol", subject: SUBJECT });
 }
 
 async function setMilter(state: Milter, original: { smtpd: string; nonSmtpd: string }): Promise<void> {
@@ -72,42 +56,7 @@ async function expungeBench(): Promise<void> {
 }
 
 async function runBatch(milter: Milter, kind: "small" | "large", count: number, sessions: number, log: Log): Promise<Batch> {
-    const mail = guest("mail");
-    const foreign = guest("foreign");
-    const before = Number((await mail.execOk(COUNT)).trim());
-    // smtp-source runs detached on the foreign guest: under full load an SSH session that waits for
-    // it may be dropped (missed keep-alives), which would kill it. It prints nothing on success.
-    await foreign.execOk(
-        `rm -f /root/bench-result; nohup sh -c 't0=$(date +%s.%N); smtp-source -s ${sessions} -m ${count} -F /root/bench-${kind}.eml -f ${SENDER} -t ${RCPT} -M ${LAB.foreign.fqdn} ${LAB.mail.ipv4}:25 2>/root/bench-stderr; echo "$t0 $?" > /root/bench-result' >/dev/null 2>&1 &`,
-    );
-    // Polled in short SSH calls, at most 600 s: every message in the Maildir, or smtp-source done
-    // and Postfix's queue empty twice in a row (what is missing then is lost).
-    let delivered = 0;
-    let t0 = NaN;
-    let emptyQueue = 0;
-    const deadline = Date.now() + 600_000;
-    for (let poll = 0; poll < 1200 && Date.now() < deadline; poll++) {
-        await sleep(500);
-        const r = await mail.exec(`${COUNT}; postqueue -j | wc -l`, { timeoutMs: 30_000 });
-        if (r.code !== 0) continue; // a dropped session under load: ask again
-        const [n, queued] = r.stdout.trim().split("\n").map(Number);
-        delivered = n - before;
-        if (Number.isNaN(t0)) {
-            const res = await foreign.exec("cat /root/bench-result 2>/dev/null", { timeoutMs: 30_000 });
-            if (res.stdout.trim()) {
-                const [start, rc] = res.stdout.trim().split(" ");
-                t0 = Number(start);
-                if (rc !== "0") log(`throughput: smtp-source exit ${rc}: ${(await foreign.exec("tail -c 500 /root/bench-stderr")).stdout}`);
-            }
-        }
-        if (delivered >= count) break;
-        emptyQueue = !Number.isNaN(t0) && queued === 0 ? emptyQueue + 1 : 0;
-        if (emptyQueue >= 4) break;
-    }
-    if (Number.isNaN(t0)) throw new Error("smtp-source did not finish within 600 s");
-    // The last delivery is the newest file's mtime (exact, whatever the polling interval).
-    const newest = await mail.execOk(`find ${MAILDIR} -type f \\( -path '*/new/*' -o -path '*/cur/*' \\) -newermt @${t0} -printf '%T@\\n' | sort -n | tail -n 1`);
-    const seconds = Number(newest.trim()) - t0;
+    const { delivered, seconds } = await sendFromForeign({ file: `/root/bench-${kind}.eml`, count, sessions, sender: SENDER, rcpt: RCPT, maildir: MAILDIR, log: (line) => log(`throughput: ${line}`) });
     const batch = { milter, kind, sent: count, delivered, lost: count - delivered, seconds, perSecond: delivered / seconds };
     log(`throughput milter ${milter}, ${count} ${kind}: ${seconds.toFixed(1)} s, ${batch.perSecond.toFixed(1)} msg/s, lost ${batch.lost}`);
     // Remove the batch again so every batch starts from the same mailbox size.
@@ -155,7 +104,7 @@ export async function benchThroughput(opts: ThroughputOptions): Promise<BenchOut
         }
     } finally {
         await mail.exec(`rm -f ${GREYLIST_OVERRIDE} && systemctl reload rspamd`);
-        await foreign.exec("rm -f /root/bench-small.eml /root/bench-large.eml /root/bench-result /root/bench-stderr");
+        await cleanForeign(["/root/bench-small.eml", "/root/bench-large.eml"]);
         await expungeBench();
         // The steps put main.cf back (the milter lines) and reload what they rewrote.
         restore = tally(await applyToMail(steps, secrets));
