@@ -1,8 +1,10 @@
 /**
  * Benchmark 4: evaluating the Pulumi program under mocks for 1 domain / 10 users against
- * 200 domains / 5,000 users. Targets: the large stack evaluates in at most 3× the small one's time,
+ * 200 domains / 5,000 users. Targets (issue 19, target 3): each resource the large stack adds costs
+ * at most 3 ms of evaluation (marginal: (t_large - t_small) / (resources_large - resources_small));
  * and resources grow with domains (DNS records), not with users (users are rows of the directory
- * step, not resources).
+ * step, not resources). The time ratio of the two (issue 9's target, <= 3) is still reported: it
+ * cannot hold while every DNS record is a resource.
  *
  * Users are given configured (secret) passwords, as a provider with 5,000 mailboxes would import
  * them; the same sizes with generated passwords are measured too, because each generated password
@@ -39,7 +41,8 @@ export function scaledConfig(size: Size): { config: Record<string, unknown>; sec
     const raw: Record<string, unknown> = {
         mailHost: "mx1.example.org",
         domains,
-        adminEmail: "hostmaster@example.org",
+        // An alias source of a managed domain (the program refuses an adminEmail there that receives nothing).
+        adminEmail: `postmaster@${domains[0]}`,
         server: { type: "cx22", location: "fsn1", sshPublicKeys: [SSH_KEY], adminCidrs: ["203.0.113.0/24"] },
         users,
         aliases,
@@ -53,6 +56,8 @@ export function scaledConfig(size: Size): { config: Record<string, unknown>; sec
 
 interface Evaluation {
     readonly seconds: number;
+    /** CPU seconds of the evaluating process during the evaluation (all its threads). */
+    readonly cpuSeconds: number;
     readonly processSeconds: number;
     readonly resources: number;
     readonly byType: Record<string, number>;
@@ -60,12 +65,13 @@ interface Evaluation {
     readonly rssMiB: number;
 }
 
-function evaluate(size: Size): Promise<Evaluation> {
+/** Node options of a diagnostic evaluation (e.g. `--stack-trace-limit=0`); none for the measured ones. */
+function evaluate(size: Size, nodeOptions: readonly string[] = []): Promise<Evaluation> {
     const configFile = join(mkdtempSync(join(tmpdir(), "ispmail-bench-")), "config.json");
     writeFileSync(configFile, JSON.stringify(scaledConfig(size)));
     const start = process.hrtime.bigint();
     return new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, ["--import", "tsx", join(__dirname, "program-eval.ts"), configFile], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+        const child = spawn(process.execPath, [...nodeOptions, "--import", "tsx", join(__dirname, "program-eval.ts"), configFile], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
 
         let out = "";
         let err = "";
@@ -84,6 +90,14 @@ function evaluate(size: Size): Promise<Evaluation> {
 }
 
 const DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord";
+/** Issue 19, target 3: evaluation time per added resource. */
+export const TARGET_MS_PER_RESOURCE = 3;
+
+/** Milliseconds per resource beyond the small stack: (t_big - t_small) / (res_big - res_small). */
+export function marginalMsPerResource(small: { seconds: number; resources: number }, big: { seconds: number; resources: number }): number {
+    if (big.resources === small.resources) throw new Error("the two stacks have the same number of resources");
+    return ((big.seconds - small.seconds) / (big.resources - small.resources)) * 1000;
+}
 const RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword";
 
 /** Resource types whose count differs between two evaluations. */
@@ -114,10 +128,21 @@ export async function benchProgramScale(opts: { runs: number; log: (line: string
     }
     // Generated passwords once each: the large one takes about a minute on its own.
     for (const size of [smallGenerated, largeGenerated]) await measure(size, 1);
-    const summary = (s: Size): { seconds: Summary; processSeconds: Summary; resources: number; byType: Record<string, number>; stdinMiB: number; rssMiB: number } => {
+    // Diagnostic, once each and not part of the target: the same small and large stacks with V8's
+    // stack traces off. @pulumi/pulumi captures a stack trace (new Error().stack, source-mapped)
+    // for every promise it makes, four per property of each resource (runtime/debuggable.js,
+    // runtime/rpc.js transferProperties): this shows what that costs per resource.
+    const noStacks: Evaluation[] = [];
+    for (const size of [small, large]) {
+        const e = await evaluate(size, ["--stack-trace-limit=0"]);
+        noStacks.push(e);
+        opts.log(`program-scale diagnostic (--stack-trace-limit=0): ${size.domains} domains / ${size.users} users: ${e.seconds.toFixed(2)} s, ${e.resources} resources`);
+    }
+    const summary = (s: Size): { seconds: Summary; cpuSeconds: Summary; processSeconds: Summary; resources: number; byType: Record<string, number>; stdinMiB: number; rssMiB: number } => {
         const list = samples.get(s)!;
         return {
             seconds: summarize(list.map((e) => e.seconds)),
+            cpuSeconds: summarize(list.map((e) => e.cpuSeconds)),
             processSeconds: summarize(list.map((e) => e.processSeconds)),
             resources: list[0].resources,
             byType: list[0].byType,
@@ -126,33 +151,39 @@ export async function benchProgramScale(opts: { runs: number; log: (line: string
         };
     };
     const [S, M, L, LU, SG, LG] = [small, mid, large, largeSameDomains, smallGenerated, largeGenerated].map(summary);
-    // Seconds per resource beyond the small stack: constant when evaluation is linear in resources.
-    const perResourceMs = (x: typeof S) => ((x.seconds.median - S.seconds.median) / (x.resources - S.resources)) * 1000;
+    // Milliseconds per resource beyond the small stack: constant when evaluation is linear in resources.
+    const at = (x: typeof S, k: "min" | "median", of: "seconds" | "cpuSeconds" = "seconds") => ({ seconds: x[of][k], resources: x.resources });
+    const perResourceMs = (x: typeof S, k: "min" | "median" = "median", of: "seconds" | "cpuSeconds" = "seconds") => marginalMsPerResource(at(S, k, of), at(x, k, of));
+    const msLarge = { min: perResourceMs(L, "min"), median: perResourceMs(L) };
+    const cpuMsLarge = perResourceMs(L, "median", "cpuSeconds");
+    const [noStackSmall, noStackLarge] = noStacks;
+    const msNoStacks = marginalMsPerResource(noStackSmall, noStackLarge);
     const ratio = L.seconds.median / S.seconds.median;
     const ratioMin = L.seconds.min / S.seconds.min;
     // Users alone (1 domain, 10 -> 5,000 users) must not add resources; domains add DNS records.
     const usersAddResources = LU.resources !== S.resources;
     const dnsGrows = (L.byType[DNS_RECORD] ?? 0) > (S.byType[DNS_RECORD] ?? 0);
-    const timeOk = ratio <= 3;
+    const timeOk = msLarge.median <= TARGET_MS_PER_RESOURCE;
     const met = timeOk && !usersAddResources && dnsGrows;
     const notes = [
-        `Evaluation grows linearly with resources, not faster: ${perResourceMs(M).toFixed(1)} ms per added resource at 50 domains (${M.resources} resources, ${M.seconds.median.toFixed(2)} s), ${perResourceMs(L).toFixed(1)} ms at 200 domains (${L.resources}).`,
-        `Evaluation time = runMocked() of index.ts in a fresh Node process (registration of every resource until the runtime settles); process start and tsx compile excluded (process wall time is in the JSON). One warm-up evaluation first; ${opts.runs} runs per size, sizes interleaved.`,
+        `Milliseconds per added resource = (t_200 domains - t_1 domain) / (resources_200 - resources_1), wall time of the evaluation: ${msLarge.min.toFixed(2)} (min) / ${msLarge.median.toFixed(2)} (median) ms; ${perResourceMs(M).toFixed(2)} ms at 50 domains (${M.resources} resources, ${M.seconds.median.toFixed(2)} s), so evaluation grows linearly with resources. In CPU seconds of the evaluating process: ${cpuMsLarge.toFixed(2)} ms per resource (GC threads included).`,
+        `Evaluation time = runMocked() of index.ts in a fresh Node process (registration of every resource until the runtime settles); process start and tsx compile excluded (process wall time is in the JSON). One warm-up evaluation first; ${opts.runs} runs per size, sizes interleaved. The time ratio large / small (issue 9's retired target, <= 3) is ${ratioMin.toFixed(2)} / ${ratio.toFixed(2)}: it cannot hold while every DNS record is a resource (${L.byType[DNS_RECORD]} cloudflare.DnsRecord at 200 domains, ${Math.round(((L.byType[DNS_RECORD] ?? 0) - (S.byType[DNS_RECORD] ?? 0)) / (large.domains - small.domains))} per domain).`,
         `Users have configured (secret) passwords. With generated passwords each user is one random.RandomPassword resource: ${SG.resources} resources for 10 users, ${LG.resources} for 5,000 (evaluation ${LG.seconds.median.toFixed(2)} s median vs ${SG.seconds.median.toFixed(2)} s) — users then do add resources, one each.`,
+        `Diagnostic (once, not the target): with V8's stack traces off (node --stack-trace-limit=0) the same stacks cost ${msNoStacks.toFixed(2)} ms per added resource (${noStackSmall.seconds.toFixed(2)} s vs ${noStackLarge.seconds.toFixed(2)} s): @pulumi/pulumi captures a source-mapped stack trace for every promise it makes, four per property of every resource (runtime/debuggable.js, called from runtime/rpc.js transferProperties; a cloudflare.DnsRecord has ~20 properties), which is the runtime's, not this program's.`,
     ];
     if (!timeOk) {
         notes.push(
-            `Time ratio ${ratio.toFixed(2)} > 3: the 200-domain stack has ${L.byType[DNS_RECORD]} cloudflare.DnsRecord resources (${Math.round((L.byType[DNS_RECORD] - S.byType[DNS_RECORD]) / (large.domains - small.domains))} per domain) and each resource costs one registration in the Pulumi runtime (~${perResourceMs(L).toFixed(1)} ms here), while 5,000 users add only ${(LU.seconds.median - S.seconds.median).toFixed(2)} s. A ratio of 3 at 200× the domains is out of reach while every DNS record is its own resource. What would close it: fewer records per domain (the optional autoconfig/autodiscover/MTA-STS/TLS-RPT names behind a per-domain switch), or one resource per zone that uploads the zone's records in bulk (Cloudflare's zone-file import) instead of one resource per record. The linear cost (${L.seconds.median.toFixed(1)} s for 200 domains) is small next to the ${L.byType[DNS_RECORD]} Cloudflare API calls a real \`pulumi up\` of such a stack makes.`,
+            `${msLarge.median.toFixed(2)} ms per resource > ${TARGET_MS_PER_RESOURCE} ms. What is left is registration in the Pulumi runtime (see the diagnostic above) and its garbage collection; this program's own per-resource work (rendering the record set, the mock harness) is a few percent of it (bench/README.md, findings). What would close it: fewer resources per domain (one resource per zone uploading its records in bulk), or a Pulumi runtime that captures promise stacks only when PULUMI_DEBUG_PROMISE_LEAKS is set.`,
         );
     }
     if (usersAddResources) notes.push(`Users added resources even with configured passwords: ${JSON.stringify(grownTypes(S.byType, LU.byType))}.`);
     return {
         name: "program-scale",
         title: "Program evaluation under mocks: 1 domain / 10 users vs 200 domains / 5,000 users",
-        target: "time ratio <= 3; resources grow with domains, not users",
+        target: `<= ${TARGET_MS_PER_RESOURCE} ms per added resource; resources grow with domains, not users`,
         met,
         headline:
-            `${S.seconds.min.toFixed(2)} / ${S.seconds.median.toFixed(2)} s vs ${L.seconds.min.toFixed(2)} / ${L.seconds.median.toFixed(2)} s: ratio ${ratioMin.toFixed(2)} / ${ratio.toFixed(2)}; ` +
+            `${msLarge.min.toFixed(2)} / ${msLarge.median.toFixed(2)} ms per added resource (${S.seconds.min.toFixed(2)} / ${S.seconds.median.toFixed(2)} s vs ${L.seconds.min.toFixed(2)} / ${L.seconds.median.toFixed(2)} s, ratio ${ratioMin.toFixed(2)} / ${ratio.toFixed(2)}); ` +
             `resources ${S.resources} -> ${L.resources} (DNS records ${S.byType[DNS_RECORD] ?? 0} -> ${L.byType[DNS_RECORD] ?? 0}); 1 domain with 5,000 users: ${LU.resources} resources`,
         notes,
         data: {
@@ -165,7 +196,9 @@ export async function benchProgramScale(opts: { runs: number; log: (line: string
                 largeGeneratedPasswords: { ...largeGenerated, ...LG },
             },
             ratio: { min: ratioMin, median: ratio },
-            msPerAddedResource: { mid: perResourceMs(M), large: perResourceMs(L) },
+            msPerAddedResource: { mid: perResourceMs(M), large: msLarge.median, largeMin: msLarge.min, largeCpu: cpuMsLarge },
+            targetMsPerResource: TARGET_MS_PER_RESOURCE,
+            diagnosticNoStackTraces: { small: noStackSmall, large: noStackLarge, msPerAddedResource: msNoStacks },
             grownSmallToLarge: grownTypes(S.byType, L.byType),
             grownByUsersOnly: grownTypes(S.byType, LU.byType),
             randomPasswordsGenerated: { small: SG.byType[RANDOM_PASSWORD] ?? 0, large: LG.byType[RANDOM_PASSWORD] ?? 0 },

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- name...]`: runs the benchmarks of issue 9 (all six, or the named ones), writes
+ * `npm run bench [-- name...]`: runs the benchmarks of issues 9 and 19 (all, or the named ones), writes
  * bench/results/<date>-<name>.json for each and rebuilds the summary table in bench/README.md.
  * Needs root and the lab (lab/README.md) for all but program-scale; every lab benchmark holds the
  * lab lock while it runs and leaves the lab running with every step applied.
@@ -10,7 +10,9 @@ import { acquireLabLock } from "../lab/lock";
 import { giveMailSlotBack, benchConverge } from "./converge";
 import { benchDirectoryScale } from "./directory-scale";
 import { benchImap } from "./imap";
+import { benchLatency } from "./latency";
 import { withLab } from "./lab-session";
+import { benchMemory } from "./memory";
 import { benchNoop } from "./noop";
 import { benchOneChange } from "./one-change";
 import { benchProgramScale } from "./program-scale";
@@ -35,6 +37,8 @@ const BENCHES: readonly Bench[] = [
     { name: "directory-scale", lab: true, run: () => benchDirectoryScale({ runs: runs(3), users: 5000, log }) },
     { name: "program-scale", lab: false, run: () => benchProgramScale({ runs: runs(3), log }) },
     { name: "throughput", lab: true, run: () => benchThroughput({ runs: runs(2), small: 1000, large: 50, log }) },
+    { name: "memory", lab: true, run: () => benchMemory({ runs: runs(2), small: 1000, large: 50, settleSeconds: 30, log }) },
+    { name: "latency", lab: true, run: () => benchLatency({ runs: runs(2), messages: 1000, rate: 20, log }) },
     { name: "imap", lab: true, run: () => benchImap({ runs: runs(5), messages: 10_000, log }) },
 ];
 export const BENCH_ORDER = BENCHES.map((b) => b.name);

@@ -29,3 +29,14 @@ export async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; second
     const value = await fn();
     return { value, seconds: secondsSince(start) };
 }
+
+/**
+ * The p-th percentile (0 < p <= 100) by the nearest-rank method: the smallest sample with at least
+ * p % of the samples at or below it (p99 of 1,000 samples is the 990th smallest). Always a sample.
+ */
+export function percentile(samples: readonly number[], p: number): number {
+    if (samples.length === 0) throw new Error("no samples for a percentile");
+    if (!(p > 0 && p <= 100)) throw new Error(`percentile ${p} is not in (0, 100]`);
+    const sorted = [...samples].sort((a, b) => a - b);
+    return sorted[Math.ceil((p / 100) * sorted.length) - 1];
+}
