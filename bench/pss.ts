@@ -27,13 +27,17 @@ export interface PssSample {
 
 /**
  * One sample of every process in the cgroups under `root`, printed by one `awk` over every
- * cgroup.procs (no fork per process).
+ * cgroup.procs (no fork per process). Without `root`, the guest's systemd hierarchy: /sys/fs/cgroup
+ * when it is cgroup v2, else its `unified` or `systemd` part (a container on a hybrid host), never
+ * the v1 controllers' hierarchies, which list the same processes again.
  */
-export function sampleCommand(root = "/sys/fs/cgroup"): string {
-    const re = root.replace(/[.]/g, "[.]");
+export function sampleCommand(root?: string): string {
+    const pick = root
+        ? `r='${root}'`
+        : `r=/sys/fs/cgroup; if [ ! -e $r/cgroup.controllers ]; then if [ -e $r/unified/cgroup.procs ]; then r=$r/unified; else r=$r/systemd; fi; fi`;
     return (
-        `printf '@ %s\\n' "$(date +%s.%N)"; ` +
-        `find ${root} -name cgroup.procs -print0 | xargs -0 awk '{ cg = FILENAME; sub("^${re}/?", "", cg); sub("/?cgroup[.]procs$", "", cg); if (cg == "") cg = "/"; ` +
+        `${pick}; printf '@ %s\\n' "$(date +%s.%N)"; ` +
+        `find "$r" -name cgroup.procs -print0 | xargs -0 awk -v root="$r" '{ cg = substr(FILENAME, length(root) + 2); sub("/?cgroup[.]procs$", "", cg); if (cg == "") cg = "/"; ` +
         `f = "/proc/" $1 "/smaps_rollup"; pss = -1; while ((getline line < f) > 0) if (line ~ /^Pss:/) { split(line, a, " "); pss = a[2] }; close(f); print cg, $1, pss }'`
     );
 }
@@ -60,7 +64,10 @@ export function parseSamples(text: string): PssSample[] {
         if (samples.length === 0) throw new Error(`line ${i + 1}: a process before the first sample time`);
         const pssKiB = Number(m[3]);
         if (pssKiB < 0) continue; // exited meanwhile
-        samples[samples.length - 1].processes.push({ cgroup: m[1], pid: Number(m[2]), pssKiB });
+        const current = samples[samples.length - 1];
+        const pid = Number(m[2]);
+        if (current.processes.some((p) => p.pid === pid)) continue; // listed twice (moved between cgroups while read): counted once
+        current.processes.push({ cgroup: m[1], pid, pssKiB });
     }
     return samples;
 }

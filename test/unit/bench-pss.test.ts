@@ -45,6 +45,12 @@ describe("bench: PSS samples", () => {
         assert.deepEqual(s[1].processes[2], { cgroup: "system.slice/system-postgresql.slice/postgresql@17-main.service", pid: 300, pssKiB: 35000 });
     });
 
+    test("bench: a process listed twice in one sample (moved between cgroups while read) counts once", () => {
+        const [sample] = parseSamples("@ 1\nsystem.slice/a.service 5 100\nsystem.slice/b.service 5 100\nsystem.slice/b.service 6 50\n");
+        assert.deepEqual(sample.processes.map((p) => p.pid), [5, 6]);
+        assert.equal(totalPss(sample), 150);
+    });
+
     test("bench: a malformed line is an error, not memory quietly lost", () => {
         assert.throws(() => parseSamples("@ 1\nsystem.slice/x.service 12"), /line 2/);
         assert.throws(() => parseSamples("system.slice/x.service 12 5"), /before the first sample/);
