@@ -104,7 +104,7 @@ export async function benchLatency(opts: LatencyOptions): Promise<BenchOutcome> 
     const limit = model.mailPolicy.sendLimit;
     await applyToMail(steps, secrets); // start from the applied state
     await expunge();
-    const runs: { figures: LatencyFigures; errors: string[]; watch: Record<string, number> }[] = [];
+    const runs: { figures: LatencyFigures; errors: string[]; watch: Record<string, number>; tail: string; latencyMs: (number | null)[] }[] = [];
     let restore: ReturnType<typeof tally> | undefined;
     try {
         await mail.execOk(
@@ -139,7 +139,12 @@ export async function benchLatency(opts: LatencyOptions): Promise<BenchOutcome> 
             const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as { messages: Probe[]; watch: Record<string, number> };
             const figures = latencyFigures(out.messages);
             const errors = [...new Set(out.messages.flatMap((m) => (m.error ? [m.error] : [])))].slice(0, 5);
-            runs.push({ figures, errors, watch: out.watch });
+            // When the slow ones were sent: a burst of slow messages (a stall) or spread over the run.
+            const slow = out.messages.filter((m) => m.visible !== null && m.start !== null && m.visible - m.start > 1);
+            const tail = slow.length ? `${slow.length} over 1 s, sent between ${Math.min(...slow.map((m) => m.start!)).toFixed(1)} and ${Math.max(...slow.map((m) => m.start!)).toFixed(1)} s into the run` : "none over 1 s";
+            const latencyMs = out.messages.map((m) => (m.visible !== null && m.start !== null ? Math.round((m.visible - m.start) * 1000) : null));
+            runs.push({ figures, errors, watch: out.watch, tail, latencyMs });
+            opts.log(`latency run ${i}: ${tail}`);
             opts.log(`latency run ${i}: p50 ${figures.p50.toFixed(3)} s, p99 ${figures.p99.toFixed(3)} s, max ${figures.max.toFixed(3)} s; ${figures.visible}/${figures.sent} visible, lost ${figures.lost}, errors ${figures.errors}${errors.length ? ` (${errors.join("; ")})` : ""}; ${figures.achievedRate.toFixed(1)} msg/s, schedule lag <= ${figures.maxScheduleLag.toFixed(2)} s`);
             await expunge();
         }
@@ -157,6 +162,7 @@ export async function benchLatency(opts: LatencyOptions): Promise<BenchOutcome> 
     const notes = [
         `Per run: ${opts.messages} messages at a steady ${opts.rate} per second (a fixed schedule, 4 persistent submission connections so that one slow transaction does not hold the next back), python3 smtplib from the lab host: 587 + STARTTLS + AUTH as ${SENDER} -> ${RCPT} (Rspamd milter with DKIM signing, LMTP, Sieve); latency = SMTP transaction start (before MAIL FROM) -> the IMAP NOOP answer (polled every 50 ms on ${RCPT}'s INBOX, one connection) in which the message was there; so the figures include up to ~50 ms of polling. p50/p99 by nearest rank over the run's messages; min / median over ${opts.runs} runs.`,
         `Sending limit: ispmail:mailPolicy.sendLimit is ${limit.perHour}/hour and ${limit.perDay}/day per login in the lab stack, which would defer most of ${opts.messages} messages from one login; for the run only ${RATELIMIT_OVERRIDE} raised both buckets to ${LIFTED_LIMIT.toLocaleString("en")} (the ratelimit module still checks and counts every message in Valkey), removed afterwards and every step re-applied (${restore ? `changed: ${restore.changedSteps.join(", ") || "nothing"}` : "not done: see the log"}). Messages expunged after each run.`,
+        `Slow messages per run: ${runs.map((r) => r.tail).join("; ")}. Watcher: ${runs.map((r) => `${r.watch.polls} NOOPs`).join(", ")} (the NOOP round trip adds to the 50 ms sleep). Every message's latency (ms, in send order) is in the JSON.`,
         `The SMTP transaction alone (start -> 250 after DATA, includes the milter's scan and DKIM signing): p50 ${s("submitP50").median.toFixed(3)} s, p99 ${s("submitP99").median.toFixed(3)} s (medians of the runs); achieved ${runs.map((r) => r.figures.achievedRate.toFixed(1)).join(", ")} msg/s, worst lag behind the schedule ${runs.map((r) => r.figures.maxScheduleLag.toFixed(2)).join(", ")} s.`,
     ];
     const errs = runs.flatMap((r) => r.errors);
