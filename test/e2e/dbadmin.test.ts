@@ -16,7 +16,8 @@ import * as https from "node:https";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { chromium, type Browser, type FrameLocator, type Page } from "playwright-core";
+import type { Browser, FrameLocator, Page } from "playwright-core";
+import { launchChromium, screenshot } from "./browser";
 import type { DbAdmin, Model } from "../../components/config";
 import { SERVICE, stepsOf, webHosts } from "../../components/services";
 import { DB_ADMIN_APPS, DB_ADMIN_PORT } from "../../components/services/dbadmin";
@@ -26,7 +27,6 @@ import { sshArgs } from "../../lab/ssh";
 import { applyOnGuest, guest, LAB, labModel, labModelWith, labSession } from "../../lab/testkit";
 import { eventually, sleep, tcpOutcome } from "./clients";
 
-const CHROMIUM = "/usr/bin/chromium";
 const ARTIFACTS = join(STATE_DIR, "artifacts", "dbadmin");
 const MAIL = LAB.mail;
 const mail = guest("mail");
@@ -195,19 +195,11 @@ describe("dbadmin: phpPgAdmin (the default) on the loopback interface only", () 
 describe("dbadmin: phpPgAdmin in a browser through an SSH tunnel", { timeout: 300_000 }, () => {
     let tunnel: Tunnel;
     let browser: Browser;
-    const shot = async (page: Page, name: string) => {
-        const path = join(ARTIFACTS, `${name}.png`);
-        await page.screenshot({ path, fullPage: true });
-        return path;
-    };
+    const shot = (page: Page, name: string) => screenshot(page, ARTIFACTS, name);
 
     before(async () => {
         tunnel = await openTunnel();
-        browser = await chromium.launch({
-            executablePath: CHROMIUM,
-            // root in a container: chromium's sandbox needs user namespaces it does not get here.
-            args: ["--no-sandbox"],
-        });
+        browser = await launchChromium();
     });
 
     after(async () => {

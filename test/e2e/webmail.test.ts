@@ -12,14 +12,14 @@ import { createHash, createPublicKey, randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { chromium, type Browser, type FrameLocator, type Page } from "playwright-core";
+import type { Browser, FrameLocator, Page } from "playwright-core";
+import { launchChromium, screenshot } from "./browser";
 import { SERVICE, stepsOf } from "../../components/services";
 import { tlsKeySecret } from "../../components/secrets";
 import { STATE_DIR } from "../../lab/lab";
 import { applyOnGuest, ensureLab, guest, LAB, labModel, labSecrets } from "../../lab/testkit";
 import { bayesLearned, escapeRegExp, eventually, FOREIGN_RCPT, foreignMessage, headerBlock, inMailbox, loginAccepted, sendThroughForeign, shellQuote, sleep, token } from "./clients";
 
-const CHROMIUM = "/usr/bin/chromium";
 export const ARTIFACTS = join(STATE_DIR, "artifacts", "webmail");
 const mail = guest("mail");
 const ALICE = "alice@example.org";
@@ -33,26 +33,17 @@ describe("webmail in a browser (lab)", { timeout: 600_000 }, () => {
     const url = `https://${host}/`;
     let browser: Browser;
     let configured: string;
-    const shot = async (page: Page, name: string) => {
-        const path = join(ARTIFACTS, `${name}.png`);
-        await page.screenshot({ path, fullPage: true });
-        return path;
-    };
+    const shot = (page: Page, name: string) => screenshot(page, ARTIFACTS, name);
 
     before(async () => {
         await ensureLab();
         mkdirSync(ARTIFACTS, { recursive: true });
         const secrets = labSecrets();
         configured = secrets[`user:${ALICE}`];
-        browser = await chromium.launch({
-            executablePath: CHROMIUM,
-            args: [
-                // root in a container: chromium's sandbox needs user namespaces it does not get here.
-                "--no-sandbox",
-                `--host-resolver-rules=MAP ${host} ${LAB.mail.ipv4}`,
-                `--ignore-certificate-errors-spki-list=${spkiPin(secrets[tlsKeySecret(model.tlsKeys[0])])}`,
-            ],
-        });
+        browser = await launchChromium([
+            `--host-resolver-rules=MAP ${host} ${LAB.mail.ipv4}`,
+            `--ignore-certificate-errors-spki-list=${spkiPin(secrets[tlsKeySecret(model.tlsKeys[0])])}`,
+        ]);
     });
 
     after(async () => {
