@@ -23,6 +23,12 @@ export interface StepFile {
     readonly mode?: string;
     /** The content holds secrets: never logged, never world-readable, created with its final mode. */
     readonly secret?: boolean;
+    /**
+     * Installed before the step's packages, because a package's maintainer script reads it at
+     * install time (postgresql-common's createcluster drop-in). Owned by root: the packages make
+     * the other accounts. The packages step installs these files too (components/services/packages.ts).
+     */
+    readonly beforePackages?: boolean;
 }
 
 /**
@@ -40,7 +46,11 @@ export interface Step {
     /** Unique, stable name: it becomes the Pulumi resource name, so renaming needs an alias. */
     readonly name: string;
     readonly description: string;
-    /** Debian packages this step needs; installed (noninteractive) only when missing. */
+    /**
+     * Debian packages this step needs; installed (noninteractive) only when missing. An entry
+     * `a|b|c` is satisfied by any one of them and installs `a` when none is installed (as in a
+     * Debian Depends line), e.g. a time daemon when the image may already have another.
+     */
     readonly packages?: readonly string[];
     /** debconf selections (`pkg question type value` lines) set before the packages are installed. */
     readonly debconf?: readonly string[];
@@ -151,6 +161,8 @@ const SAFE_NAME = /^[a-z0-9][a-z0-9_.-]*$/i;
 /** User and group names: Debian's system accounts may start with "_" (e.g. _rspamd). */
 const SAFE_ACCOUNT = /^[a-z_][a-z0-9_.-]*$/i;
 const SAFE_PATH = /^\/[A-Za-z0-9_.@+/-]+$/;
+/** A Debian package name, or alternatives `a|b|c` ({@link Step.packages}). */
+export const PACKAGE_ENTRY = /^[a-z0-9][a-z0-9+.:-]*(\|[a-z0-9][a-z0-9+.:-]*)*$/;
 
 /** sha256 (hex) of a step's rendered data, placeholders unresolved: safe to show in a preview. */
 /** A file's owner, group and mode as installed: root's, 0644 (0600 for a secret) unless given. */
@@ -181,7 +193,7 @@ export function stepSummary(step: Step): string[] {
         ...(step.debconf?.length ? [`debconf ${short(step.debconf.join("\n"))}`] : []),
         ...step.files.map((f) => {
             const { owner, group, mode } = fileAttributes(f);
-            return `file ${f.path} ${owner}:${group} ${mode}${f.secret ? " secret" : ""} ${short(f.content)}`;
+            return `file ${f.path} ${owner}:${group} ${mode}${f.secret ? " secret" : ""}${f.beforePackages ? " before-packages" : ""} ${short(f.content)}`;
         }),
         ...(step.inputs ?? []).map((i) => `input ${i.name} ${short(i.content)}`),
         `script ${short(step.script)}`,
@@ -224,18 +236,24 @@ export function renderApplyScript(step: Step): string {
     if (step.debconf?.length) {
         lines.push(`ispmail_debconf <<'ISPMAIL_DEBCONF'`, ...step.debconf, "ISPMAIL_DEBCONF");
     }
-    if (step.packages?.length) {
-        for (const p of step.packages) if (!/^[a-z0-9][a-z0-9+.:-]*$/.test(p)) throw new Error(`step ${step.name}: bad package name ${p}`);
-        lines.push(`ispmail_packages ${step.packages.join(" ")}`);
-    }
-    for (const f of step.files) {
+    const file = (f: StepFile) => {
         if (!SAFE_PATH.test(f.path) || f.path.includes("/../")) throw new Error(`step ${step.name}: unsafe path ${f.path}`);
         const { owner, group, mode } = fileAttributes(f);
         if (!/^0?[0-7]{3,4}$/.test(mode)) throw new Error(`step ${step.name}: bad mode ${mode} for ${f.path}`);
         if (f.secret && /[0-7]{2}[1-7]$/.test(mode)) throw new Error(`step ${step.name}: secret file ${f.path} must not be world-readable (mode ${mode})`);
         if (!SAFE_ACCOUNT.test(owner) || !SAFE_ACCOUNT.test(group)) throw new Error(`step ${step.name}: bad owner/group for ${f.path}`);
+        if (f.beforePackages && (owner !== "root" || group !== "root")) throw new Error(`step ${step.name}: ${f.path} is installed before the packages and must belong to root:root`);
         lines.push(...base64HereDocument(`ispmail_file ${f.path} ${owner} ${group} ${mode}`, f.content));
+    };
+    // Files a package reads while it is installed go first; all others after the packages, which
+    // make the accounts and directories they belong to.
+    for (const f of step.files) if (f.beforePackages) file(f);
+    if (step.packages?.length) {
+        for (const p of step.packages) if (!PACKAGE_ENTRY.test(p)) throw new Error(`step ${step.name}: bad package name ${p}`);
+        // Alternatives (a|b) quoted: a bare | would be a pipe.
+        lines.push(`ispmail_packages ${step.packages.map((p) => (p.includes("|") ? shellQuote(p) : p)).join(" ")}`);
     }
+    for (const f of step.files) if (!f.beforePackages) file(f);
     for (const i of step.inputs ?? []) {
         if (!/^[a-z0-9_]+$/.test(i.name)) throw new Error(`step ${step.name}: input name ${JSON.stringify(i.name)} is not [a-z0-9_]+`);
         lines.push(...base64HereDocument(`ispmail_input ${i.name}`, i.content));

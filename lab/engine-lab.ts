@@ -19,8 +19,8 @@ import { join } from "node:path";
 import YAML from "yaml";
 import { parseStepResult } from "../components/steps";
 import { emptyState, fakeCall, formatPlan, runEngine, type EngineRun, type EngineState, type ProviderRequest, type ProviderResult, type Providers } from "./engine";
-import { bootGuest, createGuest, guestExists, guestRunning, labPlace, removeGuest, stopGuest } from "./guests";
-import { LAB, PATHS, REPO_DIR, STATE_DIR } from "./lab";
+import { bootGuest, createGuest, guestExists, guestRunning, labPlace, removeGuest, stopGuest, type GuestPlace } from "./guests";
+import { LAB, PATHS, REPO_DIR, STATE_DIR, type GuestPlan } from "./lab";
 import { inLabNet, run, runOk } from "./proc";
 import { ensureDeployKey, pinHostKeyLine, sshClientArgs } from "./ssh";
 import { rootfsDir } from "./rootfs";
@@ -58,19 +58,36 @@ export interface LabEngineOptions {
     /** `type::name` of resources to replace although unchanged (`pulumi up --replace`). */
     readonly replace?: readonly string[];
     readonly log: (line: string) => void;
+    /**
+     * A stack of its own: start from this state (e.g. emptyState(), a new stack) and keep it in
+     * memory only, instead of the lab's state file; its server is {@link server}. The converge
+     * benchmark runs the program this way on a throw-away guest.
+     */
+    readonly state?: EngineState;
+    /** Where the program's server goes (the mail guest's slot): the lab's mail guest unless given. */
+    readonly server?: ServerSlot;
 }
+
+/** A guest in the mail guest's slot (its addresses and name) that the program's hcloud.Server becomes. */
+export interface ServerSlot {
+    readonly guest: GuestPlan;
+    readonly place: GuestPlace;
+}
+
+const labServerSlot = (): ServerSlot => ({ guest: LAB.mail, place: labPlace(LAB.mail) });
 
 /**
  * One `pulumi up` (or preview) of index.ts against the lab. Like `pulumi refresh` first: a server
  * in state whose guest is gone (lab:destroy) is gone, so the next up creates it again.
  */
 export async function labEngine(opts: LabEngineOptions): Promise<EngineRun> {
-    const state = loadEngineState();
-    if (state.resources[SERVER_KEY] && !guestExists(LAB.mail)) {
+    const ownStack = opts.state !== undefined;
+    const state = opts.state ?? loadEngineState();
+    if (!ownStack && state.resources[SERVER_KEY] && !guestExists(LAB.mail)) {
         opts.log("engine: the mail server in the state has no guest any more (refresh): it will be created");
         delete state.resources[SERVER_KEY];
     }
-    if (!opts.preview && state.resources[SERVER_KEY] && !guestRunning(LAB.mail)) {
+    if (!ownStack && !opts.preview && state.resources[SERVER_KEY] && !guestRunning(LAB.mail)) {
         // A stopped server is started, not replaced: that is the lab's doing, not the program's.
         pinServerHostKey(String(state.resources[SERVER_KEY].inputs.userData));
         const seconds = await bootGuest(LAB.mail, labPlace(LAB.mail), { waitFor: "port" });
@@ -87,7 +104,7 @@ export async function labEngine(opts: LabEngineOptions): Promise<EngineRun> {
         providers: labProviders(opts),
         replace: opts.replace,
         // The state is written after every operation (and only then: a run that changes nothing writes nothing).
-        ...(opts.preview ? {} : { onCheckpoint: saveEngineState }),
+        ...(opts.preview || ownStack ? {} : { onCheckpoint: saveEngineState }),
         onEvent: (e, phase) => {
             // Progress for what takes time (the server and the steps); the table lists the rest.
             if (e.type !== "command:remote:Command" && e.type !== SERVER_TYPE) return;
@@ -141,15 +158,15 @@ function labProviders(opts: LabEngineOptions): Providers {
             }
         },
         async delete(old) {
-            if (old.type === SERVER_TYPE) await removeMailGuest();
+            if (old.type === SERVER_TYPE) await removeServerGuest(opts.server ?? labServerSlot());
         },
         call: fakeCall,
     };
 }
 
-async function removeMailGuest(): Promise<void> {
-    if (guestRunning(LAB.mail)) await stopGuest(LAB.mail);
-    removeGuest(LAB.mail);
+async function removeServerGuest({ guest, place }: ServerSlot): Promise<void> {
+    await stopGuest(guest, place);
+    removeGuest(guest, place);
 }
 
 /** The host key the server's user data installs: pinned for the lab's own SSH (tests, lab ssh). */
@@ -163,12 +180,13 @@ function pinServerHostKey(userData: string): void {
 /** A new mail server: a fresh guest from the rootfs, first boot by cloud-init from the user data. */
 async function createServer(req: ProviderRequest, opts: LabEngineOptions): Promise<ProviderResult> {
     const userData = String(req.inputs.userData ?? "");
-    await removeMailGuest();
-    await createGuest(LAB.mail, opts.rootfs, opts.deployPublicKey, labPlace(LAB.mail), { userData, instanceId: `ispmail-lab-${req.newId}` });
+    const slot = opts.server ?? labServerSlot();
+    await removeServerGuest(slot);
+    await createGuest(slot.guest, opts.rootfs, opts.deployPublicKey, slot.place, { userData, instanceId: `ispmail-lab-${req.newId}` });
     pinServerHostKey(userData);
-    const seconds = await bootGuest(LAB.mail, labPlace(LAB.mail), { waitFor: "port" });
+    const seconds = await bootGuest(slot.guest, slot.place, { waitFor: "port" });
     opts.log(`engine: server ${req.newId} booted from its user data (port 22 after ${seconds.toFixed(1)} s)`);
-    return { id: req.newId, outputs: { status: "running", ipv4Address: LAB.mail.ipv4 }, detail: `guest ${LAB.mail.machine}, cloud-init` };
+    return { id: req.newId, outputs: { status: "running", ipv4Address: LAB.mail.ipv4 }, detail: `guest ${slot.guest.machine}, cloud-init` };
 }
 
 async function privateKey(req: ProviderRequest, secrets: Readonly<Record<string, string>>): Promise<ProviderResult> {

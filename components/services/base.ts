@@ -35,6 +35,9 @@ export const BASE_PACKAGES = [
     "unattended-upgrades",
     // The metadata guard (files/base/metadata-guard.nft); fail2ban bans through it as well.
     "nftables",
+    // Time sync: systemd-timesyncd, unless the image already has another NTP client (installing
+    // timesyncd would remove it: they conflict). Alternatives, as in a Depends line.
+    "systemd-timesyncd|chrony|ntpsec|openntpd",
 ] as const;
 
 /** A systemd drop-in that mails the administrator when its unit fails (`<unit>.d/ispmail-alert.conf`). */

@@ -19,10 +19,12 @@ import { dkimSigner } from "./dkim-signer";
 import { dovecot } from "./dovecot";
 import { fail2ban } from "./fail2ban";
 import { nextcloud } from "./nextcloud";
+import { afterPackages, withPackagesStep } from "./packages";
 import { postfix } from "./postfix";
 import { postgresql } from "./postgresql";
 import { resolver } from "./resolver";
 import { rspamd } from "./rspamd";
+import { PACKAGES_STEP } from "./names";
 import { isEnabled, type DeploymentFacts, type PublicPort, type RenderContext, type Service } from "./service";
 import { tls } from "./tls";
 import { tlsPolicy } from "./tls-policy";
@@ -30,7 +32,7 @@ import { web } from "./web";
 import { webmail } from "./webmail";
 
 export type { DeploymentFacts, PublicPort, RenderContext, Service, StepBody } from "./service";
-export { STEP } from "./names";
+export { PACKAGES_STEP, STEP } from "./names";
 
 /** Every service by its module's name (tests and tools pick one: `stepsOf(SERVICE.postfix, model)`). */
 export const SERVICE = { base, resolver, tlsPolicy, postgresql, directory, tls, rspamd, dkimSigner, dovecot, postfix, web, certbot, webmail, nextcloud, fail2ban, backup } as const;
@@ -97,10 +99,13 @@ export function stepsOf(service: Service, model: Model, opts: RenderOptions = {}
     return [renderStep(service, model, serverView(model, opts.facts ?? settledFacts(model), opts.services ?? SERVICES))];
 }
 
-/** All steps of the server, ordered so that `after` is respected. */
+/**
+ * All steps of the server, ordered so that `after` is respected: first the packages step (every
+ * step's packages in one apt run, ./packages.ts), which every other step comes after.
+ */
 export function renderServerSteps(model: Model, facts: DeploymentFacts, services: readonly Service[] = SERVICES): Step[] {
     const view = serverView(model, facts, services);
-    return orderSteps(enabledServices(model, services).map((s) => renderStep(s, model, view)));
+    return orderSteps(withPackagesStep(orderSteps(enabledServices(model, services).map((s) => renderStep(s, model, view)))));
 }
 
 /**
@@ -110,8 +115,18 @@ export function renderServerSteps(model: Model, facts: DeploymentFacts, services
  */
 export function factStepCandidates(model: Model, services: readonly Service[] = SERVICES): ReadonlyMap<string, ReadonlyMap<string, Step>> {
     const out = new Map<string, ReadonlyMap<string, Step>>();
+    // As in renderServerSteps: after the packages step, which installs what the settled rendering
+    // lists (so a candidate must not list other packages).
+    const settled = renderServerSteps(model, settledFacts(model), services);
+    const installFirst = settled[0]?.name === PACKAGES_STEP;
     for (const service of enabledServices(model, services).filter((s) => s.usesFacts)) {
-        out.set(service.name, new Map(model.dkimSelectors.map((signer) => [signer, stepsOf(service, model, { facts: { dkimSigner: signer }, services })[0]] as const)));
+        const candidate = (signer: string) => {
+            const step = stepsOf(service, model, { facts: { dkimSigner: signer }, services })[0];
+            const listed = settled.find((s) => s.name === step.name)?.packages ?? [];
+            if ((step.packages ?? []).join() !== listed.join()) throw new Error(`step ${step.name}: its packages must not depend on the deployment facts`);
+            return installFirst ? afterPackages(step) : step;
+        };
+        out.set(service.name, new Map(model.dkimSelectors.map((signer) => [signer, candidate(signer)] as const)));
     }
     return out;
 }

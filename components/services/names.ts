@@ -20,3 +20,9 @@ export const STEP = {
     fail2ban: "fail2ban",
     backup: "backup",
 } as const;
+
+/**
+ * The step that installs every package of every other step in one apt run, before all of them
+ * (./packages.ts). Not a service: it is derived from the others' steps.
+ */
+export const PACKAGES_STEP = "packages";

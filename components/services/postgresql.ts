@@ -47,10 +47,12 @@ function rolePasswordFiles(): StepFile[] {
 function render(_model: Model): StepBody {
     return {
         description: `PostgreSQL ${PG_MAJOR}: cluster on the data volume, localhost only, SCRAM, roles ${Object.values(DB_ROLES).join(", ")}, databases ${MAIL_DATABASE}, ${NEXTCLOUD_DATABASE} and ${WEBMAIL_DATABASE}`,
-        // No `packages`: they are installed by the script, after the createcluster drop-in
-        // below is in place (a package list is installed before the step's files).
+        // python3-psycopg: ispmail-db talks to the server through it.
+        packages: [`postgresql-${PG_MAJOR}`, `postgresql-client-${PG_MAJOR}`, "python3-psycopg"],
         files: [
-            { path: "/etc/postgresql-common/createcluster.d/ispmail.conf", content: readStatic("postgresql/createcluster.conf"), owner: "root", group: "root", mode: "0644" },
+            // Before the packages: postgresql-common's postinst reads it (no cluster outside the
+            // volume). The packages step installs it too, before its one apt run.
+            { path: "/etc/postgresql-common/createcluster.d/ispmail.conf", content: readStatic("postgresql/createcluster.conf"), owner: "root", group: "root", mode: "0644", beforePackages: true },
             { path: "/etc/ispmail/postgresql/postgresql.conf", content: readStatic("postgresql/postgresql.conf"), owner: "root", group: "root", mode: "0644" },
             // No secrets inside; readable by postgres, which may not exist yet when it is written.
             { path: "/etc/ispmail/postgresql/pg_hba.conf", content: readStatic("postgresql/pg_hba.conf"), owner: "root", group: "root", mode: "0644" },

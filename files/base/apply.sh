@@ -51,16 +51,12 @@ if ! grep -qix 'en_US.utf8' <<< "$locales"; then
 fi
 
 # --- Time sync ------------------------------------------------------------------------------
-# systemd-timesyncd, unless the image already runs another NTP client (installing timesyncd
-# would remove it). In a container it does not start (ConditionVirtualization=!container):
-# the host keeps the clock.
-ntp_clients=$(dpkg-query -W -f='${Status}\n' chrony ntpsec openntpd 2>/dev/null || true)
-if ! grep -q "install ok installed" <<< "$ntp_clients"; then
-  ispmail_packages systemd-timesyncd
-  if ! systemctl is-enabled --quiet systemd-timesyncd 2>/dev/null; then
-    systemctl enable --now systemd-timesyncd
-    ispmail_action "enabled systemd-timesyncd"
-  fi
+# systemd-timesyncd, unless the image already had another NTP client (the step's packages:
+# "systemd-timesyncd|chrony|ntpsec|openntpd"). In a container it does not start
+# (ConditionVirtualization=!container): the host keeps the clock.
+if [ -f /usr/lib/systemd/system/systemd-timesyncd.service ] && ! systemctl is-enabled --quiet systemd-timesyncd 2>/dev/null; then
+  systemctl enable --now systemd-timesyncd
+  ispmail_action "enabled systemd-timesyncd"
 fi
 
 # --- Journal --------------------------------------------------------------------------------

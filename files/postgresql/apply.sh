@@ -1,6 +1,7 @@
 # The `postgresql` step (components/services/postgresql.ts): PostgreSQL 17 with its data on the
 # volume, our settings and pg_hba, the login roles and the two databases.
-# Already in place when this runs: the createcluster drop-in, /etc/ispmail/postgresql/*,
+# Already in place when this runs: the createcluster drop-in (installed before the packages, so
+# no cluster is made outside the volume), PostgreSQL 17 and psycopg, /etc/ispmail/postgresql/*,
 # the db.<role> secret files and /usr/local/sbin/ispmail-db.
 PG_MAJOR=17
 PG_CLUSTER=main
@@ -11,10 +12,6 @@ ISPMAIL_PG_CONF=/etc/ispmail/postgresql/postgresql.conf
 # The data volume must be there, or the directory would land on the root disk and be lost with
 # the server.
 mountpoint -q /srv/ispmail || { log "/srv/ispmail is not a mountpoint; the base step mounts the data volume there"; exit 1; }
-
-# Installed here rather than in the step's package list: that list is installed before the
-# step's files, and the createcluster drop-in (no cluster outside the volume) must come first.
-ispmail_packages postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR python3-psycopg
 
 pg_running() { pg_ctlcluster $PG_MAJOR $PG_CLUSTER status >/dev/null 2>&1; }
 as_postgres_psql() { runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }

@@ -33,7 +33,9 @@ if [ -L /etc/resolv.conf ] || [ "$(cat /etc/resolv.conf 2>/dev/null)"$'\n' != "$
   ispmail_action "pointed /etc/resolv.conf at unbound"
   # Postfix's chrooted processes read a copy (/var/spool/postfix/etc/resolv.conf); Debian's
   # `postfix check` refreshes it (as Postfix's own start does), and new processes pick it up.
-  if command -v postfix >/dev/null && [ -d /var/spool/postfix/etc ]; then
+  # Only a configured Postfix: the packages step installs it long before the postfix step writes
+  # main.cf, and `postfix check` without a main.cf fails.
+  if command -v postfix >/dev/null && [ -f /etc/postfix/main.cf ] && [ -d /var/spool/postfix/etc ]; then
     postfix check
   fi
 fi

@@ -51,12 +51,15 @@ describe("engine in the lab", () => {
         assert.equal(c["hcloud.VolumeAttachment data"], "replace");
         const commands = r.plan.filter((e) => e.type === "command:remote:Command");
         for (const e of commands) assert.equal(e.op, "replace", `${e.name} re-runs on the new machine`);
-        // The engine starts what only follows base at once: two of them installed packages at the
-        // same time on a fresh machine (where base also enables unattended-upgrades).
+        // The packages step runs first (every package in one apt run, where base also enables
+        // unattended-upgrades); then the engine starts what only follows base at once.
         const byName = Object.fromEntries(commands.map((e) => [e.name, e]));
         const pairs = [["postgresql", "rspamd"], ["postgresql", "tls"], ["rspamd", "tls"]].filter(([a, b]) => overlapping(byName[a], byName[b]));
         assert.ok(pairs.length > 0, `postgresql, rspamd and tls ran one after another: ${JSON.stringify(commands.map((e) => [e.name, e.startedAt, e.endedAt]))}`);
         assert.ok(byName["base"].endedAt! <= byName["postgresql"].startedAt!, "a step starts only after the steps it follows");
+        for (const e of commands.filter((c) => !["packages", "machine-ready", "ssh-access"].includes(c.name))) {
+            assert.ok(byName["packages"].endedAt! <= e.startedAt!, `${e.name} starts after the packages step`);
+        }
 
         // First boot was cloud-init's, from the program's user data: it finished, and root's keys are
         // the program's deploy key plus the admin keys (ssh-access). The host key is the pinned one

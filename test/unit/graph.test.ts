@@ -26,10 +26,13 @@ const byKey = (rs: readonly RegisteredResource[]) => new Map(rs.map((r) => [`${r
 const filesIn = (script: string) => [...script.matchAll(/<<'ISPMAIL_B64'\n([A-Za-z0-9+/=\n]*?)\nISPMAIL_B64/g)].map((m) => Buffer.from(m[1].replace(/\n/g, ""), "base64").toString("utf8"));
 const short = (r: RegisteredResource) => `${r.type.split(":").pop()}:${r.name}`;
 
-/** The server steps of each example stack, written out: both without Nextcloud (its hash is left to fill in), staging without backups. */
+/**
+ * The server steps of each example stack, written out: both without Nextcloud (its hash is left to
+ * fill in), staging without backups; first the packages step (every step's packages in one apt run).
+ */
 const STEPS_OF_STACK: Record<string, string[]> = {
-    "Pulumi.prod.yaml": ["base", "resolver", "tls-policy", "postgresql", "directory", "tls", "rspamd", "dkim-signer", "postfix", "dovecot", "web", "certbot", "webmail", "fail2ban", "backup"],
-    "Pulumi.staging.yaml": ["base", "resolver", "tls-policy", "postgresql", "directory", "tls", "rspamd", "dkim-signer", "postfix", "dovecot", "web", "certbot", "webmail", "fail2ban"],
+    "Pulumi.prod.yaml": ["packages", "base", "resolver", "tls-policy", "postgresql", "directory", "tls", "rspamd", "dkim-signer", "postfix", "dovecot", "web", "certbot", "webmail", "fail2ban", "backup"],
+    "Pulumi.staging.yaml": ["packages", "base", "resolver", "tls-policy", "postgresql", "directory", "tls", "rspamd", "dkim-signer", "postfix", "dovecot", "web", "certbot", "webmail", "fail2ban"],
 };
 
 describe("graph: the example stacks", () => {
@@ -58,6 +61,17 @@ describe("graph: the example stacks", () => {
             // One command per server step, plus the two that prepare the machine.
             const commands = ofType(rs, "command:remote:Command").map((c) => c.name).sort();
             assert.deepEqual(commands, [...steps, "machine-ready", "ssh-access"].sort());
+            // The packages step comes first: it waits only for the machine, every other step waits
+            // for it (dependsOn), and it installs every package the other steps list, each once.
+            const command = (name: string) => one(rs, "command:remote:Command", name);
+            const install = command("packages");
+            assert.ok(install.dependencies.includes(command("machine-ready").urn));
+            assert.deepEqual(steps.filter((n) => install.dependencies.includes(command(n).urn)), [], "the packages step waits for no other step");
+            for (const name of steps.filter((n) => n !== "packages")) assert.ok(command(name).dependencies.includes(install.urn), `${name} waits for the packages step`);
+            const listed = (name: string) => ((command(name).inputs.triggers as string[]).find((l) => l.startsWith("packages "))?.split(" ").slice(1) ?? []);
+            const everyPackage = [...new Set(steps.filter((n) => n !== "packages").flatMap(listed))];
+            assert.deepEqual([...listed("packages")].sort(), everyPackage.sort());
+            assert.ok(listed("packages").includes("postgresql-17") && listed("packages").includes("postfix"));
 
             // The Cloudflare records are exactly the pure record set (the lab serves the same data).
             const records = await valueOf(outputs.dnsRecords);

@@ -35,13 +35,17 @@ describe("postgresql: rendering", () => {
     it("postgresql: comes after base and installs PostgreSQL 17 only after the createcluster drop-in", () => {
         assert.equal(step.name, "postgresql");
         assert.deepEqual(step.after, ["base"]);
-        // A package list would be installed before the files; the drop-in must be there first.
-        assert.equal(step.packages, undefined);
+        // Declared, so the packages step installs them with everything else; the drop-in is
+        // installed before any package (here and in the packages step).
+        assert.deepEqual(step.packages, ["postgresql-17", "postgresql-client-17", "python3-psycopg"]);
+        assert.equal(fileAt("/etc/postgresql-common/createcluster.d/ispmail.conf").beforePackages, true);
         const script = renderApplyScript(resolveSecrets(step, Object.fromEntries(secretsOf(step).map((n) => [n, "x"]))));
         const dropIn = script.indexOf("ispmail_file /etc/postgresql-common/createcluster.d/ispmail.conf");
         assert.match(script, /^PG_MAJOR=17$/m);
-        const install = script.indexOf("ispmail_packages postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR python3-psycopg");
+        const install = script.indexOf("ispmail_packages postgresql-17 postgresql-client-17 python3-psycopg");
         assert.ok(dropIn > 0 && install > dropIn, "drop-in written before the package is installed");
+        assert.ok(script.indexOf("ispmail_file /etc/ispmail/postgresql/postgresql.conf") > install, "the other files after the packages");
+        assert.doesNotMatch(step.script, /ispmail_packages/, "the script installs nothing itself");
     });
 
     it("postgresql: no cluster outside the volume, and new clusters include our settings", () => {

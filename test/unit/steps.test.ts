@@ -280,6 +280,34 @@ describe("steps: results and failures", () => {
         assert.deepEqual(run.result, { result: "unchanged", changedFiles: [], actions: [] });
     });
 
+    test("steps: ispmail_packages asks dpkg once, installs only what is missing in one apt run, and takes any of a|b|c as installed", () => {
+        const aptLog = join(root, "apt-get.log");
+        const dpkgLog = join(root, "dpkg-query.log");
+        const bin = join(root, "pkgbin");
+        mkdirSync(bin, { recursive: true });
+        writeFileSync(join(bin, "apt-get"), `#!/bin/bash\necho "$*" >> ${aptLog}\n`, { mode: 0o755 });
+        writeFileSync(join(bin, "dpkg-query"), `#!/bin/bash\necho "$*" >> ${dpkgLog}\nexec /usr/bin/dpkg-query "$@"\n`, { mode: 0o755 });
+        const packages = ["bash", "ispmail-no-such-a|coreutils", "ispmail-no-such-b|ispmail-no-such-c", "ispmail-no-such-d"];
+        const r = spawnSync("bash", ["-s"], { input: renderApplyScript(step("pkgs-missing", [], "", { packages })), encoding: "utf8", timeout: 10_000, env: { ...process.env, PATH: `${bin}:${fakeBin}:${process.env.PATH}` } });
+        assert.equal(r.status, 0, r.stderr);
+        assert.deepEqual(parseStepResult(r.stdout)?.actions, ["installed ispmail-no-such-b ispmail-no-such-d"]);
+        assert.equal(readLines(dpkgLog).length, 1, "one dpkg-query for every package");
+        const installs = readLines(aptLog).filter((l) => / install /.test(` ${l} `));
+        assert.equal(installs.length, 1);
+        assert.match(installs[0], /--no-install-recommends .* ispmail-no-such-b ispmail-no-such-d$/);
+    });
+
+    test("steps: files marked beforePackages are installed before the packages, the others after; they must belong to root", () => {
+        const s = step("early", [{ path: "/etc/late.conf", content: "late" }, { path: "/etc/early.conf", content: "early", beforePackages: true }], "", { packages: ["bash"], debconf: ["bash bash/q boolean true"] });
+        const script = renderApplyScript(s);
+        const at = (text: string) => script.indexOf(text);
+        assert.ok(at("ispmail_debconf <<") < at("ispmail_file /etc/early.conf"), "debconf first");
+        assert.ok(at("ispmail_file /etc/early.conf") < at("ispmail_packages bash"));
+        assert.ok(at("ispmail_packages bash") < at("ispmail_file /etc/late.conf"));
+        assert.match(stepSummary(s).find((l) => l.startsWith("file /etc/early.conf"))!, / before-packages /);
+        assert.throws(() => renderApplyScript(step("early", [{ path: "/etc/early.conf", content: "", owner: "postgres", beforePackages: true }])), /before the packages and must belong to root/);
+    });
+
     test("steps: renderApplyScript refuses unsafe names, paths, modes, owners and package names", () => {
         const file = (f: Partial<StepFile>): StepFile => ({ path: "/etc/x.conf", content: "", ...f });
         const bad: Array<[string, Step, RegExp]> = [
@@ -291,6 +319,8 @@ describe("steps: results and failures", () => {
             ["mode that is not octal", step("s", [file({ mode: "rw-r--r--" })]), /bad mode/],
             ["owner with a colon", step("s", [file({ owner: "root:root" })]), /bad owner\/group/],
             ["package with an option", step("s", [], "", { packages: ["--allow-unauthenticated"] }), /bad package name/],
+            ["empty alternative", step("s", [], "", { packages: ["chrony|"] }), /bad package name/],
+            ["alternative with an option", step("s", [], "", { packages: ["chrony|--purge"] }), /bad package name/],
         ];
         for (const [what, s, error] of bad) assert.throws(() => renderApplyScript(s), error, what);
     });
