@@ -91,7 +91,7 @@ export async function benchDirectoryScale(opts: { runs: number; users: number; l
     } finally {
         const cleanup = await timedApply(model, secrets);
         opts.log(`directory-scale: back to the lab's directory in ${cleanup.seconds.toFixed(1)} s (${cleanup.actions.join("; ")})`);
-        problems.push(...(cleanup.actions.some((a) => a.includes(`-${opts.users}`)) ? [] : [`cleanup did not remove the ${opts.users} bulk mailboxes: ${cleanup.actions.join("; ")}`]));
+        if (!cleanup.actions.some((a) => a.includes(`-${opts.users}`))) problems.push(`cleanup did not remove the ${opts.users} bulk mailboxes: ${cleanup.actions.join("; ")}`);
     }
     const s = { noop: summarize(noop), quota: summarize(quota), reset: summarize(reset) };
     const met = problems.length === 0 && s.noop.median <= TARGET_SECONDS && s.quota.median <= TARGET_SECONDS && s.reset.median <= TARGET_SECONDS;

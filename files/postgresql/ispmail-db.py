@@ -436,8 +436,7 @@ def cmd_sync(args: argparse.Namespace) -> list[str]:
         if Path(args.secrets_dir, "db.nextcloud").is_file():
             log(f"Nextcloud cannot rename an account: the files of {old} stay with that account (occ files:transfer-ownership moves them)")
     for address in report["removed_mailboxes"]:
-        local, domain = address.split("@", 1)
-        log(f"mailbox {address} was removed from the directory; its Maildir {args.vmail}/{domain}/{local} is kept (delete it by hand when no longer needed)")
+        log(f"mailbox {address} was removed from the directory; its Maildir {home_of(args.vmail, address)} is kept (delete it by hand when no longer needed)")
     for domain in report["kept_domains"]:
         log(f"domain {domain} is no longer configured but still has hand-added mailboxes or aliases; it stays until they are gone")
     counts = []
