@@ -145,11 +145,28 @@ export async function loginAccepted(protocol: "imap" | "smtp", user: string, pas
     return r.stdout.startsWith("accepted");
 }
 
-/** How many messages Rspamd's Bayes classifier has learned, per class (its statfiles, from `rspamc stat`). */
-export async function bayesLearned(): Promise<{ spam: number; ham: number }> {
-    const stat = await guest("mail").execOk("rspamc stat");
-    const count = (statfile: string) => Number(new RegExp(`Statfile: ${statfile} .*?learned: (\\d+)`).exec(stat)?.[1] ?? NaN);
-    return { spam: count("BAYES_SPAM"), ham: count("BAYES_HAM") };
+/** The Message-ID (without angle brackets) of the message with this subject in a user's mailbox (doveadm, on the server). */
+export async function messageIdOf(user: string, mailbox: string, subject: string): Promise<string> {
+    const out = await guest("mail").execOk(`doveadm fetch -u ${shellQuote(user)} hdr.message-id mailbox ${shellQuote(mailbox)} subject ${shellQuote(subject)}`);
+    const id = /<([^<>\s]+)>/.exec(out)?.[1];
+    if (!id) throw new Error(`no Message-ID for "${subject}" in ${user}'s ${mailbox}: ${out.trim()}`);
+    return id;
+}
+
+/**
+ * What Rspamd's controller was asked to learn this message as, in order: its log line "learned
+ * message as spam: <Message-ID>" for every learn_spam / learn_ham that went through (Dovecot's
+ * imapsieve pipe sends them). Per message, unlike the statfiles' totals, which any autolearn of
+ * other mail delivered meanwhile also moves; autolearn at delivery is not in it.
+ */
+export async function controllerLearnsOf(messageId: string): Promise<("spam" | "ham")[]> {
+    const r = await guest("mail").exec(`grep -F -- ${shellQuote(`: ${messageId}`)} /var/log/rspamd/rspamd.log`);
+    const learns: ("spam" | "ham")[] = [];
+    for (const line of r.stdout.split("\n")) {
+        const m = /rspamd_controller_learn_fin_task: .* learned message as (spam|ham): (\S+)$/.exec(line);
+        if (m && m[2] === messageId) learns.push(m[1] as "spam" | "ham");
+    }
+    return learns;
 }
 
 /** Waits until a message whose subject contains `subject` is in this user's mailbox (doveadm, on the server). */
