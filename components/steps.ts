@@ -236,24 +236,40 @@ export function renderApplyScript(step: Step): string {
     if (step.debconf?.length) {
         lines.push(`ispmail_debconf <<'ISPMAIL_DEBCONF'`, ...step.debconf, "ISPMAIL_DEBCONF");
     }
-    const file = (f: StepFile) => {
+    const checked = (f: StepFile) => {
         if (!SAFE_PATH.test(f.path) || f.path.includes("/../")) throw new Error(`step ${step.name}: unsafe path ${f.path}`);
         const { owner, group, mode } = fileAttributes(f);
         if (!/^0?[0-7]{3,4}$/.test(mode)) throw new Error(`step ${step.name}: bad mode ${mode} for ${f.path}`);
         if (f.secret && /[0-7]{2}[1-7]$/.test(mode)) throw new Error(`step ${step.name}: secret file ${f.path} must not be world-readable (mode ${mode})`);
         if (!SAFE_ACCOUNT.test(owner) || !SAFE_ACCOUNT.test(group)) throw new Error(`step ${step.name}: bad owner/group for ${f.path}`);
         if (f.beforePackages && (owner !== "root" || group !== "root")) throw new Error(`step ${step.name}: ${f.path} is installed before the packages and must belong to root:root`);
-        lines.push(...base64HereDocument(`ispmail_file ${f.path} ${owner} ${group} ${mode}`, f.content));
+        return { owner, group, mode };
+    };
+    const files = (group: readonly StepFile[]) => {
+        if (group.length === 0) return;
+        // What each file should be, as `stat -c '%U:%G %a'` and sha256sum print it: one stat and one
+        // sha256sum for the whole group find the files that are already right (instead of two forks
+        // per file), and ispmail_file skips those without even reading their content.
+        lines.push("ispmail_files_check <<'ISPMAIL_SUMS'");
+        for (const f of group) {
+            const { owner, group: g, mode } = checked(f);
+            lines.push(`${createHash("sha256").update(f.content, "utf8").digest("hex")} ${owner}:${g} ${parseInt(mode, 8).toString(8)} ${f.path}`);
+        }
+        lines.push("ISPMAIL_SUMS");
+        for (const f of group) {
+            const { owner, group: g, mode } = checked(f);
+            lines.push(...base64HereDocument(`ispmail_file ${f.path} ${owner} ${g} ${mode}`, f.content));
+        }
     };
     // Files a package reads while it is installed go first; all others after the packages, which
     // make the accounts and directories they belong to.
-    for (const f of step.files) if (f.beforePackages) file(f);
+    files(step.files.filter((f) => f.beforePackages));
     if (step.packages?.length) {
         for (const p of step.packages) if (!PACKAGE_ENTRY.test(p)) throw new Error(`step ${step.name}: bad package name ${p}`);
         // Alternatives (a|b) quoted: a bare | would be a pipe.
         lines.push(`ispmail_packages ${step.packages.map((p) => (p.includes("|") ? shellQuote(p) : p)).join(" ")}`);
     }
-    for (const f of step.files) if (!f.beforePackages) file(f);
+    files(step.files.filter((f) => !f.beforePackages));
     for (const i of step.inputs ?? []) {
         if (!/^[a-z0-9_]+$/.test(i.name)) throw new Error(`step ${step.name}: input name ${JSON.stringify(i.name)} is not [a-z0-9_]+`);
         lines.push(...base64HereDocument(`ispmail_input ${i.name}`, i.content));

@@ -80,6 +80,9 @@ export function sshClientArgs(t: SshTarget, opts: { tty?: boolean } = {}): strin
         "-o", `StrictHostKeyChecking=${t.checkHostKey ? "yes" : "no"}`,
         "-o", opts.tty ? "BatchMode=no" : "BatchMode=yes",
         "-o", `ConnectTimeout=${t.connectTimeoutSeconds}`,
+        // The key exchange Pulumi's command.remote negotiates (Go's x/crypto/ssh has no sntrup761):
+        // the host's OpenSSH would otherwise pick sntrup761x25519, ~70 ms more per session here.
+        "-o", "KexAlgorithms=curve25519-sha256,curve25519-sha256@libssh.org",
         "-o", "ServerAliveInterval=15",
         "-o", "LogLevel=ERROR",
         ...(opts.tty ? ["-t"] : []),

@@ -1,8 +1,9 @@
 /**
  * The `directory` step: the mail directory in database `mailserver`.
  *
- * 1. Schema: files/postgresql/migrations/NNN_*.sql, applied by `ispmail-db migrate` in one
- *    transaction, each once (table schema_migrations records version and checksum).
+ * 1. Schema: files/postgresql/migrations/NNN_*.sql, applied as `ispmail-db migrate` does in one
+ *    transaction, each once (table schema_migrations records version and checksum); the step runs
+ *    `ispmail-db sync --migrate`, migrations and sync in one process.
  * 2. Declarative sync: the model's domains, mailboxes, aliases and shares, rendered as data in
  *    /etc/ispmail/directory.json (no passwords inside), applied by `ispmail-db sync` in one
  *    transaction through the SQL function directory_sync(). Only managed rows are touched; rows

@@ -83,6 +83,45 @@ def become_postgres() -> None:
     os.setuid(pw.pw_uid)
 
 
+def as_postgres_in_child(command, args: argparse.Namespace) -> list[str]:
+    """Runs `command(args)` in a forked child that drops root for postgres, and returns its actions;
+    this process stays root for what follows (the sync reads root-only secrets). One process for
+    migrate + sync saves a second Python start and psycopg import (~0.3 s per apply)."""
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        code = 0
+        try:
+            actions = command(args)
+            with os.fdopen(write_end, "w", encoding="utf-8") as out:
+                json.dump(actions, out)
+        except SystemExit as e:
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+                code = 1
+            else:
+                code = e.code or 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "r", encoding="utf-8") as result:
+        text = result.read()
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(code)
+    return json.loads(text)
+
+
 def connect_as_postgres(args: argparse.Namespace, dbname: str) -> psycopg.Connection:
     return psycopg.connect(host=args.socket_dir, port=args.port, dbname=dbname, user="postgres", autocommit=True)
 
@@ -481,11 +520,14 @@ def main() -> None:
     p = sub.add_parser("migrate")
     p.add_argument("--migrations", default=DEFAULT_MIGRATIONS_DIR)
     p = sub.add_parser("sync")
+    p.add_argument("--migrate", action="store_true", help="apply the schema migrations first (as `migrate` does), in the same run")
+    p.add_argument("--migrations", default=DEFAULT_MIGRATIONS_DIR)
     p.add_argument("--desired", default=DEFAULT_DESIRED)
     p.add_argument("--passwords", required=True, help="'-': the configured passwords on standard input")
     p.add_argument("--vmail", default="/var/vmail", help="where Maildirs live (only for the log line)")
     args = parser.parse_args()
-    actions = {"roles": cmd_roles, "migrate": cmd_migrate, "sync": cmd_sync}[args.command](args)
+    actions = as_postgres_in_child(cmd_migrate, args) if args.command == "sync" and args.migrate else []
+    actions += {"roles": cmd_roles, "migrate": cmd_migrate, "sync": cmd_sync}[args.command](args)
     for action in actions:
         print(action)
 

@@ -266,6 +266,27 @@ describe("directory in PostgreSQL 17", { skip }, () => {
         assert.deepEqual(rowVersions("users", "local || '@' || domain"), before, "no row was rewritten (same xmin)");
     });
 
+    it("sync --migrate (the directory step's one call): the migrations run first in the same process; a failing one stops it before any row changes", () => {
+        const broken = join(hostDir, "migrations-before-sync");
+        cpSync(join(hostDir, "migrations"), broken, { recursive: true });
+        writeFileSync(join(broken, "010_broken.sql"), "SELECT 1 / 0;\n");
+        writeDesired(modelWith((raw) => {
+            raw.users[0].displayName = "Not Yet";
+        }));
+        const rows = () => query("SELECT md5(string_agg(u::text, ',' ORDER BY local, domain)) FROM users u");
+        const before = rows();
+        const r = db("sync", "--migrate", "--migrations", `${dir}/migrations-before-sync`);
+        assert.notEqual(r.code, 0);
+        assert.match(r.stderr, /division by zero/);
+        assert.equal(r.stdout, "", "no sync after the failed migration");
+        assert.equal(rows(), before);
+        // With the shipped migrations (all applied): the sync's own report, nothing from migrate.
+        const actions = dbOk("sync", "--migrate", "--migrations", `${dir}/migrations`);
+        assert.deepEqual(actions, ["synced directory: users +0 ~1 -0"]);
+        writeDesired(modelWith(() => {}));
+        assert.equal(dbOk("sync").length, 1, "the display name back");
+    });
+
     it("sync: changing one user's display name changes only that row", () => {
         writeDesired(modelWith((raw) => (raw.users[1].displayName = "Bob Builder")));
         const before = rowVersions("users", "local || '@' || domain");

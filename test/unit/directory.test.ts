@@ -78,7 +78,7 @@ describe("directory: rendering", () => {
         const script = renderApplyScript(resolved);
         assert.match(script, /^ispmail_input passwords <<'ISPMAIL_B64'$/m);
         assert.doesNotMatch(script, /ispmail_file \/etc\/ispmail\/secrets\/user/);
-        assert.match(step.script, /step_input passwords \| \/usr\/local\/sbin\/ispmail-db sync --passwords -/);
+        assert.match(step.script, /step_input passwords \| \/usr\/local\/sbin\/ispmail-db sync --migrate --passwords -/);
     });
 
     it("migrations: numbered 001..n without gaps and shipped in order", () => {
