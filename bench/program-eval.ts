@@ -5,7 +5,8 @@
  * line: seconds spent in the evaluation (registration of every resource until the runtime settles) and
  * the CPU seconds of this process meanwhile (less sensitive to a busy machine than the wall time),
  * resource counts by type and the number of DNS records. A fresh process per evaluation, because
- * index.ts runs the program when it is first imported.
+ * index.ts runs the program when it is first imported. program-scale.ts starts it as the CLI starts the
+ * program: Pulumi.yaml's node arguments, TypeScript loaded through bench/cli-runtime.js.
  */
 import { readFileSync } from "node:fs";
 import { runMocked } from "../test/harness/mocks";
@@ -24,7 +25,7 @@ async function main(): Promise<void> {
     const stdinBytes = run.resources
         .filter((r) => r.type === "command:remote:Command")
         .reduce((sum, r) => sum + (typeof r.inputs.stdin === "string" ? Buffer.byteLength(r.inputs.stdin) : 0), 0);
-    process.stdout.write(`${JSON.stringify({ seconds, cpuSeconds, resources: run.resources.length, byType, stdinBytes, rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20) })}\n`);
+    process.stdout.write(`${JSON.stringify({ seconds, cpuSeconds, resources: run.resources.length, byType, stdinBytes, rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20), execArgv: process.execArgv })}\n`);
 }
 
 main().then(

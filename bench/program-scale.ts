@@ -9,11 +9,17 @@
  * Users are given configured (secret) passwords, as a provider with 5,000 mailboxes would import
  * them; the same sizes with generated passwords are measured too, because each generated password
  * is a `random.RandomPassword` resource (components/generated-secrets.ts) and so does grow with users.
+ *
+ * Each evaluation runs as the CLI would run it: with the node arguments Pulumi.yaml gives the language
+ * host (`runtime.options.nodeargs`, read from the file here so the two cannot drift) and TypeScript
+ * loaded as @pulumi/pulumi's run script loads it (source-map-support + ts-node, bench/cli-runtime.js).
+ * Side by side in every round, the small and the large stack without those node arguments.
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { parse } from "yaml";
 import { summarize, type Summary } from "./stats";
 import type { BenchOutcome } from "./report";
 
@@ -54,6 +60,21 @@ export function scaledConfig(size: Size): { config: Record<string, unknown>; sec
     return { config, secretKeys: size.passwords === "configured" ? ["ispmail:users"] : [] };
 }
 
+/**
+ * The node arguments of Pulumi.yaml (`runtime.options.nodeargs`), as the nodejs language host passes
+ * them: split into words (shlex; quotes and backslashes are refused here rather than half-handled) and
+ * put before @pulumi/pulumi's run script (pulumi/pulumi sdk/nodejs/cmd/pulumi-language-nodejs, main.go).
+ */
+export function projectNodeArgs(projectFile: string = readFileSync(join(REPO, "Pulumi.yaml"), "utf8")): string[] {
+    const runtime = (parse(projectFile) as { runtime?: unknown } | null)?.runtime;
+    const options = typeof runtime === "object" && runtime !== null ? (runtime as { options?: Record<string, unknown> }).options : undefined;
+    const nodeargs = options?.nodeargs;
+    if (nodeargs === undefined) return [];
+    if (typeof nodeargs !== "string") throw new Error("Pulumi.yaml: runtime.options.nodeargs must be a string (the language host refuses anything else)");
+    if (/["'\\]/.test(nodeargs)) throw new Error(`Pulumi.yaml: runtime.options.nodeargs ${JSON.stringify(nodeargs)} uses shell quoting, which the benchmark does not split`);
+    return nodeargs.split(/\s+/).filter((w) => w !== "");
+}
+
 interface Evaluation {
     readonly seconds: number;
     /** CPU seconds of the evaluating process during the evaluation (all its threads). */
@@ -63,19 +84,24 @@ interface Evaluation {
     readonly byType: Record<string, number>;
     readonly stdinBytes: number;
     readonly rssMiB: number;
+    /** process.execArgv of the evaluating process. */
+    readonly execArgv: readonly string[];
 }
 
-/** Node options of a diagnostic evaluation (e.g. `--stack-trace-limit=0`); none for the measured ones. */
-function evaluate(size: Size, nodeOptions: readonly string[] = []): Promise<Evaluation> {
+/** One evaluation in a fresh node process with these node arguments, TypeScript loaded as the CLI loads it. */
+function evaluate(size: Size, nodeArgs: readonly string[]): Promise<Evaluation> {
     const configFile = join(mkdtempSync(join(tmpdir(), "ispmail-bench-")), "config.json");
     writeFileSync(configFile, JSON.stringify(scaledConfig(size)));
     const start = process.hrtime.bigint();
     return new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, [...nodeOptions, "--import", "tsx", join(__dirname, "program-eval.ts"), configFile], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+        const child = spawn(process.execPath, [...nodeArgs, "-r", join(__dirname, "cli-runtime.js"), join(__dirname, "program-eval.ts"), configFile], {
+            cwd: REPO,
+            stdio: ["ignore", "pipe", "pipe"],
+        });
 
         let out = "";
         let err = "";
-        const timer = setTimeout(() => child.kill("SIGKILL"), 300_000);
+        const timer = setTimeout(() => child.kill("SIGKILL"), 600_000);
         child.stdout.on("data", (b: Buffer) => (out += b.toString()));
         child.stderr.on("data", (b: Buffer) => (err += b.toString()));
         child.on("error", reject);
@@ -114,32 +140,39 @@ export async function benchProgramScale(opts: { runs: number; log: (line: string
     const smallGenerated: Size = { ...small, passwords: "generated" };
     const largeGenerated: Size = { ...large, passwords: "generated" };
     const mid: Size = { domains: 50, users: 1250, passwords: "configured" };
-    // A warm-up evaluation: the first tsx compile of the program is cached for the rest.
-    await evaluate(small);
+    // What the CLI runs: Pulumi.yaml's node arguments. The diagnostic side: without them (the runtime's
+    // default, V8 stack traces on); if Pulumi.yaml has none, with V8's stack traces off instead.
+    const nodeArgs = projectNodeArgs();
+    const diagnosticArgs = nodeArgs.length ? [] : ["--stack-trace-limit=0"];
+    const diagnosticLabel = nodeArgs.length ? "without Pulumi.yaml's nodeargs" : "--stack-trace-limit=0";
+    opts.log(`program-scale: node arguments from Pulumi.yaml: ${nodeArgs.length ? nodeArgs.join(" ") : "(none)"}; diagnostic: ${diagnosticLabel}`);
+    // A warm-up evaluation: ts-node's compile (and type check) of the program is cached for the rest.
+    await evaluate(small, nodeArgs);
     const samples = new Map<Size, Evaluation[]>();
-    const measure = async (size: Size, run: number) => {
-        const e = await evaluate(size);
-        samples.set(size, [...(samples.get(size) ?? []), e]);
-        opts.log(`program-scale run ${run}: ${size.domains} domains / ${size.users} users (${size.passwords} passwords): ${e.seconds.toFixed(2)} s, ${e.resources} resources`);
+    const diagnostic = new Map<Size, Evaluation[]>();
+    const measure = async (size: Size, run: number, side: "measured" | "diagnostic" = "measured") => {
+        const into = side === "measured" ? samples : diagnostic;
+        const e = await evaluate(size, side === "measured" ? nodeArgs : diagnosticArgs);
+        into.set(size, [...(into.get(size) ?? []), e]);
+        const label = side === "measured" ? "" : ` [diagnostic: ${diagnosticLabel}]`;
+        opts.log(`program-scale run ${run}: ${size.domains} domains / ${size.users} users (${size.passwords} passwords)${label}: ${e.seconds.toFixed(2)} s (CPU ${e.cpuSeconds.toFixed(2)} s), ${e.resources} resources`);
     };
     for (let run = 1; run <= opts.runs; run++) {
-        // Side by side in each round, so drift of the machine hits every size alike.
-        for (const size of [small, mid, large, largeSameDomains]) await measure(size, run);
+        // Side by side in each round, so drift of the machine hits every size and both sides alike.
+        await measure(small, run);
+        await measure(small, run, "diagnostic");
+        await measure(mid, run);
+        await measure(large, run);
+        await measure(large, run, "diagnostic");
+        await measure(largeSameDomains, run);
     }
     // Generated passwords once each: the large one takes about a minute on its own.
     for (const size of [smallGenerated, largeGenerated]) await measure(size, 1);
-    // Diagnostic, once each and not part of the target: the same small and large stacks with V8's
-    // stack traces off. @pulumi/pulumi captures a stack trace (new Error().stack, source-mapped)
-    // for every promise it makes, four per property of each resource (runtime/debuggable.js,
-    // runtime/rpc.js transferProperties): this shows what that costs per resource.
-    const noStacks: Evaluation[] = [];
-    for (const size of [small, large]) {
-        const e = await evaluate(size, ["--stack-trace-limit=0"]);
-        noStacks.push(e);
-        opts.log(`program-scale diagnostic (--stack-trace-limit=0): ${size.domains} domains / ${size.users} users: ${e.seconds.toFixed(2)} s, ${e.resources} resources`);
-    }
-    const summary = (s: Size): { seconds: Summary; cpuSeconds: Summary; processSeconds: Summary; resources: number; byType: Record<string, number>; stdinMiB: number; rssMiB: number } => {
-        const list = samples.get(s)!;
+    const summary = (
+        s: Size,
+        from: Map<Size, Evaluation[]> = samples,
+    ): { seconds: Summary; cpuSeconds: Summary; processSeconds: Summary; resources: number; byType: Record<string, number>; stdinMiB: number; rssMiB: number; execArgv: readonly string[] } => {
+        const list = from.get(s)!;
         return {
             seconds: summarize(list.map((e) => e.seconds)),
             cpuSeconds: summarize(list.map((e) => e.cpuSeconds)),
@@ -148,32 +181,36 @@ export async function benchProgramScale(opts: { runs: number; log: (line: string
             byType: list[0].byType,
             stdinMiB: Math.round((list[0].stdinBytes / 2 ** 20) * 100) / 100,
             rssMiB: Math.max(...list.map((e) => e.rssMiB)),
+            execArgv: list[0].execArgv,
         };
     };
-    const [S, M, L, LU, SG, LG] = [small, mid, large, largeSameDomains, smallGenerated, largeGenerated].map(summary);
+    const [S, M, L, LU, SG, LG] = [small, mid, large, largeSameDomains, smallGenerated, largeGenerated].map((s) => summary(s));
     // Milliseconds per resource beyond the small stack: constant when evaluation is linear in resources.
     const at = (x: typeof S, k: "min" | "median", of: "seconds" | "cpuSeconds" = "seconds") => ({ seconds: x[of][k], resources: x.resources });
     const perResourceMs = (x: typeof S, k: "min" | "median" = "median", of: "seconds" | "cpuSeconds" = "seconds") => marginalMsPerResource(at(S, k, of), at(x, k, of));
     const msLarge = { min: perResourceMs(L, "min"), median: perResourceMs(L) };
     const cpuMsLarge = perResourceMs(L, "median", "cpuSeconds");
-    const [noStackSmall, noStackLarge] = noStacks;
-    const msNoStacks = marginalMsPerResource(noStackSmall, noStackLarge);
+    // The diagnostic side, paired with the measured one round by round.
+    const [DS, DL] = [small, large].map((s) => summary(s, diagnostic));
+    const diagAt = (k: "min" | "median", of: "seconds" | "cpuSeconds" = "seconds") => marginalMsPerResource(at(DS, k, of), at(DL, k, of));
+    const msDiagnostic = { min: diagAt("min"), median: diagAt("median"), cpu: diagAt("median", "cpuSeconds") };
     const ratio = L.seconds.median / S.seconds.median;
     const ratioMin = L.seconds.min / S.seconds.min;
     // Users alone (1 domain, 10 -> 5,000 users) must not add resources; domains add DNS records.
     const usersAddResources = LU.resources !== S.resources;
     const dnsGrows = (L.byType[DNS_RECORD] ?? 0) > (S.byType[DNS_RECORD] ?? 0);
     const timeOk = msLarge.median <= TARGET_MS_PER_RESOURCE;
+    const stacksOff = nodeArgs.includes("--stack-trace-limit=0");
     const met = timeOk && !usersAddResources && dnsGrows;
     const notes = [
         `Milliseconds per added resource = (t_200 domains - t_1 domain) / (resources_200 - resources_1), wall time of the evaluation: ${msLarge.min.toFixed(2)} (min) / ${msLarge.median.toFixed(2)} (median) ms; ${perResourceMs(M).toFixed(2)} ms at 50 domains (${M.resources} resources, ${M.seconds.median.toFixed(2)} s), so evaluation grows linearly with resources. In CPU seconds of the evaluating process: ${cpuMsLarge.toFixed(2)} ms per resource (GC threads included).`,
-        `Evaluation time = runMocked() of index.ts in a fresh Node process (registration of every resource until the runtime settles); process start and tsx compile excluded (process wall time is in the JSON). One warm-up evaluation first; ${opts.runs} runs per size, sizes interleaved. The time ratio large / small (issue 9's retired target, <= 3) is ${ratioMin.toFixed(2)} / ${ratio.toFixed(2)}: it cannot hold while every DNS record is a resource (${L.byType[DNS_RECORD]} cloudflare.DnsRecord at 200 domains, ${Math.round(((L.byType[DNS_RECORD] ?? 0) - (S.byType[DNS_RECORD] ?? 0)) / (large.domains - small.domains))} per domain).`,
+        `Evaluation time = runMocked() of index.ts in a fresh Node process started as the CLI starts the program: node ${nodeArgs.length ? `${nodeArgs.join(" ")} (Pulumi.yaml's runtime.options.nodeargs)` : "(Pulumi.yaml sets no nodeargs)"}, TypeScript through source-map-support + ts-node as @pulumi/pulumi's run script loads it (bench/cli-runtime.js); registration of every resource until the runtime settles; process start and compile excluded (process wall time is in the JSON). One warm-up evaluation first; ${opts.runs} runs per size, sizes and the diagnostic side interleaved. The time ratio large / small (issue 9's retired target, <= 3) is ${ratioMin.toFixed(2)} / ${ratio.toFixed(2)}: it cannot hold while every DNS record is a resource (${L.byType[DNS_RECORD]} cloudflare.DnsRecord at 200 domains, ${Math.round(((L.byType[DNS_RECORD] ?? 0) - (S.byType[DNS_RECORD] ?? 0)) / (large.domains - small.domains))} per domain).`,
         `Users have configured (secret) passwords. With generated passwords each user is one random.RandomPassword resource: ${SG.resources} resources for 10 users, ${LG.resources} for 5,000 (evaluation ${LG.seconds.median.toFixed(2)} s median vs ${SG.seconds.median.toFixed(2)} s) — users then do add resources, one each.`,
-        `Diagnostic (once, not the target): with V8's stack traces off (node --stack-trace-limit=0) the same stacks cost ${msNoStacks.toFixed(2)} ms per added resource (${noStackSmall.seconds.toFixed(2)} s vs ${noStackLarge.seconds.toFixed(2)} s): @pulumi/pulumi captures a source-mapped stack trace for every promise it makes, four per property of every resource (runtime/debuggable.js, called from runtime/rpc.js transferProperties; a cloudflare.DnsRecord has ~20 properties), which is the runtime's, not this program's.`,
+        `Diagnostic (not the target), side by side in every round: ${diagnosticLabel} the same stacks cost ${msDiagnostic.min.toFixed(2)} / ${msDiagnostic.median.toFixed(2)} ms per added resource (${DS.seconds.min.toFixed(2)} / ${DS.seconds.median.toFixed(2)} s vs ${DL.seconds.min.toFixed(2)} / ${DL.seconds.median.toFixed(2)} s; CPU ${msDiagnostic.cpu.toFixed(2)} ms per resource). @pulumi/pulumi captures a stack trace (new Error().stack, formatted and source-mapped by source-map-support under the CLI) for every promise it makes, four per property of every resource (runtime/debuggable.js, called from runtime/rpc.js transferProperties; a cloudflare.DnsRecord has ~20 properties); --stack-trace-limit=0 leaves those empty, while the source position of each resource is still captured (Resource.callsites raises the limit for its own stack).`,
     ];
     if (!timeOk) {
         notes.push(
-            `${msLarge.median.toFixed(2)} ms per resource > ${TARGET_MS_PER_RESOURCE} ms. What is left is registration in the Pulumi runtime (see the diagnostic above) and its garbage collection; this program's own per-resource work (rendering the record set, the mock harness) is a few percent of it (bench/README.md, findings). What would close it: fewer resources per domain (one resource per zone uploading its records in bulk), or a Pulumi runtime that captures promise stacks only when PULUMI_DEBUG_PROMISE_LEAKS is set.`,
+            `${msLarge.median.toFixed(2)} ms per resource > ${TARGET_MS_PER_RESOURCE} ms. What is left is registration in the Pulumi runtime and its garbage collection (mostly scavenges copying the pending registrations, nearly all of which survive), and the whole source-mapped stack the runtime formats once per resource for its source position (Resource.callsites); this program's own per-resource work (rendering the record set, the mock harness) is a few percent of it (bench/README.md, findings). What would close it: fewer resources per domain (one resource per zone uploading its records in bulk)${stacksOff ? "" : ", or V8's stack traces off (nodeargs: --stack-trace-limit=0 in Pulumi.yaml; see the diagnostic)"}.`,
         );
     }
     if (usersAddResources) notes.push(`Users added resources even with configured passwords: ${JSON.stringify(grownTypes(S.byType, LU.byType))}.`);
@@ -198,7 +235,8 @@ export async function benchProgramScale(opts: { runs: number; log: (line: string
             ratio: { min: ratioMin, median: ratio },
             msPerAddedResource: { mid: perResourceMs(M), large: msLarge.median, largeMin: msLarge.min, largeCpu: cpuMsLarge },
             targetMsPerResource: TARGET_MS_PER_RESOURCE,
-            diagnosticNoStackTraces: { small: noStackSmall, large: noStackLarge, msPerAddedResource: msNoStacks },
+            nodeArgs,
+            diagnostic: { nodeArgs: diagnosticArgs, label: diagnosticLabel, small: { ...small, ...DS }, large: { ...large, ...DL }, msPerAddedResource: msDiagnostic },
             grownSmallToLarge: grownTypes(S.byType, L.byType),
             grownByUsersOnly: grownTypes(S.byType, LU.byType),
             randomPasswordsGenerated: { small: SG.byType[RANDOM_PASSWORD] ?? 0, large: LG.byType[RANDOM_PASSWORD] ?? 0 },
