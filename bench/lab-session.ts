@@ -4,7 +4,7 @@
  * every step applied. Steps, model and secrets are the lab's own (lab/testkit.ts).
  */
 import type { Step } from "../components/steps";
-import { applySteps, StepFailed, type AppliedStep } from "../lab/apply";
+import { applySteps, applyStepsConcurrently, StepFailed, type AppliedStep } from "../lab/apply";
 import { LAB } from "../lab/lab";
 import { acquireLabLock } from "../lab/lock";
 import { labLooksUp, labUp } from "../lab/orchestrate";
@@ -81,13 +81,18 @@ export function installedPackages(applied: readonly AppliedStep[]): string[] {
  * right after a guest boots and under full mail load) is not a step failure: the whole apply is
  * retried once (steps are idempotent); a step that really fails is reported at once.
  */
-export async function applyToMail(steps: readonly Step[], secrets: Readonly<Record<string, string>>): Promise<AppliedStep[]> {
+export async function applyToMail(
+    steps: readonly Step[],
+    secrets: Readonly<Record<string, string>>,
+    schedule: "in order" | "as the engine" = "in order",
+): Promise<AppliedStep[]> {
+    const apply = schedule === "in order" ? applySteps : applyStepsConcurrently;
     try {
-        return await applySteps(LAB.mail, steps, secrets);
+        return await apply(LAB.mail, steps, secrets);
     } catch (e) {
         if (!(e instanceof StepFailed) || e.code !== 255) throw e;
         await sleep(3_000);
-        return applySteps(LAB.mail, steps, secrets);
+        return apply(LAB.mail, steps, secrets);
     }
 }
 

@@ -37,6 +37,34 @@ export interface ApplyOptions {
     readonly onLog?: (line: string) => void;
 }
 
+/** Applies one step on a guest over its own SSH session; throws {@link StepFailed} (with `applied`) on failure. */
+export async function applyStep(
+    guest: GuestPlan,
+    step: Step,
+    secrets: Readonly<Record<string, string>>,
+    opts: ApplyOptions = {},
+    applied: readonly AppliedStep[] = [],
+): Promise<AppliedStep> {
+    const script = renderApplyScript(resolveSecrets(step, secrets));
+    const start = Date.now();
+    let pending = "";
+    const r = await sshExec(guest, remoteApplyCommand(step, { holdsSecrets: secretsOf(step).length > 0 }), {
+        input: script,
+        timeoutMs: opts.stepTimeoutMs ?? 30 * 60_000,
+        onStderr: opts.onLog
+            ? (chunk) => {
+                  const lines = (pending + chunk).split("\n");
+                  pending = lines.pop() ?? "";
+                  for (const l of lines) if (l.startsWith(`[${step.name}]`)) opts.onLog!(l);
+              }
+            : undefined,
+    });
+    const seconds = (Date.now() - start) / 1000;
+    const parsed = parseStepResult(r.stdout);
+    if (r.code !== 0 || !parsed) throw new StepFailed(step.name, r.code, r.stderr || r.stdout, applied);
+    return { name: step.name, result: parsed.result, seconds, actions: parsed.actions, changedFiles: parsed.changedFiles };
+}
+
 /** Applies steps in the given order on a guest; stops at the first failure (throws {@link StepFailed}). */
 export async function applySteps(
     guest: GuestPlan,
@@ -45,27 +73,44 @@ export async function applySteps(
     opts: ApplyOptions = {},
 ): Promise<AppliedStep[]> {
     const applied: AppliedStep[] = [];
-    for (const step of steps) {
-        const script = renderApplyScript(resolveSecrets(step, secrets));
-        const start = Date.now();
-        let pending = "";
-        const r = await sshExec(guest, remoteApplyCommand(step, { holdsSecrets: secretsOf(step).length > 0 }), {
-            input: script,
-            timeoutMs: opts.stepTimeoutMs ?? 30 * 60_000,
-            onStderr: opts.onLog
-                ? (chunk) => {
-                      const lines = (pending + chunk).split("\n");
-                      pending = lines.pop() ?? "";
-                      for (const l of lines) if (l.startsWith(`[${step.name}]`)) opts.onLog!(l);
-                  }
-                : undefined,
-        });
-        const seconds = (Date.now() - start) / 1000;
-        const parsed = parseStepResult(r.stdout);
-        if (r.code !== 0 || !parsed) throw new StepFailed(step.name, r.code, r.stderr || r.stdout, applied);
-        applied.push({ name: step.name, result: parsed.result, seconds, actions: parsed.actions, changedFiles: parsed.changedFiles });
-    }
+    for (const step of steps) applied.push(await applyStep(guest, step, secrets, opts, applied));
     return applied;
+}
+
+/**
+ * Applies steps as the Pulumi engine runs their commands when all of them are to run (every
+ * command replaced): each one starts as soon as the steps it names in `after` are done, the
+ * others concurrently, one SSH session each. The result is in the given order; a failure stops
+ * new starts and is thrown once the running ones end.
+ */
+export async function applyStepsConcurrently(
+    guest: GuestPlan,
+    steps: readonly Step[],
+    secrets: Readonly<Record<string, string>>,
+    opts: ApplyOptions = {},
+): Promise<AppliedStep[]> {
+    const names = new Set(steps.map((s) => s.name));
+    const done = new Map<string, Promise<AppliedStep>>();
+    let failed = false;
+    const run = (step: Step): Promise<AppliedStep> => {
+        let p = done.get(step.name);
+        if (!p) {
+            const deps = step.after.filter((n) => names.has(n)).map((n) => run(steps.find((s) => s.name === n)!));
+            p = Promise.all(deps).then(() => {
+                if (failed) throw new Error(`step ${step.name} not started: an earlier step failed`);
+                return applyStep(guest, step, secrets, opts).catch((e: unknown) => {
+                    failed = true;
+                    throw e;
+                });
+            });
+            done.set(step.name, p);
+        }
+        return p;
+    };
+    const all = await Promise.allSettled(steps.map(run));
+    const firstFailure = all.find((r): r is PromiseRejectedResult => r.status === "rejected" && r.reason instanceof StepFailed) ?? all.find((r) => r.status === "rejected");
+    if (firstFailure) throw (firstFailure as PromiseRejectedResult).reason;
+    return all.map((r) => (r as PromiseFulfilledResult<AppliedStep>).value);
 }
 
 /** The table `npm run lab` prints: step, changed/unchanged, seconds, actions. */
