@@ -8,51 +8,40 @@ apache_changed=0
 changed /etc/apache2 && apache_changed=1
 apache_action() { ispmail_action "$1"; apache_changed=1; }
 
+# a2enmod and friends are Perl scripts: each change kind is one call with every name it needs
+# (a fresh server enables and disables some twenty of them; one call each cost seconds).
+# apache_toggle COMMAND WHAT DIR SUFFIX WANT NAME...: run COMMAND on the NAMEs whose DIR/NAME.SUFFIX
+# exists (WANT=absent) or does not (WANT=present) yet.
+apache_toggle() {
+  local command=$1 what=$2 dir=$3 suffix=$4 want=$5 name todo=()
+  shift 5
+  for name in "$@"; do
+    if [ "$want" = present ] && [ ! -e "$dir/$name.$suffix" ]; then todo+=("$name"); fi
+    if [ "$want" = absent ] && [ -e "$dir/$name.$suffix" ]; then todo+=("$name"); fi
+  done
+  [ ${#todo[@]} -gt 0 ] || return 0
+  $command "${todo[@]}" >/dev/null
+  for name in "${todo[@]}"; do apache_action "$what $name"; done
+}
+
 # Modules: TLS, headers (HSTS), rewrite (redirects), HTTP/2, PHP through FastCGI, setenvif (PHP-FPM's
 # Authorization pass-through), the TLS session cache. mpm_event: PHP runs in FPM, not in Apache.
-for mod in ssl socache_shmcb headers rewrite http2 proxy proxy_fcgi setenvif alias mpm_event; do
-  if [ ! -e "/etc/apache2/mods-enabled/$mod.load" ]; then
-    a2enmod -q "$mod" >/dev/null
-    apache_action "enabled apache module $mod"
-  fi
-done
-for mod in mpm_prefork mpm_worker php8.4; do
-  if [ -e "/etc/apache2/mods-enabled/$mod.load" ]; then
-    a2dismod -q -f "$mod" >/dev/null
-    apache_action "disabled apache module $mod"
-  fi
-done
+# The other MPMs go first: a2enmod refuses mpm_event while another MPM is enabled.
+apache_toggle "a2dismod -q -f" "disabled apache module" /etc/apache2/mods-enabled load absent mpm_prefork mpm_worker php8.4
+apache_toggle "a2enmod -q" "enabled apache module" /etc/apache2/mods-enabled load present ssl socache_shmcb headers rewrite http2 proxy proxy_fcgi setenvif alias mpm_event
 
 # Global configuration: our TLS/hardening and PHP-FPM on; the catch-all access log (we keep none),
 # Debian's security.conf (ours replaces it), cgi-bin, and the database admins' global aliases
 # (/phppgadmin, /adminer on every vhost) off, whichever admin is chosen: the loopback vhost includes
 # the chosen one's conf itself, so a switch leaves nothing of the other reachable.
-for conf in ispmail php8.4-fpm; do
-  if [ ! -e "/etc/apache2/conf-enabled/$conf.conf" ]; then
-    a2enconf -q "$conf" >/dev/null
-    apache_action "enabled apache conf $conf"
-  fi
-done
-for conf in other-vhosts-access-log security serve-cgi-bin $DB_ADMIN_CONFS; do
-  if [ -e "/etc/apache2/conf-enabled/$conf.conf" ]; then
-    a2disconf -q "$conf" >/dev/null
-    apache_action "disabled apache conf $conf"
-  fi
-done
+apache_toggle "a2enconf -q" "enabled apache conf" /etc/apache2/conf-enabled conf present ispmail php8.4-fpm
+# shellcheck disable=SC2086 # DB_ADMIN_CONFS is a list of names
+apache_toggle "a2disconf -q" "disabled apache conf" /etc/apache2/conf-enabled conf absent other-vhosts-access-log security serve-cgi-bin $DB_ADMIN_CONFS
 
 # Sites: Debian's defaults off, ours on, ours that are no longer rendered removed.
-for site in 000-default default-ssl; do
-  if [ -e "/etc/apache2/sites-enabled/$site.conf" ]; then
-    a2dissite -q "$site" >/dev/null
-    apache_action "disabled apache site $site"
-  fi
-done
-for site in $WEB_SITES; do
-  if [ ! -e "/etc/apache2/sites-enabled/$site.conf" ]; then
-    a2ensite -q "$site" >/dev/null
-    apache_action "enabled apache site $site"
-  fi
-done
+apache_toggle "a2dissite -q" "disabled apache site" /etc/apache2/sites-enabled conf absent 000-default default-ssl
+# shellcheck disable=SC2086 # WEB_SITES is a list of names
+apache_toggle "a2ensite -q" "enabled apache site" /etc/apache2/sites-enabled conf present $WEB_SITES
 for path in /etc/apache2/sites-available/ispmail-*.conf; do
   [ -e "$path" ] || continue
   site=$(basename "$path" .conf)

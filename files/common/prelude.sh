@@ -51,12 +51,20 @@ reload_when_changed() {
   fi
 }
 # ispmail_debconf < selections: preseed debconf when the wanted selections differ from the last ones set.
+# The packages step sets every step's answers first (components/services/packages.ts refuses two
+# different answers to one question), so a step whose lines are all in its stamp has nothing to
+# set: debconf-set-selections is Perl under the apt lock, a second or two on a fresh server.
 ispmail_debconf() {
-  local stamp=$ISPMAIL_STATE_DIR/debconf/$ISPMAIL_STEP want
+  local dir=$ISPMAIL_STATE_DIR/debconf stamp want
+  stamp=$dir/$ISPMAIL_STEP
   want=$(cat)
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  install -d -m 0700 "$dir"
+  if [ "$ISPMAIL_STEP" != packages ] && [ -f "$dir/packages" ] && ! grep -qvxF -f "$dir/packages" <<< "$want"; then
+    printf '%s' "$want" > "$stamp"
+    return 0
+  fi
   printf '%s\n' "$want" | ispmail_apt_locked debconf-set-selections
-  install -d -m 0700 "$ISPMAIL_STATE_DIR/debconf"
   printf '%s' "$want" > "$stamp"
   ispmail_action "preseeded debconf"
 }

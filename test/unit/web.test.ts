@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createPublicKey, X509Certificate } from "node:crypto";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -208,7 +208,17 @@ describe("database admin (ispmail:dbAdmin): on the loopback vhost only", () => {
     it("a switch leaves nothing of the previous admin reachable: both packages' global confs are disabled whatever the choice, an unrendered site is removed", () => {
         const script = readStatic("apache/apply.sh");
         // Debian's phppgadmin and adminer enable conf-enabled/<name>.conf, which serves them on every vhost.
-        assert.match(script, /^for conf in [^;\n]*\$DB_ADMIN_CONFS; do\n\s+if \[ -e "\/etc\/apache2\/conf-enabled\/\$conf\.conf" \]; then\n\s+a2disconf/m);
+        assert.match(script, /^apache_toggle "a2disconf -q" "disabled apache conf" \/etc\/apache2\/conf-enabled conf absent [^\n]*\$DB_ADMIN_CONFS$/m);
+        // apache_toggle itself: one a2disconf call for exactly the enabled ones, an action for each.
+        const dir = mkdtempSync(join(tmpdir(), "ispmail-apache-toggle-"));
+        try {
+            for (const name of ["phppgadmin", "security"]) writeFileSync(join(dir, `${name}.conf`), "");
+            const fn = /^apache_toggle\(\) \{\n[\s\S]*?^\}$/m.exec(script)![0];
+            const out = execFileSync("bash", ["-c", `exec 2>&1\n${fn}\napache_action() { echo "action: $1"; }\nfake() { echo "call: $*" >&2; }\napache_toggle fake "disabled apache conf" ${dir} conf absent security serve-cgi-bin adminer phppgadmin\napache_toggle fake "enabled apache conf" ${dir} conf present security ispmail`], { encoding: "utf8" });
+            assert.deepEqual(out.trim().split("\n"), ["call: security phppgadmin", "action: disabled apache conf security", "action: disabled apache conf phppgadmin", "call: ispmail", "action: enabled apache conf ispmail"]);
+        } finally {
+            rmSync(dir, { recursive: true, force: true });
+        }
         assert.match(script, /^for path in \/etc\/apache2\/sites-available\/ispmail-\*\.conf; do$/m, "sites no longer rendered (the loopback vhost for none) are removed");
         for (const choice of DB_ADMINS) {
             const vars = execFileSync("bash", ["-c", `${webStep(withAdmin(choice)).script.split("\n").filter((l) => /^[A-Z_]+=/.test(l)).join("\n")}\nprintf '%s' "$DB_ADMIN_CONFS"`], { encoding: "utf8" });
