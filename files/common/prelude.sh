@@ -52,8 +52,9 @@ reload_when_changed() {
 }
 # ispmail_debconf < selections: preseed debconf when the wanted selections differ from the last ones set.
 # The packages step sets every step's answers first (components/services/packages.ts refuses two
-# different answers to one question), so a step whose lines are all in its stamp has nothing to
-# set: debconf-set-selections is Perl under the apt lock, a second or two on a fresh server.
+# different answers to one question), so a step whose lines are all in the packages step's stamp
+# has nothing to set: debconf-set-selections is Perl under the apt lock, a second or two on a
+# fresh server.
 ispmail_debconf() {
   local dir=$ISPMAIL_STATE_DIR/debconf stamp want
   stamp=$dir/$ISPMAIL_STEP
@@ -111,7 +112,7 @@ ispmail_packages() {
 }
 # ispmail_files_check < "SHA256 OWNER:GROUP MODE PATH" lines: which of the files that follow are
 # already as wanted, with one stat and one sha256sum for all of them (a no-op apply checks some 120
-# files; two forks per file cost more than the rest of the checks together).
+# files; two forks per file were a large part of its time).
 declare -A ISPMAIL_FILE_OK=()
 ispmail_files_check() {
   local sum attrs mode path
