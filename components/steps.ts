@@ -250,14 +250,13 @@ export function renderApplyScript(step: Step): string {
         // What each file should be, as `stat -c '%U:%G %a'` and sha256sum print it: one stat and one
         // sha256sum for the whole group find the files that are already right (instead of two forks
         // per file), and ispmail_file skips those without even reading their content.
+        const attributed = group.map((f) => ({ f, ...checked(f) }));
         lines.push("ispmail_files_check <<'ISPMAIL_SUMS'");
-        for (const f of group) {
-            const { owner, group: g, mode } = checked(f);
+        for (const { f, owner, group: g, mode } of attributed) {
             lines.push(`${createHash("sha256").update(f.content, "utf8").digest("hex")} ${owner}:${g} ${parseInt(mode, 8).toString(8)} ${f.path}`);
         }
         lines.push("ISPMAIL_SUMS");
-        for (const f of group) {
-            const { owner, group: g, mode } = checked(f);
+        for (const { f, owner, group: g, mode } of attributed) {
             lines.push(...base64HereDocument(`ispmail_file ${f.path} ${owner} ${g} ${mode}`, f.content));
         }
     };

@@ -89,13 +89,13 @@ export async function applyStepsConcurrently(
     secrets: Readonly<Record<string, string>>,
     opts: ApplyOptions = {},
 ): Promise<AppliedStep[]> {
-    const names = new Set(steps.map((s) => s.name));
+    const byName = new Map(steps.map((s) => [s.name, s]));
     const done = new Map<string, Promise<AppliedStep>>();
     let failed = false;
     const run = (step: Step): Promise<AppliedStep> => {
         let p = done.get(step.name);
         if (!p) {
-            const deps = step.after.filter((n) => names.has(n)).map((n) => run(steps.find((s) => s.name === n)!));
+            const deps = step.after.flatMap((n) => byName.get(n) ?? []).map(run);
             p = Promise.all(deps).then(() => {
                 if (failed) throw new Error(`step ${step.name} not started: an earlier step failed`);
                 return applyStep(guest, step, secrets, opts).catch((e: unknown) => {

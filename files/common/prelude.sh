@@ -132,17 +132,11 @@ ispmail_file() {
   # Found as wanted by ispmail_files_check just before: nothing to read or compare. Once only, so
   # that a second ispmail_file of the same path in a script takes the careful path.
   if [ -n "${ISPMAIL_FILE_OK[$path]+x}" ]; then unset "ISPMAIL_FILE_OK[$path]"; return 0; fi
-  # The content as sent (base64, 76-character lines, as GNU base64 writes them), read without a
-  # fork: a no-op apply checks some 120 files, and each fork costs a few milliseconds.
+  # Not found as wanted: decide by the decoded content itself. The content as sent (base64,
+  # 76-character lines) is read without a fork.
   IFS= read -r -d '' b64 || true
   b64=${b64%$'\n'}
   printf -v want '%s:%s %o' "$owner" "$group" "$((8#$mode))"
-  # Unchanged: same owner, group and mode, and the file encodes to the very text that was sent
-  # (two forks, nothing written). Any other case takes the careful path below, which decides by
-  # the decoded content itself.
-  if [ -f "$path" ] && [ "$(stat -c '%U:%G %a' "$path")" = "$want" ] && [ "$(base64 "$path")" = "$b64" ]; then
-    return 0
-  fi
   dir=${path%/*}; dir=${dir:-/}
   [ -d "$dir" ] || install -d -m 0755 "$dir"
   tmp=$(mktemp "$dir/.ispmail.XXXXXX")
