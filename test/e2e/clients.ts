@@ -169,6 +169,17 @@ export async function controllerLearnsOf(messageId: string): Promise<("spam" | "
     return learns;
 }
 
+/**
+ * The controller's learns of a message once there are `count` of them (Dovecot's imapsieve pipe has
+ * taken up to 20 s here: up to 60 s), read again 3 s later so that a learn that should not come
+ * (e.g. a ham learn right after the spam learn) is in the list too.
+ */
+export async function controllerLearnsSettled(messageId: string, count: number): Promise<("spam" | "ham")[]> {
+    await eventually(`learn ${count} of ${messageId}`, async () => ((await controllerLearnsOf(messageId)).length >= count ? true : undefined), 60, 1000).catch(() => false);
+    await sleep(3000);
+    return controllerLearnsOf(messageId);
+}
+
 /** Waits until a message whose subject contains `subject` is in this user's mailbox (doveadm, on the server). */
 export function inMailbox(user: string, mailbox: string, subject: string): Promise<true> {
     return eventually(`"${subject}" in ${user}'s ${mailbox}`, async () =>

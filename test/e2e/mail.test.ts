@@ -16,7 +16,7 @@ import type { Model } from "../../components/config";
 import { SERVICE, stepsOf } from "../../components/services";
 import type { Step } from "../../components/steps";
 import { applyOnGuest, client, guest, LAB, labDkimSigning, labSession } from "../../lab/testkit";
-import { controllerLearnsOf, eventually, FOREIGN_RCPT, foreignMessage, headerBlock, messageIdOf, MX, sendFromForeign, shellQuote, sleep, submit, swaks, token } from "./clients";
+import { controllerLearnsOf, controllerLearnsSettled, eventually, FOREIGN_RCPT, foreignMessage, headerBlock, messageIdOf, MX, sendFromForeign, shellQuote, submit, swaks, token } from "./clients";
 
 const mail = guest("mail");
 const FOREIGN_MX = LAB.foreign.ipv4;
@@ -279,18 +279,11 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
         await imapMessage("alice@example.org", pw("alice@example.org"), "INBOX", subject);
         const messageId = await messageIdOf("alice@example.org", "INBOX", subject);
         assert.deepEqual(await controllerLearnsOf(messageId), [], "learned before it was moved");
-        // IMAPSieve's pipe has taken up to 20 s here: wait up to 60 for each learn, then 3 s more for
-        // a learn that should not come.
-        const learnsReach = async (n: number) => {
-            await eventually(`learn ${n} of ${messageId}`, async () => ((await controllerLearnsOf(messageId)).length >= n ? true : undefined), 60, 1000).catch(() => false);
-            await sleep(3000);
-            return controllerLearnsOf(messageId);
-        };
         await imap("alice@example.org", pw("alice@example.org"), { mailbox: "INBOX", subject, op: "copy", dest: "Junk" });
-        assert.deepEqual(await learnsReach(1), ["spam"], "into Junk: one spam learn, no ham learn");
+        assert.deepEqual(await controllerLearnsSettled(messageId, 1), ["spam"], "into Junk: one spam learn, no ham learn");
         // Learning the same message as ham takes back its spam learn (Rspamd relearns a message by its id).
         await imap("alice@example.org", pw("alice@example.org"), { mailbox: "Junk", subject, op: "copy", dest: "INBOX" });
-        assert.deepEqual(await learnsReach(2), ["spam", "ham"], "out of Junk: one ham learn after the spam learn");
+        assert.deepEqual(await controllerLearnsSettled(messageId, 2), ["spam", "ham"], "out of Junk: one ham learn after the spam learn");
     });
 
     test("outbound: mail to the foreign MTA arrives with DKIM, SPF and DMARC pass as verified there", async () => {
