@@ -222,10 +222,12 @@ export async function benchConverge(opts: { runs: number; log: Log }): Promise<B
     const slowest = Object.entries(last.stepSeconds).sort((a, b) => b[1] - a[1]).slice(0, 5);
     // The converge's own packages step is the floor's very work on another fresh guest: how much it
     // differs from the floor is the machine's noise, and what follows it is the configuration.
-    const inOrderPackages = summarize(runs.map((r) => r.stepSeconds[install.name] ?? NaN));
-    const enginePackages = summarize(runs.map((r) => (r.engineSteps[install.name] ? r.engineSteps[install.name].end - r.engineSteps[install.name].start : NaN)));
-    const inOrderConfig = summarize(runs.map((r) => r.convergeSeconds - (r.stepSeconds[install.name] ?? NaN)));
-    const engineConfig = summarize(runs.map((r) => r.engineSeconds - (r.engineSteps[install.name]?.end ?? NaN)));
+    const inOrderPackagesOf = (r: ConvergeRun) => r.stepSeconds[install.name] ?? NaN;
+    const enginePackagesOf = (r: ConvergeRun) => r.engineSteps[install.name] ?? { start: NaN, end: NaN };
+    const inOrderPackages = summarize(runs.map((r) => inOrderPackagesOf(r)));
+    const enginePackages = summarize(runs.map((r) => enginePackagesOf(r).end - enginePackagesOf(r).start));
+    const inOrderConfig = summarize(runs.map((r) => r.convergeSeconds - inOrderPackagesOf(r)));
+    const engineConfig = summarize(runs.map((r) => r.engineSeconds - enginePackagesOf(r).end));
     const pair = (r: ConvergeRun["secondApply"]) => `${r.filesWritten}/${r.restarts}/${r.packageOperations} in ${r.seconds.toFixed(1)} s`;
     const notes = [
         `Each run: three fresh copies of the cached rootfs in the mail guest's slot, one after the other (boot not counted): (1) every step in order over SSH (lab/apply.ts, one SSH session per step); (2) index.ts under the engine harness as a new stack (empty state): the program's hcloud.Server becomes the guest through cloud-init, and its commands run concurrently as \`pulumi up\` runs them — timed from the machine-ready command's end to the last command's end; (3) the floor. ${opts.runs} runs. apt proxy cache warm for all (the lab guest had fetched every package before); package lists refreshed by the same rule everywhere (apt-get update when older than 60 min).`,

@@ -131,7 +131,8 @@ export async function benchThroughput(opts: ThroughputOptions): Promise<BenchOut
     const batches: Batch[] = [];
     let restore: ReturnType<typeof tally> | undefined;
     let deferredByDovecot = NaN;
-    const since = (await mail.execOk("date +%s")).trim();
+    // The LMTP limits as the steps set them (the note names them), and the start for the journal.
+    const [postfixLmtpLimit, dovecotLmtpLimit, since] = (await mail.execOk("postconf -h lmtp_destination_concurrency_limit; doveconf -h lmtp_user_concurrency_limit; date +%s")).trim().split("\n");
     try {
         await mail.execOk(
             // postscreen: the foreign MTA skips the screening, as a known MTA does most of the time.
@@ -176,7 +177,7 @@ export async function benchThroughput(opts: ThroughputOptions): Promise<BenchOut
     };
     const notes = [
         `Per run and milter state: ${opts.small} messages of ~2 KB (4 parallel SMTP sessions) and ${opts.large} of ~1 MB (2 sessions), smtp-source -F with ordinary headers, from ${LAB.foreign.fqdn} (${LAB.foreign.ipv4}) to ${RCPT}; ${opts.runs} runs, milter on/off alternating which goes first. Batches are expunged after counting.`,
-        `LMTP concurrency as shipped: Postfix at most 10 deliveries at a time (lmtp_destination_concurrency_limit), Dovecot's per-user cap 20 above it (lmtp_user_concurrency_limit, conf.d/20-lmtp.conf). Deliveries Dovecot deferred with "451 4.3.0 Too many concurrent deliveries" during the runs (journal): ${deferredByDovecot}. With both caps at 10 a burst to one mailbox still met an occasional 451 (2 of 1,000 on 2026-11-29) and waited for Postfix's next queue run (300 s); with Debian's defaults (Postfix 20) 2,000 messages took 600 s in a first attempt (2026-11-25).`,
+        `LMTP concurrency as shipped: Postfix at most ${postfixLmtpLimit} deliveries at a time (lmtp_destination_concurrency_limit), Dovecot's per-user cap ${dovecotLmtpLimit} (lmtp_user_concurrency_limit, conf.d/20-lmtp.conf). Deliveries Dovecot deferred with "451 4.3.0 Too many concurrent deliveries" during the runs (journal): ${deferredByDovecot}. With both caps at 10 a burst to one mailbox still met an occasional 451 (2 of 1,000 on 2026-11-29) and waited for Postfix's next queue run (300 s); with Debian's defaults (Postfix 20) 2,000 messages took 600 s in a first attempt (2026-11-25).`,
         `Rspamd's CPU (all its processes, /proc/<pid>/stat) and the machine's busy cores (/proc/stat, 2 cores) over each batch, medians: ${cpuOf("small")}; ${cpuOf("large")}.`,
         `Postscreen: postscreen_access_list = permit_mynetworks, cidr:${POSTSCREEN_ACL} (the foreign MTA's addresses: permit) during the run only, so neither side can include postscreen's screening of the foreign MTA (with a cached pass it is handed over at once, PASS OLD, as in the runs of 2026-11-29; a pass expiring mid-run would make that connection wait in the greeting delay).`,
         `Greylisting: ${GREYLIST_OVERRIDE} with whitelisted_ip = the foreign MTA's addresses during the run only (removed after). No Rspamd ratelimit rates and no Postfix client rate limits are configured. Milter off = postconf -e smtpd_milters= non_smtpd_milters= + postfix reload; afterwards every step re-applied (${restore ? `changed: ${restore.changedSteps.join(", ") || "nothing"}` : "not done: see the log"}).`,

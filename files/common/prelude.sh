@@ -135,7 +135,6 @@ ispmail_file() {
   # Not found as wanted: decide by the decoded content itself. The content as sent (base64,
   # 76-character lines) is read without a fork.
   IFS= read -r -d '' b64 || true
-  b64=${b64%$'\n'}
   printf -v want '%s:%s %o' "$owner" "$group" "$((8#$mode))"
   dir=${path%/*}; dir=${dir:-/}
   [ -d "$dir" ] || install -d -m 0755 "$dir"
