@@ -1,6 +1,6 @@
 /**
  * Steps as resources: `ispmail:index:ServerConfig` turns each {@link Step} into one
- * `command.remote.Command` that sends the step's apply script to `bash -s` over SSH.
+ * `command.remote.Command` that sends the step's apply script to bash over SSH, on stdin.
  *
  * Pitfalls this follows (shared/PULUMI-NOTES.md):
  * - the script, with its secrets resolved, travels only on stdin, as a secret Output; the `create`

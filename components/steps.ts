@@ -3,8 +3,8 @@
  *
  * A service module renders `Model -> Step[]` with pure functions. Two transports apply the very same
  * steps: the Pulumi components (`command.remote.Command`, see components/remote.ts) and the lab (SSH
- * runs, see lab/). Both send the script from {@link renderApplyScript} to `bash -s` on the server's
- * standard input, so no file content and no secret ever appears on a command line.
+ * runs, see lab/). Both send the script from {@link renderApplyScript} to bash on the server's standard
+ * input ({@link remoteApplyCommand}), so no file content and no secret ever appears on a command line.
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -208,7 +208,7 @@ function base64HereDocument(command: string, content: string): string[] {
 
 /**
  * Renders a self-contained bash script that installs a step's packages and files and runs its
- * script. Send it on stdin (`bash -s`); it prints one `ispmail-step-result:{json}` line at the end.
+ * script. Send it on stdin to {@link remoteApplyCommand}; it prints one `ispmail-step-result:{json}` line at the end.
  * The step must already have its secrets resolved.
  */
 export function renderApplyScript(step: Step): string {
@@ -228,8 +228,8 @@ export function renderApplyScript(step: Step): string {
         "install -d -m 0700 /run/ispmail && TMPDIR=/run/ispmail",
         PRELUDE,
         // Everything below is one function, called on the last line with stdin from /dev/null:
-        // bash parses the whole body before running any of it, so a child that reads stdin (under
-        // `bash -s` the rest of the script) cannot eat the script, and a script cut short in
+        // bash parses the whole body before running any of it, so a child that reads stdin (were
+        // the script run with `bash -s`, the rest of it) cannot eat the script, and a script cut short in
         // transport is a syntax error instead of a shorter script that exits 0.
         "ispmail_main() {",
     );
@@ -277,6 +277,14 @@ export function renderApplyScript(step: Step): string {
     return lines.join("\n") + "\n";
 }
 
+/**
+ * How the server runs the apply script that arrives on stdin. Not `bash -s`: bash reads a script
+ * from a pipe one byte per read(2) (it must not take input meant for a command in the script),
+ * which cost ~0.1 s for a 50 KB step and seconds for a directory of 5,000 mailboxes. `$(cat)` takes
+ * it in blocks, into memory only (no file, no argv), and eval runs it as bash would have.
+ */
+export const RUN_SCRIPT_FROM_STDIN = `bash -c 'eval "$(cat)"'`;
+
 /** Where a step's whole output stays on the server (root only), whatever the transport shows. */
 export const STEP_LOG_DIR = "/var/log/ispmail/steps";
 
@@ -302,7 +310,7 @@ export function remoteApplyCommand(step: Pick<Step, "name">, opts: { holdsSecret
     return [
         `umask 077; d=${logDir}; log=${base}.log; out=${base}.out`,
         `mkdir -p "$d" && chmod 0700 "$d" || exit 1`,
-        `bash -s >"$out" 2>"$log"; rc=$?`,
+        `${RUN_SCRIPT_FROM_STDIN} >"$out" 2>"$log"; rc=$?`,
         `if ! grep '^${RESULT_PREFIX}' "$out"; then [ "$rc" -ne 0 ] || rc=70; echo "ispmail: step ${step.name} printed no result line: its script did not run to the end" >&2; fi`,
         `if [ "$rc" -eq 0 ]; then ${show} >&2; else ${show} | tail -n 30 >&2; echo "ispmail: step ${step.name} failed (exit $rc); its whole output is on the server in $log and $out (root only)" >&2; fi`,
         `exit "$rc"`,

@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { ServerConfig, type ServerConnection } from "../../components/remote";
-import { remoteApplyCommand, secretRef, stepSummary, type Step } from "../../components/steps";
+import { remoteApplyCommand, RUN_SCRIPT_FROM_STDIN, secretRef, stepSummary, type Step } from "../../components/steps";
 import { one, ofType, runMocked, type RegisteredResource } from "../harness/mocks";
 
 const CONNECTION: ServerConnection = { host: "203.0.113.10", user: "root", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n", hostKey: "ssh-ed25519 AAAAhost" };
@@ -45,14 +45,14 @@ async function configRun(steps: readonly Step[] = STEPS, secretNames = Object.ke
 const commandsOf = (rs: readonly RegisteredResource[]) => ofType(rs, "command:remote:Command").filter((r) => r.parent.endsWith("::config"));
 
 describe("remote: steps as commands", () => {
-    it("remote: each step becomes one command that pipes its apply script into bash -s and checks its result line", async () => {
+    it("remote: each step becomes one command that pipes its apply script into bash and checks its result line", async () => {
         const { resources, error } = await configRun();
         assert.equal(error, undefined);
         const commands = commandsOf(resources);
         assert.deepEqual(commands.map((c) => c.name).sort(), ["base", "certbot", "postgresql", "tls"]);
         for (const c of commands) {
             assert.equal(c.inputs.create, remoteApplyCommand({ name: c.name }, { holdsSecrets: c.name === "postgresql" }));
-            assert.match(String(c.inputs.create), /bash -s >"\$out"/);
+            assert.ok(String(c.inputs.create).includes(`${RUN_SCRIPT_FROM_STDIN} >"$out"`));
             // The provider would send the previous stdout as an SSH environment variable (sshd refuses it).
             assert.equal(c.inputs.addPreviousOutputInEnv, false, `${c.name}: addPreviousOutputInEnv`);
         }

@@ -1,6 +1,6 @@
 /**
  * components/steps.ts: the apply script is run for real with bash (as root) against a temporary
- * directory under /tmp, the way both transports run it on the server (`bash -s`, script on stdin).
+ * directory under /tmp, the way both transports run it on the server (RUN_SCRIPT_FROM_STDIN, script on stdin).
  * `systemctl` is replaced by a recorder on PATH, so reloads and restarts can be counted. The tests
  * that install files need root (every file gets its owner with chown); they skip, saying so, as
  * any other user.
@@ -12,7 +12,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, st
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { needsRoot } from "../harness/needs";
-import { orderSteps, parseStepResult, RESULT_PREFIX, renderApplyScript, resolveSecrets, secretRef, secretsOf, stepHash, stepSummary, type Step, type StepFile } from "../../components/steps";
+import { orderSteps, parseStepResult, RESULT_PREFIX, renderApplyScript, RUN_SCRIPT_FROM_STDIN, resolveSecrets, secretRef, secretsOf, stepHash, stepSummary, type Step, type StepFile } from "../../components/steps";
 
 let root: string;
 let fakeBin: string;
@@ -45,9 +45,9 @@ interface Run {
     readonly result: ReturnType<typeof parseStepResult>;
 }
 
-/** Runs a step's apply script as the transports do: `bash -s` with the script on stdin. */
+/** Runs a step's apply script as the transports do: bash with the script on stdin. */
 function apply(step: Step): Run {
-    const r = spawnSync("bash", ["-s"], {
+    const r = spawnSync("sh", ["-c", RUN_SCRIPT_FROM_STDIN], {
         input: renderApplyScript(step),
         encoding: "utf8",
         timeout: 10_000,

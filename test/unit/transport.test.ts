@@ -95,6 +95,21 @@ describe("transport: the apply script cannot be cut short unseen", () => {
         assert.match(r.stderr, /failed \(exit 70\)/);
     });
 
+    it("transport: bash takes a large script in blocks, not one read(2) per byte", () => {
+        // A step input of ~1 MB, as the directory's password input is for 5,000 mailboxes. The
+        // shell that runs the script reports its own read(2) calls (/proc/$$/io): `bash -s` on a
+        // pipe makes one per byte of the script.
+        const input = { name: "bulk", content: "x".repeat(1_000_000) };
+        const s = step("bulk", 'log "read calls $(sed -n "s/^syscr: //p" /proc/$$/io), input length ${#ISPMAIL_INPUTS[bulk]}"', { inputs: [input] });
+        const script = renderApplyScript(s);
+        const r = send(s, script);
+        assert.equal(r.code, 0, r.stderr);
+        const m = /read calls (\d+), input length (\d+)/.exec(r.stderr);
+        assert.ok(m, r.stderr);
+        assert.ok(Number(m[2]) > 1_300_000, "the input arrived whole (base64)");
+        assert.ok(Number(m[1]) < script.length / 100, `${m[1]} read(2) calls for a script of ${script.length} bytes`);
+    });
+
     it("transport: stdout carries only the result line; a whole step's output stays root-only on the server", () => {
         const r = send(step("chatty", ['echo "to stdout"', 'log "to stderr"'].join("\n")));
         assert.equal(r.code, 0, r.stderr);
