@@ -108,7 +108,7 @@ function render(model: Model): StepBody {
     const migrations: StepFile[] = migrationFiles().map((m) => ({ path: `${MIGRATIONS_DIR}/${m.name}`, content: m.sql, owner: "root", group: "root", mode: "0644" }));
     return {
         description: `Mail directory: schema migrations, then ${desired.domains.length} domain(s), ${desired.users.length} mailbox(es), ${desired.aliases.length} alias(es), ${desired.shares.length} share(s) synced`,
-        // argon2-cffi for the {ARGON2ID} hashes (python3-psycopg comes with the postgresql step).
+        // argon2-cffi for the {ARGON2ID} hashes (python3-psycopg2 comes with the postgresql step).
         packages: ["python3-argon2"],
         files: [
             ...migrations,

@@ -47,8 +47,8 @@ function rolePasswordFiles(): StepFile[] {
 function render(_model: Model): StepBody {
     return {
         description: `PostgreSQL ${PG_MAJOR}: cluster on the data volume, localhost only, SCRAM, roles ${Object.values(DB_ROLES).join(", ")}, databases ${MAIL_DATABASE}, ${NEXTCLOUD_DATABASE} and ${WEBMAIL_DATABASE}`,
-        // python3-psycopg: ispmail-db talks to the server through it.
-        packages: [`postgresql-${PG_MAJOR}`, `postgresql-client-${PG_MAJOR}`, "python3-psycopg"],
+        // python3-psycopg2: ispmail-db talks to the server through it.
+        packages: [`postgresql-${PG_MAJOR}`, `postgresql-client-${PG_MAJOR}`, "python3-psycopg2"],
         files: [
             // Before the packages: postgresql-common's postinst reads it (no cluster outside the
             // volume). The packages step installs it too, before its one apt run.

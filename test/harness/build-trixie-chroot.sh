@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 target=${1:-.lab/trixie-tools}
 mirror=${ISPMAIL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-packages=ca-certificates,procps,openssl,postfix,postfix-pgsql,dovecot-imapd,dovecot-pgsql,dovecot-lmtpd,dovecot-sieve,dovecot-managesieved,rspamd,postgresql-17,python3-argon2,python3-psycopg,python3-dnspython,fail2ban,php8.4-cli
+packages=ca-certificates,procps,openssl,postfix,postfix-pgsql,dovecot-imapd,dovecot-pgsql,dovecot-lmtpd,dovecot-sieve,dovecot-managesieved,rspamd,postgresql-17,python3-argon2,python3-psycopg2,python3-dnspython,fail2ban,php8.4-cli
 stamp=$(sha256sum "$0" | cut -c1-16)
 if [ -f "$target/.ispmail-stamp" ] && [ "$(cat "$target/.ispmail-stamp")" = "$stamp" ]; then
   echo "trixie tools chroot up to date: $target"

@@ -4,7 +4,7 @@
  * port with this repo's pg_hba.conf. The real ispmail-db tool and migrations run against it, fed
  * with directory.json rendered from models, exactly as the `postgresql` and `directory` steps do.
  *
- * Needs root and a chroot with postgresql-17, python3-argon2, python3-psycopg and dovecot-core;
+ * Needs root and a chroot with postgresql-17, python3-argon2, python3-psycopg2 and dovecot-core;
  * skipped (with the reason) where those are missing.
  */
 import assert from "node:assert/strict";
@@ -40,8 +40,8 @@ function inChroot(args: readonly string[], input?: string, timeoutMs = 60_000): 
 function whyUnavailable(): string | undefined {
     const missing = chrootSkipReason(`${PG_BIN.slice(1)}/initdb`) ?? chrootSkipReason("usr/bin/doveadm");
     if (missing) return missing;
-    const py = inChroot(["python3", "-c", "import argon2, psycopg"]);
-    if (py.code !== 0) return `python3-argon2 and python3-psycopg are not installed in ${CHROOT}`;
+    const py = inChroot(["python3", "-c", "import argon2, psycopg2"]);
+    if (py.code !== 0) return `python3-argon2 and python3-psycopg2 are not installed in ${CHROOT}`;
     return undefined;
 }
 

@@ -28,7 +28,7 @@ describe("packages: the one apt run of the whole server", () => {
             const listed = others.flatMap((s) => s.packages ?? []);
             assert.deepEqual(install.packages, [...new Set(listed)], "each package of each step, once, in the steps' order");
             // What the step scripts used to install themselves is declared now.
-            for (const p of ["postgresql-17", "postgresql-client-17", "python3-psycopg", "postfix", "dovecot-core", "rspamd", "apache2", "systemd-timesyncd|chrony|ntpsec|openntpd"]) {
+            for (const p of ["postgresql-17", "postgresql-client-17", "python3-psycopg2", "postfix", "dovecot-core", "rspamd", "apache2", "systemd-timesyncd|chrony|ntpsec|openntpd"]) {
                 assert.ok(install.packages?.includes(p), p);
             }
             for (const s of others) assert.doesNotMatch(s.script, /ispmail_packages/, `${s.name}: the script installs nothing itself`);

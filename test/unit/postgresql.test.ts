@@ -37,12 +37,12 @@ describe("postgresql: rendering", () => {
         assert.deepEqual(step.after, ["base"]);
         // Declared, so the packages step installs them with everything else; the drop-in is
         // installed before any package (here and in the packages step).
-        assert.deepEqual(step.packages, ["postgresql-17", "postgresql-client-17", "python3-psycopg"]);
+        assert.deepEqual(step.packages, ["postgresql-17", "postgresql-client-17", "python3-psycopg2"]);
         assert.equal(fileAt("/etc/postgresql-common/createcluster.d/ispmail.conf").beforePackages, true);
         const script = renderApplyScript(resolveSecrets(step, Object.fromEntries(secretsOf(step).map((n) => [n, "x"]))));
         const dropIn = script.indexOf("ispmail_file /etc/postgresql-common/createcluster.d/ispmail.conf");
         assert.match(script, /^PG_MAJOR=17$/m);
-        const install = script.indexOf("ispmail_packages postgresql-17 postgresql-client-17 python3-psycopg");
+        const install = script.indexOf("ispmail_packages postgresql-17 postgresql-client-17 python3-psycopg2");
         assert.ok(dropIn > 0 && install > dropIn, "drop-in written before the package is installed");
         assert.ok(script.indexOf("ispmail_file /etc/ispmail/postgresql/postgresql.conf") > install, "the other files after the packages");
         assert.doesNotMatch(step.script, /ispmail_packages/, "the script installs nothing itself");
