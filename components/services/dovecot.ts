@@ -108,9 +108,10 @@ function render(model: Model): StepBody {
     };
 }
 
-// After postfix: Dovecot's LMTP and SASL sockets live in Postfix's spool and belong to the postfix
-// user, which only the postfix package creates. Before it, Dovecot's reload fails ("User doesn't
-// exist: postfix") while systemctl reports success, and Postfix then finds neither socket (found
-// when the engine ran dovecot before postfix and no later certbot reload happened to fix it).
-// Postfix itself starts without them.
-export const dovecot: Service = { name: STEP.dovecot, after: [STEP.directory, STEP.tls, STEP.postfix], publicPorts: DOVECOT_PORTS, render };
+// Not after postfix: Dovecot's LMTP and SASL sockets live in Postfix's spool and belong to the
+// postfix user, which the packages step's postfix package creates before any other step runs; the
+// step makes the spool's private/ directory itself when Postfix has not started yet
+// (files/dovecot/apply.sh), and Postfix starts without the sockets. So the engine runs the two
+// steps at the same time. (Before the packages step, Dovecot's reload failed on the missing user
+// while systemctl reported success: the step still refuses to reload without it.)
+export const dovecot: Service = { name: STEP.dovecot, after: [STEP.directory, STEP.tls], publicPorts: DOVECOT_PORTS, render };

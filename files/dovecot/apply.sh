@@ -21,10 +21,17 @@ dovecot_config_ok() {
   # The LMTP and SASL sockets in Postfix's spool belong to the postfix user (conf.d/10-master.conf).
   # Without it Dovecot's reload fails inside the running master while systemctl reports success.
   if ! getent passwd postfix >/dev/null; then
-    log "the postfix user does not exist yet: the postfix step must run before this one"
+    log "the postfix user does not exist: the packages step installs postfix before this step runs"
     exit 1
   fi
 }
+# Those sockets go in the spool's private/ directory, which Postfix makes at its first start: make
+# it as Postfix does (postfix:root 0700) if this step comes first, so that it need not wait for the
+# postfix step (the engine runs the two at the same time).
+if [ ! -d /var/spool/postfix/private ] && getent passwd postfix >/dev/null; then
+  install -d -o postfix -g root -m 0700 /var/spool/postfix/private
+  ispmail_action "created /var/spool/postfix/private for Dovecot's sockets"
+fi
 if ! systemctl is-enabled --quiet dovecot; then systemctl enable --quiet dovecot; mark_changed; fi
 reload_when_changed dovecot /etc/dovecot -- dovecot_config_ok
 

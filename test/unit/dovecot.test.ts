@@ -15,7 +15,7 @@ import { aclRightNames, DOVECOT_SQL_CONF, QUOTA_WARNING_SCRIPT, renderSharesFile
 import { secretsOf, type Step } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
 import { chrootSkipReason, inChroot, withStepFiles } from "./mail-chroot";
-import { SERVICE, stepsOf } from "../../components/services";
+import { renderServerSteps, SERVICE, stepsOf } from "../../components/services";
 
 const model = parseConfig(validRawConfig(), { stack: "test" }).model;
 const [step] = stepsOf(SERVICE.dovecot, model);
@@ -49,8 +49,12 @@ function topBlock(out: string, header: string): string {
 }
 
 describe("dovecot step", () => {
-    test("dovecot: runs after directory, tls and postfix (its sockets belong to the postfix user)", () => {
-        assert.deepEqual([...step.after].sort(), ["directory", "postfix", "tls"]);
+    test("dovecot: runs after directory and tls, not after postfix (the packages step made the postfix user its sockets belong to)", () => {
+        assert.deepEqual([...step.after].sort(), ["directory", "tls"]);
+        const all = renderServerSteps(model, { dkimSigner: model.dkimSelectors[0] });
+        const index = (name: string) => all.findIndex((s) => s.name === name);
+        assert.ok(index("packages") < index("dovecot") && all[index("dovecot")].after.includes("packages"), "the postfix package is installed first");
+        assert.ok(all.find((s) => s.name === "packages")!.packages!.includes("postfix"));
     });
 
     test("dovecot: the SQL connection file is the only secret, root:dovecot 0640", () => {

@@ -109,7 +109,8 @@ describe("engine: up and a second up", () => {
         assert.ok(overlap, `postgresql, rspamd and tls all follow base only: the engine starts them together\n${order.join("\n")}`);
         const at = (what: string) => order.indexOf(what);
         assert.ok(at("end base") < at("start postgresql") && at("end machine-ready") < at("start base"));
-        assert.ok(at("end directory") < at("start postfix") && at("end postfix") < at("start dovecot"), "dovecot's sockets belong to the postfix user");
+        assert.ok(at("end directory") < at("start postfix") && at("end directory") < at("start dovecot"));
+        assert.ok(at("start dovecot") < at("end postfix") && at("start postfix") < at("end dovecot"), `postfix and dovecot run at the same time\n${order.join("\n")}`);
     });
 });
 
