@@ -128,20 +128,20 @@ ispmail_files_check() {
 }
 # ispmail_file PATH OWNER GROUP MODE < base64: install only when content, owner or mode differ.
 ispmail_file() {
-  local path=$1 owner=$2 group=$3 mode=$4 b64 want dir tmp
+  local path=$1 owner=$2 group=$3 mode=$4 want dir tmp
   # Found as wanted by ispmail_files_check just before: nothing to read or compare. Once only, so
   # that a second ispmail_file of the same path in a script takes the careful path.
   if [ -n "${ISPMAIL_FILE_OK[$path]+x}" ]; then unset "ISPMAIL_FILE_OK[$path]"; return 0; fi
-  # Not found as wanted: decide by the decoded content itself. The content as sent (base64,
-  # 76-character lines) is read without a fork.
-  IFS= read -r -d '' b64 || true
+  # Not found as wanted: decide by the decoded content itself.
   printf -v want '%s:%s %o' "$owner" "$group" "$((8#$mode))"
   dir=${path%/*}; dir=${dir:-/}
   [ -d "$dir" ] || install -d -m 0755 "$dir"
   tmp=$(mktemp "$dir/.ispmail.XXXXXX")
   # The file gets its final owner and mode while still empty; then the content goes in.
   chown "$owner:$group" "$tmp"; chmod "$mode" "$tmp"
-  base64 -d <<< "$b64" > "$tmp"
+  # The content (base64) is this function's stdin, the here-document: base64 reads it in blocks,
+  # where bash's `read` would take a here-document on a pipe one byte per read(2).
+  base64 -d > "$tmp"
   if [ -f "$path" ] && cmp -s "$tmp" "$path" \
      && [ "$(stat -c '%U:%G %a' "$path")" = "$want" ]; then
     rm -f "$tmp"

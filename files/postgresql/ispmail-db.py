@@ -148,7 +148,7 @@ def connected(autocommit: bool = False, **params):
 
 
 def connect_as_postgres(args: argparse.Namespace, dbname: str, autocommit: bool = True):
-    return connected(autocommit, host=args.socket_dir, port=args.port, dbname=dbname, user="postgres")
+    return connected(autocommit=autocommit, host=args.socket_dir, port=args.port, dbname=dbname, user="postgres")
 
 
 def query_one(cur: Cursor, query, params=None):
@@ -420,7 +420,7 @@ def rename_webmail_user(args: argparse.Namespace, old: str, new: str) -> bool:
     if not Path(args.secrets_dir, "db.roundcube").is_file():
         return False
     password = read_secret(args.secrets_dir, "db.roundcube")
-    with connected(True, host=args.tcp_host, port=args.port, dbname=WEBMAIL_DATABASE, user="roundcube", password=password) as conn, conn.cursor() as cur:
+    with connected(autocommit=True, host=args.tcp_host, port=args.port, dbname=WEBMAIL_DATABASE, user="roundcube", password=password) as conn, conn.cursor() as cur:
         cur.execute(
             "UPDATE users SET username = %s WHERE username = %s AND NOT EXISTS (SELECT 1 FROM users WHERE username = %s)",
             (new, old, new),

@@ -94,6 +94,18 @@ describe("steps: the apply script installs files idempotently", { skip: INSTALLS
 
     const theStep = () => step("install", files, script.replace("$MAIN_CF", mainCf).replace("$CONF_DIR", join(dir, "etc/fake")));
 
+    test("steps: a file's content reaches base64 in blocks, not one read(2) per byte in the shell", () => {
+        // ~54 KB of base64: a here-document that size is a pipe, which bash's `read` takes byte by byte.
+        const big = join(dir, "etc/big.conf");
+        const content = "x".repeat(40_000) + "\n";
+        const s = step("bigfile", [{ path: big, content }], 'log "read calls $(sed -n "s/^syscr: //p" /proc/$$/io)"');
+        const run = apply(s);
+        assert.equal(run.code, 0, run.stderr);
+        assert.equal(readFileSync(big, "utf8"), content);
+        const calls = Number(/read calls (\d+)/.exec(run.stderr)?.[1]);
+        assert.ok(calls < 5_000, `${calls} read(2) calls in the shell for a ${content.length}-byte file`);
+    });
+
     test("steps: the first run installs every file with its owner, group, mode and content", () => {
         const run = apply(theStep());
         assert.equal(run.code, 0, run.stderr);
