@@ -9,31 +9,93 @@
  * the steps it depends on are done, the others concurrently). The target is judged on the engine's
  * schedule, which is what `pulumi up` does; the in-order figure is the sum of the steps' costs.
  */
+import { readFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { LAB } from "../lab/lab";
+import { sshExec } from "../lab/ssh";
 import { applyToMail, changedPids, daemonPids, labServer, tally, type Log, type Tally } from "./lab-session";
 import type { BenchOutcome } from "./report";
 import { secondsSince, summarize } from "./stats";
 
 const NOOP_SECONDS = 5;
+/** /proc's clock ticks (USER_HZ: 100 on every Linux architecture this runs on). */
+const TICKS_PER_SECOND = 100;
 const SCHEDULES = ["in order", "as the engine"] as const;
 type Schedule = (typeof SCHEDULES)[number];
+
+/**
+ * CPU ticks, busy and in all, of the whole machine from /proc/stat: the lab's guests share this
+ * machine's kernel and its 2 cores, so this is the harness, the SSH clients and the guest together.
+ */
+export function machineTicks(): { busy: number; total: number } {
+    const v = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const total = v.reduce((a, b) => a + b, 0);
+    return { busy: total - v[3] - v[4], total }; // idle and iowait are not busy
+}
+
+/**
+ * CPU ticks of the client side: this process (the harness standing in for the engine) and the
+ * children it has reaped, which are the ssh clients (nsenter execs ssh in place). On a real
+ * `pulumi up` these run on the operator's machine, not on the server.
+ */
+export function clientTicks(): number {
+    const stat = readFileSync("/proc/self/stat", "utf8");
+    // Fields after the command name; utime, stime, cutime, cstime are fields 14-17 of the line.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return fields.slice(11, 15).reduce((sum, f) => sum + Number(f), 0);
+}
+
+/** Where one schedule's CPU went: core-seconds of the machine, and of the client side. */
+export interface CpuSplit {
+    readonly busyCores: number;
+    readonly coreSeconds: number;
+    readonly clientCoreSeconds: number;
+}
+
+export async function measuredCpu<T>(fn: () => Promise<T>): Promise<{ value: T; cpu: CpuSplit }> {
+    const machine0 = machineTicks();
+    const client0 = clientTicks();
+    const value = await fn();
+    const client1 = clientTicks();
+    const machine1 = machineTicks();
+    const busy = machine1.busy - machine0.busy;
+    const busyCores = (busy / Math.max(1, machine1.total - machine0.total)) * cpus().length;
+    return { value, cpu: { busyCores, coreSeconds: busy / TICKS_PER_SECOND, clientCoreSeconds: (client1 - client0) / TICKS_PER_SECOND } };
+}
+
+/** As many SSH sessions as there are steps, each running `true`, one after the other: what the sessions alone cost. */
+async function bareSessions(count: number): Promise<{ seconds: number; cpu: CpuSplit }> {
+    const start = process.hrtime.bigint();
+    const { cpu } = await measuredCpu(async () => {
+        for (let i = 0; i < count; i++) {
+            const r = await sshExec(LAB.mail, "true");
+            if (r.code !== 0) throw new Error(`ssh true to the mail guest failed (${r.code}): ${r.stderr.trim()}`);
+        }
+    });
+    return { seconds: secondsSince(start), cpu };
+}
 
 export async function benchNoop(opts: { runs: number; log: Log }): Promise<BenchOutcome> {
     const { steps, secrets } = labServer();
     // Whatever an earlier benchmark or test left un-applied is applied first, not counted.
     const settle = tally(await applyToMail(steps, secrets));
     const pidsBefore = await daemonPids();
-    const runs: Array<{ schedule: Schedule; seconds: number; slowest: string[] } & Tally> = [];
+    const runs: Array<{ schedule: Schedule; seconds: number; slowest: string[]; cpu: CpuSplit } & Tally> = [];
+    const sessions: Array<{ seconds: number; cpu: CpuSplit }> = [];
     for (let i = 1; i <= opts.runs; i++) {
         // Alternate which schedule goes first, so neither always follows the other.
         for (const schedule of i % 2 ? SCHEDULES : [...SCHEDULES].reverse()) {
             const start = process.hrtime.bigint();
-            const applied = await applyToMail(steps, secrets, schedule);
+            const { value: applied, cpu } = await measuredCpu(() => applyToMail(steps, secrets, schedule));
             const seconds = secondsSince(start);
             const t = tally(applied);
             const slowest = [...applied].sort((a, b) => b.seconds - a.seconds).slice(0, 4).map((a) => `${a.name} ${a.seconds.toFixed(1)} s`);
-            runs.push({ schedule, seconds, slowest, ...t });
-            opts.log(`noop ${i} (${schedule}): ${seconds.toFixed(1)} s, ${t.filesWritten} files, ${t.restarts} restarts, ${t.packageOperations} package operations, ${t.otherActions} other actions`);
+            runs.push({ schedule, seconds, slowest, cpu, ...t });
+            opts.log(`noop ${i} (${schedule}): ${seconds.toFixed(1)} s, ${cpu.busyCores.toFixed(2)} cores busy (${cpu.coreSeconds.toFixed(1)} core-s, client side ${cpu.clientCoreSeconds.toFixed(1)}), ${t.filesWritten} files, ${t.restarts} restarts, ${t.packageOperations} package operations, ${t.otherActions} other actions`);
         }
+        const bare = await bareSessions(steps.length);
+        sessions.push(bare);
+        opts.log(`noop ${i}: ${steps.length} bare SSH sessions (true) ${bare.seconds.toFixed(1)} s, ${bare.cpu.coreSeconds.toFixed(1)} core-s, client side ${bare.cpu.clientCoreSeconds.toFixed(1)}`);
     }
     const pidsAfter = await daemonPids();
     const restartedDaemons = changedPids(pidsBefore, pidsAfter);
@@ -49,7 +111,25 @@ export async function benchNoop(opts: { runs: number; log: Log }): Promise<Bench
         `Slowest steps of the last in-order run: ${runs.filter((r) => r.schedule === "in order").at(-1)?.slowest.join(", ")}.`,
         "A real `pulumi up` with no change runs none of these commands (their inputs are unchanged); this is the cost when all of them run again, e.g. after a change to the shared prelude.",
     ];
-    if (engine.median > NOOP_SECONDS) notes.push(`Over ${NOOP_SECONDS} s as the engine schedules it: the critical path is 6 steps (packages, base, postgresql, directory, postfix, fail2ban), each one SSH session plus its script's checks, while the other 10 steps share the same 2 cores. A bare \`ssh true\` to the guest took ~0.25 s (2026-11-29, 40 in a row), ~34 ms of it CPU in the guest's systemd, logind and dbus registering the login session (pam_systemd, Debian's default); what would close it: fewer SSH sessions (command.remote opens one per command) or more cores.`);
+    // Medians of where each schedule's CPU went (the machine's cores are shared by all of it).
+    const medianOf = (samples: readonly CpuSplit[], pick: (c: CpuSplit) => number) => summarize(samples.map(pick)).median;
+    const cpuSummary = (samples: readonly CpuSplit[]) => {
+        const coreSeconds = medianOf(samples, (c) => c.coreSeconds);
+        const client = medianOf(samples, (c) => c.clientCoreSeconds);
+        return { busyCores: medianOf(samples, (c) => c.busyCores), coreSeconds, client, server: coreSeconds - client };
+    };
+    const cpu = Object.fromEntries(SCHEDULES.map((s) => [s, cpuSummary(runs.filter((r) => r.schedule === s).map((r) => r.cpu))])) as Record<Schedule, ReturnType<typeof cpuSummary>>;
+    const bare = { seconds: summarize(sessions.map((b) => b.seconds)).median, ...cpuSummary(sessions.map((b) => b.cpu)) };
+    const cores = cpus().length;
+    const eng = cpu["as the engine"];
+    const cpuText = (s: Schedule) => `${s} ${cpu[s].busyCores.toFixed(2)} of ${cores} cores busy, ${cpu[s].coreSeconds.toFixed(1)} core-s, of them ${cpu[s].client.toFixed(1)} on the client side`;
+    notes.push(
+        `CPU over each schedule (/proc/stat of the machine, whose ${cores} cores the harness, the SSH clients and the guests share; client side = the harness process and the ssh clients it started, /proc/self/stat; medians): ${cpuText("in order")}; ${cpuText("as the engine")}. The rest, the server side (sshd, the step scripts and what they start, on the guest), was ${eng.server.toFixed(1)} core-s as the engine ran it: on ${cores} cores that alone takes at least ${(eng.server / cores).toFixed(1)} s however the steps are scheduled. ${steps.length} bare SSH sessions (\`true\`, one after the other, in every run) took ${bare.seconds.toFixed(1)} s and ${bare.server.toFixed(1)} core-s on the server side (${((bare.server / steps.length) * 1000).toFixed(0)} ms per session: sshd, PAM with pam_systemd and pam_motd, logind), ${bare.client.toFixed(1)} on the client side.`,
+    );
+    if (engine.median > NOOP_SECONDS)
+        notes.push(
+            `Over ${NOOP_SECONDS} s as the engine schedules it: the critical path is 6 steps (packages, base, postgresql, directory, postfix, fail2ban), each one SSH session plus its script's checks, while the other ${steps.length - 6} steps share the same ${cores} cores, ${eng.busyCores.toFixed(2)} of them busy. What would close it, from these figures: on a real \`pulumi up\` the client side (${eng.client.toFixed(1)} core-s here) runs on the operator's machine; the server side (${eng.server.toFixed(1)} core-s, ${bare.server.toFixed(1)} of it the SSH sessions alone) would have to fit in ${NOOP_SECONDS} s of ${cores} cores with a critical path under ${NOOP_SECONDS} s; or fewer SSH sessions (command.remote opens one per command), or more cores.`,
+        );
     if (settle.changedSteps.length) notes.push(`Before the runs, one settling apply changed ${settle.changedSteps.join(", ")} (left from earlier work on the lab; not counted).`);
     if (!quiet) notes.push(`Not 0/0/0: ${[...new Set(runs.flatMap((r) => r.details))].join("; ")}. Each of these is a step script that acts although nothing changed; it must check first.`);
     return {
@@ -59,6 +139,6 @@ export async function benchNoop(opts: { runs: number; log: Log }): Promise<Bench
         met,
         headline: `${worst("filesWritten")} / ${worst("restarts")} / ${worst("packageOperations")} (worst run); ${steps.length} steps as the engine runs them ${engine.min.toFixed(1)} / ${engine.median.toFixed(1)} s, in order ${inOrder.min.toFixed(1)} / ${inOrder.median.toFixed(1)} s`,
         notes,
-        data: { seconds, runs, pidsBefore, pidsAfter, restartedDaemons, settlingApply: settle },
+        data: { seconds, cpu, bareSessions: { ...bare, samples: sessions }, runs, pidsBefore, pidsAfter, restartedDaemons, settlingApply: settle },
     };
 }
