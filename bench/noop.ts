@@ -8,6 +8,9 @@
  * lab/apply.ts) and as the Pulumi engine runs the commands when all of them run (each as soon as
  * the steps it depends on are done, the others concurrently). The target is judged on the engine's
  * schedule, which is what `pulumi up` does; the in-order figure is the sum of the steps' costs.
+ * Where the CPU went is measured too (the machine's busy cores, the client side's share, and as
+ * many bare SSH sessions as steps): the harness, the SSH clients and the guest share 2 cores here,
+ * while on a real `pulumi up` the client side runs on the operator's machine.
  */
 import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -28,7 +31,9 @@ type Schedule = (typeof SCHEDULES)[number];
  * machine's kernel and its 2 cores, so this is the harness, the SSH clients and the guest together.
  */
 export function machineTicks(): { busy: number; total: number } {
-    const v = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal; guest and guest_nice (fields 9-10) are
+    // already counted in user and nice.
+    const v = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1, 9).map(Number);
     const total = v.reduce((a, b) => a + b, 0);
     return { busy: total - v[3] - v[4], total }; // idle and iowait are not busy
 }

@@ -4,7 +4,7 @@
  * Needs root and the lab (lab/README.md) for all but program-scale; every lab benchmark holds the
  * lab lock while it runs and leaves the lab running with every step applied.
  *
- * Run counts are sized for ~20 minutes on the 2-core machine; ISPMAIL_BENCH_RUNS=N overrides all.
+ * Run counts are sized for ~45 minutes on the 2-core machine (42.6 min on 2026-11-29); ISPMAIL_BENCH_RUNS=N overrides all.
  */
 import { acquireLabLock } from "../lab/lock";
 import { giveMailSlotBack, benchConverge } from "./converge";
