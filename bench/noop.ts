@@ -12,72 +12,27 @@
  * many bare SSH sessions as steps): the harness, the SSH clients and the guest share 2 cores here,
  * while on a real `pulumi up` the client side runs on the operator's machine.
  */
-import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { LAB } from "../lab/lab";
 import { sshExec } from "../lab/ssh";
+import { measuredCpu, type CpuSplit } from "./cpu";
 import { applyToMail, changedPids, daemonPids, labServer, tally, type Log, type Tally } from "./lab-session";
 import type { BenchOutcome } from "./report";
-import { secondsSince, summarize } from "./stats";
+import { summarize } from "./stats";
 
 const NOOP_SECONDS = 5;
-/** /proc's clock ticks (USER_HZ: 100 on every Linux architecture this runs on). */
-const TICKS_PER_SECOND = 100;
 const SCHEDULES = ["in order", "as the engine"] as const;
 type Schedule = (typeof SCHEDULES)[number];
 
-/**
- * CPU ticks, busy and in all, of the whole machine from /proc/stat: the lab's guests share this
- * machine's kernel and its 2 cores, so this is the harness, the SSH clients and the guest together.
- */
-export function machineTicks(): { busy: number; total: number } {
-    // user nice system idle iowait irq softirq steal; guest and guest_nice (fields 9-10) are
-    // already counted in user and nice.
-    const v = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1, 9).map(Number);
-    const total = v.reduce((a, b) => a + b, 0);
-    return { busy: total - v[3] - v[4], total }; // idle and iowait are not busy
-}
-
-/**
- * CPU ticks of the client side: this process (the harness standing in for the engine) and the
- * children it has reaped, which are the ssh clients (nsenter execs ssh in place). On a real
- * `pulumi up` these run on the operator's machine, not on the server.
- */
-export function clientTicks(): number {
-    const stat = readFileSync("/proc/self/stat", "utf8");
-    // Fields after the command name; utime, stime, cutime, cstime are fields 14-17 of the line.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return fields.slice(11, 15).reduce((sum, f) => sum + Number(f), 0);
-}
-
-/** Where one schedule's CPU went: core-seconds of the machine, and of the client side. */
-export interface CpuSplit {
-    readonly busyCores: number;
-    readonly coreSeconds: number;
-    readonly clientCoreSeconds: number;
-}
-
-export async function measuredCpu<T>(fn: () => Promise<T>): Promise<{ value: T; cpu: CpuSplit }> {
-    const machine0 = machineTicks();
-    const client0 = clientTicks();
-    const value = await fn();
-    const client1 = clientTicks();
-    const machine1 = machineTicks();
-    const busy = machine1.busy - machine0.busy;
-    const busyCores = (busy / Math.max(1, machine1.total - machine0.total)) * cpus().length;
-    return { value, cpu: { busyCores, coreSeconds: busy / TICKS_PER_SECOND, clientCoreSeconds: (client1 - client0) / TICKS_PER_SECOND } };
-}
-
 /** As many SSH sessions as there are steps, each running `true`, one after the other: what the sessions alone cost. */
 async function bareSessions(count: number): Promise<{ seconds: number; cpu: CpuSplit }> {
-    const start = process.hrtime.bigint();
-    const { cpu } = await measuredCpu(async () => {
+    const { seconds, cpu } = await measuredCpu(async () => {
         for (let i = 0; i < count; i++) {
             const r = await sshExec(LAB.mail, "true");
             if (r.code !== 0) throw new Error(`ssh true to the mail guest failed (${r.code}): ${r.stderr.trim()}`);
         }
     });
-    return { seconds: secondsSince(start), cpu };
+    return { seconds, cpu };
 }
 
 export async function benchNoop(opts: { runs: number; log: Log }): Promise<BenchOutcome> {
@@ -90,9 +45,7 @@ export async function benchNoop(opts: { runs: number; log: Log }): Promise<Bench
     for (let i = 1; i <= opts.runs; i++) {
         // Alternate which schedule goes first, so neither always follows the other.
         for (const schedule of i % 2 ? SCHEDULES : [...SCHEDULES].reverse()) {
-            const start = process.hrtime.bigint();
-            const { value: applied, cpu } = await measuredCpu(() => applyToMail(steps, secrets, schedule));
-            const seconds = secondsSince(start);
+            const { value: applied, seconds, cpu } = await measuredCpu(() => applyToMail(steps, secrets, schedule));
             const t = tally(applied);
             const slowest = [...applied].sort((a, b) => b.seconds - a.seconds).slice(0, 4).map((a) => `${a.name} ${a.seconds.toFixed(1)} s`);
             runs.push({ schedule, seconds, slowest, cpu, ...t });

@@ -19,6 +19,7 @@
  */
 import { LAB } from "../lab/lab";
 import { guest } from "../lab/testkit";
+import { busyCoresBetween, cpuLineTicks, TICKS_PER_SECOND, type MachineTicks } from "./cpu";
 import { applyToMail, labServer, tally, type Log } from "./lab-session";
 import type { BenchOutcome } from "./report";
 import { summarize, type Summary } from "./stats";
@@ -55,24 +56,20 @@ const CPU_SNAPSHOT =
 
 interface CpuSnapshot {
     readonly rspamd: Map<string, number>;
-    readonly busy: number;
-    readonly total: number;
+    readonly machine: MachineTicks;
 }
 
 async function cpuSnapshot(): Promise<CpuSnapshot> {
     const lines = (await guest("mail").execOk(CPU_SNAPSHOT)).trim().split("\n");
     const rspamd = new Map<string, number>();
-    let busy = 0;
-    let total = 0;
+    let machine: MachineTicks | undefined;
     for (const line of lines) {
         const f = line.trim().split(/\s+/);
-        if (f[0] === "cpu") {
-            const v = f.slice(1, 9).map(Number); // user nice system idle iowait irq softirq steal
-            total = v.reduce((a, b) => a + b, 0);
-            busy = total - v[3] - v[4];
-        } else if (f.length === 2) rspamd.set(f[0], (rspamd.get(f[0]) ?? 0) + Number(f[1]));
+        if (f[0] === "cpu") machine = cpuLineTicks(line);
+        else if (f.length === 2) rspamd.set(f[0], (rspamd.get(f[0]) ?? 0) + Number(f[1]));
     }
-    return { rspamd, busy, total };
+    if (!machine) throw new Error("no cpu line from /proc/stat on the mail guest");
+    return { rspamd, machine };
 }
 
 /** A pre-formatted message for smtp-source -F: ordinary headers, `bodyBytes` of text body. */
@@ -96,11 +93,11 @@ async function runBatch(milter: Milter, kind: "small" | "large", count: number, 
     const mail = guest("mail");
     const cpu0 = await cpuSnapshot();
     const { delivered, seconds } = await sendFromForeign({ file: `/root/bench-${kind}.eml`, count, sessions, sender: SENDER, rcpt: RCPT, maildir: MAILDIR, log: (line) => log(`throughput: ${line}`) });
-    // CPU over the batch (until the last poll, up to 0.5 s after the last delivery); ticks of 1/100 s.
+    // CPU over the batch (until the last poll, up to 0.5 s after the last delivery).
     const cpu1 = await cpuSnapshot();
     const rspamdCpuPerMessage: Record<string, number> = {};
-    for (const [k, ticks] of cpu1.rspamd) rspamdCpuPerMessage[k] = Math.round(((ticks - (cpu0.rspamd.get(k) ?? 0)) / 100 / Math.max(1, delivered)) * 10000) / 10000;
-    const machineBusyCores = Math.round(((cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total)) * Number(await mail.execOk("nproc")) * 100) / 100;
+    for (const [k, ticks] of cpu1.rspamd) rspamdCpuPerMessage[k] = Math.round(((ticks - (cpu0.rspamd.get(k) ?? 0)) / TICKS_PER_SECOND / Math.max(1, delivered)) * 10000) / 10000;
+    const machineBusyCores = Math.round(busyCoresBetween(cpu0.machine, cpu1.machine, Number(await mail.execOk("nproc"))) * 100) / 100;
     const batch = { milter, kind, sent: count, delivered, lost: count - delivered, seconds, perSecond: delivered / seconds, rspamdCpuPerMessage, machineBusyCores };
     const rspamdMs = Object.values(rspamdCpuPerMessage).reduce((a, b) => a + b, 0) * 1000;
     log(`throughput milter ${milter}, ${count} ${kind}: ${seconds.toFixed(1)} s, ${batch.perSecond.toFixed(1)} msg/s, lost ${batch.lost}; rspamd CPU ${rspamdMs.toFixed(1)} ms/msg (${Object.entries(rspamdCpuPerMessage).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${(v * 1000).toFixed(1)}`).join(", ")}), machine busy ${machineBusyCores} cores`);
