@@ -4,14 +4,8 @@ if [ ! -d /srv/ispmail/backup ]; then
   install -d -m 0700 /srv/ispmail/backup
   mark_changed
 fi
-if changed /etc/systemd/system/ispmail-backup.service /etc/systemd/system/ispmail-backup.service.d /etc/systemd/system/ispmail-backup.timer; then
-  systemctl daemon-reload
-  mark_changed
-fi
-if ! systemctl is-enabled --quiet ispmail-backup.timer; then
-  systemctl enable --quiet ispmail-backup.timer
-  mark_changed
-fi
+ensure_enabled ispmail-backup.timer
+daemon_reload_when_changed /etc/systemd/system/ispmail-backup.service /etc/systemd/system/ispmail-backup.service.d /etc/systemd/system/ispmail-backup.timer
 if ! systemctl is-active --quiet ispmail-backup.timer || changed /etc/systemd/system/ispmail-backup.timer; then
   restart ispmail-backup.timer
 fi

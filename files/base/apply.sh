@@ -55,7 +55,7 @@ fi
 # "systemd-timesyncd|chrony|ntpsec|openntpd"). In a container it does not start
 # (ConditionVirtualization=!container): the host keeps the clock.
 if [ -f /usr/lib/systemd/system/systemd-timesyncd.service ] && ! systemctl is-enabled --quiet systemd-timesyncd 2>/dev/null; then
-  systemctl enable --now systemd-timesyncd
+  systemctl enable --now systemd-timesyncd # own reload: enabled and started at once, on an image that had it off
   ispmail_action "enabled systemd-timesyncd"
 fi
 
@@ -124,23 +124,12 @@ for dir in backup dkim; do
   fi
 done
 
-# --- Alerts: failed units mail the administrator (ispmail-alert@.service) ---------------------
-if changed /etc/systemd/system/ispmail-alert@.service; then
-  systemctl daemon-reload
-  mark_changed
-fi
-
-# --- Metadata service for root only ------------------------------------------------------------
+# --- systemd units: alerts (failed units mail the administrator, ispmail-alert@.service) and ---
+# --- the metadata service for root only ------------------------------------------------------
 # The user data (SSH host private key) stays readable by root alone: see metadata-guard.nft.
 GUARD_UNIT=/etc/systemd/system/ispmail-metadata-guard.service
-if changed "$GUARD_UNIT"; then
-  systemctl daemon-reload
-  mark_changed
-fi
-if ! systemctl is-enabled --quiet ispmail-metadata-guard; then
-  systemctl enable --quiet ispmail-metadata-guard
-  mark_changed
-fi
+ensure_enabled ispmail-metadata-guard
+daemon_reload_when_changed /etc/systemd/system/ispmail-alert@.service "$GUARD_UNIT"
 if changed /etc/ispmail/metadata-guard.nft "$GUARD_UNIT" || ! systemctl is-active --quiet ispmail-metadata-guard; then
   nft -c -f /etc/ispmail/metadata-guard.nft
   restart ispmail-metadata-guard

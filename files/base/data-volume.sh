@@ -49,8 +49,9 @@ ensure_data_volume() {
     chmod 0644 "$tmp"
     mv -f "$tmp" "$fstab"
     ispmail_action "added $mountpoint (LABEL=$label) to $fstab"
-    # systemd generates mount units from /etc/fstab; let it see the new line.
-    if [ "$fstab" = /etc/fstab ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+    # systemd generates mount units from /etc/fstab; let it see the new line before the mount (a
+    # unit generated from a replaced line would name another device).
+    if [ "$fstab" = /etc/fstab ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi # own reload: before the mount
   fi
   install -d -m 0755 "$mountpoint"
   mount -T "$fstab" "$mountpoint"

@@ -22,14 +22,8 @@ for old in /etc/letsencrypt/renewal-hooks/deploy/ispmail /etc/systemd/system/cer
   fi
 done
 
-if changed /etc/systemd/system/ispmail-certificate.service /etc/systemd/system/ispmail-certificate.timer; then
-  systemctl daemon-reload
-  mark_changed
-fi
-if ! systemctl is-enabled --quiet ispmail-certificate.timer; then
-  systemctl enable --quiet ispmail-certificate.timer
-  ispmail_action "enabled ispmail-certificate.timer"
-fi
+ensure_enabled ispmail-certificate.timer
+daemon_reload_when_changed /etc/systemd/system/ispmail-certificate.service /etc/systemd/system/ispmail-certificate.timer
 if ! systemctl is-active --quiet ispmail-certificate.timer || changed /etc/systemd/system/ispmail-certificate.timer; then
   restart ispmail-certificate.timer
 fi

@@ -50,6 +50,35 @@ reload_when_changed() {
     restart "$service"
   fi
 }
+# ensure_enabled UNIT...: enables the units that are not enabled yet, as symlinks only
+# (--no-reload); daemon_reload_when_changed then reloads systemd once for the whole step. A plain
+# `systemctl enable` reloads the manager itself (~0.4 s of PID 1 on a small server), so a step that
+# wrote a unit and enabled it reloaded twice. One is-enabled asks for all of them: its exit status
+# says whether ANY is enabled, its lines (one per unit, in order) say which.
+ISPMAIL_UNITS_ENABLED=0
+ensure_enabled() {
+  local units=("$@") states=() i
+  mapfile -t states < <(systemctl is-enabled "$@" 2>/dev/null || true)
+  # A unit systemctl cannot find prints no line: then the lines do not pair up, so ask one by one.
+  [ ${#states[@]} -eq ${#units[@]} ] || states=()
+  for i in "${!units[@]}"; do
+    case ${states[i]:-$(systemctl is-enabled "${units[i]}" 2>/dev/null || true)} in
+      enabled | enabled-runtime | static | indirect | generated | alias) continue ;;
+    esac
+    systemctl enable --quiet --no-reload "${units[i]}"
+    ispmail_action "enabled ${units[i]}"
+    ISPMAIL_UNITS_ENABLED=1
+  done
+}
+# daemon_reload_when_changed PATH...: one `systemctl daemon-reload` when a unit file or drop-in among
+# the PATHs changed in this run or ensure_enabled enabled a unit, before the step (re)starts them.
+daemon_reload_when_changed() {
+  if [ $ISPMAIL_UNITS_ENABLED = 1 ] || changed "$@"; then
+    systemctl daemon-reload
+    ISPMAIL_UNITS_ENABLED=0
+    mark_changed
+  fi
+}
 # ispmail_debconf < selections: preseed debconf when the wanted selections differ from the last ones set.
 # The packages step sets every step's answers first (components/services/packages.ts refuses two
 # different answers to one question), so a step whose lines are all in the packages step's stamp
@@ -137,8 +166,11 @@ ispmail_file() {
   dir=${path%/*}; dir=${dir:-/}
   [ -d "$dir" ] || install -d -m 0755 "$dir"
   tmp=$(mktemp "$dir/.ispmail.XXXXXX")
-  # The file gets its final owner and mode while still empty; then the content goes in.
-  chown "$owner:$group" "$tmp"; chmod "$mode" "$tmp"
+  # The file gets its final owner and mode while still empty; then the content goes in. mktemp
+  # made it root:root 0600 already (its group is the directory's if that is setgid): a fork each
+  # only for what differs, and most files are root's.
+  if [ "$owner:$group" != root:root ] || [ -g "$dir" ]; then chown "$owner:$group" "$tmp"; fi
+  [ "$mode" = 0600 ] || chmod "$mode" "$tmp"
   # The content (base64) is this function's stdin, the here-document: base64 reads it in blocks,
   # where bash's `read` would take a here-document on a pipe one byte per read(2).
   base64 -d > "$tmp"

@@ -32,7 +32,8 @@ if [ ! -d /var/spool/postfix/private ] && getent passwd postfix >/dev/null; then
   install -d -o postfix -g root -m 0700 /var/spool/postfix/private
   ispmail_action "created /var/spool/postfix/private for Dovecot's sockets"
 fi
-if ! systemctl is-enabled --quiet dovecot; then systemctl enable --quiet dovecot; mark_changed; fi
+ensure_enabled dovecot
+daemon_reload_when_changed
 reload_when_changed dovecot /etc/dovecot -- dovecot_config_ok
 
 # Sieve scripts run as vmail, which cannot write next to them: compile as root now (after the

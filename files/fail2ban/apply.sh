@@ -1,10 +1,8 @@
 # ispmail fail2ban step script (after the files are in place). Set by the step before this:
 # NEXTCLOUD_LOG (Nextcloud's log file when Nextcloud is enabled, else empty) and
 # NEXTCLOUD_LOG_DROPIN (fail2ban.service.d/ispmail-nextcloud-log.conf).
-if changed "$NEXTCLOUD_LOG_DROPIN"; then
-  systemctl daemon-reload
-  mark_changed
-fi
+ensure_enabled fail2ban
+daemon_reload_when_changed "$NEXTCLOUD_LOG_DROPIN"
 # The nextcloud jail's log file must exist, or fail2ban refuses the whole configuration; the
 # drop-in does the same at each start of fail2ban. Nextcloud writes to it from then on.
 if [ -n "$NEXTCLOUD_LOG" ] && [ ! -e "$NEXTCLOUD_LOG" ]; then
@@ -15,10 +13,6 @@ fi
 if changed /etc/fail2ban; then
   # Refuse a configuration fail2ban cannot load before it replaces the running one.
   fail2ban-client --test >/dev/null
-fi
-if ! systemctl is-enabled --quiet fail2ban; then
-  systemctl enable --quiet fail2ban
-  mark_changed
 fi
 if ! systemctl is-active --quiet fail2ban; then
   restart fail2ban

@@ -126,11 +126,9 @@ nextcloud_apply
 if changed /etc/php/8.4/fpm; then
   reload php8.4-fpm
 fi
-if changed /etc/systemd/system/nextcloud-cron.service /etc/systemd/system/nextcloud-cron.timer; then
-  systemctl daemon-reload
-  mark_changed
-fi
-if [ -f "$NC_ROOT/occ" ] && ! systemctl is-enabled --quiet nextcloud-cron.timer; then
-  systemctl enable --now nextcloud-cron.timer
-  ispmail_action "enabled nextcloud-cron.timer"
+# The cron timer once Nextcloud is installed (occ is there).
+[ ! -f "$NC_ROOT/occ" ] || ensure_enabled nextcloud-cron.timer
+daemon_reload_when_changed /etc/systemd/system/nextcloud-cron.service /etc/systemd/system/nextcloud-cron.timer
+if [ -f "$NC_ROOT/occ" ] && ! systemctl is-active --quiet nextcloud-cron.timer; then
+  restart nextcloud-cron.timer
 fi

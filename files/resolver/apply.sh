@@ -2,10 +2,8 @@
 # The root's trust anchor file, as unbound's own start would create it (the package could not start
 # it at install time); unbound-checkconf needs it.
 /usr/libexec/unbound-helper root_trust_anchor_update
-if ! systemctl is-enabled --quiet unbound; then
-  systemctl enable --quiet unbound
-  mark_changed
-fi
+ensure_enabled unbound
+daemon_reload_when_changed
 # A configuration unbound-checkconf refuses never replaces the running one; a reload that did not
 # happen (a failed run) is still pending on the next run (prelude: reload_when_changed).
 reload_when_changed unbound /etc/unbound/unbound.conf.d/ispmail.conf -- unbound-checkconf

@@ -34,12 +34,8 @@ if changed "$CONTROLLER_SECRET" || [ ! -s "$CONTROLLER_HASH" ]; then
   ispmail_action "hashed the controller password"
 fi
 
-for unit in valkey-server rspamd; do
-  if ! systemctl is-enabled --quiet "$unit"; then
-    systemctl enable --quiet "$unit"
-    mark_changed
-  fi
-done
+ensure_enabled valkey-server rspamd
+daemon_reload_when_changed
 systemctl is-active --quiet valkey-server || restart valkey-server
 
 # Never replace a running configuration with one Rspamd cannot load.

@@ -2,16 +2,8 @@
 # they listen, so that the postfix step (after this one) never sends with a table that is not there
 # (Postfix would keep the mail queued: "TLS policy lookup ... failed").
 unit=ispmail-dane-first-policy.service
-if changed /etc/systemd/system/$unit; then
-  systemctl daemon-reload
-  mark_changed
-fi
-for service in $unit postfix-mta-sts-resolver.service; do
-  if ! systemctl is-enabled --quiet "$service"; then
-    systemctl enable --quiet "$service"
-    ispmail_action "enabled $service"
-  fi
-done
+ensure_enabled $unit postfix-mta-sts-resolver.service
+daemon_reload_when_changed /etc/systemd/system/$unit
 if changed /etc/systemd/system/$unit /usr/local/lib/ispmail/dane-first-policy || ! systemctl is-active --quiet $unit; then
   restart $unit
 fi

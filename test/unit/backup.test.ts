@@ -79,7 +79,7 @@ describe("backup step", () => {
         assert.equal(dropIn.mode, "0644");
         assert.match(dropIn.content, /^\[Unit\]\nOnFailure=ispmail-alert@%n\.service$/m);
         // systemd reads a new drop-in only after daemon-reload, which the script runs when it changed.
-        assert.match(stepsOf(SERVICE.backup, m)[0].script, /^if changed [^\n]*\/etc\/systemd\/system\/ispmail-backup\.service\.d[ ;][^\n]*\n\s+systemctl daemon-reload$/m);
+        assert.match(stepsOf(SERVICE.backup, m)[0].script, /^daemon_reload_when_changed [^\n]*\/etc\/systemd\/system\/ispmail-backup\.service\.d( |$)/m);
     });
 
     test("backup: the scripts dump with pg_dump -Fc as postgres and prune with the retention", () => {

@@ -109,7 +109,7 @@ describe("base: rendering", () => {
         const script = fileAt("/usr/local/sbin/ispmail-alert");
         assert.deepEqual([script.owner, script.group, script.mode], ["root", "root", "0755"]);
         assert.equal(script.content, readFileSync(join(FILES_DIR, "base", "ispmail-alert"), "utf8"));
-        assert.match(base.script, /if changed \/etc\/systemd\/system\/ispmail-alert@\.service; then\n\s+systemctl daemon-reload/);
+        assert.match(base.script, /^daemon_reload_when_changed \/etc\/systemd\/system\/ispmail-alert@\.service /m);
     });
 
     it("alerts: ispmail-alert is valid sh and mails root the unit's status and last log lines", () => {

@@ -10,6 +10,7 @@ import { parseConfig } from "../../components/config";
 import { PGSQL_MAPS } from "../../components/services/postfix";
 import { renderApplyScript, resolveSecrets, secretsOf, type Step } from "../../components/steps";
 import { validRawConfig } from "../fixtures/config";
+import { runWithStubs, shellFunction } from "../harness/shell";
 import { CHROOT, chrootSkipReason, inChroot, withStepFiles } from "./mail-chroot";
 import { SERVICE, stepsOf } from "../../components/services";
 
@@ -221,7 +222,38 @@ describe("postfix step", () => {
 
     test("postfix: the script checks the configuration before reloading and reloads only on change", () => {
         const script = readFileSync(join(__dirname, "..", "..", "files", "postfix", "apply.sh"), "utf8");
-        // reload_when_changed runs the check first and reloads only on a change (test/unit/prelude.test.ts).
-        assert.match(script, /^reload_when_changed postfix \/etc\/postfix -- postfix check$/m);
+        // reload_when_changed runs the check first and reloads only on a change (test/unit/steps.test.ts).
+        assert.match(script, /^reload_when_changed postfix \/etc\/postfix -- postfix_check_unless_stopped$/m);
+    });
+
+    test("postfix: a main.cf the step just wrote is dated back so that Debian 13's Postfix reads it at once, not after it cools down for 2 s", { skip: chrootSkipReason("usr/sbin/postconf") }, () => {
+        const script = readFileSync(join(__dirname, "..", "..", "files", "postfix", "apply.sh"), "utf8");
+        const cooled = shellFunction(script, "main_cf_cooled");
+        withStepFiles([step], (inside) => {
+            const conf = `${inside}/etc/postfix`;
+            // postconf -vv says each time it reads main.cf again to let it cool down.
+            const rereads = (before: string) => {
+                const r = inChroot(["bash", "-c", `set -euo pipefail\nchanged() { return 0; }\n${cooled.replaceAll("/etc/postfix/main.cf", `${conf}/main.cf`)}\ntouch ${conf}/main.cf\n${before}\npostconf -vv -c ${conf} -h myhostname 2>&1 >/dev/null | grep -c 'cool down' || true`]);
+                assert.equal(r.code, 0, r.stderr);
+                return Number(r.stdout.trim());
+            };
+            assert.ok(rereads("") > 0, "a file written this second is read again until it is 2 s old");
+            assert.equal(rereads("main_cf_cooled"), 0);
+        });
+    });
+
+    test("postfix: `postfix check` runs before a reload of a running Postfix, fails the step when it fails, and is left to the start of a stopped one", () => {
+        const script = readFileSync(join(__dirname, "..", "..", "files", "postfix", "apply.sh"), "utf8");
+        const check = `${shellFunction(script, "postfix_check_unless_stopped")}\npostfix_check_unless_stopped\necho checked`;
+        const running = runWithStubs(check, { systemctl: "exit 0", postfix: "exit 0" });
+        assert.deepEqual(running.calls, ["systemctl is-active --quiet postfix", "postfix check"]);
+        assert.equal(running.stdout, "checked\n");
+        const broken = runWithStubs(check, { systemctl: "exit 0", postfix: "exit 1" });
+        assert.notEqual(broken.code, 0, "a failed check ends the step");
+        assert.equal(broken.stdout, "");
+        // Stopped: postfix.service's ExecStartPre runs `postfix check` when the reload starts it.
+        const stopped = runWithStubs(check, { systemctl: "exit 3", postfix: "exit 1" });
+        assert.deepEqual(stopped.calls, ["systemctl is-active --quiet postfix"]);
+        assert.equal(stopped.stdout, "checked\n");
     });
 });

@@ -12,6 +12,9 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, st
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { needsRoot } from "../harness/needs";
+import { parseConfig } from "../../components/config";
+import { renderServerSteps } from "../../components/services";
+import { validRawConfig } from "../fixtures/config";
 import { orderSteps, parseStepResult, RESULT_PREFIX, renderApplyScript, RUN_SCRIPT_FROM_STDIN, resolveSecrets, secretRef, secretsOf, stepHash, stepSummary, type Step, type StepFile } from "../../components/steps";
 
 let root: string;
@@ -104,6 +107,19 @@ describe("steps: the apply script installs files idempotently", { skip: INSTALLS
         assert.equal(readFileSync(big, "utf8"), content);
         const calls = Number(/read calls (\d+)/.exec(run.stderr)?.[1]);
         assert.ok(calls < 5_000, `${calls} read(2) calls in the shell for a ${content.length}-byte file`);
+    });
+
+    test("steps: a root file in a setgid directory of another group still gets group root (mktemp's file takes the directory's group), and stays unchanged", () => {
+        const shared = join(dir, "etc/shared");
+        mkdirSync(shared, { recursive: true });
+        chmodSync(shared, 0o2775);
+        spawnSync("chown", ["root:1", shared]);
+        const conf = join(shared, "app.conf");
+        const s = step("setgid", [{ path: conf, content: "a = 1\n" }]);
+        const first = apply(s);
+        assert.equal(first.code, 0, first.stderr);
+        assert.deepEqual([statOf(conf).mode, statOf(conf).uid, statOf(conf).gid], ["644", 0, 0]);
+        assert.equal(apply(s).result?.result, "unchanged");
     });
 
     test("steps: the first run installs every file with its owner, group, mode and content", () => {
@@ -407,6 +423,87 @@ describe("steps: reload_when_changed (files/common/prelude.sh), the one reload c
     });
 });
 
+describe("steps: ensure_enabled and daemon_reload_when_changed (files/common/prelude.sh): at most one daemon-reload per step", { skip: INSTALLS_AS_ROOT }, () => {
+    let dir: string, unit: string, stateDir: string;
+    before(() => {
+        dir = join(root, "units");
+        unit = join(dir, "etc/systemd/system/fake.timer");
+        stateDir = join(dir, "state");
+    });
+    /**
+     * systemctl's recorder answers `is-enabled` as a systemd would for these units: one state per
+     * line, in order, nothing (only stderr) for one it cannot find; its exit status says whether ANY
+     * of them is enabled, as systemctl's does.
+     */
+    const withUnits = (states: Record<string, string>, fn: () => void) => {
+        const recorder = readFileSync(join(fakeBin, "systemctl"), "utf8");
+        const table = Object.entries(states).map(([u, s]) => `[${u}]=${s}`).join(" ");
+        writeFileSync(
+            join(fakeBin, "systemctl"),
+            `#!/bin/bash\necho "$*" >> ${systemctlLog}\nif [ "$1" = is-enabled ]; then\n  declare -A s=(${table}); shift; any=1\n` +
+                `  for u in "$@"; do [ "$u" = --quiet ] && continue; if [ -n "\${s[$u]+x}" ]; then echo "\${s[$u]}"; [ "\${s[$u]}" != enabled ] || any=0; else echo "Failed to get unit file state for $u" >&2; fi; done\n  exit $any\nfi\n`,
+            { mode: 0o755 },
+        );
+        try {
+            writeFileSync(systemctlLog, "");
+            fn();
+        } finally {
+            writeFileSync(join(fakeBin, "systemctl"), recorder, { mode: 0o755 });
+        }
+    };
+    const unitStep = (content: string, units: string) =>
+        step("units", [{ path: unit, content }], [`ISPMAIL_STATE_DIR=${stateDir}`, `ensure_enabled ${units}`, `daemon_reload_when_changed ${unit}`].join("\n"));
+
+    test("units: a new unit file that is not enabled yet: enabled without a reload of its own, then one daemon-reload", () => {
+        withUnits({ "fake.timer": "disabled", "other.service": "enabled" }, () => {
+            const run = apply(unitStep("[Timer]\nOnCalendar=daily\n", "fake.timer other.service"));
+            assert.equal(run.code, 0, run.stderr);
+            assert.deepEqual(readLines(systemctlLog), ["is-enabled fake.timer other.service", "enable --quiet --no-reload fake.timer", "daemon-reload"]);
+            assert.deepEqual(run.result?.actions, ["enabled fake.timer"]);
+        });
+    });
+
+    test("units: one is-enabled for all of them, its lines deciding (its exit status is true when any is enabled); all enabled and nothing changed: no reload, unchanged", () => {
+        // One enabled unit would make `is-enabled a b` succeed: the lines, not the exit status, decide.
+        withUnits({ "fake.timer": "enabled", "other.service": "disabled" }, () => {
+            const run = apply(unitStep("[Timer]\nOnCalendar=daily\n", "fake.timer other.service"));
+            assert.equal(run.code, 0, run.stderr);
+            assert.deepEqual(readLines(systemctlLog), ["is-enabled fake.timer other.service", "enable --quiet --no-reload other.service", "daemon-reload"]);
+        });
+        withUnits({ "fake.timer": "enabled", "other.service": "static" }, () => {
+            const run = apply(unitStep("[Timer]\nOnCalendar=daily\n", "fake.timer other.service"));
+            assert.equal(run.code, 0, run.stderr);
+            assert.deepEqual(readLines(systemctlLog), ["is-enabled fake.timer other.service"]);
+            assert.deepEqual(run.result, { result: "unchanged", changedFiles: [], actions: [] });
+        });
+    });
+
+    test("units: a changed unit file of an enabled unit: one daemon-reload", () => {
+        withUnits({ "fake.timer": "enabled" }, () => {
+            const run = apply(unitStep("[Timer]\nOnCalendar=weekly\n", "fake.timer"));
+            assert.equal(run.code, 0, run.stderr);
+            assert.deepEqual(readLines(systemctlLog), ["is-enabled fake.timer", "daemon-reload"]);
+            assert.deepEqual(run.result?.changedFiles, [unit]);
+        });
+    });
+
+    test("units: a unit systemctl cannot find leaves the lines unpaired: each unit is asked alone", () => {
+        withUnits({ "fake.timer": "disabled" }, () => {
+            const run = apply(unitStep("[Timer]\nOnCalendar=weekly\n", "missing.service fake.timer"));
+            // enable of the missing unit is where it fails on a real systemd; the recorder lets it pass.
+            assert.equal(run.code, 0, run.stderr);
+            assert.deepEqual(readLines(systemctlLog), [
+                "is-enabled missing.service fake.timer",
+                "is-enabled missing.service",
+                "enable --quiet --no-reload missing.service",
+                "is-enabled fake.timer",
+                "enable --quiet --no-reload fake.timer",
+                "daemon-reload",
+            ]);
+        });
+    });
+});
+
 describe("steps: the readable summary (a command's triggers)", () => {
     const base: Step = {
         name: "demo",
@@ -441,5 +538,38 @@ describe("steps: the readable summary (a command's triggers)", () => {
         const resolved = resolveSecrets(base, { "db.demo": secret, "user:a@example.org": "pw" });
         assert.notDeepEqual(stepSummary(resolved), a, "the resolved step differs (the check can fail)");
         assert.ok(!stepSummary(base).join("\n").includes(secret));
+    });
+});
+
+describe("steps: every service's script leaves systemd's reloads to the prelude", () => {
+    const raw = validRawConfig();
+    raw.nextcloud = { enabled: true, version: "31.0.9", sha256: "cd".repeat(32) };
+    const m = parseConfig(raw, { stack: "test" }).model;
+    const steps = renderServerSteps(m, { dkimSigner: m.dkimSelectors[0] });
+
+    test("units: no step reloads systemd or enables a unit itself; each unit file it writes is named where it reloads", () => {
+        assert.ok(steps.some((s) => s.name === "nextcloud"), "Nextcloud's step is among them");
+        for (const s of steps) {
+            // `systemctl enable` without --no-reload, or an explicit daemon-reload, is one more
+            // reload of the whole manager (ensure_enabled, daemon_reload_when_changed), unless the
+            // line says why it cannot wait.
+            for (const line of s.script.split("\n").filter((l) => /systemctl (daemon-reload|enable)\b/.test(l))) {
+                assert.match(line, /# own reload: \S/, `${s.name}: ${line.trim()}`);
+            }
+            const reloads = [...s.script.matchAll(/^\s*daemon_reload_when_changed\b(.*)$/gm)];
+            // The paths as the shell sees them: quotes off, the script's own NAME=value assignments expanded.
+            const vars = new Map([...s.script.matchAll(/^\s*([A-Za-z_][A-Za-z0-9_]*)=(\S+)$/gm)].map((a) => [a[1], a[2].replace(/^['"]|['"]$/g, "")]));
+            const named = reloads
+                .flatMap((r) => r[1].trim().split(/\s+/))
+                .filter(Boolean)
+                .map((p) => p.replace(/"/g, "").replace(/\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?/g, (v, name: string) => vars.get(name) ?? v));
+            const lastEnable = s.script.lastIndexOf("ensure_enabled ");
+            if (lastEnable >= 0) assert.ok(reloads.some((r) => r.index! > lastEnable), `${s.name}: ensure_enabled with no daemon_reload_when_changed after it`);
+            for (const f of s.files.filter((f) => f.path.startsWith("/etc/systemd/system/"))) {
+                // Named as itself or as its directory.
+                const ok = named.some((p) => f.path === p || f.path.startsWith(`${p.replace(/\/$/, "")}/`));
+                assert.ok(ok, `${s.name}: ${f.path} is not named in a daemon_reload_when_changed (${named.join(" ") || "none"})`);
+            }
+        }
     });
 });

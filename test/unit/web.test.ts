@@ -420,7 +420,7 @@ describe("certbot", () => {
         assert.match(timer.content, /^OnCalendar=\*-\*-\* 00,12:00:00$/m);
         assert.match(timer.content, /^Persistent=true$/m);
         // systemd reads changed units only after daemon-reload, which the script runs when they changed.
-        assert.match(step.script, /^if changed \/etc\/systemd\/system\/ispmail-certificate\.service \/etc\/systemd\/system\/ispmail-certificate\.timer; then\n\s+systemctl daemon-reload$/m);
+        assert.match(step.script, /^daemon_reload_when_changed \/etc\/systemd\/system\/ispmail-certificate\.service \/etc\/systemd\/system\/ispmail-certificate\.timer$/m);
     });
 
     it("shell variables keep any address as it is (quotes, $, backticks)", () => {
