@@ -13,7 +13,25 @@ ISPMAIL_PG_CONF=/etc/ispmail/postgresql/postgresql.conf
 # the server.
 mountpoint -q /srv/ispmail || { log "/srv/ispmail is not a mountpoint; the base step mounts the data volume there"; exit 1; }
 
+PG_UNIT=postgresql@$PG_MAJOR-$PG_CLUSTER
 pg_running() { pg_ctlcluster $PG_MAJOR $PG_CLUSTER status >/dev/null 2>&1; }
+# Starts the cluster and returns once it accepts connections. `pg_ctlcluster start` returns only
+# after three successful test connections half a second apart (over 2 s in all, every time), long
+# after the server is ready: systemd runs that start as its job while this waits for pg_isready.
+pg_start() {
+  local try
+  # (A unit that failed before would read as failed until the new job begins.)
+  systemctl reset-failed "$PG_UNIT" 2>/dev/null || true
+  systemctl start --no-block "$PG_UNIT"
+  for try in $(seq 600); do
+    pg_isready -q -p 5432 && return 0
+    systemctl is-failed --quiet "$PG_UNIT" && break
+    sleep 0.1
+  done
+  log "postgresql $PG_MAJOR/$PG_CLUSTER did not start: journalctl -u $PG_UNIT, /var/log/postgresql/postgresql-$PG_MAJOR-$PG_CLUSTER.log"
+  tail -n 20 "/var/log/postgresql/postgresql-$PG_MAJOR-$PG_CLUSTER.log" >&2 || true
+  exit 1
+}
 as_postgres_psql() { runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
 
 # A cluster that is not on the volume was created before our drop-in existed (PostgreSQL was
@@ -64,7 +82,7 @@ if ! grep -qE "^include = '${ISPMAIL_PG_CONF//./\\.}'([[:space:]]|\$)" "$PG_CONF
 fi
 
 if ! pg_running; then
-  pg_ctlcluster $PG_MAJOR $PG_CLUSTER start
+  pg_start
   ispmail_action "started postgresql $PG_MAJOR/$PG_CLUSTER"
 elif [ $settings_added = 1 ] || changed /etc/ispmail/postgresql; then
   # Most settings (pg_hba, password_encryption, logging) take a reload; listen_addresses and

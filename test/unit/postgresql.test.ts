@@ -4,12 +4,16 @@
  * off the root disk. (The SQL side runs against a real server in directory-sql.test.ts.)
  */
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { DB_ROLES } from "../../components/secrets";
 import { secretSpecs } from "../../components/services";
 import { PG_DATA_DIR, rolePasswordFile } from "../../components/services/postgresql";
 import { renderApplyScript, resolveSecrets, secretsOf } from "../../components/steps";
+import { FILES_DIR } from "../../components/templates";
 import { fixtureModel } from "../fixtures/config";
+import { runWithStubs, shellFunction } from "../harness/shell";
 import { SERVICE, stepsOf } from "../../components/services";
 
 const model = fixtureModel();
@@ -97,5 +101,35 @@ describe("postgresql: rendering", () => {
         assert.match(step.script, /elif \[ \$settings_added = 1 \] \|\| changed \/etc\/ispmail\/postgresql; then/);
         assert.match(step.script, /pending_restart/);
         assert.doesNotMatch(step.script, /\brestart postgresql\b/);
+    });
+
+    it("postgresql: a start returns once the server accepts connections (not after pg_ctlcluster's 2 s of test connections), and fails, with the log, when systemd's start job fails", () => {
+        const script = readFileSync(join(FILES_DIR, "postgresql", "apply.sh"), "utf8");
+        const start = ["PG_MAJOR=17", "PG_CLUSTER=main", "PG_UNIT=postgresql@17-main", shellFunction(script, "pg_start"), "pg_start", "echo started"].join("\n");
+        // The server accepts connections at the third pg_isready.
+        const ready = runWithStubs(start, {
+            systemctl: '[ "$1" != is-failed ] || exit 1',
+            pg_isready: 'n=$(cat "$STUB_DIR/n" 2>/dev/null || echo 0); echo $((n + 1)) > "$STUB_DIR/n"; [ "$n" -ge 2 ]',
+            sleep: "",
+        });
+        assert.equal(ready.code, 0, ready.stderr);
+        assert.equal(ready.stdout, "started\n");
+        assert.deepEqual(ready.calls.filter((c) => !c.startsWith("sleep")), [
+            "systemctl reset-failed postgresql@17-main",
+            "systemctl start --no-block postgresql@17-main",
+            "pg_isready -q -p 5432",
+            "systemctl is-failed --quiet postgresql@17-main",
+            "pg_isready -q -p 5432",
+            "systemctl is-failed --quiet postgresql@17-main",
+            "pg_isready -q -p 5432",
+        ]);
+        assert.ok(!ready.calls.some((c) => c.startsWith("pg_ctlcluster")), "not through pg_ctlcluster's own waiting");
+        // The unit fails (a broken setting): the step ends at once, saying where to look.
+        const failed = runWithStubs(start, { systemctl: "exit 0", pg_isready: "exit 2", sleep: "", tail: "echo 'FATAL:  invalid value for parameter'" });
+        assert.notEqual(failed.code, 0);
+        assert.equal(failed.stdout, "");
+        assert.match(failed.stderr, /postgresql 17\/main did not start: journalctl -u postgresql@17-main/);
+        assert.match(failed.stderr, /FATAL: {2}invalid value/);
+        assert.equal(failed.calls.filter((c) => c.startsWith("pg_isready")).length, 1);
     });
 });
