@@ -5,6 +5,8 @@
  * driven in a browser in the lab (test/e2e/webmail.test.ts).
  */
 import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import { parseConfig, type Model } from "../../components/config";
 import { renderDnsRecords } from "../../components/dns/records";
@@ -12,7 +14,9 @@ import { SERVICE, secretSpecs, stepsOf, webHosts } from "../../components/servic
 import { renderApacheSites } from "../../components/services/web";
 import { MINIMUM_PASSWORD_LENGTH, WEBMAIL_ROOT } from "../../components/services/webmail";
 import { secretsOf } from "../../components/steps";
+import { FILES_DIR } from "../../components/templates";
 import { validRawConfig } from "../fixtures/config";
+import { runWithStubs } from "../harness/shell";
 
 const modelWith = (webmail?: Record<string, unknown>): Model => parseConfig({ ...validRawConfig(), ...(webmail ? { webmail } : {}) }, { stack: "test" }).model;
 
@@ -83,5 +87,61 @@ describe("webmail step", () => {
         assert.ok(!renderApacheSites(off, webHosts(off)).some((s) => s.name === "ispmail-15-webmail"));
         assert.ok(!secretSpecs(off).some((s) => s.name === "webmail.des-key"));
         assert.throws(() => modelWith({ host: "webmail.elsewhere.example" }), /ispmail:webmail\.host: "webmail\.elsewhere\.example" must be mailHost or a name in one of ispmail:domains/);
+    });
+});
+
+describe("webmail step: Roundcube's schema", () => {
+    const script = readFileSync(join(FILES_DIR, "webmail", "apply.sh"), "utf8");
+    /**
+     * The step's script against a database at `dbVersion` (undefined: no schema loaded yet), with
+     * migration files `files` in Roundcube's SQL directory. runuser stands in for psql as postgres.
+     */
+    const run = (dbVersion: string | undefined, files: readonly string[]) => {
+        const sql = mkdtempSync("/tmp/ispmail-roundcube-sql-");
+        try {
+            mkdirSync(join(sql, "postgres"));
+            for (const f of files) writeFileSync(join(sql, "postgres", f), "-- a migration\n");
+            const loaded = join(sql, "loaded");
+            if (dbVersion !== undefined) writeFileSync(loaded, dbVersion);
+            const runuser = [
+                `case "$*" in`,
+                `  *"FROM system"*) [ -f ${loaded} ] || { echo 'ERROR:  relation "system" does not exist' >&2; exit 1; }; cat ${loaded} ;;`,
+                `  *to_regclass*) [ -f ${loaded} ] && echo t || echo f ;;`,
+                // The schema file as dbconfig-common ships it: the newest version it knows.
+                `  *install/pgsql*) echo 2022081200 > ${loaded} ;;`,
+                `esac`,
+            ].join("\n");
+            const body = ["ispmail_action() { echo \"action: $1\"; }", script.replace(/^RC_SQL=.*$/m, `RC_SQL=${sql}`).replace("/usr/share/roundcube/bin/updatedb.sh", "updatedb.sh")].join("\n");
+            return runWithStubs(body, { runuser, "updatedb.sh": "echo 'Updating database schema (2099010100)... [OK]'" });
+        } finally {
+            rmSync(sql, { recursive: true, force: true });
+        }
+    };
+    const updatedb = (r: ReturnType<typeof run>) => r.calls.filter((c) => c.startsWith("updatedb.sh"));
+
+    test("webmail: a database at the newest migration the package ships: updatedb.sh (PHP) does not run", () => {
+        const r = run("2022081200", ["2021100300.sql", "2022081200.sql"]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.deepEqual(updatedb(r), []);
+        assert.equal(r.stdout, "");
+    });
+
+    test("webmail: a package with a newer migration than the database: updatedb.sh applies it", () => {
+        const r = run("2022081200", ["2022081200.sql", "2099010100.sql"]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(updatedb(r).length, 1);
+        assert.match(updatedb(r)[0], /^updatedb\.sh --package=roundcube --dir=\/tmp\/ispmail-roundcube-sql-/);
+        assert.match(r.stdout, /^action: updated Roundcube's database schema$/m);
+    });
+
+    test("webmail: no schema yet: loaded once, then compared like any other", () => {
+        const r = run(undefined, ["2022081200.sql"]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stdout, /^action: loaded Roundcube's database schema$/m);
+        assert.equal(r.calls.filter((c) => c.includes("install/pgsql")).length, 1);
+        assert.deepEqual(updatedb(r), []);
+        // A database whose version cannot be read runs the tool, which knows what to do.
+        const odd = run("unknown", ["2022081200.sql"]);
+        assert.equal(updatedb(odd).length, 1);
     });
 });
