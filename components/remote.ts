@@ -75,6 +75,8 @@ export function stepCommand(
         /** The step's summary lines ({@link stepSummary}, placeholders unresolved). */
         summary: pulumi.Input<string[]>;
         name: string;
+        /** {@link Step.background}: known up front, it is part of the command. */
+        background?: boolean;
     },
     opts: pulumi.CustomResourceOptions,
 ): command.remote.Command {
@@ -84,7 +86,7 @@ export function stepCommand(
         args.name,
         {
             connection: pulumi.secret(pulumi.output(args.connection)),
-            create: remoteApplyCommand({ name: args.name }, { holdsSecrets }),
+            create: remoteApplyCommand({ name: args.name, background: args.background }, { holdsSecrets }),
             stdin: pulumi.secret(stdin),
             triggers: pulumi.all([args.serverId, args.summary]).apply(([serverId, summary]) => [`server ${serverId}`, ...summary]),
             addPreviousOutputInEnv: false,
@@ -175,6 +177,7 @@ export class ServerConfig extends pulumi.ComponentResource {
                 content,
                 {
                     name: step.name,
+                    background: step.background,
                     connection: args.connection,
                     serverId: args.serverId,
                     secrets: secretsFor(step, args.secrets),

@@ -72,6 +72,12 @@ export interface Step {
     readonly script: string;
     /** Names of steps that must be applied before this one. */
     readonly after: readonly string[];
+    /**
+     * Nothing on the mail path waits for this step (the web, the certificate, webmail, backups):
+     * its script runs at a lower CPU priority (nice 10), so that on a new server, where the engine
+     * starts many steps at once on a few cores, the ones the mail path waits for get the CPU.
+     */
+    readonly background?: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -301,7 +307,7 @@ export const STEP_LOG_DIR = "/var/log/ispmail/steps";
  *   a truncated script would otherwise look like success;
  * - on failure, ends with the exit code and the last lines, and says where the rest is.
  */
-export function remoteApplyCommand(step: Pick<Step, "name">, opts: { holdsSecrets: boolean; logDir?: string }): string {
+export function remoteApplyCommand(step: Pick<Step, "name" | "background">, opts: { holdsSecrets: boolean; logDir?: string }): string {
     if (!SAFE_NAME.test(step.name)) throw new Error(`step name ${JSON.stringify(step.name)} is not a safe name`);
     const logDir = opts.logDir ?? STEP_LOG_DIR;
     if (!SAFE_PATH.test(logDir)) throw new Error(`unsafe log directory ${logDir}`);
@@ -310,7 +316,7 @@ export function remoteApplyCommand(step: Pick<Step, "name">, opts: { holdsSecret
     return [
         `umask 077; d=${logDir}; log=${base}.log; out=${base}.out`,
         `mkdir -p "$d" && chmod 0700 "$d" || exit 1`,
-        `${RUN_SCRIPT_FROM_STDIN} >"$out" 2>"$log"; rc=$?`,
+        `${step.background ? "nice -n 10 " : ""}${RUN_SCRIPT_FROM_STDIN} >"$out" 2>"$log"; rc=$?`,
         `if ! grep '^${RESULT_PREFIX}' "$out"; then [ "$rc" -ne 0 ] || rc=70; echo "ispmail: step ${step.name} printed no result line: its script did not run to the end" >&2; fi`,
         `if [ "$rc" -eq 0 ]; then ${show} >&2; else ${show} | tail -n 30 >&2; echo "ispmail: step ${step.name} failed (exit $rc); its whole output is on the server in $log and $out (root only)" >&2; fi`,
         `exit "$rc"`,

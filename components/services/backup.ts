@@ -62,6 +62,7 @@ function render(model: Model): StepBody {
 export const backup: Service = {
     name: STEP.backup,
     after: [],
+    background: true,
     // What a backup reads: the database (and the directory's schema), and the base system.
     follows: [STEP.base, STEP.postgresql, STEP.directory],
     enabled: (model) => Boolean(model.backup),

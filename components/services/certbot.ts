@@ -59,4 +59,5 @@ function render(model: Model, { webHosts }: RenderContext): StepBody {
     };
 }
 
-export const certbot: Service = { name: STEP.certbot, after: [STEP.web], render };
+// Mail does not wait for the CA: Postfix and Dovecot start with the tls step's certificate.
+export const certbot: Service = { name: STEP.certbot, after: [STEP.web], background: true, render };

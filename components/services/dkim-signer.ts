@@ -48,4 +48,5 @@ function render(model: Model, { facts }: RenderContext): StepBody {
     };
 }
 
-export const dkimSigner: Service = { name: STEP.dkimSigner, after: [STEP.rspamd], usesFacts: true, render };
+// Nothing waits for it: Rspamd signs with the chosen selector from the reload this step does.
+export const dkimSigner: Service = { name: STEP.dkimSigner, after: [STEP.rspamd], usesFacts: true, background: true, render };

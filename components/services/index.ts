@@ -87,7 +87,7 @@ function serverView(model: Model, facts: DeploymentFacts, services: readonly Ser
 
 function renderStep(service: Service, model: Model, view: ReturnType<typeof serverView>): Step {
     const follows = (service.follows ?? []).filter((name) => view.present.includes(name));
-    return { name: service.name, ...service.render(model, view.context), after: [...service.after, ...follows] };
+    return { name: service.name, ...service.render(model, view.context), after: [...service.after, ...follows], ...(service.background ? { background: true } : {}) };
 }
 
 /**
@@ -105,7 +105,14 @@ export function stepsOf(service: Service, model: Model, opts: RenderOptions = {}
  */
 export function renderServerSteps(model: Model, facts: DeploymentFacts, services: readonly Service[] = SERVICES): Step[] {
     const view = serverView(model, facts, services);
-    return orderSteps(withPackagesStep(orderSteps(enabledServices(model, services).map((s) => renderStep(s, model, view)))));
+    const steps = orderSteps(withPackagesStep(orderSteps(enabledServices(model, services).map((s) => renderStep(s, model, view)))));
+    // A step at background priority must not hold up one that is not (it would slow the mail path).
+    const background = new Set(steps.filter((s) => s.background).map((s) => s.name));
+    for (const s of steps) {
+        const waitsFor = s.background ? [] : s.after.filter((dep) => background.has(dep));
+        if (waitsFor.length) throw new Error(`step ${s.name} runs after the background step(s) ${waitsFor.join(", ")}: make it background too, or them not`);
+    }
+    return steps;
 }
 
 /**

@@ -183,6 +183,7 @@ function render(model: Model): StepBody {
 export const nextcloud: Service = {
     name: STEP.nextcloud,
     after: [STEP.web, STEP.directory],
+    background: true,
     enabled: (model) => model.nextcloud.enabled,
     secrets: () => [{ name: NEXTCLOUD_ADMIN_SECRET, kind: "password", description: "Nextcloud admin user", stateful: false }],
     render,

@@ -42,7 +42,7 @@ export interface PublicPort {
 }
 
 /** A step as a service renders it; its name and order come from the service. */
-export type StepBody = Omit<Step, "name" | "after">;
+export type StepBody = Omit<Step, "name" | "after" | "background">;
 
 export interface Service {
     /** The step's name: the Pulumi resource name, so renaming needs an alias. Use {@link STEP}. */
@@ -64,6 +64,8 @@ export interface Service {
      * per possible fact and waits for the real one, while every other step stays plain data.
      */
     readonly usesFacts?: boolean;
+    /** Nothing on the mail path waits for it: its step runs at a lower CPU priority ({@link Step.background}). */
+    readonly background?: boolean;
     readonly render: (model: Model, context: RenderContext) => StepBody;
 }
 

@@ -147,6 +147,8 @@ function render(model: Model, { webHosts }: RenderContext): StepBody {
 export const web: Service = {
     name: STEP.web,
     after: [STEP.base, STEP.tls],
+    // Mail flows without it (senders fetch MTA-STS policies later and cache them).
+    background: true,
     publicPorts: WEB_PORTS,
     // The groupware host (Nextcloud or its placeholder page), then each mail domain's MTA-STS and
     // autoconfig names.

@@ -57,6 +57,7 @@ function render(model: Model): StepBody {
 export const webmail: Service = {
     name: STEP.webmail,
     after: [STEP.web, STEP.directory],
+    background: true,
     enabled: (model) => model.webmail.enabled,
     webNames: (model) => [model.webmail.host],
     secrets: () => [{ name: WEBMAIL_DES_KEY_SECRET, kind: "password", description: "Roundcube's session encryption key (des_key)", stateful: false }],

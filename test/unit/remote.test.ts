@@ -24,7 +24,7 @@ const STEPS: Step[] = [
         files: [{ path: "/etc/ispmail/secrets/db.mailreader", content: secretRef("db.mailreader"), secret: true }],
     }),
     step("tls", ["base"]),
-    step("certbot", ["tls"]),
+    step("certbot", ["tls"], { background: true }),
 ];
 
 async function configRun(steps: readonly Step[] = STEPS, secretNames = Object.keys(SECRETS)) {
@@ -51,8 +51,9 @@ describe("remote: steps as commands", () => {
         const commands = commandsOf(resources);
         assert.deepEqual(commands.map((c) => c.name).sort(), ["base", "certbot", "postgresql", "tls"]);
         for (const c of commands) {
-            assert.equal(c.inputs.create, remoteApplyCommand({ name: c.name }, { holdsSecrets: c.name === "postgresql" }));
-            assert.ok(String(c.inputs.create).includes(`${RUN_SCRIPT_FROM_STDIN} >"$out"`));
+            assert.equal(c.inputs.create, remoteApplyCommand({ name: c.name, background: c.name === "certbot" }, { holdsSecrets: c.name === "postgresql" }));
+            // A background step's script runs at a lower CPU priority (Step.background).
+            assert.ok(String(c.inputs.create).includes(`${c.name === "certbot" ? "nice -n 10 " : "\n"}${RUN_SCRIPT_FROM_STDIN} >"$out"`), `${c.name}: ${c.inputs.create}`);
             // The provider would send the previous stdout as an SSH environment variable (sshd refuses it).
             assert.equal(c.inputs.addPreviousOutputInEnv, false, `${c.name}: addPreviousOutputInEnv`);
         }

@@ -16,7 +16,8 @@ import { MailServer } from "../../components/mail-server";
 import { publicPorts, renderServerSteps, SERVICES, secretSpecs, settledFacts, STEP, webHosts, type Service } from "../../components/services";
 import { parseStepResult, secretRef } from "../../components/steps";
 import { ofType, one, runMocked } from "../harness/mocks";
-import { fixtureModel } from "../fixtures/config";
+import { fixtureModel, labRawConfig } from "../fixtures/config";
+import { parseConfig } from "../../components/config";
 import { needsRoot } from "../harness/needs";
 
 const model = fixtureModel();
@@ -131,5 +132,22 @@ describe("services: everything is derived from the list", () => {
         // Control: without the service, its port is not probed at all.
         const without = await runChecks({ stack: "test", lab: true, model, ipv4: "127.0.0.1", ipv6: "::1", records: [], dkimKnown: true, fixDns: "", fixPtr: "" }, { lookup: noRecords });
         assert.ok(!without.some((f) => f.check === "port" && f.message.startsWith(`${port} `)));
+    });
+});
+
+describe("services: background steps", () => {
+    it("services: the web, the certificate, webmail, Nextcloud, backups and the DKIM signer run at background priority, the mail path does not", () => {
+        // The lab's stack (it has backups) with Nextcloud on.
+        const raw = labRawConfig();
+        raw.nextcloud = { enabled: true, version: "31.0.9", sha256: "cd".repeat(32) };
+        const m = parseConfig(raw, { stack: "lab" }).model;
+        const steps = renderServerSteps(m, settledFacts(m));
+        assert.deepEqual(steps.filter((s) => s.background).map((s) => s.name).sort(), ["backup", "certbot", "dkim-signer", "nextcloud", "web", "webmail"]);
+    });
+
+    it("services: a step that is not background may not wait for one that is", () => {
+        const late = (): Service => ({ ...throwaway(), name: "late", after: [STEP.certbot] });
+        assert.throws(() => renderServerSteps(model, settledFacts(model), [...SERVICES, late()]), /step late runs after the background step\(s\) certbot: make it background too, or them not/);
+        assert.doesNotThrow(() => renderServerSteps(model, settledFacts(model), [...SERVICES, { ...late(), background: true }]));
     });
 });

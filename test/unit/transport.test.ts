@@ -110,6 +110,17 @@ describe("transport: the apply script cannot be cut short unseen", () => {
         assert.ok(Number(m[1]) < script.length / 100, `${m[1]} read(2) calls for a script of ${script.length} bytes`);
     });
 
+    it("transport: a background step's script runs at nice 10, every other at the priority sshd gave the session", () => {
+        const own = Number(spawnSync("nice", { encoding: "utf8" }).stdout.trim());
+        const niceness = (background: boolean) => {
+            const r = send(step("prio", 'log "niceness $(nice)"', { background }));
+            assert.equal(r.code, 0, r.stderr);
+            return Number(/niceness (-?\d+)/.exec(r.stderr)?.[1]);
+        };
+        assert.equal(niceness(false), own);
+        assert.equal(niceness(true), Math.min(own + 10, 19));
+    });
+
     it("transport: stdout carries only the result line; a whole step's output stays root-only on the server", () => {
         const r = send(step("chatty", ['echo "to stdout"', 'log "to stderr"'].join("\n")));
         assert.equal(r.code, 0, r.stderr);
