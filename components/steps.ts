@@ -295,6 +295,27 @@ export const RUN_SCRIPT_FROM_STDIN = `bash -c 'eval "$(cat)"'`;
 export const STEP_LOG_DIR = "/var/log/ispmail/steps";
 
 /**
+ * Every run of a step holds an exclusive lock on its own file in this directory (root only, in
+ * memory: a lock outlives no boot). Whoever reloads a daemon that another step configures takes that
+ * step's lock first, so the daemon never reloads into a configuration written halfway: on a new
+ * server the engine starts the certbot step beside the dovecot step, and the certificate's reload
+ * of Dovecot came while /etc/dovecot named sockets in a directory the step had not made yet (Dovecot
+ * 2.4.1 aborts on that reload). Two runs of one step wait for each other the same way.
+ */
+export const STEP_LOCK_DIR = "/run/ispmail";
+
+/** The lock file a run of the step holds ({@link STEP_LOCK_DIR}). */
+export function stepLockPath(stepName: string, lockDir = STEP_LOCK_DIR): string {
+    if (!SAFE_NAME.test(stepName)) throw new Error(`step name ${JSON.stringify(stepName)} is not a safe name`);
+    return `${lockDir}/step-${stepName}.lock`;
+}
+
+/** How long a run waits for its step's lock before it fails (a step's own timeout is 40 minutes). */
+const STEP_LOCK_WAIT_SECONDS = 1800;
+/** flock's exit code when the wait ran out: EX_TEMPFAIL, as nothing ran. */
+const STEP_LOCK_BUSY = 75;
+
+/**
  * The command both transports run over SSH, with the apply script on its stdin. It is constant per
  * step (never a secret in it: a failing command's error quotes it) and POSIX sh (root's login shell
  * runs it). It
@@ -303,20 +324,23 @@ export const STEP_LOG_DIR = "/var/log/ispmail/steps";
  *   holds secrets only the step's own `log` lines (`[name] ...`, which never carry a secret): the
  *   Pulumi provider puts a failing command's stdout and stderr into its error message even with
  *   logging off (pulumi-command#260);
+ * - runs the script holding the step's lock ({@link stepLockPath}; flock -o: the script and the
+ *   daemons it starts do not inherit the lock, flock itself holds it until the script ends);
  * - fails when the result line is missing (a script cut short, or one that exited 0 early), since
  *   a truncated script would otherwise look like success;
  * - on failure, ends with the exit code and the last lines, and says where the rest is.
  */
-export function remoteApplyCommand(step: Pick<Step, "name" | "background">, opts: { holdsSecrets: boolean; logDir?: string }): string {
-    if (!SAFE_NAME.test(step.name)) throw new Error(`step name ${JSON.stringify(step.name)} is not a safe name`);
+export function remoteApplyCommand(step: Pick<Step, "name" | "background">, opts: { holdsSecrets: boolean; logDir?: string; lockDir?: string }): string {
+    const lock = stepLockPath(step.name, opts.lockDir);
     const logDir = opts.logDir ?? STEP_LOG_DIR;
-    if (!SAFE_PATH.test(logDir)) throw new Error(`unsafe log directory ${logDir}`);
+    for (const dir of [logDir, opts.lockDir ?? STEP_LOCK_DIR]) if (!SAFE_PATH.test(dir)) throw new Error(`unsafe directory ${dir}`);
     const base = `${logDir}/${step.name}`;
     const show = opts.holdsSecrets ? `grep -E '^\\[${step.name.replace(/\./g, "\\.")}\\] ' "$log"` : `cat "$log"`;
     return [
-        `umask 077; d=${logDir}; log=${base}.log; out=${base}.out`,
-        `mkdir -p "$d" && chmod 0700 "$d" || exit 1`,
-        `${step.background ? "nice -n 10 " : ""}${RUN_SCRIPT_FROM_STDIN} >"$out" 2>"$log"; rc=$?`,
+        `umask 077; d=${logDir}; log=${base}.log; out=${base}.out; lock=${lock}`,
+        `mkdir -p "$d" "\${lock%/*}" && chmod 0700 "$d" "\${lock%/*}" || exit 1`,
+        `flock -o -w ${STEP_LOCK_WAIT_SECONDS} -E ${STEP_LOCK_BUSY} "$lock" ${step.background ? "nice -n 10 " : ""}${RUN_SCRIPT_FROM_STDIN} >"$out" 2>"$log"; rc=$?`,
+        `if [ "$rc" -eq ${STEP_LOCK_BUSY} ] && [ ! -s "$out" ] && [ ! -s "$log" ]; then echo "ispmail: step ${step.name} did not run: $lock stayed locked for ${STEP_LOCK_WAIT_SECONDS} s (another run of this step, or a reload of its daemon, holds it)" >&2; fi`,
         `if ! grep '^${RESULT_PREFIX}' "$out"; then [ "$rc" -ne 0 ] || rc=70; echo "ispmail: step ${step.name} printed no result line: its script did not run to the end" >&2; fi`,
         `if [ "$rc" -eq 0 ]; then ${show} >&2; else ${show} | tail -n 30 >&2; echo "ispmail: step ${step.name} failed (exit $rc); its whole output is on the server in $log and $out (root only)" >&2; fi`,
         `exit "$rc"`,

@@ -15,7 +15,7 @@
  */
 import type { Model } from "../config";
 import { ACME_WEBROOT } from "../paths";
-import type { StepFile } from "../steps";
+import { stepLockPath, type StepFile } from "../steps";
 import { shellAssignments } from "../shell";
 import { readStatic } from "../templates";
 import { STEP } from "./names";
@@ -31,6 +31,13 @@ export function certificateDomains(model: Pick<Model, "mailHost">, webHosts: rea
     return [...new Set([model.mailHost, ...webHosts])].sort();
 }
 
+/** The daemons that read the certificate, each with the step that configures it (whose lock the reload takes). */
+const RELOADED: readonly (readonly [unit: string, step: string])[] = [
+    ["postfix", STEP.postfix],
+    ["dovecot", STEP.dovecot],
+    ["apache2", STEP.web],
+];
+
 function render(model: Model, { webHosts }: RenderContext): StepBody {
     const domains = certificateDomains(model, webHosts);
     const conf = shellAssignments({
@@ -43,6 +50,7 @@ function render(model: Model, { webHosts }: RenderContext): StepBody {
         // Which of ispmail:tlsKeys the installed key is: moving another key first changes this file,
         // so the step runs again and asks for a certificate of the new key right after the tls step.
         KEY_NAME: model.tlsKeys[0],
+        RELOADS: RELOADED.map(([unit, step]) => `${unit}=${stepLockPath(step)}`).join(" "),
     });
     const file = (path: string, content: string, mode = "0644"): StepFile => ({ path, content, owner: "root", group: "root", mode });
     return {

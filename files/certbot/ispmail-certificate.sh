@@ -15,7 +15,8 @@ set -euo pipefail
 umask 077
 
 conf=${ISPMAIL_CERTIFICATE_CONF:-/etc/ispmail/certificate.conf}
-# CERT_CN, CERT_DOMAINS (space separated, sorted), ACME_SERVER, ACME_EMAIL, ACME_WEBROOT, KEY.
+# CERT_CN, CERT_DOMAINS (space separated, sorted), ACME_SERVER, ACME_EMAIL, ACME_WEBROOT, KEY,
+# RELOADS (unit=lock file, space separated).
 # shellcheck source=/dev/null
 . "$conf"
 tls=${ISPMAIL_TLS_DIR:-/etc/ispmail/tls}
@@ -82,12 +83,30 @@ install -d -m 0755 "$state"
 printf '%s\n' "$ACME_SERVER" > "$state/server"
 
 # Reload (not restart): running sessions go on, new connections get the new certificate. Only
-# daemons that run here.
+# daemons that run here, each under the lock of the step that configures it (RELOADS: unit=lock):
+# a step applying that daemon's configuration right now (the engine runs this script's step beside
+# the dovecot and postfix steps on a new server) finishes first, so the daemon never reloads into a
+# configuration written halfway. Exit status: 0 reloaded, 1 not running, 2 failed.
+reload_under_lock() { # UNIT LOCK
+  mkdir -p "${2%/*}"
+  (
+    if ! flock -w 1800 9; then
+      echo "ispmail-certificate: $2 stayed locked for 1800 s; $1 not reloaded" >&2
+      exit 2
+    fi
+    systemctl is-active --quiet "$1" || exit 1
+    systemctl reload "$1" || exit 2
+  ) 9>"$2"
+}
 reloaded=()
-for service in postfix dovecot apache2; do
-  if systemctl is-active --quiet "$service"; then
-    systemctl reload "$service"
-    reloaded+=("$service")
-  fi
+for reload in $RELOADS; do
+  service=${reload%%=*}
+  status=0
+  reload_under_lock "$service" "${reload#*=}" || status=$?
+  case $status in
+    0) reloaded+=("$service") ;;
+    1) ;;
+    *) exit 1 ;;
+  esac
 done
 echo "installed a certificate for $CERT_DOMAINS ($reason); reloaded: ${reloaded[*]:-none}"

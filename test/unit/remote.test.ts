@@ -53,7 +53,7 @@ describe("remote: steps as commands", () => {
         for (const c of commands) {
             assert.equal(c.inputs.create, remoteApplyCommand({ name: c.name, background: c.name === "certbot" }, { holdsSecrets: c.name === "postgresql" }));
             // A background step's script runs at a lower CPU priority (Step.background).
-            assert.ok(String(c.inputs.create).includes(`${c.name === "certbot" ? "nice -n 10 " : "\n"}${RUN_SCRIPT_FROM_STDIN} >"$out"`), `${c.name}: ${c.inputs.create}`);
+            assert.ok(String(c.inputs.create).includes(`"$lock" ${c.name === "certbot" ? "nice -n 10 " : ""}${RUN_SCRIPT_FROM_STDIN} >"$out"`), `${c.name}: ${c.inputs.create}`);
             // The provider would send the previous stdout as an SSH environment variable (sshd refuses it).
             assert.equal(c.inputs.addPreviousOutputInEnv, false, `${c.name}: addPreviousOutputInEnv`);
         }

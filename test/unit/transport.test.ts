@@ -10,16 +10,19 @@ import { spawn, spawnSync } from "node:child_process";
 import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { parseStepResult, remoteApplyCommand, renderApplyScript, type Step } from "../../components/steps";
+import { parseStepResult, remoteApplyCommand, renderApplyScript, stepLockPath, type Step } from "../../components/steps";
 
 let root: string;
 let fakeBin: string;
 let logDir: string;
+let lockDir: string;
 
 before(() => {
     root = mkdtempSync("/tmp/ispmail-transport-test-");
     fakeBin = join(root, "bin");
     logDir = join(root, "log", "steps");
+    lockDir = join(root, "run");
+    mkdirSync(lockDir);
     mkdirSync(fakeBin);
     // A package database where nothing is installed, and an apt-get that fails at once, as the real
     // one does, when another apt-get holds the lock (here: a directory only one can create).
@@ -45,13 +48,13 @@ const env = () => ({ ...process.env, PATH: `${fakeBin}:${process.env.PATH}` });
 
 /** What sshd does with a command resource: `sh -c COMMAND`, the script on stdin. */
 function send(s: Step, input = renderApplyScript(s), holdsSecrets = false): Sent {
-    const r = spawnSync("sh", ["-c", remoteApplyCommand(s, { holdsSecrets, logDir })], { input, encoding: "utf8", timeout: 20_000, env: env() });
+    const r = spawnSync("sh", ["-c", remoteApplyCommand(s, { holdsSecrets, logDir, lockDir })], { input, encoding: "utf8", timeout: 20_000, env: env() });
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 function sendAsync(s: Step): Promise<Sent> {
     return new Promise((resolve, reject) => {
-        const child = spawn("sh", ["-c", remoteApplyCommand(s, { holdsSecrets: false, logDir })], { env: env() });
+        const child = spawn("sh", ["-c", remoteApplyCommand(s, { holdsSecrets: false, logDir, lockDir })], { env: env() });
         let stdout = "";
         let stderr = "";
         child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
@@ -157,6 +160,41 @@ function aptLockSkip(): string | undefined {
 }
 
 describe("transport: steps the engine runs at the same time", () => {
+    /** The step's run as "start end" pairs of $EPOCHREALTIME from its log lines. */
+    const span = (r: Sent) => (/span (\d+\.\d+) (\d+\.\d+)/.exec(r.stderr) ?? []).slice(1).map(Number);
+
+    it("transport: two runs of one step wait for each other (the step's lock); two steps do not", async () => {
+        const script = 'begin=$EPOCHREALTIME; sleep 0.5; log "span $begin $EPOCHREALTIME"';
+        const [a, b] = await Promise.all([sendAsync(step("twice", script)), sendAsync(step("twice", script))]);
+        assert.equal(a.code, 0, a.stderr);
+        assert.equal(b.code, 0, b.stderr);
+        const [first, second] = [span(a), span(b)].sort((x, y) => x[0] - y[0]);
+        assert.ok(second[0] >= first[1], `the second run began ${(first[1] - second[0]).toFixed(3)} s before the first ended`);
+        // Positive control: two different steps overlap.
+        const [c, d] = await Promise.all([sendAsync(step("one", script)), sendAsync(step("other", script))]);
+        const [x, y] = [span(c), span(d)].sort((p, q) => p[0] - q[0]);
+        assert.ok(y[0] < x[1], "two different steps ran one after the other");
+    });
+
+    it("transport: a reload that holds the step's lock (the certificate's) delays the step; a daemon the step started does not hold it", async () => {
+        // What ispmail-certificate does around a reload: the lock file of the step that configures the daemon.
+        const holder = spawn("flock", [stepLockPath("held", lockDir), "sleep", "0.6"]);
+        const released = new Promise((resolve) => holder.once("close", resolve));
+        await new Promise((resolve) => setTimeout(resolve, 150));
+        const started = Date.now();
+        const r = await sendAsync(step("held", 'log "ran"'));
+        assert.equal(r.code, 0, r.stderr);
+        assert.ok(Date.now() - started >= 350, `the step ran ${Date.now() - started} ms after it was sent, while the lock was held`);
+        await released;
+        // A step that leaves a process running (as `postfix start` leaves its master): the next run
+        // does not wait for it, because flock -o keeps the lock out of the script's children.
+        const daemon = step("daemon", 'setsid sleep 3 </dev/null >/dev/null 2>&1 & log "started"');
+        assert.equal((await sendAsync(daemon)).code, 0);
+        const again = Date.now();
+        assert.equal((await sendAsync(daemon)).code, 0);
+        assert.ok(Date.now() - again < 2500, `the second run waited ${Date.now() - again} ms for the first run's daemon`);
+    });
+
     it("transport: package operations of concurrent steps wait for each other instead of failing on apt's lock", { skip: aptLockSkip() }, async () => {
         const steps = ["pkg-a", "pkg-b", "pkg-c"].map((name) => step(name, "", { packages: [`fake-${name}`] }));
         const results = await Promise.all(steps.map(sendAsync));

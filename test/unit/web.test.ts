@@ -4,7 +4,7 @@
  * e2e tests (test/e2e/web.test.ts) check the same things against the running Apache.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { createPublicKey, X509Certificate } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,7 +18,7 @@ import { tlsKeySecret } from "../../components/secrets";
 import { DB_ADMIN_APPS, DB_ADMIN_SITE, PHPPGADMIN_CONFIG } from "../../components/services/dbadmin";
 import { ACME_WEBROOT, AUTOCONFIG_XML_PATH, DB_ADMIN_PORT, DB_ADMIN_ROOT, MTA_STS_POLICY_PATH, PLACEHOLDER_ROOT, renderApacheSites, renderAutoconfigXml, renderAutodiscoverPhp } from "../../components/services/web";
 import { mtaStsPolicy } from "../../components/dns/records";
-import { renderApplyScript, secretRef, type Step } from "../../components/steps";
+import { renderApplyScript, secretRef, stepLockPath, type Step } from "../../components/steps";
 import { readStatic } from "../../components/templates";
 import { validRawConfig } from "../fixtures/config";
 import { SERVICE, stepsOf, webHosts } from "../../components/services";
@@ -396,6 +396,9 @@ describe("certbot", () => {
         const conf = step.files.find((f) => f.path === CERTIFICATE_CONF)!;
         const vars = execFileSync("bash", ["-c", `${conf.content}\nprintf '%s\\n' "$CERT_CN" "$ACME_SERVER" "$ACME_EMAIL" "$ACME_WEBROOT" "$CERT_DOMAINS" "$KEY"`], { encoding: "utf8" });
         assert.deepEqual(vars.trim().split("\n"), ["mx1.example.org", "https://198.51.100.1:14000/dir", "postmaster@example.org", ACME_WEBROOT, "autoconfig.example.com autoconfig.example.org mta-sts.example.com mta-sts.example.org mx1.example.org webmail.example.org", CERTIFICATE_KEY]);
+        // Each daemon reading the certificate is reloaded under the lock of the step that configures it.
+        const reloads = execFileSync("bash", ["-c", `${conf.content}\nprintf '%s' "$RELOADS"`], { encoding: "utf8" });
+        assert.equal(reloads, `postfix=${stepLockPath(SERVICE.postfix.name)} dovecot=${stepLockPath(SERVICE.dovecot.name)} apache2=${stepLockPath(SERVICE.web.name)}`);
         // The key in use is the first listed, delivered by the tls step as a secret (root only);
         // both are kept by the stack.
         const [tlsStep] = stepsOf(SERVICE.tls, m);
@@ -456,8 +459,12 @@ cp ${dir}/ca.pem "$chain"; cat "$cert" ${dir}/ca.pem > "$full"
         );
         writeFileSync(join(bin, "systemctl"), `#!/bin/sh\necho "$*" >> ${dir}/systemctl.calls\ncase "$*" in "is-active --quiet apache2"|"is-active --quiet dovecot"|reload*) exit 0;; *) exit 3;; esac\n`, { mode: 0o755 });
         const conf = join(dir, "certificate.conf");
+        const lock = (stepName: string) => stepLockPath(stepName, join(dir, "run"));
         const configure = (domains: string) =>
-            writeFileSync(conf, shellAssignments({ CERT_CN: "mx1.example.org", CERT_DOMAINS: domains, ACME_SERVER: "https://acme.invalid/dir", ACME_EMAIL: "postmaster@example.org", ACME_WEBROOT: dir, KEY: key }));
+            writeFileSync(
+                conf,
+                shellAssignments({ CERT_CN: "mx1.example.org", CERT_DOMAINS: domains, ACME_SERVER: "https://acme.invalid/dir", ACME_EMAIL: "postmaster@example.org", ACME_WEBROOT: dir, KEY: key, RELOADS: `postfix=${lock("postfix")} dovecot=${lock("dovecot")} apache2=${lock("web")}` }),
+            );
         configure("mta-sts.example.org mx1.example.org");
         const tls = join(dir, "tls");
         const run = (args: string[] = [], env: Record<string, string> = {}) => {
@@ -472,7 +479,7 @@ cp ${dir}/ca.pem "$chain"; cat "$cert" ${dir}/ca.pem > "$full"
         };
         const installed = () => new X509Certificate(readFileSync(join(tls, "fullchain.pem")));
         const keyId = (pem: string | Buffer) => createPublicKey(pem).export({ type: "spki", format: "der" }).toString("base64");
-        return { dir, key, newKey, configure, run, tls, installed, keyId };
+        return { dir, key, newKey, configure, run, tls, installed, keyId, lock, conf, bin };
     }
 
     it("ispmail-certificate: the certificate carries the configured key, through issuance, renewal and a key change", { skip: needsRoot("the script installs the certificate as root:ssl-cert") }, () => {
@@ -508,6 +515,27 @@ cp ${dir}/ca.pem "$chain"; cat "$cert" ${dir}/ca.pem > "$full"
         writeFileSync(rig.key, readFileSync(rig.newKey("next.pem")));
         assert.match(rig.run().out, /\(the configured key changed\)/);
         assert.equal(rig.keyId(rig.installed().publicKey.export({ type: "spki", format: "pem" })), rig.keyId(readFileSync(rig.key)));
+    });
+
+    it("ispmail-certificate: Dovecot is reloaded only when the dovecot step's run (its lock) is over", { skip: needsRoot("the script installs the certificate as root:ssl-cert") }, async () => {
+        const rig = certificateRig();
+        mkdirSync(join(rig.dir, "run"));
+        // The dovecot step's run, as remoteApplyCommand holds it: flock on the step's lock file.
+        const step = spawn("flock", [rig.lock("dovecot"), "sh", "-c", `sleep 0.8; echo "dovecot step done" >> ${rig.dir}/systemctl.calls`]);
+        const stepDone = new Promise((resolve) => step.once("close", resolve));
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        const out = await new Promise<string>((resolve, reject) =>
+            execFile(
+                "bash",
+                [join(__dirname, "../../files/certbot/ispmail-certificate.sh")],
+                { env: { ...process.env, PATH: `${rig.bin}:${process.env.PATH}`, ISPMAIL_CERTIFICATE_CONF: rig.conf, ISPMAIL_TLS_DIR: rig.tls, ISPMAIL_CERTIFICATE_STATE: join(rig.dir, "state") } },
+                (e, stdout, stderr) => (e ? reject(new Error(stderr)) : resolve(stdout)),
+            ),
+        );
+        await stepDone;
+        assert.match(out, /reloaded: dovecot apache2$/m);
+        const calls = readFileSync(join(rig.dir, "systemctl.calls"), "utf8").trim().split("\n");
+        assert.ok(calls.indexOf("dovecot step done") >= 0 && calls.indexOf("dovecot step done") < calls.indexOf("reload dovecot"), calls.join(" | "));
     });
 
     it("ispmail-certificate: a certificate for another key is refused and the installed one stays", { skip: needsRoot("the script installs the certificate as root:ssl-cert") }, () => {
