@@ -231,7 +231,8 @@ export function renderApplyScript(step: Step): string {
         `ISPMAIL_STATE_DIR=${shellQuote(STATE_DIR)}`,
         // bash keeps a large here-document (file content, inputs) in a temporary file while it
         // runs: in memory (tmpfs), root only, never on a disk.
-        "install -d -m 0700 /run/ispmail && TMPDIR=/run/ispmail",
+        "[ -d /run/ispmail ] || install -d -m 0700 /run/ispmail",
+        "TMPDIR=/run/ispmail",
         PRELUDE,
         // Everything below is one function, called on the last line with stdin from /dev/null:
         // bash parses the whole body before running any of it, so a child that reads stdin (were
@@ -338,11 +339,15 @@ export function remoteApplyCommand(step: Pick<Step, "name" | "background">, opts
     const show = opts.holdsSecrets ? `grep -E '^\\[${step.name.replace(/\./g, "\\.")}\\] ' "$log"` : `cat "$log"`;
     return [
         `umask 077; d=${logDir}; log=${base}.log; out=${base}.out; lock=${lock}`,
-        `mkdir -p "$d" "\${lock%/*}" && chmod 0700 "$d" "\${lock%/*}" || exit 1`,
+        // Made root-only once; the test builtins spare two forks on every later run.
+        `{ [ -d "$d" ] && [ -d "\${lock%/*}" ]; } || { mkdir -p "$d" "\${lock%/*}" && chmod 0700 "$d" "\${lock%/*}"; } || exit 1`,
         `flock -o -w ${STEP_LOCK_WAIT_SECONDS} -E ${STEP_LOCK_BUSY} "$lock" ${step.background ? "nice -n 10 " : ""}${RUN_SCRIPT_FROM_STDIN} >"$out" 2>"$log"; rc=$?`,
         `if [ "$rc" -eq ${STEP_LOCK_BUSY} ] && [ ! -s "$out" ] && [ ! -s "$log" ]; then echo "ispmail: step ${step.name} did not run: $lock stayed locked for ${STEP_LOCK_WAIT_SECONDS} s (another run of this step, or a reload of its daemon, holds it)" >&2; fi`,
-        `if ! grep '^${RESULT_PREFIX}' "$out"; then [ "$rc" -ne 0 ] || rc=70; echo "ispmail: step ${step.name} printed no result line: its script did not run to the end" >&2; fi`,
-        `if [ "$rc" -eq 0 ]; then ${show} >&2; else ${show} | tail -n 30 >&2; echo "ispmail: step ${step.name} failed (exit $rc); its whole output is on the server in $log and $out (root only)" >&2; fi`,
+        // The result line, found by the shell itself (out holds little more on success): with the
+        // test below, two forks fewer per step than grep and cat (each ~5 ms of a small server's CPU).
+        `result=; while IFS= read -r line; do case $line in '${RESULT_PREFIX}'*) result=$line ;; esac; done <"$out"`,
+        `if [ -n "$result" ]; then printf '%s\n' "$result"; else [ "$rc" -ne 0 ] || rc=70; echo "ispmail: step ${step.name} printed no result line: its script did not run to the end" >&2; fi`,
+        `if [ "$rc" -eq 0 ]; then [ ! -s "$log" ] || ${show} >&2; else ${show} | tail -n 30 >&2; echo "ispmail: step ${step.name} failed (exit $rc); its whole output is on the server in $log and $out (root only)" >&2; fi`,
         `exit "$rc"`,
     ].join("\n");
 }

@@ -44,7 +44,7 @@ apache_toggle "a2dissite -q" "disabled apache site" /etc/apache2/sites-enabled c
 apache_toggle "a2ensite -q" "enabled apache site" /etc/apache2/sites-enabled conf present $WEB_SITES
 for path in /etc/apache2/sites-available/ispmail-*.conf; do
   [ -e "$path" ] || continue
-  site=$(basename "$path" .conf)
+  site=${path##*/}; site=${site%.conf}
   case " $WEB_SITES " in *" $site "*) continue ;; esac
   [ -e "/etc/apache2/sites-enabled/$site.conf" ] && a2dissite -q "$site" >/dev/null
   rm -f "$path"

@@ -9,7 +9,7 @@ DATA_DIR=/srv/ispmail
 # --- Host name ------------------------------------------------------------------------------
 # /etc/hostname holds the FQDN (a step file); set the running name too. Postfix's myhostname
 # and the SMTP greeting default to it.
-if [ "$(hostname)" != "$MAIL_HOST" ]; then
+if [ "$(< /proc/sys/kernel/hostname)" != "$MAIL_HOST" ]; then
   hostname "$MAIL_HOST"
   ispmail_action "set the host name to $MAIL_HOST"
 fi
@@ -90,8 +90,10 @@ if ! getent passwd vmail >/dev/null; then
   useradd --uid 5000 --gid vmail --home-dir /var/vmail --no-create-home --shell /usr/sbin/nologin --comment "ispmail mailboxes" vmail
   ispmail_action "created user vmail (5000)"
 fi
-if [ "$(id -u vmail):$(id -g vmail)" != "5000:5000" ]; then
-  log "user vmail exists with uid:gid $(id -u vmail):$(id -g vmail), not 5000:5000; fix it by hand (files on the volume are owned by 5000)"
+# (name:password:uid:gid:... as getent prints it; what `id -u` and `id -g` would say, one fork in all.)
+IFS=: read -r _ _ vmail_uid vmail_gid _ <<< "$(getent passwd vmail)"
+if [ "$vmail_uid:$vmail_gid" != "5000:5000" ]; then
+  log "user vmail exists with uid:gid $vmail_uid:$vmail_gid, not 5000:5000; fix it by hand (files on the volume are owned by 5000)"
   exit 1
 fi
 

@@ -85,10 +85,12 @@ daemon_reload_when_changed() {
 # has nothing to set: debconf-set-selections is Perl under the apt lock, a second or two on a
 # fresh server.
 ispmail_debconf() {
-  local dir=$ISPMAIL_STATE_DIR/debconf stamp want
+  local dir=$ISPMAIL_STATE_DIR/debconf stamp want have=
   stamp=$dir/$ISPMAIL_STEP
-  want=$(cat)
-  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  # `read -d ''` takes all of it without a fork (as $(cat) would, less the trailing newlines).
+  IFS= read -r -d '' want || true
+  while [[ "$want" == *$'\n' ]]; do want=${want%$'\n'}; done
+  [ -f "$stamp" ] && { IFS= read -r -d '' have < "$stamp" || true; } && [ "$have" = "$want" ] && return 0
   install -d -m 0700 "$dir"
   if [ "$ISPMAIL_STEP" != packages ] && [ -f "$dir/packages" ] && ! grep -qvxF -f "$dir/packages" <<< "$want"; then
     printf '%s' "$want" > "$stamp"
@@ -119,25 +121,32 @@ ispmail_apt_update() {
 # ispmail_packages ENTRY...: installs what is missing, in one apt run. An ENTRY is a package or
 # alternatives `a|b|c` (any one of them will do; `a` is installed when none is). One dpkg-query for
 # all of them: a no-op apply of every step asks dpkg once per step, not once per package.
+# dpkg rewrites its status file whenever a package is installed, removed or reconfigured, so a stamp
+# of the same list written after they were all found installed, and newer than that file, answers
+# without dpkg-query (25 ms of a small server's CPU per step, every apply).
 ispmail_packages() {
-  local missing=() entry alt ok line
+  local missing=() entry alt ok line stamp=$ISPMAIL_STATE_DIR/packages/$ISPMAIL_STEP
   local -A installed=()
+  if [ "$stamp" -nt /var/lib/dpkg/status ] && IFS= read -r line < "$stamp" && [ "$line" = "$*" ]; then return 0; fi
   while IFS= read -r line; do
     # "ii  name": wanted install (or hold), status installed: the first two letters of
     # db:Status-Abbrev, as `dpkg -l` shows them.
     if [[ "$line" == [ih]i* ]]; then installed[${line##* }]=1; fi
-  done < <(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' ${*//|/ } 2>/dev/null || true)
+  done < <(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' ${*//|/ } 2>/dev/null)
   for entry in "$@"; do
     ok=0
     for alt in ${entry//|/ }; do if [ -n "${installed[$alt]+x}" ]; then ok=1; fi; done
     [ $ok -eq 1 ] || missing+=("${entry%%|*}")
   done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | head -n1)" ]; then
-    ispmail_apt_update
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | head -n1)" ]; then
+      ispmail_apt_update
+    fi
+    ispmail_apt_get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold "${missing[@]}" >&2
+    ispmail_action "installed ${missing[*]}"
   fi
-  ispmail_apt_get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold "${missing[@]}" >&2
-  ispmail_action "installed ${missing[*]}"
+  [ -d "${stamp%/*}" ] || install -d -m 0700 "${stamp%/*}"
+  printf '%s\n' "$*" > "$stamp"
 }
 # ispmail_files_check < "SHA256 OWNER:GROUP MODE PATH" lines: which of the files that follow are
 # already as wanted, with one stat and one sha256sum for all of them (a no-op apply checks some 120
@@ -150,10 +159,12 @@ ispmail_files_check() {
   while read -r sum attrs mode path; do want[$path]="$sum $attrs $mode"; paths+=("$path"); done
   [ ${#paths[@]} -gt 0 ] || return 0
   # Missing files are simply absent from both listings (their errors dropped).
-  while read -r attrs mode path; do have[$path]="$attrs $mode"; done < <(stat -c '%U:%G %a %n' -- "${paths[@]}" 2>/dev/null || true)
+  # (A process substitution's status is never checked, and a plain command in it is exec'd in the
+  # substitution's own process: `|| true` there cost one fork more each.)
+  while read -r attrs mode path; do have[$path]="$attrs $mode"; done < <(stat -c '%U:%G %a %n' -- "${paths[@]}" 2>/dev/null)
   while read -r sum path; do
     if [ -n "${have[$path]+x}" ] && [ "${want[$path]}" = "$sum ${have[$path]}" ]; then ISPMAIL_FILE_OK[$path]=1; fi
-  done < <(sha256sum -- "${paths[@]}" 2>/dev/null || true)
+  done < <(sha256sum -- "${paths[@]}" 2>/dev/null)
 }
 # ispmail_file PATH OWNER GROUP MODE < base64: install only when content, owner or mode differ.
 ispmail_file() {
@@ -184,20 +195,23 @@ ispmail_file() {
   ISPMAIL_DIRTY=1
   log "wrote $path"
 }
+# ispmail_json_list VAR ITEM...: VAR becomes the ITEMs as a JSON list of strings (into a variable,
+# not printed: a command substitution is a fork).
 ispmail_json_list() {
-  local first=1 x
-  printf '['
+  local -n list=$1
+  local x sep=
+  shift
+  list='['
   for x in "$@"; do
     x=${x//\\/\\\\}; x=${x//\"/\\\"}
-    [ $first -eq 1 ] || printf ','
-    printf '"%s"' "$x"; first=0
+    list+="$sep\"$x\""; sep=,
   done
-  printf ']'
+  list+=']'
 }
 ispmail_result() {
-  local r=unchanged
+  local r=unchanged files actions
   [ "$ISPMAIL_DIRTY" -eq 1 ] && r=changed
-  printf 'ispmail-step-result:{"result":"%s","files":%s,"actions":%s}\n' "$r" \
-    "$(ispmail_json_list "${ISPMAIL_CHANGED_FILES[@]+"${ISPMAIL_CHANGED_FILES[@]}"}")" \
-    "$(ispmail_json_list "${ISPMAIL_ACTIONS[@]+"${ISPMAIL_ACTIONS[@]}"}")"
+  ispmail_json_list files "${ISPMAIL_CHANGED_FILES[@]+"${ISPMAIL_CHANGED_FILES[@]}"}"
+  ispmail_json_list actions "${ISPMAIL_ACTIONS[@]+"${ISPMAIL_ACTIONS[@]}"}"
+  printf 'ispmail-step-result:{"result":"%s","files":%s,"actions":%s}\n' "$r" "$files" "$actions"
 }

@@ -14,7 +14,13 @@ ISPMAIL_PG_CONF=/etc/ispmail/postgresql/postgresql.conf
 mountpoint -q /srv/ispmail || { log "/srv/ispmail is not a mountpoint; the base step mounts the data volume there"; exit 1; }
 
 PG_UNIT=postgresql@$PG_MAJOR-$PG_CLUSTER
-pg_running() { pg_ctlcluster $PG_MAJOR $PG_CLUSTER status >/dev/null 2>&1; }
+# pg_running [DATA_DIR]: is the postmaster of that data directory alive? What `pg_ctlcluster
+# status` finds through pg_ctl (the PID in postmaster.pid answers kill -0), without a Perl start
+# (90 ms of a small server's CPU) on every apply.
+pg_running() {
+  local pid
+  [ -r "${1:-$PG_DATA}/postmaster.pid" ] && read -r pid < "${1:-$PG_DATA}/postmaster.pid" && [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
 # Starts the cluster and returns once it accepts connections. `pg_ctlcluster start` returns only
 # after three successful test connections half a second apart (over 2 s in all, every time), long
 # after the server is ready: systemd runs that start as its job while this waits for pg_isready.
@@ -38,9 +44,12 @@ as_postgres_psql() { runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 
 # installed by hand). An empty one is recreated on the volume; one holding databases is an
 # operator's decision, not ours.
 if [ -f "$PG_CONF" ]; then
-  current=$(pg_conftool -s $PG_MAJOR $PG_CLUSTER show data_directory)
+  # data_directory as pg_createcluster writes it (quoted, a comment after it); what `pg_conftool
+  # show data_directory` reads from the same file, without its Perl start (70 ms) on every apply.
+  current=$(sed -nE "s/^[[:space:]]*data_directory[[:space:]]*=[[:space:]]*('([^']*)'|([^[:space:]#']+)).*/\2\3/p" "$PG_CONF" | tail -n 1)
+  if [ -z "$current" ]; then log "$PG_CONF sets no data_directory"; exit 1; fi
   if [ "$current" != "$PG_DATA" ]; then
-    pg_running || pg_ctlcluster $PG_MAJOR $PG_CLUSTER start
+    pg_running "$current" || pg_ctlcluster $PG_MAJOR $PG_CLUSTER start
     user_dbs=$(as_postgres_psql -d postgres -c "SELECT count(*) FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1')")
     if [ "$user_dbs" != 0 ]; then
       log "cluster $PG_MAJOR/$PG_CLUSTER lives in $current and holds $user_dbs database(s); move it to $PG_DATA by hand (pg_dropcluster/pg_createcluster or pg_upgradecluster), then re-run"

@@ -1,7 +1,8 @@
 # ispmail resolver step script (after unbound's config is in place).
 # The root's trust anchor file, as unbound's own start would create it (the package could not start
-# it at install time); unbound-checkconf needs it.
-/usr/libexec/unbound-helper root_trust_anchor_update
+# it at install time); unbound-checkconf needs it. Once there, unbound keeps it current itself
+# (RFC 5011), and its every start runs this helper too.
+[ -s /var/lib/unbound/root.key ] || /usr/libexec/unbound-helper root_trust_anchor_update
 ensure_enabled unbound
 daemon_reload_when_changed
 # A configuration unbound-checkconf refuses never replaces the running one; a reload that did not
@@ -11,7 +12,7 @@ reload_when_changed unbound /etc/unbound/unbound.conf.d/ispmail.conf -- unbound-
 # Only an answering resolver becomes the system's: ask it for a zone that exists before anything
 # else of this stack (the first mail domain's SOA), for up to 30 s while it starts.
 answered=
-for _ in $(seq 1 30); do
+for _ in {1..30}; do
   if [ -n "$(dig +short +time=2 +tries=1 @127.0.0.1 "$PROBE_ZONE" SOA 2>/dev/null)" ]; then answered=1; break; fi
   sleep 1
 done
@@ -24,7 +25,7 @@ fi
 # resolver that does not answer). trust-ad: glibc passes the resolver's "authenticated data" bit on
 # only with it, and Postfix's DANE needs that bit.
 want=$'# ispmail: the server\'s own validating resolver (unbound, /etc/unbound/unbound.conf.d/ispmail.conf).\nnameserver 127.0.0.1\nnameserver ::1\noptions edns0 trust-ad\n'
-if [ -L /etc/resolv.conf ] || [ "$(cat /etc/resolv.conf 2>/dev/null)"$'\n' != "$want" ]; then
+if [ -L /etc/resolv.conf ] || [ ! -f /etc/resolv.conf ] || [ "$(< /etc/resolv.conf)"$'\n' != "$want" ]; then
   rm -f /etc/resolv.conf
   printf '%s' "$want" > /etc/resolv.conf
   chmod 0644 /etc/resolv.conf

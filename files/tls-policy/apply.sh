@@ -14,8 +14,12 @@ fi
 
 listening() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 for port in 8462 8461; do
-  for _ in $(seq 1 30); do listening $port && break; sleep 1; done
-  if ! listening $port; then
+  up=
+  for _ in {1..30}; do
+    if listening $port; then up=1; break; fi
+    sleep 1
+  done
+  if [ -z "$up" ]; then
     echo "nothing listens on 127.0.0.1:$port (see: journalctl -u $unit -u postfix-mta-sts-resolver)" >&2
     exit 1
   fi

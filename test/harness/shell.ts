@@ -51,3 +51,13 @@ export function runWithStubs(script: string, stubs: Readonly<Record<string, stri
         rmSync(dir, { recursive: true, force: true });
     }
 }
+
+/**
+ * A rendered apply script whose state (ISPMAIL_STATE_DIR: debconf and package stamps, pending
+ * reloads) goes to `dir` instead of the host's /var/lib/ispmail, for tests that run it for real.
+ */
+export function withStateDir(script: string, dir: string): string {
+    const line = /^ISPMAIL_STATE_DIR=.*$/m;
+    if (!line.test(script)) throw new Error("the script sets no ISPMAIL_STATE_DIR");
+    return script.replace(line, `ISPMAIL_STATE_DIR='${dir.replace(/'/g, "'\\''")}'`);
+}

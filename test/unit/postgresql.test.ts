@@ -4,7 +4,8 @@
  * off the root disk. (The SQL side runs against a real server in directory-sql.test.ts.)
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { DB_ROLES } from "../../components/secrets";
@@ -131,5 +132,32 @@ describe("postgresql: rendering", () => {
         assert.match(failed.stderr, /postgresql 17\/main did not start: journalctl -u postgresql@17-main/);
         assert.match(failed.stderr, /FATAL: {2}invalid value/);
         assert.equal(failed.calls.filter((c) => c.startsWith("pg_isready")).length, 1);
+    });
+    it("postgresql: the running check reads postmaster.pid as pg_ctl status does (a live PID, a dead one, none), and data_directory as pg_createcluster writes it", () => {
+        const script = readFileSync(join(FILES_DIR, "postgresql", "apply.sh"), "utf8");
+        const dir = mkdtempSync("/tmp/ispmail-pg-running-");
+        try {
+            const running = (pid: string | undefined) => {
+                if (pid === undefined) rmSync(join(dir, "postmaster.pid"), { force: true });
+                else writeFileSync(join(dir, "postmaster.pid"), `${pid}\n${dir}\n1764000000\n5432\n`);
+                const r = runWithStubs([`PG_DATA=${dir}`, shellFunction(script, "pg_running"), "if pg_running; then echo running; else echo stopped; fi"].join("\n"), {});
+                assert.equal(r.code, 0, r.stderr);
+                return r.stdout.trim();
+            };
+            assert.equal(running(String(process.pid)), "running");
+            const gone = spawnSync("true").pid!;
+            assert.equal(running(String(gone)), "stopped");
+            assert.equal(running(undefined), "stopped");
+            assert.equal(running("garbage"), "stopped");
+        } finally {
+            rmSync(dir, { recursive: true, force: true });
+        }
+        // The data_directory line of the script's sed: quoted with a comment (pg_createcluster), or bare.
+        const sed = /current=\$\((sed -nE ".*?" )"\$PG_CONF"/.exec(script)?.[1];
+        assert.ok(sed, "the script reads data_directory with sed");
+        const read = (conf: string) => spawnSync("bash", ["-c", `${sed} | tail -n 1`], { input: conf, encoding: "utf8" }).stdout.trim();
+        assert.equal(read("#data_directory = 'ConfigDir'\ndata_directory = '/srv/ispmail/postgresql/17/main'\t\t# use data in another directory\n"), "/srv/ispmail/postgresql/17/main");
+        assert.equal(read("data_directory=/var/lib/postgresql/17/main\n"), "/var/lib/postgresql/17/main");
+        assert.equal(read("# nothing set\n"), "");
     });
 });

@@ -8,10 +8,11 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { needsRoot } from "../harness/needs";
+import { withStateDir } from "../harness/shell";
 import { parseConfig } from "../../components/config";
 import { renderServerSteps } from "../../components/services";
 import { validRawConfig } from "../fixtures/config";
@@ -51,7 +52,7 @@ interface Run {
 /** Runs a step's apply script as the transports do: bash with the script on stdin. */
 function apply(step: Step): Run {
     const r = spawnSync("sh", ["-c", RUN_SCRIPT_FROM_STDIN], {
-        input: renderApplyScript(step),
+        input: withStateDir(renderApplyScript(step), join(root, "state")),
         encoding: "utf8",
         timeout: 10_000,
         env: { ...process.env, PATH: `${fakeBin}:${process.env.PATH}` },
@@ -316,13 +317,34 @@ describe("steps: results and failures", () => {
         writeFileSync(join(bin, "apt-get"), `#!/bin/bash\necho "$*" >> ${aptLog}\n`, { mode: 0o755 });
         writeFileSync(join(bin, "dpkg-query"), `#!/bin/bash\necho "$*" >> ${dpkgLog}\nexec /usr/bin/dpkg-query "$@"\n`, { mode: 0o755 });
         const packages = ["bash", "ispmail-no-such-a|coreutils", "ispmail-no-such-b|ispmail-no-such-c", "ispmail-no-such-d"];
-        const r = spawnSync("bash", ["-s"], { input: renderApplyScript(step("pkgs-missing", [], "", { packages })), encoding: "utf8", timeout: 10_000, env: { ...process.env, PATH: `${bin}:${fakeBin}:${process.env.PATH}` } });
+        const r = spawnSync("bash", ["-s"], { input: withStateDir(renderApplyScript(step("pkgs-missing", [], "", { packages })), join(root, "state")), encoding: "utf8", timeout: 10_000, env: { ...process.env, PATH: `${bin}:${fakeBin}:${process.env.PATH}` } });
         assert.equal(r.status, 0, r.stderr);
         assert.deepEqual(parseStepResult(r.stdout)?.actions, ["installed ispmail-no-such-b ispmail-no-such-d"]);
         assert.equal(readLines(dpkgLog).length, 1, "one dpkg-query for every package");
         const installs = readLines(aptLog).filter((l) => / install /.test(` ${l} `));
         assert.equal(installs.length, 1);
         assert.match(installs[0], /--no-install-recommends .* ispmail-no-such-b ispmail-no-such-d$/);
+    });
+
+    test("steps: ispmail_packages does not ask dpkg again until dpkg's status file changes or the list does", () => {
+        const dpkgLog = join(root, "dpkg-query-stamp.log");
+        const bin = join(root, "stampbin");
+        mkdirSync(bin, { recursive: true });
+        writeFileSync(join(bin, "dpkg-query"), `#!/bin/bash\necho "$*" >> ${dpkgLog}\nexec /usr/bin/dpkg-query "$@"\n`, { mode: 0o755 });
+        const stateDir = join(root, "stamp-state");
+        const run = (packages: string[]) => {
+            const r = spawnSync("sh", ["-c", RUN_SCRIPT_FROM_STDIN], { input: withStateDir(renderApplyScript(step("stamped", [], "", { packages })), stateDir), encoding: "utf8", timeout: 10_000, env: { ...process.env, PATH: `${bin}:${fakeBin}:${process.env.PATH}` } });
+            assert.equal(r.status, 0, r.stderr);
+            assert.equal(parseStepResult(r.stdout)?.result, "unchanged");
+            return readLines(dpkgLog).length;
+        };
+        assert.equal(run(["bash", "coreutils"]), 1);
+        assert.equal(run(["bash", "coreutils"]), 1, "the stamp answers: nothing changed in dpkg since");
+        assert.equal(run(["bash"]), 2, "another list is asked for");
+        // dpkg changed something after the stamp was written: its status file is newer.
+        utimesSync(join(stateDir, "packages", "stamped"), new Date(0), new Date(0));
+        assert.equal(run(["bash"]), 3);
+        assert.equal(run(["bash"]), 3);
     });
 
     test("steps: files marked beforePackages are installed before the packages, the others after; they must belong to root", () => {

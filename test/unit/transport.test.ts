@@ -11,6 +11,7 @@ import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parseStepResult, remoteApplyCommand, renderApplyScript, stepLockPath, type Step } from "../../components/steps";
+import { withStateDir } from "../harness/shell";
 
 let root: string;
 let fakeBin: string;
@@ -47,7 +48,7 @@ interface Sent {
 const env = () => ({ ...process.env, PATH: `${fakeBin}:${process.env.PATH}` });
 
 /** What sshd does with a command resource: `sh -c COMMAND`, the script on stdin. */
-function send(s: Step, input = renderApplyScript(s), holdsSecrets = false): Sent {
+function send(s: Step, input = withStateDir(renderApplyScript(s), join(root, "state")), holdsSecrets = false): Sent {
     const r = spawnSync("sh", ["-c", remoteApplyCommand(s, { holdsSecrets, logDir, lockDir })], { input, encoding: "utf8", timeout: 20_000, env: env() });
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -61,7 +62,7 @@ function sendAsync(s: Step): Promise<Sent> {
         child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
         child.on("error", reject);
         child.on("close", (code) => resolve({ code, stdout, stderr }));
-        child.stdin.end(renderApplyScript(s));
+        child.stdin.end(withStateDir(renderApplyScript(s), join(root, "state")));
     });
 }
 

@@ -457,6 +457,8 @@ cp ${dir}/ca.pem "$chain"; cat "$cert" ${dir}/ca.pem > "$full"
 `,
             { mode: 0o755 },
         );
+        // Counts the script's own openssl runs (the rig's CA is made above, before this exists).
+        writeFileSync(join(bin, "openssl"), `#!/bin/sh\necho "$1" >> ${dir}/openssl.calls\nexec /usr/bin/openssl "$@"\n`, { mode: 0o755 });
         writeFileSync(join(bin, "systemctl"), `#!/bin/sh\necho "$*" >> ${dir}/systemctl.calls\ncase "$*" in "is-active --quiet apache2"|"is-active --quiet dovecot"|reload*) exit 0;; *) exit 3;; esac\n`, { mode: 0o755 });
         const conf = join(dir, "certificate.conf");
         const lock = (stepName: string) => stepLockPath(stepName, join(dir, "run"));
@@ -468,14 +470,14 @@ cp ${dir}/ca.pem "$chain"; cat "$cert" ${dir}/ca.pem > "$full"
         configure("mta-sts.example.org mx1.example.org");
         const tls = join(dir, "tls");
         const run = (args: string[] = [], env: Record<string, string> = {}) => {
-            for (const f of ["certbot.calls", "systemctl.calls"]) writeFileSync(join(dir, f), "");
+            for (const f of ["certbot.calls", "systemctl.calls", "openssl.calls"]) writeFileSync(join(dir, f), "");
             const out = execFileSync("bash", [join(__dirname, "../../files/certbot/ispmail-certificate.sh"), ...args], {
                 env: { ...process.env, ...env, PATH: `${bin}:${process.env.PATH}`, ISPMAIL_CERTIFICATE_CONF: conf, ISPMAIL_TLS_DIR: tls, ISPMAIL_CERTIFICATE_STATE: join(dir, "state") },
                 encoding: "utf8",
                 stdio: ["ignore", "pipe", "pipe"],
             });
             const lines = (f: string) => readFileSync(join(dir, f), "utf8").trim().split("\n").filter(Boolean);
-            return { out: out.trim(), certbot: lines("certbot.calls"), systemctl: lines("systemctl.calls") };
+            return { out: out.trim(), certbot: lines("certbot.calls"), systemctl: lines("systemctl.calls"), openssl: lines("openssl.calls").length };
         };
         const installed = () => new X509Certificate(readFileSync(join(tls, "fullchain.pem")));
         const keyId = (pem: string | Buffer) => createPublicKey(pem).export({ type: "spki", format: "der" }).toString("base64");
@@ -496,8 +498,14 @@ cp ${dir}/ca.pem "$chain"; cat "$cert" ${dir}/ca.pem > "$full"
         assert.equal(statSync(join(rig.tls, "privkey.pem")).mode & 0o777, 0o640);
         assert.deepEqual(readdirSync(rig.tls).sort(), ["fullchain.pem", "privkey.pem"], "no temporary files left");
 
-        // Nothing due: no CA request, no reload, no output.
-        assert.deepEqual(rig.run(), { out: "", certbot: [], systemctl: [] });
+        // Nothing due: no CA request, no reload, no output, and not even openssl (what the last
+        // check found is unchanged: the same files, names, server, and the renewal not yet due).
+        assert.deepEqual(rig.run(), { out: "", certbot: [], systemctl: [], openssl: 0 });
+        // A certificate file that changed under it is checked again in full (and found right).
+        writeFileSync(join(rig.tls, "fullchain.pem"), readFileSync(join(rig.tls, "fullchain.pem"), "utf8") + "\n");
+        const rechecked = rig.run();
+        assert.deepEqual({ ...rechecked, openssl: rechecked.openssl > 0 }, { out: "", certbot: [], systemctl: [], openssl: true });
+        assert.equal(rig.run().openssl, 0);
 
         // A forced renewal: a new certificate, the same key (its TLSA stays valid).
         const forced = rig.run(["--force"]);
