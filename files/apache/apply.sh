@@ -67,10 +67,10 @@ fi
 
 if changed /etc/php/8.4/fpm; then
   reload php8.4-fpm
-elif ! systemctl is-active --quiet php8.4-fpm; then
+elif ! is_active php8.4-fpm; then
   restart php8.4-fpm
 fi
-if [ "$apache_changed" -eq 1 ] || ! systemctl is-active --quiet apache2; then
+if [ "$apache_changed" -eq 1 ] || ! is_active apache2; then
   # Graceful: running requests finish; new modules, ports and vhosts take effect.
   reload apache2
 fi

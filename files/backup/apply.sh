@@ -6,6 +6,6 @@ if [ ! -d /srv/ispmail/backup ]; then
 fi
 ensure_enabled ispmail-backup.timer
 daemon_reload_when_changed /etc/systemd/system/ispmail-backup.service /etc/systemd/system/ispmail-backup.service.d /etc/systemd/system/ispmail-backup.timer
-if ! systemctl is-active --quiet ispmail-backup.timer || changed /etc/systemd/system/ispmail-backup.timer; then
+if ! is_active ispmail-backup.timer || changed /etc/systemd/system/ispmail-backup.timer; then
   restart ispmail-backup.timer
 fi

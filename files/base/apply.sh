@@ -75,7 +75,7 @@ if changed "$SSHD_DROPIN" && [ -x /usr/sbin/sshd ]; then
     exit 1
   fi
   # Debian runs ssh.service; with socket activation (ssh.socket) each connection reads the file.
-  if systemctl is-active --quiet ssh; then reload ssh; fi
+  if is_active ssh; then reload ssh; fi
 fi
 
 # --- Data volume ----------------------------------------------------------------------------
@@ -132,7 +132,7 @@ done
 GUARD_UNIT=/etc/systemd/system/ispmail-metadata-guard.service
 ensure_enabled ispmail-metadata-guard
 daemon_reload_when_changed /etc/systemd/system/ispmail-alert@.service "$GUARD_UNIT"
-if changed /etc/ispmail/metadata-guard.nft "$GUARD_UNIT" || ! systemctl is-active --quiet ispmail-metadata-guard; then
+if changed /etc/ispmail/metadata-guard.nft "$GUARD_UNIT" || ! is_active ispmail-metadata-guard; then
   nft -c -f /etc/ispmail/metadata-guard.nft
   restart ispmail-metadata-guard
 fi

@@ -24,6 +24,6 @@ done
 
 ensure_enabled ispmail-certificate.timer
 daemon_reload_when_changed /etc/systemd/system/ispmail-certificate.service /etc/systemd/system/ispmail-certificate.timer
-if ! systemctl is-active --quiet ispmail-certificate.timer || changed /etc/systemd/system/ispmail-certificate.timer; then
+if ! is_active ispmail-certificate.timer || changed /etc/systemd/system/ispmail-certificate.timer; then
   restart ispmail-certificate.timer
 fi

@@ -1,5 +1,5 @@
 # Helpers shared by every apply script (components/steps.ts renderApplyScript prepends this file).
-# Step scripts rely on: log, mark_changed, changed PATH..., reload SERVICE, restart SERVICE,
+# Step scripts rely on: log, mark_changed, changed PATH..., reload SERVICE, restart SERVICE, is_active UNIT,
 # reload_when_changed SERVICE PATH... [-- CHECK...], mark_pending SERVICE, secret_file NAME,
 # step_input NAME.
 # Runs under `set -euo pipefail` and `umask 077`, after ISPMAIL_STEP, ISPMAIL_SECRETS_DIR and
@@ -20,8 +20,28 @@ changed() {
   done
   return 1
 }
-reload() { systemctl reload-or-restart "$1"; ispmail_action "reloaded $1"; }
-restart() { systemctl restart "$1"; ispmail_action "restarted $1"; }
+reload() { systemctl reload-or-restart "$1"; ISPMAIL_ACTIVE[$1]=active; ispmail_action "reloaded $1"; }
+restart() { systemctl restart "$1"; ISPMAIL_ACTIVE[$1]=active; ispmail_action "restarted $1"; }
+# is_active UNIT: is it running (active, or reloading)? The first question of a step asks systemd
+# about the units given to ensure_enabled too, in one `systemctl is-active` (a line per unit, in
+# order), and the step's own restart and reload keep the answers current: each systemctl is ~20 ms
+# of a small server's CPU, and a no-op apply of every step asked 15 times.
+declare -A ISPMAIL_ACTIVE=()
+ISPMAIL_UNITS=()
+is_active() {
+  if [ -z "${ISPMAIL_ACTIVE[$1]+x}" ]; then
+    local units=("$1") states=() u i
+    for u in "${ISPMAIL_UNITS[@]+"${ISPMAIL_UNITS[@]}"}"; do
+      [ -n "${ISPMAIL_ACTIVE[$u]+x}" ] || [ "$u" = "$1" ] || units+=("$u")
+    done
+    mapfile -t states < <(systemctl is-active -- "${units[@]}" 2>/dev/null)
+    # Lines that do not pair up (systemd unreachable): this unit alone, unremembered.
+    [ ${#states[@]} -eq ${#units[@]} ] || { systemctl is-active --quiet "$1"; return; }
+    for i in "${!units[@]}"; do ISPMAIL_ACTIVE[${units[i]}]=${states[i]}; done
+  fi
+  case ${ISPMAIL_ACTIVE[$1]} in active | reloading | refreshing) return 0 ;; esac
+  return 1
+}
 secret_file() { printf '%s/%s' "$ISPMAIL_SECRETS_DIR" "$1"; }
 # ispmail_input NAME < base64: keeps a step input in a variable (never in a file); step_input NAME
 # prints it, through a pipe (printf is a builtin: no temporary file either).
@@ -46,7 +66,7 @@ reload_when_changed() {
     [ $# -eq 0 ] || "$@"
     reload "$service"
     rm -f "$marker"
-  elif ! systemctl is-active --quiet "$service"; then
+  elif ! is_active "$service"; then
     restart "$service"
   fi
 }
@@ -58,6 +78,7 @@ reload_when_changed() {
 ISPMAIL_UNITS_ENABLED=0
 ensure_enabled() {
   local units=("$@") states=() i
+  ISPMAIL_UNITS+=("$@")
   mapfile -t states < <(systemctl is-enabled "$@" 2>/dev/null || true)
   # A unit systemctl cannot find prints no line: then the lines do not pair up, so ask one by one.
   [ ${#states[@]} -eq ${#units[@]} ] || states=()

@@ -14,7 +14,7 @@ if changed /etc/fail2ban; then
   # Refuse a configuration fail2ban cannot load before it replaces the running one.
   fail2ban-client --test >/dev/null
 fi
-if ! systemctl is-active --quiet fail2ban; then
+if ! is_active fail2ban; then
   restart fail2ban
 elif changed /etc/fail2ban; then
   reload fail2ban

@@ -129,6 +129,6 @@ fi
 # The cron timer once Nextcloud is installed (occ is there).
 [ ! -f "$NC_ROOT/occ" ] || ensure_enabled nextcloud-cron.timer
 daemon_reload_when_changed /etc/systemd/system/nextcloud-cron.service /etc/systemd/system/nextcloud-cron.timer
-if [ -f "$NC_ROOT/occ" ] && ! systemctl is-active --quiet nextcloud-cron.timer; then
+if [ -f "$NC_ROOT/occ" ] && ! is_active nextcloud-cron.timer; then
   restart nextcloud-cron.timer
 fi

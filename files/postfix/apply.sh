@@ -20,5 +20,5 @@ reload_when_changed postsrsd /etc/default/postsrsd
 # Never reload into a configuration Postfix itself finds broken (it prints what is wrong). A
 # stopped Postfix needs no check of ours: postfix.service runs `postfix check` before every start
 # (1.6 s on a small server; a new server would pay it twice).
-postfix_check_unless_stopped() { ! systemctl is-active --quiet postfix || postfix check; }
+postfix_check_unless_stopped() { ! is_active postfix || postfix check; }
 reload_when_changed postfix /etc/postfix -- postfix_check_unless_stopped

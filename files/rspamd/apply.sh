@@ -36,7 +36,7 @@ fi
 
 ensure_enabled valkey-server rspamd
 daemon_reload_when_changed
-systemctl is-active --quiet valkey-server || restart valkey-server
+is_active valkey-server || restart valkey-server
 
 # Never replace a running configuration with one Rspamd cannot load.
 reload_when_changed rspamd /etc/rspamd "$DKIM_DIR" -- rspamadm configtest -q

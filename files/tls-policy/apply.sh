@@ -4,11 +4,11 @@
 unit=ispmail-dane-first-policy.service
 ensure_enabled $unit postfix-mta-sts-resolver.service
 daemon_reload_when_changed /etc/systemd/system/$unit
-if changed /etc/systemd/system/$unit /usr/local/lib/ispmail/dane-first-policy || ! systemctl is-active --quiet $unit; then
+if changed /etc/systemd/system/$unit /usr/local/lib/ispmail/dane-first-policy || ! is_active $unit; then
   restart $unit
 fi
 # Neither daemon reloads its settings: a changed file means a restart.
-if changed /etc/mta-sts-daemon.yml || ! systemctl is-active --quiet postfix-mta-sts-resolver.service; then
+if changed /etc/mta-sts-daemon.yml || ! is_active postfix-mta-sts-resolver.service; then
   restart postfix-mta-sts-resolver.service
 fi
 

@@ -244,16 +244,17 @@ describe("postfix step", () => {
 
     test("postfix: `postfix check` runs before a reload of a running Postfix, fails the step when it fails, and is left to the start of a stopped one", () => {
         const script = readFileSync(join(__dirname, "..", "..", "files", "postfix", "apply.sh"), "utf8");
-        const check = `${shellFunction(script, "postfix_check_unless_stopped")}\npostfix_check_unless_stopped\necho checked`;
-        const running = runWithStubs(check, { systemctl: "exit 0", postfix: "exit 0" });
-        assert.deepEqual(running.calls, ["systemctl is-active --quiet postfix", "postfix check"]);
+        const prelude = readFileSync(join(__dirname, "..", "..", "files", "common", "prelude.sh"), "utf8");
+        const check = ["declare -A ISPMAIL_ACTIVE=()", "ISPMAIL_UNITS=()", shellFunction(prelude, "is_active"), shellFunction(script, "postfix_check_unless_stopped"), "postfix_check_unless_stopped", "echo checked"].join("\n");
+        const running = runWithStubs(check, { systemctl: "echo active", postfix: "exit 0" });
+        assert.deepEqual(running.calls, ["systemctl is-active -- postfix", "postfix check"]);
         assert.equal(running.stdout, "checked\n");
-        const broken = runWithStubs(check, { systemctl: "exit 0", postfix: "exit 1" });
+        const broken = runWithStubs(check, { systemctl: "echo active", postfix: "exit 1" });
         assert.notEqual(broken.code, 0, "a failed check ends the step");
         assert.equal(broken.stdout, "");
         // Stopped: postfix.service's ExecStartPre runs `postfix check` when the reload starts it.
-        const stopped = runWithStubs(check, { systemctl: "exit 3", postfix: "exit 1" });
-        assert.deepEqual(stopped.calls, ["systemctl is-active --quiet postfix"]);
+        const stopped = runWithStubs(check, { systemctl: "echo inactive; exit 3", postfix: "exit 1" });
+        assert.deepEqual(stopped.calls, ["systemctl is-active -- postfix"]);
         assert.equal(stopped.stdout, "checked\n");
     });
 });

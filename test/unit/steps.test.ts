@@ -347,6 +347,22 @@ describe("steps: results and failures", () => {
         assert.equal(run(["bash"]), 3);
     });
 
+    test("steps: is_active asks systemd once for the step's units (ensure_enabled's and the one asked), and the step's own restart keeps the answer", () => {
+        const log = join(root, "systemctl-units.log");
+        const bin = join(root, "unitbin");
+        mkdirSync(bin, { recursive: true });
+        writeFileSync(
+            join(bin, "systemctl"),
+            `#!/bin/bash\necho "$*" >> ${log}\ncase $1 in\n  is-enabled) shift; for u; do echo enabled; done ;;\n  is-active) shift; [ "$1" != -- ] || shift; for u; do case $u in down*) echo inactive ;; *) echo active ;; esac; done ;;\nesac\n`,
+            { mode: 0o755 },
+        );
+        const script = ["ensure_enabled up1 down1 up2", "is_active up1", "is_active down1 || restart down1", "is_active down1", "is_active up2", "is_active other || true"].join("\n");
+        const r = spawnSync("sh", ["-c", RUN_SCRIPT_FROM_STDIN], { input: withStateDir(renderApplyScript(step("units-asked", [], script)), join(root, "units-state")), encoding: "utf8", timeout: 10_000, env: { ...process.env, PATH: `${bin}:${fakeBin}:${process.env.PATH}` } });
+        assert.equal(r.status, 0, r.stderr);
+        assert.deepEqual(parseStepResult(r.stdout)?.actions, ["restarted down1"]);
+        assert.deepEqual(readLines(log), ["is-enabled up1 down1 up2", "is-active -- up1 down1 up2", "restart down1", "is-active -- other"]);
+    });
+
     test("steps: files marked beforePackages are installed before the packages, the others after; they must belong to root", () => {
         const s = step("early", [{ path: "/etc/late.conf", content: "late" }, { path: "/etc/early.conf", content: "early", beforePackages: true }], "", { packages: ["bash"], debconf: ["bash bash/q boolean true"] });
         const script = renderApplyScript(s);
