@@ -10,13 +10,16 @@
  * schedule, which is what `pulumi up` does; the in-order figure is the sum of the steps' costs.
  * Where the CPU went is measured too (the machine's busy cores, the client side's share, and as
  * many bare SSH sessions as steps): the harness, the SSH clients and the guest share 2 cores here,
- * while on a real `pulumi up` the client side runs on the operator's machine.
+ * while on a real `pulumi up` the client side runs on the operator's machine. In every run the same
+ * steps with empty scripts go through the engine's schedule too: the floor that no script can go
+ * under, so the scripts' own share is measured rather than inferred.
  */
 import { cpus } from "node:os";
 import { LAB } from "../lab/lab";
 import { sshExec } from "../lab/ssh";
 import { measuredCpu, type CpuSplit } from "./cpu";
 import { applyToMail, changedPids, daemonPids, labServer, tally, type Log, type Tally } from "./lab-session";
+import type { Step } from "../components/steps";
 import type { BenchOutcome } from "./report";
 import { summarize } from "./stats";
 
@@ -35,13 +38,24 @@ async function bareSessions(count: number): Promise<{ seconds: number; cpu: CpuS
     return { seconds, cpu };
 }
 
+/**
+ * The same steps with nothing to do: same names, dependencies and priority, an empty script (the
+ * transport wrapper and the prelude still run). What an apply of every step costs whatever the
+ * scripts check: the floor under the engine's schedule.
+ */
+function emptySteps(steps: readonly Step[]): Step[] {
+    return steps.map((s) => ({ name: s.name, description: `${s.name}, empty`, after: s.after, files: [], script: "true", ...(s.background ? { background: true } : {}) }));
+}
+
 export async function benchNoop(opts: { runs: number; log: Log }): Promise<BenchOutcome> {
     const { steps, secrets } = labServer();
+    const empty = emptySteps(steps);
     // Whatever an earlier benchmark or test left un-applied is applied first, not counted.
     const settle = tally(await applyToMail(steps, secrets));
     const pidsBefore = await daemonPids();
     const runs: Array<{ schedule: Schedule; seconds: number; slowest: string[]; cpu: CpuSplit } & Tally> = [];
     const sessions: Array<{ seconds: number; cpu: CpuSplit }> = [];
+    const floors: Array<{ seconds: number; cpu: CpuSplit }> = [];
     for (let i = 1; i <= opts.runs; i++) {
         // Alternate which schedule goes first, so neither always follows the other.
         for (const schedule of i % 2 ? SCHEDULES : [...SCHEDULES].reverse()) {
@@ -51,6 +65,9 @@ export async function benchNoop(opts: { runs: number; log: Log }): Promise<Bench
             runs.push({ schedule, seconds, slowest, cpu, ...t });
             opts.log(`noop ${i} (${schedule}): ${seconds.toFixed(1)} s, ${cpu.busyCores.toFixed(2)} cores busy (${cpu.coreSeconds.toFixed(1)} core-s, client side ${cpu.clientCoreSeconds.toFixed(1)}), ${t.filesWritten} files, ${t.restarts} restarts, ${t.packageOperations} package operations, ${t.otherActions} other actions`);
         }
+        const floor = await measuredCpu(() => applyToMail(empty, secrets, "as the engine"));
+        floors.push({ seconds: floor.seconds, cpu: floor.cpu });
+        opts.log(`noop ${i}: the ${steps.length} steps with empty scripts, as the engine: ${floor.seconds.toFixed(1)} s, ${floor.cpu.coreSeconds.toFixed(1)} core-s, client side ${floor.cpu.clientCoreSeconds.toFixed(1)}`);
         const bare = await bareSessions(steps.length);
         sessions.push(bare);
         opts.log(`noop ${i}: ${steps.length} bare SSH sessions (true) ${bare.seconds.toFixed(1)} s, ${bare.cpu.coreSeconds.toFixed(1)} core-s, client side ${bare.cpu.clientCoreSeconds.toFixed(1)}`);
@@ -78,15 +95,20 @@ export async function benchNoop(opts: { runs: number; log: Log }): Promise<Bench
     };
     const cpu = Object.fromEntries(SCHEDULES.map((s) => [s, cpuSummary(runs.filter((r) => r.schedule === s).map((r) => r.cpu))])) as Record<Schedule, ReturnType<typeof cpuSummary>>;
     const bare = { seconds: summarize(sessions.map((b) => b.seconds)).median, ...cpuSummary(sessions.map((b) => b.cpu)) };
+    const floorSeconds = summarize(floors.map((f) => f.seconds));
+    const floor = { seconds: floorSeconds, ...cpuSummary(floors.map((f) => f.cpu)) };
     const cores = cpus().length;
     const eng = cpu["as the engine"];
     const cpuText = (s: Schedule) => `${s} ${cpu[s].busyCores.toFixed(2)} of ${cores} cores busy, ${cpu[s].coreSeconds.toFixed(1)} core-s, of them ${cpu[s].client.toFixed(1)} on the client side`;
     notes.push(
         `CPU over each schedule (/proc/stat of the machine, whose ${cores} cores the harness, the SSH clients and the guests share; client side = the harness process and the ssh clients it started, /proc/self/stat; medians): ${cpuText("in order")}; ${cpuText("as the engine")}. The rest, the server side (sshd, the step scripts and what they start, on the guest), was ${eng.server.toFixed(1)} core-s as the engine ran it: on ${cores} cores that alone takes at least ${(eng.server / cores).toFixed(1)} s however the steps are scheduled. ${steps.length} bare SSH sessions (\`true\`, one after the other, in every run) took ${bare.seconds.toFixed(1)} s and ${bare.server.toFixed(1)} core-s on the server side (${((bare.server / steps.length) * 1000).toFixed(0)} ms per session: sshd, PAM with pam_systemd and pam_motd, logind), ${bare.client.toFixed(1)} on the client side.`,
     );
+    notes.push(
+        `The floor, measured in every run: the same ${steps.length} steps with empty scripts (same dependencies and priorities; the SSH session, the transport wrapper and the prelude only), scheduled as the engine: ${floorSeconds.min.toFixed(1)} / ${floorSeconds.median.toFixed(1)} s, ${floor.coreSeconds.toFixed(1)} core-s (${floor.client.toFixed(1)} client side). The step scripts' checks add ${(engine.median - floorSeconds.median).toFixed(1)} s and ${(eng.coreSeconds - floor.coreSeconds).toFixed(1)} core-s to it (medians).`,
+    );
     if (engine.median > NOOP_SECONDS)
         notes.push(
-            `Over ${NOOP_SECONDS} s as the engine schedules it: the critical path is 6 steps (packages, base, postgresql, directory, postfix, fail2ban), each one SSH session plus its script's checks, while the other ${steps.length - 6} steps share the same ${cores} cores, ${eng.busyCores.toFixed(2)} of them busy. What would close it, from these figures: on a real \`pulumi up\` the client side (${eng.client.toFixed(1)} core-s here) runs on the operator's machine; the server side (${eng.server.toFixed(1)} core-s, ${bare.server.toFixed(1)} of it the SSH sessions alone) would have to fit in ${NOOP_SECONDS} s of ${cores} cores with a critical path under ${NOOP_SECONDS} s; or fewer SSH sessions (command.remote opens one per command), or more cores.`,
+            `Over ${NOOP_SECONDS} s as the engine schedules it: the critical path is 6 steps (packages, base, postgresql, directory, postfix, fail2ban), each one SSH session plus its script's checks, while the other ${steps.length - 6} steps share the same ${cores} cores, ${eng.busyCores.toFixed(2)} of them busy. What would close it, from these figures: on a real \`pulumi up\` the client side (${eng.client.toFixed(1)} core-s here) runs on the operator's machine; the server side (${eng.server.toFixed(1)} core-s, ${bare.server.toFixed(1)} of it the SSH sessions alone) would have to fit in ${NOOP_SECONDS} s of ${cores} cores with a critical path under ${NOOP_SECONDS} s. With empty scripts the schedule takes ${floorSeconds.median.toFixed(1)} s, so the scripts' checks would have to cost under ${Math.max(0, NOOP_SECONDS - floorSeconds.median).toFixed(1)} s where they cost ${(engine.median - floorSeconds.median).toFixed(1)}; or fewer SSH sessions (command.remote opens one per command), or more cores.`,
         );
     if (settle.changedSteps.length) notes.push(`Before the runs, one settling apply changed ${settle.changedSteps.join(", ")} (left from earlier work on the lab; not counted).`);
     if (!quiet) notes.push(`Not 0/0/0: ${[...new Set(runs.flatMap((r) => r.details))].join("; ")}. Each of these is a step script that acts although nothing changed; it must check first.`);
@@ -97,6 +119,6 @@ export async function benchNoop(opts: { runs: number; log: Log }): Promise<Bench
         met,
         headline: `${worst("filesWritten")} / ${worst("restarts")} / ${worst("packageOperations")} (worst run); ${steps.length} steps as the engine runs them ${engine.min.toFixed(1)} / ${engine.median.toFixed(1)} s, in order ${inOrder.min.toFixed(1)} / ${inOrder.median.toFixed(1)} s`,
         notes,
-        data: { seconds, cpu, bareSessions: { ...bare, samples: sessions }, runs, pidsBefore, pidsAfter, restartedDaemons, settlingApply: settle },
+        data: { seconds, cpu, emptySteps: { ...floor, samples: floors }, bareSessions: { ...bare, samples: sessions }, runs, pidsBefore, pidsAfter, restartedDaemons, settlingApply: settle },
     };
 }
