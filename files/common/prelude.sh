@@ -79,7 +79,7 @@ ISPMAIL_UNITS_ENABLED=0
 ensure_enabled() {
   local units=("$@") states=() i
   ISPMAIL_UNITS+=("$@")
-  mapfile -t states < <(systemctl is-enabled "$@" 2>/dev/null || true)
+  mapfile -t states < <(systemctl is-enabled "$@" 2>/dev/null)
   # A unit systemctl cannot find prints no line: then the lines do not pair up, so ask one by one.
   [ ${#states[@]} -eq ${#units[@]} ] || states=()
   for i in "${!units[@]}"; do
