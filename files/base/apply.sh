@@ -40,14 +40,17 @@ if [ "$(readlink /etc/default/locale)" != ../locale.conf ]; then
   ispmail_action "linked /etc/default/locale to ../locale.conf"
 fi
 # C.UTF-8 is built in (the system default via /etc/locale.conf); en_US.UTF-8 is generated for
-# programs and admins that ask for it by name.
+# programs and admins that ask for it by name (an SSH client that sends LANG=en_US.UTF-8).
 # (Output captured first: with pipefail, `grep -q` closing the pipe early would fail the pipeline.)
 locales=$(locale -a 2>/dev/null || true)
+locale_gen=
 if ! grep -qix 'en_US.utf8' <<< "$locales"; then
   sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' /etc/locale.gen
   grep -qx 'en_US.UTF-8 UTF-8' /etc/locale.gen || echo 'en_US.UTF-8 UTF-8' >> /etc/locale.gen
-  locale-gen >&2
-  ispmail_action "generated the en_US.UTF-8 locale"
+  # localedef keeps one core busy for ~2 s; nothing below needs the locale, and most of the rest
+  # waits on systemd: it runs alongside and is waited for at the end of the step.
+  locale-gen >&2 < /dev/null &
+  locale_gen=$!
 fi
 
 # --- Time sync ------------------------------------------------------------------------------
@@ -135,4 +138,9 @@ daemon_reload_when_changed /etc/systemd/system/ispmail-alert@.service "$GUARD_UN
 if changed /etc/ispmail/metadata-guard.nft "$GUARD_UNIT" || ! is_active ispmail-metadata-guard; then
   nft -c -f /etc/ispmail/metadata-guard.nft
   restart ispmail-metadata-guard
+fi
+
+if [ -n "$locale_gen" ]; then
+  wait "$locale_gen"
+  ispmail_action "generated the en_US.UTF-8 locale"
 fi

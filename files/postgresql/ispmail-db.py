@@ -343,6 +343,18 @@ def new_password_hash(stored: str | None, stored_digest: str | None, digest: str
     return ARGON2_PREFIX + hasher.hash(password)
 
 
+def in_parallel(fn, items: list) -> list:
+    """fn over items on one thread per core this process may use, results in order. For the argon2
+    hashes of a sync (64 MiB, 3 passes: ~0.45 s each on the lab's cores; the first converge hashes
+    every mailbox): argon2-cffi releases the GIL while it hashes, so two cores take about half."""
+    if len(items) < 2:
+        return [fn(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(items), len(os.sched_getaffinity(0)))) as pool:
+        return list(pool.map(fn, items))
+
+
 def display_name_to_store(exists: bool, stored: str | None, stored_config: str | None, configured: str | None) -> str | None:
     """The display name to store for a mailbox: the user's own (Nextcloud) stays while the configured
     one is the one applied last; a new mailbox, or a changed configured one, gets the configured one."""
@@ -439,17 +451,23 @@ def sync_rows(cur: Cursor, desired: dict, renames: dict[str, str], key: bytes, p
     cur.execute("SELECT local || '@' || domain, password_hash, config_password_digest, display_name, config_display_name FROM users FOR UPDATE")
     stored = {r[0]: r[1:] for r in cur}
     renamed = rename_mailboxes(cur, renames, stored, vmail)
-    reset, digests, names = [], [], []
-    users = []
+    decisions = []
     for u in desired["users"]:
         address = u["address"]
-        row = stored.get(address)
-        stored_hash, stored_digest, stored_name, stored_config_name = row or (None, None, None, None)
+        stored_hash, stored_digest = (stored.get(address) or (None, None))[:2]
         digest = password_digest(key, address, passwords[address])
         # A digest is of (address, password): after a rename, the one recorded under the old
         # address with the same configured password means "unchanged", and what its user set stays.
         same = stored_digest == digest or (address in renames and stored_digest == password_digest(key, renames[address], passwords[address]))
-        new_hash = new_password_hash(stored_hash, digest if same else stored_digest, digest, passwords[address], hasher)
+        decisions.append((stored_hash, digest if same else stored_digest, digest, passwords[address]))
+    new_hashes = in_parallel(lambda d: new_password_hash(*d, hasher), decisions)
+    reset, digests, names = [], [], []
+    users = []
+    for u, new_hash in zip(desired["users"], new_hashes):
+        address = u["address"]
+        row = stored.get(address)
+        stored_hash, stored_digest, stored_name, stored_config_name = row or (None, None, None, None)
+        digest = password_digest(key, address, passwords[address])
         if new_hash is not None and stored_hash is not None:
             reset.append(address)
         if stored_digest != digest:
