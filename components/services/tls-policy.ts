@@ -32,7 +32,10 @@ function render(_model: Model): StepBody {
         // python3-dnspython: our table's DNS lookups (through the server's validating unbound).
         packages: ["postfix-mta-sts-resolver", "python3-dnspython"],
         files: [
-            file("/etc/mta-sts-daemon.yml", readStatic("tls-policy/mta-sts-daemon.yml")),
+            // In place before the packages step installs the resolver, so that its postinst starts
+            // it with these settings (dpkg's --force-confold keeps this file; the package's own
+            // stays beside it as .dpkg-dist) and a fresh server's step need not restart it.
+            { ...file("/etc/mta-sts-daemon.yml", readStatic("tls-policy/mta-sts-daemon.yml")), beforePackages: true },
             file(DANE_FIRST_SCRIPT, readStatic("tls-policy/dane-first-policy.py"), "0755"),
             file(DANE_FIRST_UNIT, readStatic("tls-policy/ispmail-dane-first-policy.service")),
         ],

@@ -42,6 +42,23 @@ is_active() {
   case ${ISPMAIL_ACTIVE[$1]} in active | reloading | refreshing) return 0 ;; esac
   return 1
 }
+# started_before UNIT PATH...: did UNIT's running process start before one of the files last changed
+# (so it may still run with their old content)? For a file the packages step writes before its
+# packages, whose postinst then starts the daemon with it: on a fresh server the step need not
+# restart it, and when the packages step rewrites the file later, this says so. Whole seconds from
+# systemd: a change in the second the process started counts as after it (a restart too many at
+# worst). Not running, or no start time: yes.
+started_before() {
+  local unit=$1 since mtime
+  shift
+  since=$(systemctl show -P ExecMainStartTimestamp --timestamp=unix -- "$unit" 2>/dev/null) || return 0
+  since=${since#@}
+  [[ "$since" =~ ^[0-9]+$ ]] || return 0
+  for mtime in $(stat -c %Y -- "$@"); do
+    [ "$mtime" -lt "$since" ] || return 0
+  done
+  return 1
+}
 secret_file() { printf '%s/%s' "$ISPMAIL_SECRETS_DIR" "$1"; }
 # ispmail_input NAME < base64: keeps a step input in a variable (never in a file); step_input NAME
 # prints it, through a pipe (printf is a builtin: no temporary file either).

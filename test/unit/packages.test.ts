@@ -35,8 +35,8 @@ describe("packages: the one apt run of the whole server", () => {
             // Every step's debconf answers (Postfix's "No configuration" above all), set first.
             assert.deepEqual(install.debconf, [...new Set(others.flatMap((s) => s.debconf ?? []))]);
             assert.ok(install.debconf?.includes("postfix postfix/main_mailer_type select No configuration"));
-            // postgresql-common's createcluster drop-in is in place before the one apt run.
-            assert.deepEqual(install.files.map((f) => f.path), ["/etc/postgresql-common/createcluster.d/ispmail.conf"]);
+            // postgresql-common's createcluster drop-in and the MTA-STS resolver's settings are in place before the one apt run.
+            assert.deepEqual(install.files.map((f) => f.path).sort(), ["/etc/mta-sts-daemon.yml", "/etc/postgresql-common/createcluster.d/ispmail.conf"]);
             const script = renderApplyScript(install);
             const at = (line: RegExp) => script.search(line);
             assert.ok(at(/^ispmail_debconf <</m) > 0 && at(/^ispmail_debconf <</m) < at(/^ispmail_file \/etc\/postgresql-common\//m));

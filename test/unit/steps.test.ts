@@ -363,6 +363,28 @@ describe("steps: results and failures", () => {
         assert.deepEqual(readLines(log), ["is-enabled up1 down1 up2", "is-active -- up1 down1 up2", "restart down1", "is-active -- other"]);
     });
 
+    test("steps: started_before says whether a unit's process started before a file last changed (the same second counts as before), or runs at all", () => {
+        const bin = join(root, "startbin");
+        mkdirSync(bin, { recursive: true });
+        // systemd's answer for ExecMainStartTimestamp --timestamp=unix: "@<seconds>", empty when not running.
+        writeFileSync(join(bin, "systemctl"), `#!/bin/bash
+case "$*" in *" -- running"*) echo @1000 ;; *) echo ;; esac
+`, { mode: 0o755 });
+        const conf = join(root, "started-before.conf");
+        writeFileSync(conf, "x");
+        const ask = (unit: string, mtime: number) => {
+            utimesSync(conf, mtime, mtime);
+            const script = `if started_before ${unit} ${conf}; then ispmail_action before; else ispmail_action after; fi`;
+            const r = spawnSync("sh", ["-c", RUN_SCRIPT_FROM_STDIN], { input: withStateDir(renderApplyScript(step("started-before", [], script)), join(root, "started-state")), encoding: "utf8", timeout: 10_000, env: { ...process.env, PATH: `${bin}:${fakeBin}:${process.env.PATH}` } });
+            assert.equal(r.status, 0, r.stderr);
+            return parseStepResult(r.stdout)?.actions[0];
+        };
+        assert.equal(ask("running", 999), "after", "written the second before the process started: it read this content");
+        assert.equal(ask("running", 1000), "before", "the same second: it may have read the old content");
+        assert.equal(ask("running", 1001), "before");
+        assert.equal(ask("stopped", 10), "before", "no start time: not running with this content");
+    });
+
     test("steps: files marked beforePackages are installed before the packages, the others after; they must belong to root", () => {
         const s = step("early", [{ path: "/etc/late.conf", content: "late" }, { path: "/etc/early.conf", content: "early", beforePackages: true }], "", { packages: ["bash"], debconf: ["bash bash/q boolean true"] });
         const script = renderApplyScript(s);

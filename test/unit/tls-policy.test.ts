@@ -41,6 +41,9 @@ describe("tls-policy step", () => {
         assert.match(unit, new RegExp(`^ExecStart=/usr/bin/python3 ${DANE_FIRST_SCRIPT}$`, "m"));
         assert.match(unit, /^DynamicUser=yes$/m, "it needs no account and no file of its own");
         assert.match(unit, /^Before=postfix\.service$/m);
+        // In place before the package's postinst starts the resolver; restarted when it started before the file's last change.
+        assert.equal(fileOf("/etc/mta-sts-daemon.yml").beforePackages, true);
+        assert.match(step.script, /started_before \$mta_sts \/etc\/mta-sts-daemon\.yml; then\n\s+restart \$mta_sts/);
         // The apply script waits for both before Postfix is configured to ask them.
         assert.match(step.script, /for port in 8462 8461; do/);
     });
