@@ -206,7 +206,7 @@ ispmail_files_check() {
 }
 # ispmail_file PATH OWNER GROUP MODE < base64: install only when content, owner or mode differ.
 ispmail_file() {
-  local path=$1 owner=$2 group=$3 mode=$4 want dir tmp
+  local path=$1 owner=$2 group=$3 mode=$4 want dir tmp created_mask
   # Found as wanted by ispmail_files_check just before: nothing to read or compare. Once only, so
   # that a second ispmail_file of the same path in a script takes the careful path.
   if [ -n "${ISPMAIL_FILE_OK[$path]+x}" ]; then unset "ISPMAIL_FILE_OK[$path]"; return 0; fi
@@ -214,12 +214,20 @@ ispmail_file() {
   printf -v want '%s:%s %o' "$owner" "$group" "$((8#$mode))"
   dir=${path%/*}; dir=${dir:-/}
   [ -d "$dir" ] || install -d -m 0755 "$dir"
-  tmp=$(mktemp "$dir/.ispmail.XXXXXX")
-  # The file gets its final owner and mode while still empty; then the content goes in. mktemp
-  # made it root:root 0600 already (its group is the directory's if that is setgid): a fork each
-  # only for what differs, and most files are root's.
+  # The temporary file is created here, by the shell, under a fresh name (noclobber: never an
+  # existing one) and with its final mode through the umask when that mode has no execute bit:
+  # mktemp and chmod were a fork each for every file (~120 on a fresh server, ~10 ms each there).
+  # It gets its final owner and mode while still empty; then the content goes in.
+  if (( 8#$mode & 0111 )); then created_mask=077; else printf -v created_mask '%03o' $(( 0777 & ~8#$mode )); fi
+  until tmp=$dir/.ispmail.$BASHPID.$SRANDOM; { set -C; umask "$created_mask"; : > "$tmp"; } 2>/dev/null; do
+    set +C; umask 077
+    [ -e "$tmp" ] || { echo "cannot create a file in $dir" >&2; return 1; }
+  done
+  set +C; umask 077
+  # Its group is the directory's if that is setgid: a fork each only for what differs, and most
+  # files are root's.
   if [ "$owner:$group" != root:root ] || [ -g "$dir" ]; then chown "$owner:$group" "$tmp"; fi
-  [ "$mode" = 0600 ] || chmod "$mode" "$tmp"
+  [ "$created_mask" != 077 ] || [ "$mode" = 0600 ] || chmod "$mode" "$tmp"
   # The content (base64) is this function's stdin, the here-document: base64 reads it in blocks,
   # where bash's `read` would take a here-document on a pipe one byte per read(2).
   base64 -d > "$tmp"
