@@ -20,7 +20,8 @@ listening() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 # of a second; waiting whole seconds added most of one to every fresh converge.
 for port in 8462 8461; do
   up=
-  for _ in {1..300}; do
+  deadline=$((SECONDS + 30))
+  while [ $SECONDS -lt $deadline ]; do
     if listening $port; then up=1; break; fi
     sleep 0.1
   done
