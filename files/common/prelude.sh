@@ -227,7 +227,8 @@ ispmail_file() {
   # Its group is the directory's if that is setgid: a fork each only for what differs, and most
   # files are root's.
   if [ "$owner:$group" != root:root ] || [ -g "$dir" ]; then chown "$owner:$group" "$tmp"; fi
-  [ "$created_mask" != 077 ] || [ "$mode" = 0600 ] || chmod "$mode" "$tmp"
+  # (An execute bit is the one thing the umask cannot give: such a file was created 0600.)
+  [ "$created_mask" != 077 ] || chmod "$mode" "$tmp"
   # The content (base64) is this function's stdin, the here-document: base64 reads it in blocks,
   # where bash's `read` would take a here-document on a pipe one byte per read(2).
   base64 -d > "$tmp"

@@ -463,11 +463,10 @@ def sync_rows(cur: Cursor, desired: dict, renames: dict[str, str], key: bytes, p
     new_hashes = in_parallel(lambda d: new_password_hash(*d, hasher), decisions)
     reset, digests, names = [], [], []
     users = []
-    for u, new_hash in zip(desired["users"], new_hashes):
+    for u, (_, _, digest, _), new_hash in zip(desired["users"], decisions, new_hashes):
         address = u["address"]
         row = stored.get(address)
         stored_hash, stored_digest, stored_name, stored_config_name = row or (None, None, None, None)
-        digest = password_digest(key, address, passwords[address])
         if new_hash is not None and stored_hash is not None:
             reset.append(address)
         if stored_digest != digest:

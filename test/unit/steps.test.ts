@@ -110,7 +110,7 @@ describe("steps: the apply script installs files idempotently", { skip: INSTALLS
         assert.ok(calls < 5_000, `${calls} read(2) calls in the shell for a ${content.length}-byte file`);
     });
 
-    test("steps: a root file in a setgid directory of another group still gets group root (mktemp's file takes the directory's group), and stays unchanged", () => {
+    test("steps: a root file in a setgid directory of another group still gets group root (a new file takes the directory's group), and stays unchanged", () => {
         const shared = join(dir, "etc/shared");
         mkdirSync(shared, { recursive: true });
         chmodSync(shared, 0o2775);
