@@ -1,7 +1,7 @@
 # Helpers shared by every apply script (components/steps.ts renderApplyScript prepends this file).
 # Step scripts rely on: log, mark_changed, changed PATH..., reload SERVICE, restart SERVICE, is_active UNIT,
-# reload_when_changed SERVICE PATH... [-- CHECK...], mark_pending SERVICE, secret_file NAME,
-# step_input NAME.
+# ensure_enabled UNIT..., enabled_now UNIT, reload_when_changed SERVICE PATH... [-- CHECK...],
+# mark_pending SERVICE, secret_file NAME, step_input NAME.
 # Runs under `set -euo pipefail` and `umask 077`, after ISPMAIL_STEP, ISPMAIL_SECRETS_DIR and
 # ISPMAIL_STATE_DIR are set (components/steps.ts, from components/paths.ts).
 ISPMAIL_CHANGED_FILES=()
@@ -93,6 +93,7 @@ reload_when_changed() {
 # wrote a unit and enabled it reloaded twice. One is-enabled asks for all of them: its exit status
 # says whether ANY is enabled, its lines (one per unit, in order) say which.
 ISPMAIL_UNITS_ENABLED=0
+declare -A ISPMAIL_ENABLED_NOW=()
 ensure_enabled() {
   local units=("$@") states=() i
   ISPMAIL_UNITS+=("$@")
@@ -105,9 +106,12 @@ ensure_enabled() {
     esac
     systemctl enable --quiet --no-reload "${units[i]}"
     ispmail_action "enabled ${units[i]}"
+    ISPMAIL_ENABLED_NOW[${units[i]}]=1
     ISPMAIL_UNITS_ENABLED=1
   done
 }
+# enabled_now UNIT: did ensure_enabled enable UNIT in this run (so it may need a first start)?
+enabled_now() { [ -n "${ISPMAIL_ENABLED_NOW[$1]+x}" ]; }
 # daemon_reload_when_changed PATH...: one `systemctl daemon-reload` when a unit file or drop-in among
 # the PATHs changed in this run or ensure_enabled enabled a unit, before the step (re)starts them.
 daemon_reload_when_changed() {

@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
 import os
 import pwd
-import shutil
-import subprocess
 import sys
 from base64 import b64decode
 from collections.abc import Callable
@@ -312,19 +311,34 @@ def password_digest(key: bytes, address: str, password: str) -> str:
     return hmac.new(key, f"{address}\0{password}".encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def verifies(hasher, stored: str | None, password: str) -> bool:
+@functools.cache
+def argon2_hasher():
+    """argon2-cffi's hasher with Dovecot's parameters, imported on first use: a sync with no
+    password to hash or verify (every no-op apply) does without the import (~15 ms here)."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher(**ARGON2_PARAMS)
+
+
+def verifies(stored: str | None, password: str) -> bool:
     # InvalidHash: the name argon2-cffi 21.1 (Debian 13) has; later versions keep it as an alias.
     from argon2.exceptions import InvalidHash, VerificationError
 
     if not stored or not stored.startswith(ARGON2_PREFIX):
         return False
     try:
-        return hasher.verify(stored[len(ARGON2_PREFIX):], password)
+        return argon2_hasher().verify(stored[len(ARGON2_PREFIX):], password)
     except (VerificationError, InvalidHash):
         return False
 
 
-def new_password_hash(stored: str | None, stored_digest: str | None, digest: str, password: str, hasher) -> str | None:
+def keeps_stored_hash(stored: str | None, stored_digest: str | None, digest: str) -> bool:
+    """The configured password is the one applied last (same digest): the stored hash stays, with
+    no argon2 work to decide it."""
+    return stored is not None and stored_digest == digest
+
+
+def new_password_hash(stored: str | None, stored_digest: str | None, digest: str, password: str) -> str | None:
     """The hash to store for a mailbox, or None to keep the stored one.
 
     - a new mailbox: the configured password;
@@ -334,13 +348,13 @@ def new_password_hash(stored: str | None, stored_digest: str | None, digest: str
       keep the stored hash if it verifies the configured password, else the configured password,
       as the sync did before the user could change it.
     """
+    if keeps_stored_hash(stored, stored_digest, digest):
+        return None
     if stored is None:
-        return ARGON2_PREFIX + hasher.hash(password)
-    if stored_digest == digest:
+        return ARGON2_PREFIX + argon2_hasher().hash(password)
+    if stored_digest is None and verifies(stored, password):
         return None
-    if stored_digest is None and verifies(hasher, stored, password):
-        return None
-    return ARGON2_PREFIX + hasher.hash(password)
+    return ARGON2_PREFIX + argon2_hasher().hash(password)
 
 
 def in_parallel(fn, items: list) -> list:
@@ -397,7 +411,11 @@ def move_home(vmail: str, old: str, new: str) -> bool:
         parent.mkdir(mode=0o700)
         os.chown(parent, like.st_uid, like.st_gid)
         os.chmod(parent, like.st_mode & 0o7777)
-    # Open IMAP sessions of the old login would go on writing below the old path.
+    # Open IMAP sessions of the old login would go on writing below the old path. (Imported here:
+    # only a rename needs them, and every apply would pay ~15 ms for the imports.)
+    import shutil
+    import subprocess
+
     if shutil.which("doveadm"):
         subprocess.run(["doveadm", "kick", old], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     os.rename(old_home, new_home)
@@ -440,7 +458,7 @@ def rename_webmail_user(args: argparse.Namespace, old: str, new: str) -> bool:
         return cur.rowcount > 0
 
 
-def sync_rows(cur: Cursor, desired: dict, renames: dict[str, str], key: bytes, passwords: dict[str, str], hasher, vmail: str):
+def sync_rows(cur: Cursor, desired: dict, renames: dict[str, str], key: bytes, passwords: dict[str, str], vmail: str):
     """The sync's database part, in the caller's transaction: renames, then directory_sync() with
     each mailbox's hash decided, then the digests and configured display names recorded."""
     # Concurrent syncs would each hash and write; let them queue instead.
@@ -460,7 +478,10 @@ def sync_rows(cur: Cursor, desired: dict, renames: dict[str, str], key: bytes, p
         # address with the same configured password means "unchanged", and what its user set stays.
         same = stored_digest == digest or (address in renames and stored_digest == password_digest(key, renames[address], passwords[address]))
         decisions.append((stored_hash, digest if same else stored_digest, digest, passwords[address]))
-    new_hashes = in_parallel(lambda d: new_password_hash(*d, hasher), decisions)
+    # Only the mailboxes that need argon2 work go to the threads: a no-op sync has none, and
+    # starts no thread pool.
+    pending = iter(in_parallel(lambda d: new_password_hash(*d), [d for d in decisions if not keeps_stored_hash(*d[:3])]))
+    new_hashes = [None if keeps_stored_hash(*d[:3]) else next(pending) for d in decisions]
     reset, digests, names = [], [], []
     users = []
     for u, (_, _, digest, _), new_hash in zip(desired["users"], decisions, new_hashes):
@@ -484,9 +505,6 @@ def sync_rows(cur: Cursor, desired: dict, renames: dict[str, str], key: bytes, p
 
 
 def cmd_sync(args: argparse.Namespace) -> list[str]:
-    from argon2 import PasswordHasher
-
-    hasher = PasswordHasher(**ARGON2_PARAMS)
     desired = json.loads(Path(args.desired).read_text(encoding="utf-8"))
     if args.passwords != "-":
         raise SystemExit("ispmail-db: passwords come on standard input only (--passwords -)")
@@ -501,7 +519,7 @@ def cmd_sync(args: argparse.Namespace) -> list[str]:
     try:
         # One transaction, committed when the block ends (after the homes moved).
         with connected(host=args.tcp_host, port=args.port, dbname=MAIL_DATABASE, user="mailadmin", password=admin_password) as conn, conn.cursor() as cur:
-            report, renamed, reset, digests, names = sync_rows(cur, desired, renames, key, passwords, hasher, args.vmail)
+            report, renamed, reset, digests, names = sync_rows(cur, desired, renames, key, passwords, args.vmail)
             # Last, just before the commit: until then Dovecot and Postfix see the old rows,
             # and a failure above leaves every home where its row says it is. Should the
             # commit fail, the homes move back below. (A sync that finds a home moved and its

@@ -523,6 +523,21 @@ describe("steps: ensure_enabled and daemon_reload_when_changed (files/common/pre
         });
     });
 
+    test("units: enabled_now names the units this run enabled (a first start), not those enabled before", () => {
+        const startIfEnabledNow = (u: string) => `if enabled_now ${u}; then systemctl start ${u}; fi`;
+        const script = [`ensure_enabled fake.timer other.service`, startIfEnabledNow("fake.timer"), startIfEnabledNow("other.service"), startIfEnabledNow("never.asked")].join("\n");
+        withUnits({ "fake.timer": "disabled", "other.service": "enabled" }, () => {
+            const run = apply(step("units", [], script));
+            assert.equal(run.code, 0, run.stderr);
+            assert.deepEqual(readLines(systemctlLog), ["is-enabled fake.timer other.service", "enable --quiet --no-reload fake.timer", "start fake.timer"]);
+        });
+        withUnits({ "fake.timer": "enabled", "other.service": "enabled" }, () => {
+            const run = apply(step("units", [], script));
+            assert.equal(run.code, 0, run.stderr);
+            assert.deepEqual(readLines(systemctlLog), ["is-enabled fake.timer other.service"]);
+        });
+    });
+
     test("units: one is-enabled for all of them, its lines deciding (its exit status is true when any is enabled); all enabled and nothing changed: no reload, unchanged", () => {
         // One enabled unit would make `is-enabled a b` succeed: the lines, not the exit status, decide.
         withUnits({ "fake.timer": "enabled", "other.service": "disabled" }, () => {
