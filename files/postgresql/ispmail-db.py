@@ -43,6 +43,7 @@ from pathlib import Path
 # (`python3 -c 'import psycopg'` 0.23 s on the lab guest, psycopg2 0.08 s), paid twice by every
 # apply (postgresql and directory steps), both on the engine's critical path.
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
@@ -251,6 +252,22 @@ def migration_files(directory: str) -> list[tuple[int, str, str]]:
     if versions != list(range(1, len(found) + 1)):
         raise SystemExit(f"ispmail-db: migrations must be numbered 1..n without gaps, found {versions}")
     return found
+
+
+def migrations_applied(conn, migrations: list[tuple[int, str, str]]) -> bool:
+    """Are exactly these migrations applied, unchanged? Asked over the sync's own connection
+    (mailadmin may read schema_migrations from migration 010 on); no (or the table cannot be read
+    yet: a new server, or one from before 010) means the migrator runs, and it says what is wrong if
+    anything is. The transaction ends here, so the migrator's lock on the table never waits for it."""
+    wanted = {version: hashlib.sha256(text.encode("utf-8")).hexdigest() for version, _, text in migrations}
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT version, sha256 FROM schema_migrations")
+            applied = dict(cur.fetchall())
+    except (psycopg2.errors.UndefinedTable, psycopg2.errors.InsufficientPrivilege):
+        applied = None
+    conn.rollback()
+    return applied == wanted
 
 
 def cmd_migrate(args: argparse.Namespace) -> list[str]:
@@ -518,15 +535,18 @@ def cmd_sync(args: argparse.Namespace) -> list[str]:
     moved: list[tuple[str, str]] = []
     try:
         # One transaction, committed when the block ends (after the homes moved).
-        with connected(host=args.tcp_host, port=args.port, dbname=MAIL_DATABASE, user="mailadmin", password=admin_password) as conn, conn.cursor() as cur:
-            report, renamed, reset, digests, names = sync_rows(cur, desired, renames, key, passwords, args.vmail)
-            # Last, just before the commit: until then Dovecot and Postfix see the old rows,
-            # and a failure above leaves every home where its row says it is. Should the
-            # commit fail, the homes move back below. (A sync that finds a home moved and its
-            # row not, after a crash in between, renames the row and has nothing to move.)
-            for old, new in renamed:
-                if move_home(args.vmail, old, new):
-                    moved.append((old, new))
+        with connected(host=args.tcp_host, port=args.port, dbname=MAIL_DATABASE, user="mailadmin", password=admin_password) as conn:
+            if args.migrate and not migrations_applied(conn, migration_files(args.migrations)):
+                actions += as_postgres_in_child(cmd_migrate, args)
+            with conn.cursor() as cur:
+                report, renamed, reset, digests, names = sync_rows(cur, desired, renames, key, passwords, args.vmail)
+                # Last, just before the commit: until then Dovecot and Postfix see the old rows,
+                # and a failure above leaves every home where its row says it is. Should the
+                # commit fail, the homes move back below. (A sync that finds a home moved and its
+                # row not, after a crash in between, renames the row and has nothing to move.)
+                for old, new in renamed:
+                    if move_home(args.vmail, old, new):
+                        moved.append((old, new))
     except BaseException:
         for old, new in reversed(moved):
             os.rename(home_of(args.vmail, new), home_of(args.vmail, old))
@@ -586,14 +606,13 @@ def main() -> None:
     p = sub.add_parser("migrate")
     p.add_argument("--migrations", default=DEFAULT_MIGRATIONS_DIR)
     p = sub.add_parser("sync")
-    p.add_argument("--migrate", action="store_true", help="apply the schema migrations first (as `migrate` does), in the same run")
+    p.add_argument("--migrate", action="store_true", help="apply the pending schema migrations first (as `migrate` does), in the same run")
     p.add_argument("--migrations", default=DEFAULT_MIGRATIONS_DIR)
     p.add_argument("--desired", default=DEFAULT_DESIRED)
     p.add_argument("--passwords", required=True, help="'-': the configured passwords on standard input")
     p.add_argument("--vmail", default="/var/vmail", help="where Maildirs live (only for the log line)")
     args = parser.parse_args()
-    actions = as_postgres_in_child(cmd_migrate, args) if args.command == "sync" and args.migrate else []
-    actions += {"roles": cmd_roles, "migrate": cmd_migrate, "sync": cmd_sync}[args.command](args)
+    actions = {"roles": cmd_roles, "migrate": cmd_migrate, "sync": cmd_sync}[args.command](args)
     for action in actions:
         print(action)
 

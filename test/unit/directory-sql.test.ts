@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -66,6 +66,10 @@ function modelWith(change: (raw: Record<string, any>) => void): Model {
 }
 
 const skip = whyUnavailable();
+
+/** The file name of a migration numbered right after the shipped ones (files/postgresql/migrations). */
+const nextMigration = (name: string): string =>
+    `${String(readdirSync(join(FILES_DIR, "postgresql", "migrations")).filter((n) => n.endsWith(".sql")).length + 1).padStart(3, "0")}_${name}.sql`;
 
 describe("directory in PostgreSQL 17", { skip }, () => {
     let hostDir = ""; // the test's directory as the host sees it
@@ -197,15 +201,15 @@ describe("directory in PostgreSQL 17", { skip }, () => {
     it("migrations: apply from empty in one run, then re-applying is a no-op", () => {
         const first = dbOk("migrate");
         assert.equal(first.length, 1);
-        assert.match(first[0], /^applied migrations 001_directory_tables, 002_address_ownership_triggers, 003_views_and_grants, 004_directory_sync_function, 005_login_guards, 006_configured_password_digest, 007_own_password_change, 008_nextcloud_writes, 009_renames_cascade_to_shares$/);
-        assert.equal(query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"), "1,2,3,4,5,6,7,8,9");
+        assert.match(first[0], /^applied migrations 001_directory_tables, 002_address_ownership_triggers, 003_views_and_grants, 004_directory_sync_function, 005_login_guards, 006_configured_password_digest, 007_own_password_change, 008_nextcloud_writes, 009_renames_cascade_to_shares, 010_applied_migrations_readable$/);
+        assert.equal(query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"), "1,2,3,4,5,6,7,8,9,10");
         assert.deepEqual(dbOk("migrate"), []);
     });
 
     it("migrations: a failing migration leaves nothing behind (one transaction)", () => {
         const broken = join(hostDir, "migrations-broken");
         cpSync(join(hostDir, "migrations"), broken, { recursive: true });
-        writeFileSync(join(broken, "010_broken.sql"), "CREATE TABLE should_vanish (x integer);\nSELECT 1 / 0;\n");
+        writeFileSync(join(broken, nextMigration("broken")), "CREATE TABLE should_vanish (x integer);\nSELECT 1 / 0;\n");
         const applied = query("SELECT count(*) FROM schema_migrations");
         const r = db("migrate", "--migrations", `${dir}/migrations-broken`);
         assert.notEqual(r.code, 0);
@@ -269,7 +273,7 @@ describe("directory in PostgreSQL 17", { skip }, () => {
     it("sync --migrate (the directory step's one call): the migrations run first in the same process; a failing one stops it before any row changes", () => {
         const broken = join(hostDir, "migrations-before-sync");
         cpSync(join(hostDir, "migrations"), broken, { recursive: true });
-        writeFileSync(join(broken, "010_broken.sql"), "SELECT 1 / 0;\n");
+        writeFileSync(join(broken, nextMigration("broken")), "SELECT 1 / 0;\n");
         writeDesired(modelWith((raw) => {
             raw.users[0].displayName = "Not Yet";
         }));
@@ -285,6 +289,27 @@ describe("directory in PostgreSQL 17", { skip }, () => {
         assert.deepEqual(actions, ["synced directory: users +0 ~1 -0"]);
         writeDesired(modelWith(() => {}));
         assert.equal(dbOk("sync").length, 1, "the display name back");
+    });
+
+    it("sync --migrate: with every migration applied the migrator does not run (no connection as postgres); with one pending it does", () => {
+        // The migrator logs in as postgres over the Unix socket, the sync as mailadmin over TCP: a
+        // socket directory that does not exist fails the migrator alone.
+        const syncWithoutSocket = (migrations: string) =>
+            inChroot(
+                ["python3", `${dir}/ispmail-db.py`, "--socket-dir", `${dir}/no-socket-here`, "--port", String(port), "--tcp-host", "127.0.0.1", "--secrets-dir", `${dir}/secrets`,
+                    "sync", "--migrate", "--migrations", migrations, "--desired", `${dir}/directory.json`, "--passwords", "-"],
+                passwordInput(),
+            );
+        writeDesired(modelWith(() => {}));
+        const applied = syncWithoutSocket(`${dir}/migrations`);
+        assert.equal(applied.code, 0, applied.stderr);
+        assert.equal(applied.stdout, "");
+        const pending = join(hostDir, "migrations-pending");
+        cpSync(join(hostDir, "migrations"), pending, { recursive: true });
+        writeFileSync(join(pending, nextMigration("pending")), "SELECT 1;\n");
+        const r = syncWithoutSocket(`${dir}/migrations-pending`);
+        assert.notEqual(r.code, 0, "the pending migration made it start the migrator, which cannot connect");
+        assert.match(r.stderr, /no-socket-here/);
     });
 
     it("sync: changing one user's display name changes only that row", () => {
