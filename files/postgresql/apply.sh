@@ -2,7 +2,7 @@
 # volume, our settings and pg_hba, the login roles and the two databases.
 # Already in place when this runs: the createcluster drop-in (installed before the packages, so
 # no cluster is made outside the volume), PostgreSQL 17 and psycopg, /etc/ispmail/postgresql/*,
-# the db.<role> secret files and /usr/local/sbin/ispmail-db.
+# the db.<role> secret files, /usr/local/sbin/ispmail-db and its module ($ISPMAIL_DB_MODULE).
 PG_MAJOR=17
 PG_CLUSTER=main
 PG_DATA=/srv/ispmail/postgresql/$PG_MAJOR/$PG_CLUSTER
@@ -103,6 +103,13 @@ elif [ $settings_added = 1 ] || changed /etc/ispmail/postgresql; then
     pg_ctlcluster $PG_MAJOR $PG_CLUSTER restart
     ispmail_action "restarted postgresql $PG_MAJOR/$PG_CLUSTER (a setting needs it)"
   fi
+fi
+
+# ispmail-db's module, compiled when it changed: the launcher then loads it without compiling it
+# on every start. Checked against a hash of the source rather than its mtime, which a rewrite in
+# the same second with the same size would leave as it was.
+if changed "$ISPMAIL_DB_MODULE"; then
+  python3 -m compileall -q -f --invalidation-mode checked-hash "$ISPMAIL_DB_MODULE" >&2
 fi
 
 # Roles, passwords (only when the stored verifier does not match) and databases.

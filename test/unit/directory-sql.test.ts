@@ -90,7 +90,7 @@ describe("directory in PostgreSQL 17", { skip }, () => {
     const db = (command: string, ...extra: string[]): Run =>
         inChroot(
             [
-                "python3", `${dir}/ispmail-db.py`,
+                "python3", `${dir}/ispmail_db.py`,
                 "--socket-dir", `${dir}/sock`, "--port", String(port), "--tcp-host", "127.0.0.1", "--secrets-dir", `${dir}/secrets`,
                 command,
                 ...(command === "migrate" ? ["--migrations", `${dir}/migrations`] : []),
@@ -164,7 +164,7 @@ describe("directory in PostgreSQL 17", { skip }, () => {
             90_000,
         );
         assert.equal(start.code, 0, start.stderr + start.stdout);
-        cpSync(join(FILES_DIR, "postgresql", "ispmail-db.py"), join(hostDir, "ispmail-db.py"));
+        cpSync(join(FILES_DIR, "postgresql", "ispmail_db.py"), join(hostDir, "ispmail_db.py"));
         cpSync(join(FILES_DIR, "postgresql", "migrations"), join(hostDir, "migrations"), { recursive: true });
         for (const role of Object.values(DB_ROLES)) writeFileSync(join(hostDir, "secrets", `db.${role}`), randomPassword(), { mode: 0o600 });
     });
@@ -296,7 +296,7 @@ describe("directory in PostgreSQL 17", { skip }, () => {
         // socket directory that does not exist fails the migrator alone.
         const syncWithoutSocket = (migrations: string) =>
             inChroot(
-                ["python3", `${dir}/ispmail-db.py`, "--socket-dir", `${dir}/no-socket-here`, "--port", String(port), "--tcp-host", "127.0.0.1", "--secrets-dir", `${dir}/secrets`,
+                ["python3", `${dir}/ispmail_db.py`, "--socket-dir", `${dir}/no-socket-here`, "--port", String(port), "--tcp-host", "127.0.0.1", "--secrets-dir", `${dir}/secrets`,
                     "sync", "--migrate", "--migrations", migrations, "--desired", `${dir}/directory.json`, "--passwords", "-"],
                 passwordInput(),
             );
