@@ -11,10 +11,10 @@
 import type { Model } from "../config";
 import { SECRETS_DIR, secretPath } from "../paths";
 import { dbPasswordSecret, DB_ROLES, type SecretSpec } from "../secrets";
-import type { StepFile } from "../steps";
 import { shellAssignments } from "../shell";
+import type { StepFile } from "../steps";
 import { secretRef } from "../steps";
-import { readStatic } from "../templates";
+import { readStatic, renderTemplate } from "../templates";
 import { STEP } from "./names";
 import type { Service, StepBody } from "./service";
 
@@ -24,10 +24,11 @@ export const PG_DATA_DIR = `/srv/ispmail/postgresql/${PG_MAJOR}/main`;
 export const MAIL_DATABASE = "mailserver";
 export const NEXTCLOUD_DATABASE = "nextcloud";
 export const WEBMAIL_DATABASE = "roundcube";
-/** The helper that creates roles, runs migrations and syncs the directory: a launcher (files/postgresql/ispmail-db)... */
+/** The helper that creates roles, runs migrations and syncs the directory: a launcher (files/postgresql/ispmail-db.mustache)... */
 export const ISPMAIL_DB_TOOL = "/usr/local/sbin/ispmail-db";
-/** ...of the program, a module (files/postgresql/ispmail_db.py) kept compiled beside it. */
-export const ISPMAIL_DB_MODULE = "/usr/local/lib/ispmail/python/ispmail_db.py";
+/** ...of the program, a module (files/postgresql/ispmail_db.py) kept compiled in its directory. */
+const ISPMAIL_DB_MODULE_DIR = "/usr/local/lib/ispmail/python";
+export const ISPMAIL_DB_MODULE = `${ISPMAIL_DB_MODULE_DIR}/ispmail_db.py`;
 export { SECRETS_DIR };
 
 /** The secret file a role's password is written to. */
@@ -60,7 +61,7 @@ function render(_model: Model): StepBody {
             // No secrets inside; readable by postgres, which may not exist yet when it is written.
             { path: "/etc/ispmail/postgresql/pg_hba.conf", content: readStatic("postgresql/pg_hba.conf"), owner: "root", group: "root", mode: "0644" },
             { path: ISPMAIL_DB_MODULE, content: readStatic("postgresql/ispmail_db.py"), owner: "root", group: "root", mode: "0644" },
-            { path: ISPMAIL_DB_TOOL, content: readStatic("postgresql/ispmail-db"), owner: "root", group: "root", mode: "0755" },
+            { path: ISPMAIL_DB_TOOL, content: renderTemplate("postgresql/ispmail-db.mustache", { moduleDir: ISPMAIL_DB_MODULE_DIR }), owner: "root", group: "root", mode: "0755" },
             ...rolePasswordFiles(),
         ],
         script: [shellAssignments({ ISPMAIL_DB_MODULE }), readStatic("postgresql/apply.sh")].join("\n"),

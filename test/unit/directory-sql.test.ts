@@ -18,7 +18,7 @@ import { parseConfig, type Model } from "../../components/config";
 import { DB_ROLES, userPasswordSecret } from "../../components/secrets";
 import { DIRECTORY_DIGEST_KEY_SECRET, renderDesiredDirectory, renderPasswordInput } from "../../components/services/directory";
 import { resolveSecrets } from "../../components/steps";
-import { FILES_DIR } from "../../components/templates";
+import { FILES_DIR, renderTemplate } from "../../components/templates";
 import { validRawConfig } from "../fixtures/config";
 import { TRIXIE_CHROOT } from "../harness/trixie-chroot";
 import { chrootSkipReason } from "./mail-chroot";
@@ -90,7 +90,7 @@ describe("directory in PostgreSQL 17", { skip }, () => {
     const db = (command: string, ...extra: string[]): Run =>
         inChroot(
             [
-                "python3", `${dir}/ispmail_db.py`,
+                "python3", `${dir}/sbin/ispmail-db`,
                 "--socket-dir", `${dir}/sock`, "--port", String(port), "--tcp-host", "127.0.0.1", "--secrets-dir", `${dir}/secrets`,
                 command,
                 ...(command === "migrate" ? ["--migrations", `${dir}/migrations`] : []),
@@ -164,7 +164,12 @@ describe("directory in PostgreSQL 17", { skip }, () => {
             90_000,
         );
         assert.equal(start.code, 0, start.stderr + start.stdout);
-        cpSync(join(FILES_DIR, "postgresql", "ispmail_db.py"), join(hostDir, "ispmail_db.py"));
+        // The program as the postgresql step installs it: the module, and in another directory the
+        // launcher that runs it (so that it finds the module by its own path, not beside itself).
+        mkdirSync(join(hostDir, "lib"));
+        mkdirSync(join(hostDir, "sbin"));
+        cpSync(join(FILES_DIR, "postgresql", "ispmail_db.py"), join(hostDir, "lib", "ispmail_db.py"));
+        writeFileSync(join(hostDir, "sbin", "ispmail-db"), renderTemplate("postgresql/ispmail-db.mustache", { moduleDir: `${dir}/lib` }));
         cpSync(join(FILES_DIR, "postgresql", "migrations"), join(hostDir, "migrations"), { recursive: true });
         for (const role of Object.values(DB_ROLES)) writeFileSync(join(hostDir, "secrets", `db.${role}`), randomPassword(), { mode: 0o600 });
     });
@@ -296,7 +301,7 @@ describe("directory in PostgreSQL 17", { skip }, () => {
         // socket directory that does not exist fails the migrator alone.
         const syncWithoutSocket = (migrations: string) =>
             inChroot(
-                ["python3", `${dir}/ispmail_db.py`, "--socket-dir", `${dir}/no-socket-here`, "--port", String(port), "--tcp-host", "127.0.0.1", "--secrets-dir", `${dir}/secrets`,
+                ["python3", `${dir}/sbin/ispmail-db`, "--socket-dir", `${dir}/no-socket-here`, "--port", String(port), "--tcp-host", "127.0.0.1", "--secrets-dir", `${dir}/secrets`,
                     "sync", "--migrate", "--migrations", migrations, "--desired", `${dir}/directory.json`, "--passwords", "-"],
                 passwordInput(),
             );

@@ -6,11 +6,11 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { describe, it } from "node:test";
 import { DB_ROLES } from "../../components/secrets";
 import { secretSpecs } from "../../components/services";
-import { PG_DATA_DIR, rolePasswordFile } from "../../components/services/postgresql";
+import { ISPMAIL_DB_MODULE, ISPMAIL_DB_TOOL, PG_DATA_DIR, rolePasswordFile } from "../../components/services/postgresql";
 import { renderApplyScript, resolveSecrets, secretsOf } from "../../components/steps";
 import { FILES_DIR } from "../../components/templates";
 import { fixtureModel } from "../fixtures/config";
@@ -96,6 +96,17 @@ describe("postgresql: rendering", () => {
         // Nothing secret anywhere else.
         assert.doesNotMatch(step.script, /@@secret:/);
         for (const f of step.files) if (!f.secret) assert.doesNotMatch(f.content, /@@secret:/, f.path);
+    });
+
+    it("postgresql: ispmail-db is a launcher that runs the module installed beside its compiled form", () => {
+        const launcher = fileAt(ISPMAIL_DB_TOOL);
+        assert.equal(launcher.mode, "0755");
+        assert.equal(fileAt(ISPMAIL_DB_MODULE).content, readFileSync(join(FILES_DIR, "postgresql", "ispmail_db.py"), "utf8"));
+        assert.ok(launcher.content.includes(`sys.path.insert(0, "${dirname(ISPMAIL_DB_MODULE)}")`), "the launcher looks where the module is installed");
+        // directory-sql.test.ts runs every ispmail-db command through this launcher (the template
+        // rendered for the test's own module directory) against a real PostgreSQL.
+        // Compiled when it changes, checked by a hash of the source.
+        assert.match(step.script, /if changed "\$ISPMAIL_DB_MODULE"; then\n\s+python3 -m compileall -q -f --invalidation-mode checked-hash "\$ISPMAIL_DB_MODULE"/);
     });
 
     it("postgresql: the script reloads only when our config changed, and restarts only if PostgreSQL asks", () => {
