@@ -254,12 +254,17 @@ def migration_files(directory: str) -> list[tuple[int, str, str]]:
     return found
 
 
+def migration_digest(text: str) -> str:
+    """What schema_migrations.sha256 records for a migration's text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def migrations_applied(conn, migrations: list[tuple[int, str, str]]) -> bool:
     """Are exactly these migrations applied, unchanged? Asked over the sync's own connection
     (mailadmin may read schema_migrations from migration 010 on); no (or the table cannot be read
     yet: a new server, or one from before 010) means the migrator runs, and it says what is wrong if
     anything is. The transaction ends here, so the migrator's lock on the table never waits for it."""
-    wanted = {version: hashlib.sha256(text.encode("utf-8")).hexdigest() for version, _, text in migrations}
+    wanted = {version: migration_digest(text) for version, _, text in migrations}
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT version, sha256 FROM schema_migrations")
@@ -286,7 +291,7 @@ def cmd_migrate(args: argparse.Namespace) -> list[str]:
         cur.execute("SELECT version, name, sha256 FROM schema_migrations")
         applied = {v: (name, digest) for v, name, digest in cur}
         for version, name, text in migrations:
-            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            digest = migration_digest(text)
             if version in applied:
                 if applied[version][1] != digest:
                     raise SystemExit(
