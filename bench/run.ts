@@ -5,8 +5,8 @@
  * lab lock while it runs and leaves the lab running with every step applied.
  *
  * Run counts are sized for about an hour on the 2-core machine (47.0 min on 2026-11-30 with 2 converge
- * and 3 no-op runs; now 3 and 5: both targets sit near their line, and a median of 2 is their mean);
- * ISPMAIL_BENCH_RUNS=N overrides all.
+ * and 3 no-op runs; now 3 and 5: both targets sit near their line, and a median of 2 is their mean;
+ * program evaluation 5, its runs spread by a third on a busy machine); ISPMAIL_BENCH_RUNS=N overrides all.
  */
 import { acquireLabLock } from "../lab/lock";
 import { giveMailSlotBack, benchConverge } from "./converge";
