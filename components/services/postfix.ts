@@ -12,6 +12,7 @@ import type { StepFile } from "../steps";
 import { secretRef } from "../steps";
 import { readStatic, renderTemplate } from "../templates";
 import { STEP } from "./names";
+import { MILTER_ADDRESS } from "./rspamd";
 import { TLS_POLICY_MAPS } from "./tls-policy";
 import type { PublicPort, Service, StepBody } from "./service";
 
@@ -45,6 +46,7 @@ export function renderMainCf(model: Model): string {
         messageSizeLimitBytes: messageSizeLimitBytes(model),
         dnsblSites: model.spamhausDqs ? "" : POSTSCREEN_DNSBL_SITES.join(", "),
         tlsPolicyMaps: TLS_POLICY_MAPS.join(", "),
+        milterAddress: MILTER_ADDRESS,
     });
 }
 

@@ -10,6 +10,14 @@ if [ "$(stat -c '%U:%G %a' "$DKIM_DIR")" != "root:_rspamd 750" ]; then
 fi
 CONTROLLER_HASH=/etc/rspamd/override.d/worker-controller.inc
 
+# The milter socket's directory in Postfix's chroot: Rspamd (owner) creates the socket in it,
+# Postfix (group) connects, nobody else may enter.
+# (MILTER_SOCKET_DIR, MILTER_SOCKET and PROXY_CONF are set in front of this script too.)
+if [ "$(stat -c '%U:%G %a' "$MILTER_SOCKET_DIR" 2>/dev/null)" != "_rspamd:postfix 750" ]; then
+  install -d -o _rspamd -g postfix -m 0750 "$MILTER_SOCKET_DIR"
+  ispmail_action "made $MILTER_SOCKET_DIR (_rspamd:postfix 0750)"
+fi
+
 # The controller password, hashed (PBKDF, random salt) by Rspamd's own Lua binding. The password
 # is read from the root-only secret file, never passed as an argument; a new hash is derived only
 # when the secret changed, so a second apply leaves the file (and Rspamd) alone.
@@ -39,4 +47,14 @@ daemon_reload_when_changed
 is_active valkey-server || restart valkey-server
 
 # Never replace a running configuration with one Rspamd cannot load.
-reload_when_changed rspamd /etc/rspamd "$DKIM_DIR" -- rspamadm configtest -q
+# A reload keeps every socket Rspamd listens on and reuses them (seen in the lab: after a reload
+# from localhost:11332 onto the Unix socket the TCP port still listened; after one with the socket
+# file deleted, no new file was made). So a changed worker-proxy.inc, or a running Rspamd whose
+# milter socket is gone, takes a restart; any other change a reload.
+if is_active rspamd && { changed "$PROXY_CONF" || [ ! -S "$MILTER_SOCKET" ]; }; then
+  rspamadm configtest -q
+  restart rspamd
+  rm -f "$ISPMAIL_STATE_DIR/pending-reload/rspamd"
+else
+  reload_when_changed rspamd /etc/rspamd "$DKIM_DIR" -- rspamadm configtest -q
+fi

@@ -267,6 +267,17 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
         assert.equal(inbox.headers?.length ?? 0, 0, "the spam also reached INBOX");
     });
 
+    test("rspamd: the milter is a Unix socket that Postfix reaches and other local users cannot; no TCP port", async () => {
+        const socket = "/var/spool/postfix/rspamd/milter.sock";
+        const connect = `import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print("connected")`;
+        assert.equal((await mail.execOk(`ss -Hltn 'sport = :11332' | wc -l`)).trim(), "0", "something still listens on TCP 11332");
+        const asPostfix = await mail.exec(`runuser -u postfix -- python3 -c ${shellQuote(connect)} ${socket}`);
+        assert.equal(asPostfix.stdout.trim(), "connected", asPostfix.stderr);
+        const asNobody = await mail.exec(`runuser -u nobody -- python3 -c ${shellQuote(connect)} ${socket}`);
+        assert.notEqual(asNobody.code, 0, "user nobody reached the milter socket");
+        assert.match(asNobody.stderr, /PermissionError/);
+    });
+
     test("dovecot: moving a message into Junk trains Rspamd as spam, moving it out trains it as ham", async () => {
         // Per message and class, from Rspamd's controller log: a total that rose would also pass with
         // the ham script wired to learn_spam, or with autolearn doing the work; and the statfiles'

@@ -135,7 +135,7 @@ describe("postfix step", () => {
         assert.equal(value("sender_canonical_maps"), "tcp:127.0.0.1:10001");
         assert.equal(value("sender_canonical_classes"), "envelope_sender");
         assert.equal(value("recipient_canonical_maps"), "tcp:127.0.0.1:10002");
-        assert.equal(value("smtpd_milters"), "inet:localhost:11332");
+        assert.equal(value("smtpd_milters"), "unix:/rspamd/milter.sock");
         assert.equal(value("milter_mail_macros"), "i {mail_addr} {client_addr} {client_name} {auth_authen}");
         // Outbound DANE: verified TLS where the MX publishes TLSA in a signed zone, opportunistic
         // elsewhere; DNSSEC answers from the resolver step's unbound.

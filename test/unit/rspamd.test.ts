@@ -35,8 +35,8 @@ describe("rspamd step", () => {
         assert.deepEqual([...(step.packages ?? [])].sort(), ["rspamd", "valkey-server"]);
     });
 
-    test("rspamd: milter, scanner and controller listen on loopback only", () => {
-        assert.match(content("/etc/rspamd/local.d/worker-proxy.inc"), /^bind_socket = "localhost:11332";$/m);
+    test("rspamd: the milter listens on a Unix socket in Postfix's chroot, scanner and controller on loopback only", () => {
+        assert.match(content("/etc/rspamd/local.d/worker-proxy.inc"), /^bind_socket = "\/var\/spool\/postfix\/rspamd\/milter\.sock mode=0666";$/m);
         assert.match(content("/etc/rspamd/local.d/worker-normal.inc"), /^bind_socket = "localhost:11333";$/m);
         assert.match(content("/etc/rspamd/local.d/worker-controller.inc"), /^bind_socket = "localhost:11334";$/m);
         // No plain-text password in any file: the hash is derived on the server.
