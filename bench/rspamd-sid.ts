@@ -12,11 +12,13 @@
  *  - the guest's own rspamd.service runs it through a runtime drop-in ({@link DROP_IN}, gone on a
  *    reboot): RootDirectory= the tree, with the product's configuration bound read-only over sid's
  *    stock /etc/rspamd (local.d, override.d, lua.local.d), the DKIM keys and /etc/hosts, as an
- *    upgrade in place would have it. Its hyperscan cache and log stay in the tree; ports, Valkey and
- *    the resolver are the guest's, so Postfix's milter and Dovecot's learn scripts reach it as before.
+ *    upgrade in place would have it, and the milter socket's directory (read-write: it makes the
+ *    socket there, where Postfix looks for it). Its hyperscan cache and log stay in the tree; ports,
+ *    Valkey and the resolver are the guest's, so Dovecot's learn scripts reach it as before.
  */
 import { rmSync } from "node:fs";
 import { join } from "node:path";
+import { MILTER_SOCKET_DIR } from "../components/services/rspamd";
 import { guestRoot, LAB } from "../lab/lab";
 import { runOk } from "../lab/proc";
 import { rootfsDir } from "../lab/rootfs";
@@ -31,6 +33,8 @@ const APT_PROXY = "http://127.0.0.1:13142";
 /** Configuration the product writes, seen by sid's rspamd at the same paths. */
 const BOUND_DIRECTORIES = ["/etc/rspamd/local.d", "/etc/rspamd/override.d", "/etc/rspamd/lua.local.d", "/srv/ispmail/dkim"];
 const BOUND_READ_ONLY = [...BOUND_DIRECTORIES, "/etc/hosts"];
+/** Where Rspamd makes the milter socket Postfix connects to. */
+const BOUND_READ_WRITE = [MILTER_SOCKET_DIR];
 
 export type RspamdBuild = "debian" | "sid";
 
@@ -70,7 +74,7 @@ export async function installSidRspamd(log: Log): Promise<string> {
         find ${tree} -xdev \\( -uid "$old_uid" -o -gid "$old_gid" \\) -exec chown -h "$uid:$gid" {} +
         sed -i "s/^_rspamd:x:$old_uid:$old_gid:/_rspamd:x:$uid:$gid:/" ${tree}/etc/passwd
         sed -i "s/^_rspamd:x:$old_gid:/_rspamd:x:$gid:/" ${tree}/etc/group
-        mkdir -p ${BOUND_DIRECTORIES.map((p) => join(tree, p)).join(" ")}`,
+        mkdir -p ${[...BOUND_DIRECTORIES, ...BOUND_READ_WRITE].map((p) => join(tree, p)).join(" ")}`,
     ], { timeoutMs: 600_000 });
     log(`rspamd-sid: rspamd ${version} installed in the mail guest at ${GUEST_TREE}`);
     return version;
@@ -81,7 +85,7 @@ export async function installSidRspamd(log: Log): Promise<string> {
  * start of a build compiles its hyperscan database; the idle wait covers it).
  */
 export async function useRspamd(build: RspamdBuild): Promise<void> {
-    const dropIn = ["[Service]", `RootDirectory=${GUEST_TREE}`, "MountAPIVFS=yes", `BindReadOnlyPaths=${BOUND_READ_ONLY.join(" ")}`].join("\n");
+    const dropIn = ["[Service]", `RootDirectory=${GUEST_TREE}`, "MountAPIVFS=yes", `BindReadOnlyPaths=${BOUND_READ_ONLY.join(" ")}`, `BindPaths=${BOUND_READ_WRITE.join(" ")}`].join("\n");
     await guest("mail").execOk(
         (build === "sid" ? `install -d ${DROP_IN.replace(/\/[^/]+$/, "")} && printf '%s\\n' '${dropIn}' > ${DROP_IN}` : `rm -f ${DROP_IN}`) +
             ` && systemctl daemon-reload && systemctl restart rspamd && ` +
