@@ -18,7 +18,7 @@
  */
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { MILTER_SOCKET_DIR } from "../components/services/rspamd";
+import { DKIM_DIR, MILTER_SOCKET_DIR } from "../components/services/rspamd";
 import { guestRoot, LAB } from "../lab/lab";
 import { runOk } from "../lab/proc";
 import { rootfsDir } from "../lab/rootfs";
@@ -31,7 +31,7 @@ const DROP_IN = "/run/systemd/system/rspamd.service.d/ispmail-bench-sid.conf";
 /** The lab's apt-cacher-ng on the host's loopback (lab/aptproxy.ts). */
 const APT_PROXY = "http://127.0.0.1:13142";
 /** Configuration the product writes, seen by sid's rspamd at the same paths. */
-const BOUND_DIRECTORIES = ["/etc/rspamd/local.d", "/etc/rspamd/override.d", "/etc/rspamd/lua.local.d", "/srv/ispmail/dkim"];
+const BOUND_DIRECTORIES = ["/etc/rspamd/local.d", "/etc/rspamd/override.d", "/etc/rspamd/lua.local.d", DKIM_DIR];
 const BOUND_READ_ONLY = [...BOUND_DIRECTORIES, "/etc/hosts"];
 /** Where Rspamd makes the milter socket Postfix connects to. */
 const BOUND_READ_WRITE = [MILTER_SOCKET_DIR];
@@ -88,9 +88,10 @@ export async function useRspamd(build: RspamdBuild): Promise<void> {
     const dropIn = ["[Service]", `RootDirectory=${GUEST_TREE}`, "MountAPIVFS=yes", `BindReadOnlyPaths=${BOUND_READ_ONLY.join(" ")}`, `BindPaths=${BOUND_READ_WRITE.join(" ")}`].join("\n");
     await guest("mail").execOk(
         (build === "sid" ? `install -d ${DROP_IN.replace(/\/[^/]+$/, "")} && printf '%s\\n' '${dropIn}' > ${DROP_IN}` : `rm -f ${DROP_IN}`) +
-            ` && systemctl daemon-reload && systemctl restart rspamd && ` +
+            ` && systemctl daemon-reload && systemctl restart rspamd || exit 1; ` +
             // Scans (the normal worker answers a message), then 3 seconds in a row under 30 ms of CPU.
-            `for i in $(seq 1 600); do printf 'Subject: ready\\n\\nready\\n' | rspamc -h localhost:11333 >/dev/null 2>&1 && break; sleep 0.2; done && ` +
+            `ok=0; for i in $(seq 1 600); do if printf 'Subject: ready\\n\\nready\\n' | rspamc -h localhost:11333 >/dev/null 2>&1; then ok=1; break; fi; sleep 0.2; done; ` +
+            `[ $ok = 1 ] || { echo "rspamd (${build}) does not answer after a restart" >&2; exit 1; }; ` +
             `cg=/sys/fs/cgroup/system.slice/rspamd.service/cpu.stat; quiet=0; prev=$(awk '$1 == "usage_usec" { print $2 }' $cg); ` +
             `for i in $(seq 1 300); do sleep 1; now=$(awk '$1 == "usage_usec" { print $2 }' $cg); ` +
             `if [ $((now - prev)) -le 30000 ]; then quiet=$((quiet + 1)); else quiet=0; fi; prev=$now; [ $quiet -ge 3 ] && break; done && [ $quiet -ge 3 ]`,
