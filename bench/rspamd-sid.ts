@@ -17,7 +17,7 @@
  *    Valkey and the resolver are the guest's, so Dovecot's learn scripts reach it as before.
  */
 import { rmSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { DKIM_DIR, MILTER_SOCKET_DIR } from "../components/services/rspamd";
 import { guestRoot, LAB } from "../lab/lab";
 import { runOk } from "../lab/proc";
@@ -87,7 +87,7 @@ export async function installSidRspamd(log: Log): Promise<string> {
 export async function useRspamd(build: RspamdBuild): Promise<void> {
     const dropIn = ["[Service]", `RootDirectory=${GUEST_TREE}`, "MountAPIVFS=yes", `BindReadOnlyPaths=${BOUND_READ_ONLY.join(" ")}`, `BindPaths=${BOUND_READ_WRITE.join(" ")}`].join("\n");
     await guest("mail").execOk(
-        (build === "sid" ? `install -d ${DROP_IN.replace(/\/[^/]+$/, "")} && printf '%s\\n' '${dropIn}' > ${DROP_IN}` : `rm -f ${DROP_IN}`) +
+        (build === "sid" ? `install -d ${dirname(DROP_IN)} && printf '%s\\n' '${dropIn}' > ${DROP_IN}` : `rm -f ${DROP_IN}`) +
             ` && systemctl daemon-reload && systemctl restart rspamd || exit 1; ` +
             // Scans (the normal worker answers a message), then 3 seconds in a row under 30 ms of CPU.
             `ok=0; for i in $(seq 1 600); do if printf 'Subject: ready\\n\\nready\\n' | rspamc -h localhost:11333 >/dev/null 2>&1; then ok=1; break; fi; sleep 0.2; done; ` +

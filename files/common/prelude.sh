@@ -72,16 +72,19 @@ mark_pending() { install -d -m 0700 "$ISPMAIL_STATE_DIR/pending-reload"; touch "
 # is pending, run CHECK (a configuration the daemon finds broken never replaces the running one:
 # under `set -e` a failing check ends the step) and reload SERVICE; otherwise start it if it is
 # not running. Without a change and with the daemon up it does nothing.
-reload_when_changed() {
-  local service=$1 paths=() marker
-  shift
+# restart_when_changed: the same with a restart, for what a daemon takes in only when it starts.
+reload_when_changed() { ispmail_when_changed reload "$@"; }
+restart_when_changed() { ispmail_when_changed restart "$@"; }
+ispmail_when_changed() {
+  local action=$1 service=$2 paths=() marker
+  shift 2
   while [ $# -gt 0 ] && [ "$1" != -- ]; do paths+=("$1"); shift; done
   [ $# -eq 0 ] || shift
   marker=$ISPMAIL_STATE_DIR/pending-reload/$service
   if [ ${#paths[@]} -gt 0 ] && changed "${paths[@]}"; then mark_pending "$service"; fi
   if [ -e "$marker" ]; then
     [ $# -eq 0 ] || "$@"
-    reload "$service"
+    "$action" "$service"
     rm -f "$marker"
   elif ! is_active "$service"; then
     restart "$service"

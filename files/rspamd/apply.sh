@@ -51,10 +51,9 @@ is_active valkey-server || restart valkey-server
 # from localhost:11332 onto the Unix socket the TCP port still listened; after one with the socket
 # file deleted, no new file was made). So a changed worker-proxy.inc, or a running Rspamd whose
 # milter socket is gone, takes a restart; any other change a reload.
-if is_active rspamd && { changed "$PROXY_CONF" || [ ! -S "$MILTER_SOCKET" ]; }; then
-  rspamadm configtest -q
-  restart rspamd
-  rm -f "$ISPMAIL_STATE_DIR/pending-reload/rspamd"
+if changed "$PROXY_CONF" || { is_active rspamd && [ ! -S "$MILTER_SOCKET" ]; }; then
+  mark_pending rspamd
+  restart_when_changed rspamd -- rspamadm configtest -q
 else
   reload_when_changed rspamd /etc/rspamd "$DKIM_DIR" -- rspamadm configtest -q
 fi

@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Model } from "../../components/config";
 import { SERVICE, stepsOf } from "../../components/services";
+import { MILTER_SOCKET } from "../../components/services/rspamd";
 import type { Step } from "../../components/steps";
 import { applyOnGuest, client, guest, LAB, labDkimSigning, labSession } from "../../lab/testkit";
 import { controllerLearnsOf, controllerLearnsSettled, eventually, FOREIGN_RCPT, foreignMessage, headerBlock, messageIdOf, MX, sendFromForeign, shellQuote, submit, swaks, token } from "./clients";
@@ -268,12 +269,11 @@ describe("mail core (lab)", { timeout: 1_800_000 }, () => {
     });
 
     test("rspamd: the milter is a Unix socket that Postfix reaches and other local users cannot; no TCP port", async () => {
-        const socket = "/var/spool/postfix/rspamd/milter.sock";
         const connect = `import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print("connected")`;
         assert.equal((await mail.execOk(`ss -Hltn 'sport = :11332' | wc -l`)).trim(), "0", "something still listens on TCP 11332");
-        const asPostfix = await mail.exec(`runuser -u postfix -- python3 -c ${shellQuote(connect)} ${socket}`);
+        const asPostfix = await mail.exec(`runuser -u postfix -- python3 -c ${shellQuote(connect)} ${MILTER_SOCKET}`);
         assert.equal(asPostfix.stdout.trim(), "connected", asPostfix.stderr);
-        const asNobody = await mail.exec(`runuser -u nobody -- python3 -c ${shellQuote(connect)} ${socket}`);
+        const asNobody = await mail.exec(`runuser -u nobody -- python3 -c ${shellQuote(connect)} ${MILTER_SOCKET}`);
         assert.notEqual(asNobody.code, 0, "user nobody reached the milter socket");
         assert.match(asNobody.stderr, /PermissionError/);
     });

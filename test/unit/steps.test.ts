@@ -424,12 +424,12 @@ describe("steps: reload_when_changed (files/common/prelude.sh), the one reload c
     });
     const marker = () => join(stateDir, "pending-reload/fake");
     /** A step whose check records that it ran and passes unless CHECK_FAILS exists. */
-    const reloadStep = (content: string) =>
+    const reloadStep = (content: string, helper: "reload_when_changed" | "restart_when_changed" = "reload_when_changed") =>
         step("reloader", [{ path: conf, content }], [
             // The state directory of the test, not the host's /var/lib/ispmail.
             `ISPMAIL_STATE_DIR=${stateDir}`,
             `fake_check() { echo check >> ${checkLog}; [ ! -e ${join(dir, "CHECK_FAILS")} ]; }`,
-            `reload_when_changed fake ${join(dir, "etc/fake")} -- fake_check`,
+            `${helper} fake ${join(dir, "etc/fake")} -- fake_check`,
         ].join("\n"));
     const calls = () => readLines(systemctlLog).filter((l) => !l.startsWith("is-active"));
     const checks = () => readLines(checkLog).length;
@@ -480,6 +480,17 @@ describe("steps: reload_when_changed (files/common/prelude.sh), the one reload c
         } finally {
             writeFileSync(join(fakeBin, "systemctl"), recorder, { mode: 0o755 });
         }
+    });
+
+    test("restart_when_changed: the same convention, with a restart: a changed file is checked, then its daemon restarts, once", () => {
+        writeFileSync(systemctlLog, "");
+        const before = checks();
+        const run = apply(reloadStep("a = 3\n", "restart_when_changed"));
+        assert.equal(run.code, 0, run.stderr);
+        assert.deepEqual(run.result?.actions, ["restarted fake"]);
+        assert.deepEqual(calls(), ["restart fake"]);
+        assert.equal(checks(), before + 1);
+        assert.equal(existsSync(marker()), false, "nothing left pending");
     });
 });
 
