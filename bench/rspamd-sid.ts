@@ -19,6 +19,7 @@
 import { rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { DKIM_DIR, MILTER_SOCKET_DIR } from "../components/services/rspamd";
+import { APT_PROXY_HOST_URL } from "../lab/aptproxy";
 import { guestRoot, LAB } from "../lab/lab";
 import { runOk } from "../lab/proc";
 import { rootfsDir } from "../lab/rootfs";
@@ -28,8 +29,6 @@ import type { Log } from "./lab-session";
 const HOST_TREE = "/var/tmp/ispmail-bench-rspamd-sid";
 const GUEST_TREE = "/opt/ispmail-bench-rspamd-sid";
 const DROP_IN = "/run/systemd/system/rspamd.service.d/ispmail-bench-sid.conf";
-/** The lab's apt-cacher-ng on the host's loopback (lab/aptproxy.ts). */
-const APT_PROXY = "http://127.0.0.1:13142";
 /** Configuration the product writes, seen by sid's rspamd at the same paths. */
 const BOUND_DIRECTORIES = ["/etc/rspamd/local.d", "/etc/rspamd/override.d", "/etc/rspamd/lua.local.d", DKIM_DIR];
 const BOUND_READ_ONLY = [...BOUND_DIRECTORIES, "/etc/hosts"];
@@ -53,7 +52,7 @@ export async function installSidRspamd(log: Log): Promise<string> {
     await runOk("bash", [
         "-c",
         // The mirror's snapshot is older than sid's Valid-Until allows on this clock; apt checks signatures all the same.
-        `printf '%s\\n' 'Acquire::Check-Valid-Until "false";' 'Acquire::http::Proxy "${APT_PROXY}";' > ${HOST_TREE}/etc/apt/apt.conf.d/99ispmail-bench && ` +
+        `printf '%s\\n' 'Acquire::Check-Valid-Until "false";' 'Acquire::http::Proxy "${APT_PROXY_HOST_URL}";' > ${HOST_TREE}/etc/apt/apt.conf.d/99ispmail-bench && ` +
             `echo 'deb http://deb.debian.org/debian sid main' > ${HOST_TREE}/etc/apt/sources.list.d/sid.list`,
     ]);
     log("rspamd-sid: installing rspamd from Debian sid into a copy of the lab's rootfs (nice 19)");

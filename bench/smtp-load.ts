@@ -73,6 +73,7 @@ export async function sendFromForeign(opts: SendOptions): Promise<SendResult> {
     // batch is in, when Postfix's queue has stayed empty with nothing new arriving, or after a
     // minute), not from a new session every half second: each new session costs the guests ~0.1-0.2
     // s of CPU (sshd, PAM, logind), a fifth of a core taken from the mail server being measured.
+    const smtpSourceResult = async () => (await foreign.exec("cat /root/bench-result 2>/dev/null", { timeoutMs: 30_000 })).stdout.trim();
     let delivered = 0;
     let t0 = NaN;
     const timeoutMs = opts.timeoutMs ?? 600_000;
@@ -88,15 +89,14 @@ export async function sendFromForeign(opts: SendOptions): Promise<SendResult> {
         if (state === "in") break;
         if (state === "idle") {
             // The queue is empty and nothing arrives: done if smtp-source is (what is missing then is lost).
-            const res = await foreign.exec("cat /root/bench-result 2>/dev/null", { timeoutMs: 30_000 });
-            if (res.stdout.trim()) break;
+            if (await smtpSourceResult()) break;
         }
     }
     // smtp-source's start and exit code (it finishes before its last message is delivered).
     while (Date.now() < deadline) {
-        const res = await foreign.exec("cat /root/bench-result 2>/dev/null", { timeoutMs: 30_000 });
-        if (res.stdout.trim()) {
-            const [start, rc] = res.stdout.trim().split(" ");
+        const result = await smtpSourceResult();
+        if (result) {
+            const [start, rc] = result.split(" ");
             t0 = Number(start);
             if (rc !== "0") opts.log(`smtp-source exit ${rc}: ${(await foreign.exec("tail -c 500 /root/bench-stderr")).stdout}`);
             break;

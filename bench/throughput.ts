@@ -55,6 +55,11 @@ export function milterBound(rspamdCpuMs: number, offRate: number, sessions: numb
     return 1 / (1 + (rspamdCpuMs / 1000) * offRate / sessions);
 }
 
+/** The inverse of {@link milterBound}: the most CPU per message (ms) that still allows `ratio`. */
+export function milterCpuAllowedMs(ratio: number, offRate: number, sessions: number): number {
+    return ((1 / ratio - 1) * sessions / offRate) * 1000;
+}
+
 /** "sid": the milter on, scanned by Rspamd from Debian sid (./rspamd-sid.ts). */
 type Milter = "on" | "off" | "sid";
 
@@ -235,14 +240,18 @@ export async function benchThroughput(opts: ThroughputOptions): Promise<BenchOut
         if (below.length) notes.push(`Ratio below the target (${below.join(", ")}): see the CPU figures above for where the time goes; for 1 MB, bench/README.md (Rspamd 3.12's word handling, bounded upstream in 4.1.4; Debian 13 ships 3.12.1). What it would take: the sid side above, measured in the same runs, and the bound below.`);
     }
     // What the 1 MB target takes, from this run's figures (see milterBound).
-    const boundLarge = (ms: number) => milterBound(ms, offLarge.median, LARGE_SESSIONS).toFixed(2);
     const shippedLargeMs = rspamdMs("large", "on");
-    const largeCpuNeededMs = (((1 / TARGET.large - 1) * LARGE_SESSIONS) / offLarge.median) * 1000;
+    const sidLargeMs = sidRatio && rspamdMs("large", "sid");
+    const boundLarge = {
+        shipped: milterBound(shippedLargeMs, offLarge.median, LARGE_SESSIONS),
+        sid: sidLargeMs && milterBound(sidLargeMs, offLarge.median, LARGE_SESSIONS),
+        rspamdCpuAllowedMs: milterCpuAllowedMs(TARGET.large, offLarge.median, LARGE_SESSIONS),
+    };
     notes.push(
         `Bound for 1 MB: each of the ${LARGE_SESSIONS} SMTP sessions sends its next message only after Rspamd answered for the last one, and one message is scanned by one Rspamd process on one core, so milter on / off <= 1 / (1 + Rspamd's CPU per message x off rate / sessions), however many cores: ` +
-            `${boundLarge(shippedLargeMs)} with Debian 13's Rspamd (${shippedLargeMs.toFixed(1)} ms; measured ${ratioLarge.toFixed(2)})` +
-            (sidRatio ? `, ${boundLarge(rspamdMs("large", "sid"))} with sid's (${rspamdMs("large", "sid").toFixed(1)} ms; measured ${sidRatio.large.toFixed(2)})` : "") +
-            `. The ${TARGET.large} target needs Rspamd's CPU per 1 MB message <= ${largeCpuNeededMs.toFixed(0)} ms at this off rate.`,
+            `${boundLarge.shipped.toFixed(2)} with Debian 13's Rspamd (${shippedLargeMs.toFixed(1)} ms; measured ${ratioLarge.toFixed(2)})` +
+            (sidRatio && sidLargeMs && boundLarge.sid ? `, ${boundLarge.sid.toFixed(2)} with sid's (${sidLargeMs.toFixed(1)} ms; measured ${sidRatio.large.toFixed(2)})` : "") +
+            `. The ${TARGET.large} target needs Rspamd's CPU per 1 MB message <= ${boundLarge.rspamdCpuAllowedMs.toFixed(0)} ms at this off rate.`,
     );
     return {
         name: "throughput",
@@ -253,8 +262,8 @@ export async function benchThroughput(opts: ThroughputOptions): Promise<BenchOut
             `small: ${onSmall.min.toFixed(1)} / ${onSmall.median.toFixed(1)} msg/s with milter vs ${offSmall.min.toFixed(1)} / ${offSmall.median.toFixed(1)} without (ratio ${ratioSmall.toFixed(2)}); ` +
             `1 MB: ${onLarge.min.toFixed(1)} / ${onLarge.median.toFixed(1)} vs ${offLarge.min.toFixed(1)} / ${offLarge.median.toFixed(1)} (ratio ${ratioLarge.toFixed(2)}); lost ${lost}` +
             (sidRatio && "version" in sid ? `; with Rspamd ${sid.version} from Debian sid (diagnostic): ratio ${sidRatio.small.toFixed(2)} small, ${sidRatio.large.toFixed(2)} 1 MB` : "") +
-            `; 1 MB bound with Debian 13's Rspamd ${boundLarge(shippedLargeMs)}, however many cores (${TARGET.large} needs <= ${largeCpuNeededMs.toFixed(0)} ms of Rspamd CPU per message: ${shippedLargeMs.toFixed(1)}${sidRatio ? `, sid's ${rspamdMs("large", "sid").toFixed(1)}` : ""})`,
+            `; 1 MB bound with Debian 13's Rspamd ${boundLarge.shipped.toFixed(2)}, however many cores (${TARGET.large} needs <= ${boundLarge.rspamdCpuAllowedMs.toFixed(0)} ms of Rspamd CPU per message: ${shippedLargeMs.toFixed(1)}${sidLargeMs ? `, sid's ${sidLargeMs.toFixed(1)}` : ""})`,
         notes,
-        data: { rates: { onSmall, offSmall, onLarge, offLarge, sid: sidRates }, ratio: { small: ratioSmall, large: ratioLarge, sid: sidRatio }, boundLarge: { shipped: milterBound(shippedLargeMs, offLarge.median, LARGE_SESSIONS), sid: sidRatio ? milterBound(rspamdMs("large", "sid"), offLarge.median, LARGE_SESSIONS) : undefined, rspamdCpuNeededMs: largeCpuNeededMs }, sidRspamd: sid, lost, batches, restore },
+        data: { rates: { onSmall, offSmall, onLarge, offLarge, sid: sidRates }, ratio: { small: ratioSmall, large: ratioLarge, sid: sidRatio }, boundLarge, sidRspamd: sid, lost, batches, restore },
     };
 }

@@ -16,6 +16,8 @@ import { DEBIAN_MIRROR } from "./rootfs";
 
 /** apt-cacher-ng's loopback port: not 3142, which a system apt-cacher-ng may hold on all addresses. */
 const LOOPBACK_PORT = 13142;
+/** The proxy as the host reaches it (an apt inside a tree on the host's network). */
+export const APT_PROXY_HOST_URL = `http://127.0.0.1:${LOOPBACK_PORT}`;
 export const APT_PROXY_DAEMONS = ["apt-proxy-relay-lab", "apt-proxy-relay-host", "apt-cacher-ng"] as const;
 const relaySocket = () => join(PATHS.run, "apt-proxy.sock");
 

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { followCommand } from "../../bench/smtp-load";
-import { milterBound } from "../../bench/throughput";
+import { milterBound, milterCpuAllowedMs } from "../../bench/throughput";
 
 function bash(script: string, env: Record<string, string>): Promise<{ stdout: string; code: number | null }> {
     return new Promise((resolve, reject) => {
@@ -31,6 +31,9 @@ describe("throughput benchmark", () => {
         // More sessions hide more of it; more CPU lowers it.
         assert.ok(milterBound(60, 50, 4) > milterBound(60, 50, 2));
         assert.ok(milterBound(90, 50, 2) < milterBound(60, 50, 2));
+        // The CPU a target allows is the bound read backwards.
+        assert.ok(Math.abs(milterCpuAllowedMs(0.4, 50, 2) - 60) < 1e-9);
+        assert.ok(Math.abs(milterBound(milterCpuAllowedMs(0.55, 37, 3), 37, 3) - 0.55) < 1e-9);
     });
 
     test("the follower answers `in N` once the batch is delivered, `idle N` when the queue stays empty and nothing arrives", { timeout: 30_000 }, async () => {
